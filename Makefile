@@ -1,0 +1,26 @@
+# The README's two commands: `make run` and `make test`. Both build .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	# torch/torchvision pinned first so pip resolves them from the local wheel cache when present
+	$(BIN)/pip install "torch>=2.4,<=2.14.1" "torchvision>=0.19,<=0.29.1"
+	$(BIN)/pip install -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/cifar-tui
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,362 @@
+"""Experiment configuration: YAML -> validated, frozen ExperimentConfig.
+
+Every error is a ConfigError whose message names the file and the key path, so
+the CLI can print it as one line and exit 2.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+MAX_CONFIG_BYTES = 1_000_000
+CONFIG_SUFFIXES = (".yaml", ".yml")
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class ConfigError(ValueError):
+    """A config (file, name or override) a user wrote is not valid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
+
+
+PosInt = Annotated[int, Field(gt=0, le=1_000_000)]
+NonNegInt = Annotated[int, Field(ge=0, le=100_000_000)]
+PosFloat = Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+ImageSize = Annotated[int, Field(ge=8, le=1024)]
+
+
+class ReferenceConfig(_Strict):
+    accuracy: Optional[Annotated[float, Field(ge=0, le=100)]] = None
+    source: str = ""
+
+
+class DataConfig(_Strict):
+    source: Literal["cifar100", "synthetic"] = "cifar100"
+    root: Optional[str] = None  # None: --data-root / CIFAR_TUI_DATA / ./data
+    image_size: ImageSize = 32
+    # Multi-scale training: each training batch is resized to one of these sizes at
+    # random; evaluation uses image_size. Empty: single scale.
+    train_sizes: list[ImageSize] = []
+    # none | flip | crop_flip run batched on the device; albumentations is the
+    # seed's per-image CPU recipe, run in DataLoader workers.
+    augment: Literal["none", "flip", "crop_flip", "albumentations"] = "none"
+    augment_p: Annotated[float, Field(ge=0, le=1)] = 1.0
+    crop_padding: Annotated[int, Field(ge=0, le=64)] = 4
+    normalize: Literal["none", "cifar100", "imagenet"] = "none"
+    shuffle: bool = True
+    train_limit: NonNegInt = 0
+    test_limit: NonNegInt = 0
+    num_workers: Annotated[int, Field(ge=-1, le=256)] = -1  # albumentations path; -1 = one per core
+
+
+class ModelConfig(_Strict):
+    backbone: Annotated[str, Field(min_length=1, max_length=128)] = "resnet18"
+    stem: Literal["imagenet", "cifar"] = "imagenet"
+    pretrained: bool = False
+    weights: Optional[str] = None  # local weights file (offline pretrained)
+    head: Literal["linear", "margin"] = "linear"
+    hid_dim: PosInt = 512
+    num_classes: Annotated[int, Field(ge=2, le=100_000)] = 100
+    drop_rate: Fraction = 0.0
+
+
+class KDConfig(_Strict):
+    teacher: Annotated[str, Field(min_length=1, max_length=256)]  # config name or run id of a finished run
+    temperature: PosFloat = 4.0
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.7
+
+
+class LossConfig(_Strict):
+    label_smoothing: Fraction = 0.0
+    margin: Literal["none", "arcface", "cosface"] = "none"
+    s: PosFloat = 8.0
+    m: Annotated[float, Field(ge=0, le=1.5, allow_inf_nan=False)] = 0.35
+    kd: Optional[KDConfig] = None
+
+
+class OptimConfig(_Strict):
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: PosFloat = 1e-3
+    betas: tuple[Fraction, Fraction] = (0.9, 0.999)
+    weight_decay: NonNegFloat = 1e-3
+    momentum: Fraction = 0.9
+    nesterov: bool = False
+
+
+class ScheduleConfig(_Strict):
+    name: Literal["constant", "step", "multistep", "cosine", "onecycle"] = "constant"
+    # milestones/step_size count optimizer steps when interval == step, epochs otherwise
+    interval: Literal["step", "epoch"] = "epoch"
+    milestones: list[NonNegInt] = []
+    step_size: PosInt = 30
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
+    warmup_epochs: Annotated[float, Field(ge=0, le=10_000)] = 0.0
+    min_lr: NonNegFloat = 0.0
+
+
+class TrainConfig(_Strict):
+    epochs: Annotated[int, Field(gt=0, le=100_000)] = 200
+    batch_size: Annotated[int, Field(gt=0, le=65_536)] = 250
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    grad_clip: Optional[PosFloat] = None
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d{1,2}|mps)$")] = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    sync_bn: bool = False  # DDP: synchronised BatchNorm across ranks
+    checkpoint_every: PosInt = 1  # epochs
+
+
+class EvalConfig(_Strict):
+    every: PosInt = 1  # epochs
+    batch_size: Optional[Annotated[int, Field(gt=0, le=65_536)]] = None
+
+
+class ExperimentConfig(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    description: str = ""
+    reference: ReferenceConfig = ReferenceConfig()
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExperimentConfig":
+        if not _PLAIN_NAME.match(self.name):
+            raise ValueError(f"name: {self.name!r} must be a plain file name (letters, digits, _ . -)")
+        if self.loss.margin != "none" and self.model.head != "margin":
+            raise ValueError(f"loss.margin: {self.loss.margin} needs model.head: margin (cosine logits), got {self.model.head}")
+        if self.model.head == "margin" and self.loss.margin == "none":
+            raise ValueError("model.head: margin needs loss.margin: arcface or cosface")
+        if self.model.weights is not None and not self.model.pretrained:
+            raise ValueError("model.weights: a weights file needs model.pretrained: true")
+        if self.data.augment == "albumentations" and self.data.train_sizes:
+            raise ValueError("data.train_sizes: multi-scale is not available with augment: albumentations")
+        if self.schedule.name == "multistep" and not self.schedule.milestones:
+            raise ValueError("schedule.milestones: multistep needs at least one milestone")
+        return self
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.data.source == "synthetic"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------
+# Loading
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _count_nodes(node: yaml.Node, budget: list[int]) -> None:
+    # Aliases re-use nodes, so a tiny file can expand exponentially ("billion laughs").
+    # Count the expanded size before constructing anything.
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ConfigError("too many YAML nodes after alias expansion (alias bomb?)")
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            _count_nodes(child, budget)
+    elif isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            _count_nodes(k, budget)
+            _count_nodes(v, budget)
+
+
+def parse_yaml_text(text: str, origin: str) -> Any:
+    try:
+        node = yaml.compose(text, Loader=_UniqueKeyLoader)
+        if node is not None:
+            _count_nodes(node, [100_000])
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{origin}: invalid YAML{where}: {problem}") from None
+
+
+def _format_validation_error(origin: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+            parts.append(msg if not loc else f"{loc}: {msg}")
+            continue
+        got = err.get("input")
+        got_s = "" if err["type"] in ("missing",) or isinstance(got, dict) else f" (got {_short(got)})"
+        parts.append(f"{loc or '(top level)'}: {msg}{got_s}")
+    more = f" (+{len(exc.errors()) - 3} more)" if len(exc.errors()) > 3 else ""
+    return f"{origin}: " + "; ".join(parts) + more
+
+
+def _short(value: Any) -> str:
+    s = repr(value)
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+def validate_config(raw: Any, origin: str) -> ExperimentConfig:
+    if not isinstance(raw, dict):
+        kind = "empty" if raw is None else type(raw).__name__
+        raise ConfigError(f"{origin}: expected a YAML mapping with a 'name' key, got {kind}")
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(origin, exc)) from None
+
+
+# ---------------------------------------------------------------------------
+# Overrides: --set a.b=v
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. train.epochs=5")
+    key, _, value = item.partition("=")
+    path = key.strip().split(".")
+    if not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) for p in path):
+        raise ConfigError(f"--set {item!r}: key {key!r} must be dotted names like optim.lr")
+    parsed = parse_yaml_text(value, f"--set {key}") if value.strip() else ""
+    return path, parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        path, value = parse_override(item)
+        node = raw
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = {}
+                node[part] = child
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(path[:i + 1])} is not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+# ---------------------------------------------------------------------------
+# Finding configs by name
+
+
+def default_configs_dir() -> Path:
+    env = os.environ.get("CIFAR_TUI_CONFIGS")
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parent.parent / "configs"
+    if checkout.is_dir():
+        return checkout
+    # non-editable install: configs ship inside the wheel as cifar_tui/configs
+    import importlib.util
+
+    spec = importlib.util.find_spec("cifar_tui")
+    if spec and spec.origin:
+        return Path(spec.origin).parent / "configs"
+    return checkout
+
+
+def check_plain_name(name: str, what: str) -> str:
+    if not name or "\x00" in name or "/" in name or "\\" in name or name in (".", "..") or not _PLAIN_NAME.match(name):
+        raise ConfigError(f"{what} {name!r}: expected a plain name (letters, digits, _ . -), not a path")
+    return name
+
+
+def list_config_paths(configs_dir: Path | None = None) -> list[Path]:
+    d = configs_dir or default_configs_dir()
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if p.suffix in CONFIG_SUFFIXES and p.is_file())
+
+
+def resolve_config_path(name_or_path: str, configs_dir: Path | None = None) -> Path:
+    if "\x00" in name_or_path:
+        raise ConfigError("config name contains a NUL character")
+    if name_or_path.endswith(CONFIG_SUFFIXES) or os.sep in name_or_path:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise ConfigError(f"{name_or_path}: config file not found")
+        return path
+    d = configs_dir or default_configs_dir()
+    check_plain_name(name_or_path, "config")
+    for suffix in CONFIG_SUFFIXES:
+        p = d / f"{name_or_path}{suffix}"
+        if p.is_file():
+            return p
+    known = ", ".join(p.stem for p in list_config_paths(d)[:20])
+    raise ConfigError(f"unknown experiment {name_or_path!r} (not in {d}); known: {known or 'none'}")
+
+
+def read_config_file(path: Path) -> Any:
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: config file is {size} bytes, more than the {MAX_CONFIG_BYTES} allowed")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file (binary data?)") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: not a text file (contains NUL bytes)")
+    return parse_yaml_text(text, str(path))
+
+
+def load_config(name_or_path: str, overrides: list[str] | None = None, configs_dir: Path | None = None) -> ExperimentConfig:
+    path = resolve_config_path(name_or_path, configs_dir)
+    raw = read_config_file(path)
+    if overrides:
+        if not isinstance(raw, dict):
+            validate_config(raw, str(path))
+        raw = apply_overrides(raw, overrides)
+        return validate_config(raw, f"{path} (with --set)")
+    return validate_config(raw, str(path))
+
+
+def config_from_dict(raw: dict, origin: str = "config") -> ExperimentConfig:
+    return validate_config(raw, origin)

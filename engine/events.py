@@ -1,0 +1,147 @@
+"""The run's event stream: runs/<id>/events.jsonl, one JSON object per line.
+
+Writers flush every line; readers ignore unknown fields and skip a torn last line
+(a crash mid-write), so a reader never fails on a file a dead engine left behind.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+EVENTS_VERSION = 1
+EVENT_TYPES = ("start", "step", "epoch", "checkpoint", "heartbeat", "end")
+END_STATUSES = ("completed", "stopped", "failed")
+
+
+def _clean(value: Any) -> Any:
+    # JSON has no NaN/inf; a diverged loss must still produce a valid line.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+class EventWriter:
+    """Appends events; one write() + flush per line so readers see whole lines."""
+
+    def __init__(self, path: Path, run_id: str):
+        self.path = Path(path)
+        self.run_id = run_id
+        self._file = open(self.path, "a", encoding="utf-8")
+        # A previous crash may have left a torn last line: start on a fresh line.
+        if self._file.tell() > 0:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    self._file.write("\n")
+                    self._file.flush()
+
+    def emit(self, type_: str, **fields: Any) -> dict:
+        event = {"v": EVENTS_VERSION, "t": round(time.time(), 3), "type": type_, "run_id": self.run_id}
+        event.update(_clean(fields))
+        self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
+        self._file.flush()
+        return event
+
+    def sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            self._file.close()
+
+
+def parse_line(line: str) -> dict | None:
+    line = line.strip()
+    if not line:
+        return None
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(event, dict) or "type" not in event:
+        return None
+    return event
+
+
+def read_events(path: Path) -> list[dict]:
+    """All complete events of a file; a torn or garbled line is skipped."""
+    try:
+        with open(path, "r", encoding="utf-8", errors="replace") as f:
+            return [e for e in (parse_line(line) for line in f) if e is not None]
+    except FileNotFoundError:
+        return []
+
+
+class EventTail:
+    """Incremental reader for a live events file: poll() returns new complete events.
+
+    A partial last line (being written right now) is kept until its newline arrives.
+    """
+
+    def __init__(self, path: Path, offset: int = 0):
+        self.path = Path(path)
+        self._offset = offset
+        self._partial = b""
+
+    def poll(self, max_bytes: int = 4 << 20) -> list[dict]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                chunk = f.read(max_bytes)
+        except FileNotFoundError:
+            return []
+        if not chunk:
+            return []
+        self._offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()  # b"" when the chunk ended on a newline
+        events = []
+        for raw in lines:
+            event = parse_line(raw.decode("utf-8", errors="replace"))
+            if event is not None:
+                events.append(event)
+        return events
+
+    def follow(self, interval: float = 0.2, stop_on_end: bool = True) -> Iterator[dict]:
+        while True:
+            events = self.poll()
+            for e in events:
+                yield e
+                if stop_on_end and e.get("type") == "end":
+                    return
+            if not events:
+                time.sleep(interval)
+
+
+def summarize(events: list[dict]) -> dict:
+    """Fold a run's events into its current state (used to rebuild the store and by readers)."""
+    state: dict[str, Any] = {"status": "unknown", "epochs": {}, "best_acc": None, "best_epoch": None}
+    for e in events:
+        kind = e.get("type")
+        if kind == "start":
+            state["start"] = e
+            state["status"] = "running"
+            state.setdefault("started_at", e.get("t"))
+        elif kind == "epoch":
+            state["epochs"][e.get("epoch")] = e
+            state["best_acc"] = e.get("best_acc", state["best_acc"])
+            state["best_epoch"] = e.get("best_epoch", state["best_epoch"])
+        elif kind == "end":
+            state["status"] = e.get("status", "failed")
+            state["end"] = e
+            if e.get("best_acc") is not None:
+                state["best_acc"] = e["best_acc"]
+        if "t" in e:
+            state["last_t"] = e["t"]
+    return state

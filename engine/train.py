@@ -1,0 +1,75 @@
+"""Engine entry point: `python -m engine.train --config NAME --run-id ID --home DIR`.
+
+Runs bare (a batch job, torchrun) as well as under cifar-tui. Exit codes: 0 completed,
+1 failed, 2 bad input (one line on stderr, nothing written), 130 stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import ConfigError, config_from_dict, load_config, read_config_file
+from .paths import check_run_id, default_data_root, default_home, new_run_id
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m engine.train", description=__doc__)
+    p.add_argument("--config", help="config name (from --configs) or path to a YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--configs", type=Path, default=None, help="configs directory")
+    p.add_argument("--run-id", default=None)
+    p.add_argument("--resume", default=None, metavar="RUN_ID", help="continue RUN_ID from its last checkpoint")
+    p.add_argument("--home", type=Path, default=None)
+    p.add_argument("--data-root", type=Path, default=None)
+    args = p.parse_args(argv)
+    if not args.config and not args.resume:
+        p.error("one of --config or --resume is required")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    home = args.home or default_home()
+    data_root = args.data_root or default_data_root()
+    try:
+        if args.resume:
+            run_id = check_run_id(args.resume)
+            config_file = home / run_id / "config.yaml"
+            if not config_file.is_file():
+                raise ConfigError(f"{config_file}: no such run to resume")
+            cfg = config_from_dict(read_config_file(config_file), str(config_file))
+        else:
+            cfg = load_config(args.config, args.overrides, args.configs)
+            run_id = check_run_id(args.run_id or new_run_id(cfg.name))
+
+        # torch is imported only now: bad input above is reported fast
+        from .data import DataError
+        from .trainer import EXIT_BAD_INPUT, DistInfo, Trainer, dist_info_from_env, init_distributed
+
+        info: DistInfo = dist_info_from_env()
+        init_distributed(info, cfg.train.device)
+        trainer = Trainer(cfg, run_id=run_id, home=home, data_root=data_root, resume=bool(args.resume), info=info)
+        try:
+            trainer.prepare()
+        except (ConfigError, DataError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if info.is_main:
+            print(f"run {run_id}: {home / run_id}", flush=True)
+        return trainer.run()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        try:
+            import torch.distributed as dist
+
+            if "torch" in sys.modules and dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
