@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from enum import Enum
@@ -24,8 +25,10 @@ app = typer.Typer(
 data_app = typer.Typer(help="Get, check or generate the dataset.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-console = Console()
-err_console = Console(stderr=True)
+# piped output is not cut to 80 columns (tables stay one row per line)
+_PIPE_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 200))
+console = Console(width=_PIPE_WIDTH)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 1000)
 
 EXIT_BAD_INPUT = 2
 
@@ -264,7 +267,8 @@ def runs(as_json: bool = typer.Option(False, "--json", help="One JSON object per
             print(json.dumps(r))
         return
     table = Table(title=f"Runs in {state.ws.home}", title_justify="left")
-    for col in ("run id", "status", "data", "device", "epochs", "best acc", "wall", "started"):
+    table.add_column("run id", no_wrap=True)
+    for col in ("status", "data", "device", "epochs", "best acc", "wall", "started"):
         table.add_column(col)
     colors = {"running": "cyan", "completed": "green", "stopped": "yellow", "failed": "red", "crashed": "red"}
     for r in rows:

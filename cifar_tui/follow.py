@@ -101,7 +101,7 @@ def _follow_rich(launched: Launched, tail: EventTail, console: Console, poll_s: 
                                     acc=f"{e['acc']:.2f}" if e.get("acc") is not None else "-", ips=f"{e.get('img_per_s', 0):.0f}")
                 elif kind == "epoch":
                     progress.console.print(_epoch_row(e))
-                    if task is not None:
+                    if task is not None and e["epoch"] < (total_epochs or 0):
                         progress.reset(task, description=f"epoch {e['epoch'] + 1}/{total_epochs}")
                 elif kind == "end":
                     end_event = e

@@ -72,9 +72,9 @@ def _apply_cifar_stem(backbone: nn.Module, name: str) -> None:
     backbone.maxpool = nn.Identity()
 
 
-def _network_reachable(address: tuple[str, int] = HUB_HOST, timeout: float = NETWORK_PROBE_TIMEOUT_S) -> bool:
+def _network_reachable(timeout: float = NETWORK_PROBE_TIMEOUT_S) -> bool:
     try:
-        with socket.create_connection(address, timeout=timeout):
+        with socket.create_connection(HUB_HOST, timeout=timeout):
             return True
     except OSError:
         return False

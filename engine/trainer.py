@@ -176,6 +176,7 @@ class Heartbeat(threading.Thread):
             with self.lock:
                 self.writer.emit("heartbeat")
             store.heartbeat(self.run_id, self.wall_clock())
+        store.close()
 
 
 class Teacher:
@@ -352,6 +353,7 @@ class Trainer:
         finally:
             if heartbeat:
                 heartbeat.stop_event.set()
+                heartbeat.join(timeout=10)
             self.stop.restore()
             if main:
                 self.emit("end", status=status, error=error, best_acc=self.best_acc, best_epoch=self.best_epoch,

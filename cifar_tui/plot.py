@@ -1,0 +1,94 @@
+"""`cifar-tui plot RUN_ID... --out F.png`: accuracy and loss curves as an image (matplotlib)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from engine.config import ConfigError
+from engine.events import read_events, summarize
+from engine.paths import check_run_id
+
+IMAGE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
+
+
+def _epochs_for(ws, store, run_id: str) -> tuple[dict, list[dict]]:
+    """(run row or summary, epoch rows) from the store, else from runs/<id>/events.jsonl."""
+    row = store.run(run_id)
+    epochs = store.epochs(run_id) if row else []
+    events_file = Path(ws.home) / run_id / "events.jsonl"
+    if not epochs and events_file.is_file():
+        state = summarize(read_events(events_file))
+        start = state.get("start") or {}
+        epochs = [state["epochs"][k] for k in sorted(state["epochs"])]
+        if row is None:
+            row = {"run_id": run_id, "config_name": start.get("config_name", run_id),
+                   "data_source": start.get("data_source"), "best_acc": state.get("best_acc")}
+    if row is None:
+        raise ConfigError(f"run {run_id!r}: not found in {ws.home} (see `cifar-tui runs`)")
+    return row, epochs
+
+
+def _check_out(out: Path) -> Path:
+    out = Path(out)
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ConfigError(f"--out {out}: expected an image file name ending in {', '.join(IMAGE_SUFFIXES)}")
+    parent = out.parent if str(out.parent) else Path(".")
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a directory")
+    if not parent.is_dir():
+        raise ConfigError(f"--out {out}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise ConfigError(f"--out {out}: not writable")
+    return out
+
+
+def plot_runs(ws, run_ids: list[str], out: Path) -> Path:
+    """Write test/train accuracy and loss per epoch of the given runs to `out`; return it."""
+    if not run_ids:
+        raise ConfigError("plot: give at least one run id")
+    for rid in run_ids:
+        check_run_id(rid)
+    out = _check_out(out)
+    store = ws.store()
+    try:
+        series = [(rid, *_epochs_for(ws, store, rid)) for rid in run_ids]
+    finally:
+        store.close()
+    if not any(epochs for _, _, epochs in series):
+        raise ConfigError(f"plot: no finished epoch yet in {', '.join(run_ids)}")
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (rid, row, epochs) in enumerate(series):
+        if not epochs:
+            continue
+        color = colors[i % len(colors)]
+        label = rid + (" (synthetic)" if row.get("data_source") == "synthetic" else "")
+        xs = [e["epoch"] for e in epochs]
+
+        def pts(key: str) -> tuple[list, list]:
+            pairs = [(x, e.get(key)) for x, e in zip(xs, epochs) if e.get(key) is not None]
+            return [p[0] for p in pairs], [p[1] for p in pairs]
+
+        ax_acc.plot(*pts("test_acc"), color=color, marker="o" if len(xs) < 30 else None, ms=3, label=f"{label} test")
+        ax_acc.plot(*pts("train_acc"), color=color, ls="--", alpha=0.6, label=f"{label} train")
+        ax_loss.plot(*pts("test_loss"), color=color, marker="o" if len(xs) < 30 else None, ms=3, label=f"{label} test")
+        ax_loss.plot(*pts("train_loss"), color=color, ls="--", alpha=0.6, label=f"{label} train")
+    ax_acc.set(title="Accuracy (%)", xlabel="epoch", ylabel="accuracy %")
+    ax_loss.set(title="Loss", xlabel="epoch", ylabel="loss")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    try:
+        fig.savefig(out)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
+    return out

@@ -1,0 +1,58 @@
+"""Command palette (ctrl+p) entries of the app: the main actions plus one per run/experiment."""
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Callable
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+from .tui_support import RESUMABLE
+
+if TYPE_CHECKING:
+    from .app import CifarTUI
+
+
+class CifarCommands(Provider):
+    """Launch, tabs, leaderboard, compare, and stop / resume / open / delete for each run."""
+
+    def _commands(self, with_items: bool) -> list[tuple[str, Callable, str]]:
+        app: CifarTUI = self.app  # type: ignore[assignment]
+        cmds: list[tuple[str, Callable, str]] = [
+            ("Launch experiment", app.action_launch, "Open the launch form for the highlighted (or marked) experiments"),
+            ("Show experiments", partial(app.action_show_tab, "experiments"), "The experiment list (1)"),
+            ("Show runs", partial(app.action_show_tab, "runs"), "Every run with its status, and the queue (2)"),
+            ("Show leaderboard", partial(app.action_show_tab, "leaderboard"), "Best accuracy per run (3)"),
+            ("Compare marked runs", app.action_compare, "Overlay accuracy curves and diff the configs of marked runs"),
+            ("Stop run", app.action_stop, "Stop the current run gracefully (checkpoint + end event)"),
+            ("Resume run", app.action_resume, "Continue the current stopped or crashed run"),
+            ("Delete run", app.action_delete, "Delete the current run's directory and rows (asks first)"),
+            ("Filter experiments", app.action_filter, "Type to filter the experiment list (/)"),
+        ]
+        if not with_items:
+            return cmds
+        for row in app.experiments:
+            if not row.get("error"):
+                cmds.append((f"Launch {row['name']}", partial(app.launch_names, [row["name"]]),
+                             f"{row['model']} · {row['head_loss']} · {row['input']}px"))
+        for r in app.runs_cache:
+            rid, status = r["run_id"], r["status"]
+            cmds.append((f"Open run {rid}", partial(app.open_run, rid, True), f"status {status}"))
+            if status == "running":
+                cmds.append((f"Stop run {rid}", partial(app.stop_run, rid), "graceful stop: checkpoint, then end"))
+            if status in RESUMABLE:
+                cmds.append((f"Resume run {rid}", partial(app.resume_run, rid), f"continue this {status} run"))
+        for q in app.queue_cache:
+            cmds.append((f"Cancel queued {q['config']} #{q['id']}", partial(app.cancel_queue_item, q["id"]),
+                         "remove it from the queue"))
+        return cmds
+
+    async def discover(self) -> Hits:
+        for name, callback, help_text in self._commands(with_items=False):
+            yield DiscoveryHit(name, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, callback, help_text in self._commands(with_items=True):
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help_text)

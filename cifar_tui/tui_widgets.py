@@ -1,0 +1,278 @@
+"""Widgets of the Textual app: the live run view (progress, epoch table, charts, log)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Log, ProgressBar, Static
+from textual_plotext import PlotextPlot
+
+from engine.events import EventTail
+
+from .report import fmt_duration
+from .tui_support import STATUS_ICON, STATUS_RICH, LogTail, RunState, fmt_eta, fmt_num, short_run
+
+POLL_MAX_BYTES = 256 * 1024   # per tick: a burst of events never stalls the UI
+CHART_MIN_INTERVAL_S = 1.0    # redraw charts at most this often for step updates
+
+
+def status_text(status: str) -> Text:
+    return Text(f"{STATUS_ICON.get(status, '?')} {status}", style=STATUS_RICH.get(status, "bold"))
+
+
+EPOCH_COLUMNS = (("epoch", "epoch"), ("train_loss", "train loss"), ("train_acc", "train acc"),
+                 ("test_loss", "test loss"), ("test_acc", "test acc"), ("lr", "lr"), ("epoch_s", "time"))
+
+
+def epoch_cells(e: dict, best_epoch: int | None) -> list:
+    best = e.get("epoch") == best_epoch and e.get("test_acc") is not None
+    test_acc = Text(fmt_num(e.get("test_acc"), ".2f") + (" ★" if best else "  "),
+                    style="bold green" if best else "")
+    return [
+        Text(str(e.get("epoch")), style="bold"),
+        fmt_num(e.get("train_loss"), ".4f"),
+        fmt_num(e.get("train_acc"), ".2f"),
+        fmt_num(e.get("test_loss"), ".4f"),
+        test_acc,
+        fmt_num(e.get("lr"), ".2e"),
+        fmt_duration(e.get("epoch_s")),
+    ]
+
+
+class RunView(Vertical):
+    """Everything about one run, updated from its events file by `poll()` (called on a timer)."""
+
+    def __init__(self, run_id: str, run_dir: Path, **kw):
+        super().__init__(**kw)
+        self.run_id = run_id
+        self.run_dir = Path(run_dir)
+        self.state = RunState(run_id)
+        self.tail = EventTail(self.run_dir / "events.jsonl")
+        self.log_tail = LogTail(self.run_dir / "stdout.log")
+        self.loaded = False            # the catch-up read of existing events is done
+        self.external: str | None = None  # status decided by the app: crashed / stopping / failed to start
+        self.start_error: str | None = None
+        self._chart_t = 0.0
+        self._shown_status: str | None = None
+        self._best_shown: int | None = None
+
+    # ------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="run-head"):
+            yield Static(id="run-title", classes="run-title")
+            yield Static(id="run-status", classes="run-status")
+        with Horizontal(classes="run-progress"):
+            yield Static("epoch -/-", id="epoch-label", classes="epoch-label")
+            yield ProgressBar(total=None, show_eta=False, id="bar")
+            yield Static("", id="progress-info", classes="progress-info")
+        with Horizontal(classes="run-body"):
+            table = DataTable(id="epochs", cursor_type="row", zebra_stripes=True)
+            table.border_title = "Epochs"
+            yield table
+            with Vertical(classes="charts"):
+                loss = PlotextPlot(id="loss-plot", classes="chart")
+                loss.border_title = "Loss"
+                yield loss
+                acc = PlotextPlot(id="acc-plot", classes="chart")
+                acc.border_title = "Accuracy %"
+                yield acc
+        log = Log(id="run-log", max_lines=400, auto_scroll=True, classes="run-log")
+        log.border_title = "stdout.log"
+        yield log
+
+    def on_mount(self) -> None:
+        table = self.query_one("#epochs", DataTable)
+        for key, label in EPOCH_COLUMNS:
+            table.add_column(label, key=key)
+        self._draw_title()
+        self._draw_status()
+        self._draw_charts(force=True)
+        self.run_worker(self._catch_up, thread=True, name=f"catch-up {self.run_id}", group="catch-up")
+
+    def focus_table(self) -> None:
+        self.query_one("#epochs", DataTable).focus()
+
+    # ------------------------------------------------------------------ data
+    def _catch_up(self) -> None:
+        """Read the events already written (possibly many MB) off the main thread."""
+        state = RunState(self.run_id)
+        while True:
+            events = self.tail.poll(max_bytes=8 << 20)
+            if not events:
+                break
+            state.apply(events)
+        lines = self.log_tail.poll()
+        self.app.call_from_thread(self._caught_up, state, lines)
+
+    def _caught_up(self, state: RunState, lines: list[str]) -> None:
+        self.state = state
+        self.loaded = True
+        if lines:
+            self.query_one("#run-log", Log).write_lines(lines)
+        self.refresh_view(force=True)
+
+    def poll(self) -> bool:
+        """Read what arrived since the last call (bounded); True when the status changed."""
+        if not self.loaded:
+            return False
+        events = self.tail.poll(max_bytes=POLL_MAX_BYTES)
+        if events:
+            self.state.apply(events)
+        lines = self.log_tail.poll()
+        if lines:
+            self.query_one("#run-log", Log).write_lines(lines)
+        before = self._shown_status
+        if events or self.state.status_dirty:
+            self.refresh_view()
+        return before != self.status
+
+    @property
+    def status(self) -> str:
+        s = self.state.status
+        if s in ("completed", "stopped", "failed"):
+            return s
+        if self.external:
+            return self.external
+        return s
+
+    def set_external(self, status: str | None, error: str | None = None) -> bool:
+        if error:
+            self.start_error = error
+        if status == self.external:
+            return False
+        self.external = status
+        self._draw_status()
+        self._draw_progress()
+        return True
+
+    # ------------------------------------------------------------------ drawing
+    def refresh_view(self, force: bool = False) -> None:
+        st = self.state
+        if not self.is_mounted:
+            return
+        if st.status_dirty or force:
+            self._draw_title()
+        if st.new_epochs or force or self._best_shown != st.best_epoch:
+            self._draw_epochs(force)
+        if st.progress_dirty or st.status_dirty or force:
+            self._draw_progress()
+        self._draw_status()
+        if st.chart_dirty or force:
+            now = time.monotonic()
+            if force or st.new_epochs or now - self._chart_t >= CHART_MIN_INTERVAL_S or st.end:
+                self._draw_charts()
+        st.new_epochs.clear()
+        st.progress_dirty = st.status_dirty = False
+
+    def _draw_title(self) -> None:
+        st = self.state
+        bits = [Text(st.config_name or short_run(self.run_id), style="bold")]
+        if st.data_source:
+            bits.append(Text(st.data_source, style="bold magenta" if st.data_source == "synthetic" else "bold cyan"))
+        if st.device:
+            bits.append(Text(st.device))
+        if st.params:
+            bits.append(Text(f"{st.params / 1e6:.1f}M params"))
+        bits.append(Text(self.run_id, style="dim"))
+        self.query_one("#run-title", Static).update(Text("  ·  ").join(bits))
+
+    def _draw_status(self) -> None:
+        status = self.status
+        text = status_text(status)
+        if self.state.best_acc is not None:
+            text.append(f"   best {self.state.best_acc:.2f}% @ {self.state.best_epoch}", style="bold")
+        self.query_one("#run-status", Static).update(text)
+        self._shown_status = status
+
+    def _draw_progress(self) -> None:
+        st = self.state
+        bar = self.query_one("#bar", ProgressBar)
+        label = self.query_one("#epoch-label", Static)
+        info = self.query_one("#progress-info", Static)
+        total_epochs = st.epochs_total or "?"
+        status = self.status
+        if status == "starting":
+            label.update(Text("starting…", style="italic"))
+            bar.update(total=None)
+            info.update(Text("waiting for the engine (importing torch, preparing data)", style="dim"))
+            return
+        if status in ("completed", "stopped", "failed", "crashed") or st.end:
+            done = st.epochs_done
+            label.update(Text(f"epoch {done}/{total_epochs}", style="bold"))
+            frac_total = st.epochs_total or max(done, 1)
+            bar.update(total=frac_total, progress=min(done, frac_total))
+            msg = {"completed": "finished", "stopped": "stopped: resume with r", "crashed":
+                   "the engine process died without an end event: resume with r",
+                   "failed": f"failed: {st.error or self.start_error or 'see the log below'}"}.get(status, status)
+            info.update(Text(msg, style=STATUS_RICH.get(status, "")))
+            return
+        epoch = st.current_epoch
+        label.update(Text(f"epoch {epoch}/{total_epochs}", style="bold"))
+        spe = st.steps_per_epoch
+        step = (st.step or {}).get("step") or 0
+        if spe:
+            bar.update(total=spe, progress=min(step, spe))
+        parts = []
+        if st.step:
+            parts.append(f"loss {fmt_num(st.step.get('loss'), '.4f')}")
+            parts.append(f"acc {fmt_num(st.step.get('acc'), '.2f')}%")
+            parts.append(f"{fmt_num(st.step.get('img_per_s'), ',.0f')} img/s")
+        epoch_left, run_left = st.eta()
+        parts.append(f"ETA {fmt_eta(epoch_left)}")
+        parts.append(f"run {fmt_eta(run_left)}")
+        if status == "stopping":
+            parts.insert(0, "stopping after this step…")
+        info.update(Text("  ·  ".join(parts)))
+
+    def _draw_epochs(self, force: bool) -> None:
+        st = self.state
+        table = self.query_one("#epochs", DataTable)
+        keys = sorted(st.epochs) if force else list(st.new_epochs)
+        # the best marker moves: redraw the row that held it
+        if self._best_shown is not None and self._best_shown != st.best_epoch and self._best_shown in st.epochs:
+            keys.append(self._best_shown)
+        if st.best_epoch in st.epochs:
+            keys.append(st.best_epoch)
+        existing = {rk.value for rk in table.rows}
+        for n in dict.fromkeys(keys):
+            e = st.epochs.get(n)
+            if e is None:
+                continue
+            cells = epoch_cells(e, st.best_epoch)
+            key = str(n)
+            if key in existing:
+                for (col, _), value in zip(EPOCH_COLUMNS, cells):
+                    table.update_cell(key, col, value)
+            else:
+                table.add_row(*cells, key=key)
+                existing.add(key)
+        if st.new_epochs and table.row_count:
+            table.move_cursor(row=table.row_count - 1, animate=False)
+        self._best_shown = st.best_epoch
+
+    def _draw_charts(self, force: bool = False) -> None:
+        st = self.state
+        self._chart_t = time.monotonic()
+        st.chart_dirty = False
+        epochs = [st.epochs[k] for k in sorted(st.epochs)]
+        pts = st.step_points
+        for plot_id, step_idx, test_key, ylabel in (("#loss-plot", 1, "test_loss", "loss"), ("#acc-plot", 2, "test_acc", "%")):
+            plot = self.query_one(plot_id, PlotextPlot)
+            plt = plot.plt
+            plt.clear_data()
+            plt.clear_figure()
+            xs = [p[0] for p in pts if p[step_idx] is not None]
+            ys = [p[step_idx] for p in pts if p[step_idx] is not None]
+            if xs:
+                plt.plot(xs, ys, marker="braille", label="train", color="cyan")
+            ex = [e["epoch"] for e in epochs if e.get(test_key) is not None]
+            ey = [e[test_key] for e in epochs if e.get(test_key) is not None]
+            if ex:
+                plt.plot(ex, ey, marker="dot" if len(ex) > 1 else "hd", label="test", color="orange")
+            if not xs and not ex:
+                plt.title("waiting for the first steps")
+            plt.xlabel("epoch")
+            plot.refresh()

@@ -1,0 +1,39 @@
+"""Shared fixtures: temp workspaces, synthetic-run overrides, the installed CLI."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+CLI = [sys.executable, "-m", "cifar_tui"]
+
+# Tiny, fast synthetic run on the CPU (a few seconds).
+TINY = ["data.source=synthetic", "data.train_limit=256", "data.test_limit=128", "train.batch_size=64",
+        "train.device=cpu", "train.epochs=2"]
+
+
+def tiny_overrides(**extra: object) -> list[str]:
+    out = list(TINY)
+    out += [f"{k.replace('__', '.')}={v}" for k, v in extra.items()]
+    return out
+
+
+def set_args(overrides: list[str]) -> list[str]:
+    return [a for o in overrides for a in ("--set", o)]
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> dict:
+    home, data = tmp_path / "runs", tmp_path / "data"
+    env = {**os.environ, "CIFAR_TUI_HOME": str(home), "CIFAR_TUI_DATA": str(data), "PYTHONUNBUFFERED": "1"}
+    env.pop("CIFAR_TUI_CONFIGS", None)
+    return {"home": home, "data": data, "env": env, "tmp": tmp_path}
+
+
+def cli(ws: dict, *args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], env=ws["env"], capture_output=True, text=True, timeout=timeout, cwd=ws["tmp"], **kw)

@@ -1,0 +1,213 @@
+"""The real engine, end to end through the installed CLI, on tiny synthetic data."""
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.checkpoint import load_checkpoint
+from engine.events import read_events
+
+from .conftest import CLI, cli, set_args, tiny_overrides
+
+EVENT_FIELDS = {
+    "start": {"config_name", "config", "device", "data_source", "params", "flops", "pid", "resumed_from"},
+    "step": {"epoch", "step", "steps_per_epoch", "loss", "acc", "lr", "img_per_s"},
+    "epoch": {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "best_acc", "best_epoch", "epoch_s"},
+    "checkpoint": {"path", "epoch", "is_best"},
+    "end": {"status", "error", "best_acc"},
+}
+
+
+def only_run_dir(home: Path) -> Path:
+    dirs = [d for d in home.iterdir() if d.is_dir()]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def test_run_end_to_end_writes_events_checkpoints_store_and_leaderboard(workspace):
+    res = cli(workspace, "run", "resnet18_baseline", *set_args(tiny_overrides()))
+    assert res.returncode == 0, res.stderr + res.stdout
+    run_dir = only_run_dir(workspace["home"])
+    assert run_dir.name.startswith("resnet18_baseline-")
+    assert str(run_dir.name) in res.stdout and "completed" in res.stdout
+
+    events = read_events(run_dir / "events.jsonl")
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end"
+    assert kinds.count("epoch") == 2
+    for e in events:
+        assert e["v"] == 1 and e["run_id"] == run_dir.name and isinstance(e["t"], float)
+        assert EVENT_FIELDS.get(e["type"], set()) <= e.keys(), e
+    times = [e["t"] for e in events]
+    assert times == sorted(times)
+    start, end = events[0], events[-1]
+    assert start["data_source"] == "synthetic" and start["device"] == "cpu" and start["params"] > 10_000_000
+    assert start["flops"] > 0 and start["resumed_from"] is None
+    assert end["status"] == "completed" and end["best_acc"] is not None
+    epochs = [e for e in events if e["type"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert end["best_acc"] == max(e["test_acc"] for e in epochs)
+
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "stdout.log").is_file()
+    last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    assert last["epoch"] == 2 and best["best_acc"] == end["best_acc"]
+    assert list((run_dir / "tb").glob("events.out.tfevents.*")), "TensorBoard scalars missing"
+
+    db = sqlite3.connect(workspace["home"] / "cifar_tui.db")
+    row = db.execute("SELECT status, best_acc, epochs_done, data_source FROM runs WHERE run_id=?", (run_dir.name,)).fetchone()
+    assert row == ("completed", end["best_acc"], 2, "synthetic")
+    assert db.execute("SELECT COUNT(*) FROM epochs WHERE run_id=?", (run_dir.name,)).fetchone()[0] == 2
+
+    board = cli(workspace, "leaderboard", "--format", "json")
+    rows = json.loads(board.stdout)
+    assert [r["run_id"] for r in rows] == [run_dir.name]
+    assert rows[0]["best_acc"] == pytest.approx(end["best_acc"]) and rows[0]["data"] == "synthetic"
+    assert rows[0]["reference"] is None  # a synthetic result is never compared with the seed's CIFAR-100 figure
+    md = cli(workspace, "leaderboard", "--format", "markdown").stdout
+    assert "Synthetic data" in md and "resnet18_baseline.yaml" in md
+    listing = cli(workspace, "runs").stdout
+    assert run_dir.name[:20] in listing and "completed" in listing
+
+
+def test_json_mode_prints_events(workspace):
+    res = cli(workspace, "run", "resnet18_baseline", "--json", "--epochs", "1", *set_args(tiny_overrides()))
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    assert lines[0]["type"] == "start" and lines[-1]["type"] == "end" and lines[-1]["status"] == "completed"
+
+
+def test_database_is_rebuilt_from_run_dirs(workspace):
+    assert cli(workspace, "run", "resnet18_baseline", "--epochs", "1", *set_args(tiny_overrides())).returncode == 0
+    (workspace["home"] / "cifar_tui.db").unlink()
+    for suffix in ("-wal", "-shm"):
+        (workspace["home"] / f"cifar_tui.db{suffix}").unlink(missing_ok=True)
+    rows = json.loads(cli(workspace, "leaderboard", "--format", "json").stdout)
+    assert len(rows) == 1 and rows[0]["status"] == "completed"
+
+
+def _start_engine(workspace, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, *args], env=workspace["env"], cwd=workspace["tmp"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_step(home: Path, timeout: float = 120) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for d in home.glob("*/events.jsonl"):
+            if any(e["type"] == "step" for e in read_events(d)):
+                return d.parent
+        time.sleep(0.05)
+    raise AssertionError("no step event")
+
+
+def _epoch_metrics(run_dir: Path) -> list[tuple]:
+    return [(e["epoch"], e["train_loss"], e["train_acc"], e["test_loss"], e["test_acc"])
+            for e in read_events(run_dir / "events.jsonl") if e["type"] == "epoch"]
+
+
+def test_ctrl_c_leaves_a_resumable_run_that_matches_an_uninterrupted_one(workspace, tmp_path):
+    overrides = tiny_overrides(data__train_limit=512, train__batch_size=32, data__augment="crop_flip",
+                               data__shuffle="true", schedule__name="cosine")
+    proc = _start_engine(workspace, "run", "resnet18_baseline", *set_args(overrides))
+    run_dir = _wait_for_step(workspace["home"])
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    end = read_events(run_dir / "events.jsonl")[-1]
+    assert end["type"] == "end" and end["status"] == "stopped"
+    last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert (last["epoch"], last["step_in_epoch"]) != (2, 0)
+    assert "cifar-tui resume" in out + err
+
+    res = cli(workspace, "resume", run_dir.name)
+    assert res.returncode == 0, res.stderr
+    starts = [e for e in read_events(run_dir / "events.jsonl") if e["type"] == "start"]
+    assert starts[-1]["resumed_from"] == {"epoch": last["epoch"], "step": last["step_in_epoch"]}
+
+    reference = dict(workspace, home=tmp_path / "reference")
+    reference["env"] = dict(workspace["env"], CIFAR_TUI_HOME=str(reference["home"]))
+    assert cli(reference, "run", "resnet18_baseline", *set_args(overrides)).returncode == 0
+    ref_dir = only_run_dir(reference["home"])
+    # same epochs, same metrics: CPU with a fixed seed is deterministic
+    assert _epoch_metrics(run_dir) == pytest.approx(_epoch_metrics(ref_dir), rel=1e-5, abs=1e-6)
+    a = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    b = load_checkpoint(ref_dir / "checkpoints" / "last.pt")
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-5, atol=1e-6)
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
+
+
+def test_stop_command_stops_a_run_started_elsewhere(workspace):
+    proc = _start_engine(workspace, "run", "resnet18_baseline",
+                         *set_args(tiny_overrides(train__epochs=50, train__batch_size=16)))
+    run_dir = _wait_for_step(workspace["home"])
+    res = cli(workspace, "stop", run_dir.name)
+    assert res.returncode == 0, res.stderr
+    proc.communicate(timeout=60)
+    assert read_events(run_dir / "events.jsonl")[-1]["status"] == "stopped"
+    runs = [json.loads(line) for line in cli(workspace, "runs", "--json").stdout.splitlines()]
+    assert runs[0]["status"] == "stopped"
+    assert cli(workspace, "stop", run_dir.name).returncode == 2  # not running any more
+
+
+def test_learnable_synthetic_data_beats_chance_fivefold(workspace):
+    res = cli(workspace, "run", "resnet18_baseline", "--json",
+              *set_args(tiny_overrides(data__train_limit=1000, data__test_limit=500, train__epochs=2,
+                                       train__batch_size=50, data__shuffle="true")))
+    assert res.returncode == 0, res.stderr
+    end = json.loads(res.stdout.splitlines()[-1])
+    assert end["best_acc"] >= 5.0, f"best test accuracy {end['best_acc']}% (chance is 1%)"
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["run", "no_such_experiment"], "unknown experiment 'no_such_experiment'"),
+    (["run", "resnet18_baseline", "--set", "train.epochs=-1"], "train.epochs"),
+    (["run", "resnet18_baseline", "--set", "model.backbone=resnet19", "--data", "synthetic", "--device", "cpu"],
+     "model.backbone: unknown timm model 'resnet19'"),
+    (["run", "resnet18_baseline", "--set", "train.batch_size=many"], "train.batch_size"),
+    (["run", "resnet18_baseline", "--set", "nope.x=1"], "nope: unknown key"),
+    (["run", "resnet18_baseline", "--device", "tpu"], "train.device"),
+    (["show", "../../etc/passwd"], "config file not found"),
+    (["resume", "../x"], "run id"),
+    (["run", "resnet18_baseline", "--data", "cifar100", "--device", "cpu"], "cifar-tui data download"),
+])
+def test_bad_input_exits_2_with_one_line_and_no_traceback(workspace, args, fragment):
+    res = cli(workspace, *args)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert fragment in res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    home = workspace["home"]
+    assert not home.exists() or not [d for d in home.iterdir() if d.is_dir()], "a refused run left a run dir"
+
+
+def test_bad_yaml_file_exits_2(workspace):
+    bad = workspace["tmp"] / "bad.yaml"
+    bad.write_text("name: x\ntrain: [unclosed\n")
+    res = cli(workspace, "run", str(bad))
+    assert res.returncode == 2 and "invalid YAML" in res.stderr and str(bad) in res.stderr
+
+
+def test_kd_without_a_finished_teacher_says_what_to_train(workspace, tmp_path):
+    weights = tmp_path / "r18.pth"
+    import timm
+
+    torch.save(timm.create_model("resnet18").state_dict(), weights)
+    res = cli(workspace, "run", "resnet18_pretrained_arcface_kd", *set_args(tiny_overrides(model__weights=weights)))
+    assert res.returncode == 2
+    assert "cifar-tui run resnet50_pretrained_arcface_224x224" in res.stderr
+
+
+def test_list_shows_every_experiment_with_reference(workspace):
+    res = cli(workspace, "list", "--json")
+    rows = {json.loads(line)["name"]: json.loads(line) for line in res.stdout.splitlines()}
+    assert len(rows) >= 12
+    assert rows["resnet18_baseline"]["reference"] == 44.26 and rows["resnet50_pretrained_arcface_224x224"]["input"] == "224"
