@@ -7,13 +7,16 @@ torch is never imported here (start-up stays fast).
 """
 from __future__ import annotations
 
+import gc
 import shutil
 import subprocess
+
+from pathlib import Path
 
 from rich.syntax import Syntax
 from rich.text import Text
 from textual import on
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import Binding
 from textual.content import Content
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -26,6 +29,7 @@ from engine.store import Store
 from .launch import LaunchRequest, Workspace, discard_unstarted, last_error_line, launch, request_stop
 from .launch import resume as resume_engine
 from .report import experiment_rows, fmt_acc, fmt_duration, leaderboard_rows
+from .gpus import GpuScheduler, Slot, visible_gpus
 from .tui_commands import CifarCommands
 from .tui_screens import CompareScreen, ConfirmScreen, LaunchPlan, LaunchScreen, QuitScreen
 from .tui_support import (RESUMABLE, STATUS_RICH, best_by_config, default_max_parallel, fail_queued,
@@ -81,7 +85,7 @@ class FilterInput(Input):
 class CifarTUI(App):
     """cifar-tui: experiments, live runs, leaderboard."""
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses elsewhere still find it
     TITLE = "cifar-tui"
     COMMANDS = App.COMMANDS | {CifarCommands}
     COMMAND_PALETTE_BINDING = "ctrl+p"
@@ -110,12 +114,18 @@ class CifarTUI(App):
                  store_interval: float = 1.0, theme: str = "tokyo-night"):
         super().__init__()
         self.ws = ws
-        self.max_parallel = max_parallel or default_max_parallel()
+        self.gpus = visible_gpus()
+        self.max_parallel = max_parallel or default_max_parallel(self.gpus)
+        # GPU pinning of the runs this app starts (one GPU each); the slot count above also
+        # counts runs started elsewhere in the workspace
+        self.scheduler = GpuScheduler(self.gpus, max_parallel=1_000_000)
+        self.slots: dict[str, Slot] = {}
         self.poll_interval = poll_interval
         self.store_interval = store_interval
         self._theme_name = theme
         self.store: Store | None = None
         self.experiments: list[dict] = []
+        self.experiments_loaded = False
         self.marked: set[str] = set()          # experiment names
         self.lb_marked: set[str] = set()       # run ids
         self.views: dict[str, RunView] = {}    # run id -> its view (one tab each)
@@ -126,12 +136,13 @@ class CifarTUI(App):
         self.lb_sort: tuple[str, bool] = ("best_acc", True)
         self._activate: set[int] = set()       # queue ids whose tab opens in front when they start
         self._yaml_for: str | None = None
+        self.yaml_text = ""                    # the resolved YAML shown (highlighted) in the side pane
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
         with Horizontal(id="topbar"):
             yield Static(Text("◆ cifar-tui", style="bold"), id="brand")
-            yield Static(Text(f"workspace {self.ws.home}", style="dim"), id="workspace")
+            yield Static(self._workspace_text(), id="workspace")
             yield Static("", id="counts")
         with TabbedContent(id="tabs", initial="experiments"):
             with TabPane("Experiments", id="experiments"):
@@ -153,6 +164,15 @@ class CifarTUI(App):
                 yield DataTable(id="lb-table", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
+    def _workspace_text(self) -> Text:
+        home = str(self.ws.home)
+        user_home = str(Path.home())
+        if home.startswith(user_home + "/"):
+            home = "~" + home[len(user_home):]
+        text = Text("workspace ", style="dim", no_wrap=True, overflow="ellipsis")
+        text.append(home)
+        return text
+
     def on_mount(self) -> None:
         if self._theme_name in self.available_themes:
             self.theme = self._theme_name
@@ -169,9 +189,10 @@ class CifarTUI(App):
                            ("started", "started")):
             runs.add_column(label, key=key)
         self._lb_columns()
-        self.experiments = experiment_rows(self.ws.configs)
         self.refresh_store()
         self.fill_experiments()
+        # validating every config takes a few hundred ms: off the main thread, after the first frame
+        self.run_worker(self._load_experiments, thread=True, name="load experiments")
         # re-attach: every live run gets its tab back; crashed ones are reported
         for r in self.runs_cache:
             if r["status"] == "running":
@@ -192,13 +213,13 @@ class CifarTUI(App):
     # ------------------------------------------------------------------ periodic work
     def tick(self) -> None:
         """Tail every open run's events (bounded reads); cheap enough for 4 Hz."""
-        changed = False
-        for rid, view in list(self.views.items()):
-            if view.poll():
-                self._update_tab_label(rid)
-                changed = True
-        if changed:
-            self.refresh_bindings()
+        for view in list(self.views.values()):
+            view.poll()
+
+    @on(RunView.StatusChanged)
+    def _run_status_changed(self, event: RunView.StatusChanged) -> None:
+        self._update_tab_label(event.run_id)
+        self.update_bindings()
 
     async def slow_tick(self) -> None:
         """Store, liveness, queue: once a second."""
@@ -215,6 +236,8 @@ class CifarTUI(App):
             if code is None:
                 continue
             del self.procs[rid]
+            if rid in self.slots:
+                self.scheduler.release(self.slots.pop(rid))
             run_dir = self.ws.home / rid
             if not (run_dir / "events.jsonl").exists():
                 reason = last_error_line(run_dir) or f"the engine exited with code {code} before starting"
@@ -249,7 +272,7 @@ class CifarTUI(App):
                     status = None if pid_alive(view.state.pid) else "crashed"
             if view.set_external(status):
                 self._update_tab_label(rid)
-        self.refresh_bindings()
+        self.update_bindings()
 
     def refresh_store(self) -> None:
         store = self.store
@@ -263,10 +286,28 @@ class CifarTUI(App):
         counts.append(f"▶ {running} running", style="bold cyan" if running else "dim")
         counts.append("   ")
         counts.append(f"◷ {len(self.queue_cache)} queued", style="bold magenta" if self.queue_cache else "dim")
-        counts.append(f"   slots {self.max_parallel}", style="dim")
+        where = f"{len(self.gpus)} GPU" + ("s" if len(self.gpus) != 1 else "") if self.gpus else "CPU"
+        counts.append(f"   {self.max_parallel} at a time on {where}", style="dim")
         self.query_one("#counts", Static).update(counts)
 
     # ------------------------------------------------------------------ experiments tab
+    def _load_experiments(self) -> None:
+        rows = experiment_rows(self.ws.configs)
+        try:
+            self.call_from_thread(self._experiments_loaded, rows)
+        except RuntimeError:  # quitting already
+            pass
+
+    def _experiments_loaded(self, rows: list[dict]) -> None:
+        self.experiments = rows
+        self.experiments_loaded = True
+        self.fill_experiments()
+        self.update_bindings()
+        # Start-up objects (widgets, styles, configs) live as long as the app: move them out of
+        # the collector's reach, so full collections triggered by parsing events stay short
+        # (they were the UI's longest pauses while events stream in).
+        self.call_after_refresh(gc.freeze)
+
     def fill_experiments(self) -> None:
         query = self.query_one("#filter", Input).value
         best = best_by_config(self.runs_cache)
@@ -280,6 +321,8 @@ class CifarTUI(App):
         _table_sync(table, rows)
         n, total = len(rows), len(self.experiments)
         hint = f"{n}/{total} experiments" if query else f"{total} experiments"
+        if not self.experiments_loaded:
+            hint = "loading experiments…"
         if self.marked:
             hint += f" · {len(self.marked)} marked (l queues them)"
         self.query_one("#exp-hint", Static).update(hint)
@@ -319,28 +362,33 @@ class CifarTUI(App):
         title = self.query_one("#exp-title", Static)
         yaml_view = self.query_one("#yaml", Static)
         if name is None:
-            title.update(Text("no experiment matches the filter", style="dim"))
+            title.update(Text("no experiment matches the filter" if self.experiments_loaded else "loading…",
+                              style="dim"))
             yaml_view.update("")
+            self.yaml_text = ""
             return
         row = next((r for r in self.experiments if r["name"] == name), None)
         try:
             cfg = load_config(row["path"] if row else name, [], self.ws.configs)
             text = cfg.to_yaml()
         except ConfigError as exc:
+            self.yaml_text = str(exc)
             title.update(Text(f"{name}: invalid config", style="bold red"))
             yaml_view.update(Text(str(exc), style="red"))
             return
         head = Text(name, style="bold")
         if row:
-            head.append(f"\n{row['path']}", style="dim")
+            path = Path(row["path"])
+            head.append(f"  {path.parent.name}/{path.name}", style="dim")
         title.update(head)
+        self.yaml_text = text
         bg = self.theme_variables.get("surface") or "default"
         yaml_view.update(Syntax(text, "yaml", theme="monokai", background_color=bg, word_wrap=True))
 
     @on(DataTable.RowHighlighted, "#exp-table")
     def _exp_highlighted(self) -> None:
         self._show_yaml()
-        self.refresh_bindings()
+        self.update_bindings()
 
     @on(DataTable.RowSelected, "#exp-table")
     def _exp_selected(self) -> None:
@@ -381,13 +429,12 @@ class CifarTUI(App):
             table = self.query_one("#lb-table", DataTable)
             if table.cursor_row < table.row_count - 1:
                 table.move_cursor(row=table.cursor_row + 1, animate=False)
-        self.refresh_bindings()
+        self.update_bindings()
 
     # ------------------------------------------------------------------ launching + queue
     def action_launch(self) -> None:
         if self.active_tab != "experiments":
             self.action_show_tab("experiments")
-            return
         if self.marked:
             names = [r["name"] for r in self.experiments if r["name"] in self.marked]
         else:
@@ -403,7 +450,8 @@ class CifarTUI(App):
         if bad:
             self.notify(f"invalid config: {', '.join(bad)} (see the YAML pane)", severity="error")
             return
-        self.push_screen(LaunchScreen(names, self.ws.configs, self.ws.data_root), self._launch_planned)
+        self.push_screen(LaunchScreen(names, self.ws.configs, self.ws.data_root, gpus=len(self.gpus)),
+                         self._launch_planned)
 
     async def _launch_planned(self, plan: LaunchPlan | None) -> None:
         if plan is None:
@@ -426,10 +474,14 @@ class CifarTUI(App):
         self.refresh_store()
         return ids
 
+    def _ended(self) -> set[str]:
+        """Runs whose `end` event was read: done, even while their process is still exiting."""
+        return {rid for rid, v in self.views.items() if v.state.end is not None}
+
     def slots_used(self) -> int:
         live = {r["run_id"] for r in self.runs_cache if r["status"] == "running"}
         live |= {rid for rid, p in self.procs.items() if p.poll() is None}
-        return len(live)
+        return len(live - self._ended())
 
     async def pump_queue(self) -> list[int]:
         """Start queued items while slots are free. Returns the queue ids started."""
@@ -441,16 +493,22 @@ class CifarTUI(App):
         for item in self.store.queued():
             if free <= 0:
                 break
+            slot = self.scheduler.allocate(1)
+            if slot is None:
+                break  # no free GPU
             if not self.store.claim_queued(item["id"], "starting"):
+                self.scheduler.release(slot)
                 continue  # another app instance took it
             try:
-                launched = launch(self.ws, LaunchRequest(item["config"], list(item["overrides"])))
+                launched = launch(self.ws, LaunchRequest(item["config"], list(item["overrides"])), env=slot.env())
             except (ConfigError, OSError) as exc:
-                fail_queued(self.store, item["id"], str(exc))
+                self.scheduler.release(slot)
+                fail_queued(self.store, item["id"])
                 self.notify(f"queued {item['config']} cannot start: {exc}", severity="error", timeout=10)
                 continue
             set_queue_run_id(self.store, item["id"], launched.run_id)
             self.procs[launched.run_id] = launched.process
+            self.slots[launched.run_id] = slot
             started.append(item["id"])
             free -= 1
             activate = item["id"] in self._activate
@@ -478,7 +536,7 @@ class CifarTUI(App):
         if activate:
             tabs.active = pane_id
             view.focus_table()
-        self.refresh_bindings()
+        self.update_bindings()
         return view
 
     def _tab_label(self, run_id: str) -> Content:
@@ -542,7 +600,7 @@ class CifarTUI(App):
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        self.refresh_bindings()
+        self.update_bindings()
 
     def current_view_run(self) -> str | None:
         active = self.active_tab
@@ -610,7 +668,7 @@ class CifarTUI(App):
             view.set_external("stopping")
             self._update_tab_label(run_id)
         self.notify(f"stopping {short_run(run_id)}: it writes a checkpoint, then ends", title="Stop", timeout=4)
-        self.refresh_bindings()
+        self.update_bindings()
         return True
 
     async def action_resume(self) -> None:
@@ -628,13 +686,21 @@ class CifarTUI(App):
         if not (self.ws.home / run_id / "config.yaml").is_file():
             self.notify(f"{short_run(run_id)}: no config.yaml in its run directory", severity="error")
             return False
-        launched = resume_engine(self.ws, run_id)
+        slot = self.scheduler.allocate(1) or Slot()
+        launched = resume_engine(self.ws, run_id, env=slot.env())
         self.procs[run_id] = launched.process
+        if slot.gpus or not self.gpus:
+            self.slots[run_id] = slot
         view = await self.open_run(run_id, True)
+        if view.loaded:  # until the new `start` event arrives, the run is starting again
+            view.state.end = None
+            view.state.status = "starting"
+            view.state.status_dirty = True
+            view.refresh_view()
         view.set_external(None)
         self._update_tab_label(run_id)
         self.notify(f"resuming {short_run(run_id)} from its last checkpoint", title="Resume", timeout=4)
-        self.refresh_bindings()
+        self.update_bindings()
         return True
 
     def action_delete(self) -> None:
@@ -702,9 +768,9 @@ class CifarTUI(App):
         if key and not key.startswith("queue:"):
             await self.open_run(key, True)
 
-    @on(DataTable.RowHighlighted)
+    @on(DataTable.RowHighlighted, "#runs-table, #lb-table")
     def _any_highlighted(self) -> None:
-        self.refresh_bindings()
+        self.update_bindings()
 
     # ------------------------------------------------------------------ leaderboard tab
     def _lb_columns(self) -> None:
@@ -810,7 +876,11 @@ class CifarTUI(App):
 
     # ------------------------------------------------------------------ bindings shown per context
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if self.screen is not self.screen_stack[0]:
+        try:
+            top_is_main = self.screen is self.screen_stack[0]
+        except (ScreenStackError, IndexError):  # shutting down
+            return False
+        if not top_is_main:
             # dialogs and the compare screen: their own bindings; of ours only these
             return action not in MAIN_ACTIONS or action in ("quit", "toggle_keys")
         tab = self.active_tab
@@ -843,6 +913,19 @@ class CifarTUI(App):
             return True if status not in ("running", "starting", "stopping") else None
         return True
 
+    def update_bindings(self) -> None:
+        """Refresh the footer only when what it shows changes (a footer rebuild is not free)."""
+        try:
+            screen = self.screen
+        except ScreenStackError:  # shutting down
+            return
+        state = (id(screen), self.active_tab,
+                 tuple(self.check_action(a, ()) for a in ("launch", "mark", "filter", "stop", "resume", "delete",
+                                                          "compare", "sort", "close_tab")))
+        if state != getattr(self, "_bindings_state", None):
+            self._bindings_state = state
+            self.refresh_bindings()
+
     def action_toggle_keys(self) -> None:
         if self.screen.query("HelpPanel"):
             self.action_hide_help_panel()
@@ -851,8 +934,9 @@ class CifarTUI(App):
 
     # ------------------------------------------------------------------ quitting
     def live_runs(self) -> list[str]:
-        live = [r["run_id"] for r in self.store.runs() if r["status"] == "running"]
-        live += [rid for rid, p in self.procs.items() if p.poll() is None and rid not in live]
+        ended = self._ended()
+        live = [r["run_id"] for r in self.store.runs() if r["status"] == "running" and r["run_id"] not in ended]
+        live += [rid for rid, p in self.procs.items() if p.poll() is None and rid not in live and rid not in ended]
         return live
 
     async def action_quit(self) -> None:
@@ -874,6 +958,7 @@ class CifarTUI(App):
         self.push_screen(QuitScreen(live, len(self.queue_cache)), chosen)
 
 
-def run_app(ws: Workspace) -> None:
-    """Entry point used by `cifar-tui` with no subcommand."""
-    CifarTUI(ws).run()
+def run_app(ws: Workspace, *, max_parallel: int | None = None) -> None:
+    """Entry point used by `cifar-tui` with no subcommand. max_parallel: runs at a time
+    (default CIFAR_TUI_MAX_PARALLEL, else one per visible GPU, else 1)."""
+    CifarTUI(ws, max_parallel=max_parallel).run()

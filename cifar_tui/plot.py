@@ -62,29 +62,43 @@ def plot_runs(ws, run_ids: list[str], out: Path) -> Path:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    shown = [(rid, row, epochs) for rid, row, epochs in series if epochs]
+    ncol = 1 if len(shown) > 2 else 2
+    legend_rows = -(-(len(shown) + 2) // ncol)
+    legend_h = 0.2 * legend_rows + 0.15  # inches
+    fig_h = 4.2 + legend_h
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, fig_h), dpi=110)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (rid, row, epochs) in enumerate(series):
-        if not epochs:
-            continue
+    handles = []
+    for i, (rid, row, epochs) in enumerate(shown):
         color = colors[i % len(colors)]
-        label = rid + (" (synthetic)" if row.get("data_source") == "synthetic" else "")
+        label = rid + (" (synthetic data)" if row.get("data_source") == "synthetic" else "")
+        if row.get("best_acc") is not None:
+            label += f"  best {row['best_acc']:.2f}%"
         xs = [e["epoch"] for e in epochs]
+        marker = "o" if len(xs) < 30 else None
 
         def pts(key: str) -> tuple[list, list]:
             pairs = [(x, e.get(key)) for x, e in zip(xs, epochs) if e.get(key) is not None]
             return [p[0] for p in pairs], [p[1] for p in pairs]
 
-        ax_acc.plot(*pts("test_acc"), color=color, marker="o" if len(xs) < 30 else None, ms=3, label=f"{label} test")
-        ax_acc.plot(*pts("train_acc"), color=color, ls="--", alpha=0.6, label=f"{label} train")
-        ax_loss.plot(*pts("test_loss"), color=color, marker="o" if len(xs) < 30 else None, ms=3, label=f"{label} test")
-        ax_loss.plot(*pts("train_loss"), color=color, ls="--", alpha=0.6, label=f"{label} train")
-    ax_acc.set(title="Accuracy (%)", xlabel="epoch", ylabel="accuracy %")
+        ax_acc.plot(*pts("test_acc"), color=color, marker=marker, ms=3)
+        ax_acc.plot(*pts("train_acc"), color=color, ls="--", alpha=0.6)
+        ax_loss.plot(*pts("test_loss"), color=color, marker=marker, ms=3)
+        ax_loss.plot(*pts("train_loss"), color=color, ls="--", alpha=0.6)
+        handles.append(Line2D([], [], color=color, label=label))
+    handles += [Line2D([], [], color="gray", label="test (solid)"),
+                Line2D([], [], color="gray", ls="--", alpha=0.6, label="train (dashed)")]
+    ax_acc.set(title="Accuracy", xlabel="epoch", ylabel="accuracy %")
     ax_loss.set(title="Loss", xlabel="epoch", ylabel="loss")
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, legend_h / fig_h, 1, 1))
     try:
         fig.savefig(out)
     except OSError as exc:

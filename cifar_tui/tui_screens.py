@@ -13,10 +13,10 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, Select, Static
 
-from engine.config import ConfigError, load_config
+from engine.config import ConfigError, load_config, resolve_config_path
 
 from .report import fmt_acc
-from .tui_support import config_diff, fmt_value, parse_override_text, short_run, visible_gpus
+from .tui_support import config_diff, fmt_value, parse_override_text, short_run
 
 
 @dataclass
@@ -33,8 +33,9 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
         Binding("ctrl+s", "submit", "Launch"),
     ]
 
-    def __init__(self, names: list[str], configs_dir: Path | None, data_root: Path):
+    def __init__(self, names: list[str], configs_dir: Path | None, data_root: Path, gpus: int = 0):
         super().__init__()
+        self.gpus = gpus
         self.names = names
         self.configs_dir = configs_dir
         self.data_root = Path(data_root)
@@ -49,7 +50,8 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
         single = self.base is not None
         b = self.base
         title = f"Launch {self.names[0]}" if len(self.names) == 1 else f"Queue {len(self.names)} experiments"
-        devices = ["auto", "cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(visible_gpus())] if visible_gpus() else [])
+        # each run is pinned to its own GPU(s) with CUDA_VISIBLE_DEVICES: "cuda" is that GPU
+        devices = ["auto", "cpu"] + (["cuda"] if self.gpus else [])
         if single and b.train.device not in devices:
             devices.append(b.train.device)
         with Vertical(id="dialog", classes="launch-dialog"):
@@ -68,11 +70,11 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
                 yield Label("Learning rate")
                 yield Input(f"{b.optim.lr:g}" if single else "", placeholder="from config", type="number", id="f-lr")
                 yield Label("Device")
-                yield Select([(d, d) for d in devices], value=b.train.device if single else Select.BLANK,
+                yield Select([(d, d) for d in devices], value=b.train.device if single else Select.NULL,
                              prompt="from config", id="f-device")
                 yield Label("Data")
                 yield Select([("cifar100", "cifar100"), ("synthetic (labelled, ranked apart)", "synthetic")],
-                             value=b.data.source if single else Select.BLANK, prompt="from config", id="f-data")
+                             value=b.data.source if single else Select.NULL, prompt="from config", id="f-data")
                 yield Label("Overrides")
                 yield Input(placeholder="key=value ...  e.g. data.train_limit=5000 optim.weight_decay=0.05",
                             id="f-set")
@@ -82,6 +84,7 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
                 yield Button("Launch" if len(self.names) == 1 else "Queue all", variant="primary", id="go")
                 yield Button("Cancel", id="cancel")
             yield Static("enter / ctrl+s launch · tab next field · esc cancel", classes="dialog-keys")
+        yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#f-epochs", Input).focus()
@@ -119,7 +122,7 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
         for select_id, key, current in (("#f-device", "train.device", b.train.device if b else None),
                                         ("#f-data", "data.source", b.data.source if b else None)):
             value = self.query_one(select_id, Select).value
-            if value is not Select.BLANK and value != current:
+            if value is not Select.NULL and value != current:
                 out.append(f"{key}={value}")
         out += parse_override_text(self.query_one("#f-set", Input).value)
         return out
@@ -138,10 +141,20 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
         try:
             plan = self.validate()
         except ConfigError as exc:
-            error.update(Text(f"✖ {exc}"))
+            error.update(Text(f"✖ {self._short_error(str(exc))}"))
             error.add_class("-visible")
             return
         self.dismiss(plan)
+
+    def _short_error(self, message: str) -> str:
+        # "/abs/path/configs/x.yaml (with --set): key: problem" -> "x (with --set): key: problem"
+        for name in self.names:
+            try:
+                path = str(resolve_config_path(name, self.configs_dir))
+            except ConfigError:
+                continue
+            message = message.replace(path, name)
+        return message
 
     def action_cancel(self) -> None:
         self.dismiss(None)
@@ -176,6 +189,7 @@ class ConfirmScreen(ModalScreen[bool]):
             with Horizontal(classes="buttons"):
                 yield Button(f"{self.yes} (y)", variant="error", id="yes")
                 yield Button("Cancel (n)", id="no")
+        yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()
@@ -216,6 +230,7 @@ class QuitScreen(ModalScreen[str | None]):
                 yield Button("Leave running (l)", variant="primary", id="leave")
                 yield Button("Stop them (s)", variant="warning", id="stop")
                 yield Button("Cancel (esc)", id="cancel")
+        yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#leave", Button).focus()

@@ -9,28 +9,14 @@ import json
 import os
 import re
 import shlex
-import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from engine.store import Store
 
-LIVE = "running"
-FINAL_STATUSES = ("completed", "stopped", "failed", "crashed")
 RESUMABLE = ("stopped", "crashed", "failed")
 
-STATUS_STYLE = {
-    "running": "bold $accent",
-    "starting": "italic $text-muted",
-    "queued": "bold $secondary",
-    "completed": "bold $success",
-    "stopped": "bold $warning",
-    "failed": "bold $error",
-    "crashed": "bold $error",
-    "stopping": "bold $warning",
-}
 STATUS_ICON = {
     "running": "▶", "starting": "…", "queued": "◷", "completed": "✔", "stopped": "■",
     "failed": "✖", "crashed": "✖", "stopping": "■",
@@ -45,26 +31,15 @@ STATUS_RICH = {
 MAX_STEP_POINTS = 3000
 
 
-def visible_gpus() -> int:
-    """GPUs this process may use, found without importing torch (start-up must stay fast)."""
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        ids = [x for x in env.split(",") if x.strip() and x.strip() != "-1"]
-        return len(ids)
-    try:
-        return len([p for p in Path("/proc/driver/nvidia/gpus").iterdir()])
-    except OSError:
-        return 0
-
-
-def default_max_parallel() -> int:
+def default_max_parallel(gpus: list[str]) -> int:
+    """Runs at a time: CIFAR_TUI_MAX_PARALLEL, else one per visible GPU, else 1 (CPU)."""
     env = os.environ.get("CIFAR_TUI_MAX_PARALLEL")
     if env:
         try:
             return max(1, int(env))
         except ValueError:
             pass
-    return max(1, visible_gpus())
+    return max(1, len(gpus))
 
 
 def short_run(run_id: str) -> str:
@@ -352,13 +327,9 @@ def set_queue_run_id(store: Store, item_id: int, run_id: str) -> None:
     store.conn.execute("UPDATE queue SET run_id=? WHERE id=?", (run_id, item_id))
 
 
-def fail_queued(store: Store, item_id: int, reason: str) -> None:
-    store.conn.execute("UPDATE queue SET state='failed', run_id=? WHERE id=?", (reason[:500], item_id))
-
-
-def running_here(runs: list[dict]) -> list[dict]:
-    """Runs whose effective status is running (any host: they hold a slot of this workspace)."""
-    return [r for r in runs if r.get("status") == LIVE]
+def fail_queued(store: Store, item_id: int) -> None:
+    """A claimed item whose launch was refused (its config no longer validates): not retried."""
+    store.conn.execute("UPDATE queue SET state='failed' WHERE id=?", (item_id,))
 
 
 def best_by_config(runs: list[dict]) -> dict[str, dict]:
@@ -374,10 +345,3 @@ def best_by_config(runs: list[dict]) -> dict[str, dict]:
             d[key] = acc
     return out
 
-
-def this_host() -> str:
-    return socket.gethostname()
-
-
-def now() -> float:
-    return time.time()

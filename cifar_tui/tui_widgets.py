@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.widgets import DataTable, Log, ProgressBar, Static
 from textual_plotext import PlotextPlot
 
@@ -15,8 +16,19 @@ from engine.events import EventTail
 from .report import fmt_duration
 from .tui_support import STATUS_ICON, STATUS_RICH, LogTail, RunState, fmt_eta, fmt_num, short_run
 
-POLL_MAX_BYTES = 256 * 1024   # per tick: a burst of events never stalls the UI
+POLL_MAX_BYTES = 64 * 1024    # per tick (~300 events): a burst of events never stalls the UI
 CHART_MIN_INTERVAL_S = 1.0    # redraw charts at most this often for step updates
+MAX_PLOT_POINTS = 400         # a terminal chart has ~2 points per cell: more only costs time
+
+
+def thin(items: list, limit: int) -> list:
+    """At most `limit` evenly spaced items, always keeping the last."""
+    if len(items) <= limit:
+        return items
+    step = len(items) / limit
+    out = [items[int(i * step)] for i in range(limit - 1)]
+    out.append(items[-1])
+    return out
 
 
 def status_text(status: str) -> Text:
@@ -45,6 +57,13 @@ def epoch_cells(e: dict, best_epoch: int | None) -> list:
 class RunView(Vertical):
     """Everything about one run, updated from its events file by `poll()` (called on a timer)."""
 
+    class StatusChanged(Message):
+        """The run's shown status changed (the app updates the tab label and the footer)."""
+
+        def __init__(self, run_id: str, status: str):
+            super().__init__()
+            self.run_id, self.status = run_id, status
+
     def __init__(self, run_id: str, run_dir: Path, **kw):
         super().__init__(**kw)
         self.run_id = run_id
@@ -58,6 +77,7 @@ class RunView(Vertical):
         self._chart_t = 0.0
         self._shown_status: str | None = None
         self._best_shown: int | None = None
+        self._ready = False                # composed and mounted: the parts can be drawn
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -87,6 +107,7 @@ class RunView(Vertical):
         table = self.query_one("#epochs", DataTable)
         for key, label in EPOCH_COLUMNS:
             table.add_column(label, key=key)
+        self._ready = True
         self._draw_title()
         self._draw_status()
         self._draw_charts(force=True)
@@ -105,9 +126,14 @@ class RunView(Vertical):
                 break
             state.apply(events)
         lines = self.log_tail.poll()
-        self.app.call_from_thread(self._caught_up, state, lines)
+        try:
+            self.app.call_from_thread(self._caught_up, state, lines)
+        except RuntimeError:  # the app is shutting down
+            pass
 
     def _caught_up(self, state: RunState, lines: list[str]) -> None:
+        if not self.is_attached:  # the tab was closed meanwhile
+            return
         self.state = state
         self.loaded = True
         if lines:
@@ -116,7 +142,7 @@ class RunView(Vertical):
 
     def poll(self) -> bool:
         """Read what arrived since the last call (bounded); True when the status changed."""
-        if not self.loaded:
+        if not self.loaded or not self._ready:
             return False
         events = self.tail.poll(max_bytes=POLL_MAX_BYTES)
         if events:
@@ -144,14 +170,15 @@ class RunView(Vertical):
         if status == self.external:
             return False
         self.external = status
-        self._draw_status()
-        self._draw_progress()
+        if self._ready:
+            self._draw_status()
+            self._draw_progress()
         return True
 
     # ------------------------------------------------------------------ drawing
     def refresh_view(self, force: bool = False) -> None:
         st = self.state
-        if not self.is_mounted:
+        if not self._ready:
             return
         if st.status_dirty or force:
             self._draw_title()
@@ -185,7 +212,9 @@ class RunView(Vertical):
         if self.state.best_acc is not None:
             text.append(f"   best {self.state.best_acc:.2f}% @ {self.state.best_epoch}", style="bold")
         self.query_one("#run-status", Static).update(text)
-        self._shown_status = status
+        if status != self._shown_status:
+            self._shown_status = status
+            self.post_message(self.StatusChanged(self.run_id, status))
 
     def _draw_progress(self) -> None:
         st = self.state
@@ -257,8 +286,8 @@ class RunView(Vertical):
         st = self.state
         self._chart_t = time.monotonic()
         st.chart_dirty = False
-        epochs = [st.epochs[k] for k in sorted(st.epochs)]
-        pts = st.step_points
+        epochs = thin([st.epochs[k] for k in sorted(st.epochs)], MAX_PLOT_POINTS)
+        pts = thin(st.step_points, MAX_PLOT_POINTS)
         for plot_id, step_idx, test_key, ylabel in (("#loss-plot", 1, "test_loss", "loss"), ("#acc-plot", 2, "test_acc", "%")):
             plot = self.query_one(plot_id, PlotextPlot)
             plt = plot.plt
@@ -274,5 +303,8 @@ class RunView(Vertical):
                 plt.plot(ex, ey, marker="dot" if len(ex) > 1 else "hd", label="test", color="orange")
             if not xs and not ex:
                 plt.title("waiting for the first steps")
+            elif plot_id == "#acc-plot":
+                top = max(ys + ey + [1.0])
+                plt.ylim(0, min(100.0, top * 1.05))
             plt.xlabel("epoch")
             plot.refresh()

@@ -1,0 +1,148 @@
+"""SVG snapshots of the main screens (pytest-textual-snapshot), on a deterministic fake workspace,
+plus assertions on what each screen shows. Update with: pytest tests/test_tui_snapshots.py --snapshot-update"""
+from __future__ import annotations
+
+import time
+
+import pytest
+from textual.widgets import DataTable, Input, Static
+
+from cifar_tui.app import CifarTUI
+from cifar_tui.tui_screens import CompareScreen, LaunchScreen
+
+from .test_tui_support import fake_workspace
+
+SIZE = (160, 45)
+
+
+@pytest.fixture
+def snap_ws(tmp_path, monkeypatch):
+    """The fake workspace with cwd = tmp (relative paths on screen) and UTC clock formatting."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    ws, ids = fake_workspace(tmp_path)
+    yield ws, ids
+    monkeypatch.delenv("TZ")
+    time.tzset()
+
+
+def make_app(ws) -> CifarTUI:
+    return CifarTUI(ws, max_parallel=1)
+
+
+async def settle(pilot, cond=lambda: True, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not (cond() and pilot.app.experiments_loaded) and time.monotonic() < deadline:
+        await pilot.pause(0.05)
+    assert cond()
+    await pilot.pause(0.3)
+
+
+def test_snapshot_experiments(snap_ws, snap_compare):
+    ws, _ = snap_ws
+    app = make_app(ws)
+    seen = {}
+
+    async def before(pilot):
+        await settle(pilot)
+        table = app.query_one("#exp-table", DataTable)
+        seen["rows"] = table.row_count
+        seen["yaml"] = app.yaml_text
+        seen["counts"] = str(app.query_one("#counts", Static).render())
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+    assert seen["rows"] >= 11
+    assert "name: resnet18_augment" in seen["yaml"]
+    assert "0 running" in seen["counts"] and "0 queued" in seen["counts"]
+
+
+def test_snapshot_runs(snap_ws, snap_compare):
+    ws, ids = snap_ws
+    app = make_app(ws)
+    seen = {}
+
+    async def before(pilot):
+        await pilot.press("2")
+        await settle(pilot)
+        table = app.query_one("#runs-table", DataTable)
+        seen["status"] = {k.value: table.get_row(k)[0].plain for k in table.rows}
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+    assert "crashed" in seen["status"][ids["s_crash"]]
+    assert "stopped" in seen["status"][ids["s_stop"]]
+    assert "completed" in seen["status"][ids["c_base"]]
+
+
+def test_snapshot_run_view_finished(snap_ws, snap_compare):
+    ws, ids = snap_ws
+    app = make_app(ws)
+    seen = {}
+
+    async def before(pilot):
+        view = await app.open_run(ids["c_pre"], True)
+        await settle(pilot, lambda: view.loaded)
+        table = view.query_one("#epochs", DataTable)
+        seen["rows"] = table.row_count
+        seen["last"] = [c.plain if hasattr(c, "plain") else c for c in table.get_row("20")]
+        seen["status"] = str(view.query_one("#run-status", Static).render())
+        seen["log"] = view.query_one("#run-log").lines[-1]
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+    assert seen["rows"] == 20
+    assert seen["last"][0] == "20" and seen["last"][4].startswith("55.53")
+    assert "completed" in seen["status"] and "best 55.53% @ 20" in seen["status"]
+    assert seen["log"] == "completed"
+
+
+def test_snapshot_leaderboard(snap_ws, snap_compare):
+    ws, ids = snap_ws
+    app = make_app(ws)
+    seen = {}
+
+    async def before(pilot):
+        await pilot.press("3")
+        await settle(pilot)
+        table = app.query_one("#lb-table", DataTable)
+        seen["order"] = [k.value for k in table.rows]
+        seen["note"] = str(app.query_one("#lb-note", Static).render())
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+    assert seen["order"][:2] == [ids["c_pre"], ids["c_base"]]
+    assert "3 synthetic" in seen["note"] and "2 CIFAR-100" in seen["note"]
+
+
+def test_snapshot_compare(snap_ws, snap_compare):
+    ws, ids = snap_ws
+    app = make_app(ws)
+    seen = {}
+
+    async def before(pilot):
+        await pilot.press("3")
+        await settle(pilot)
+        await pilot.press("space", "space", "c")
+        await settle(pilot, lambda: isinstance(app.screen, CompareScreen))
+        seen["diff"] = [k for k, _ in app.screen.diff_rows]
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+    assert seen["diff"] == ["model.pretrained", "name", "reference.accuracy"]
+
+
+def test_snapshot_launch_form_error(snap_ws, snap_compare):
+    ws, _ = snap_ws
+    app = make_app(ws)
+    seen = {}
+
+    async def before(pilot):
+        await settle(pilot)
+        await pilot.press("down", "l")
+        await settle(pilot, lambda: isinstance(app.screen, LaunchScreen))
+        form = app.screen
+        form.query_one("#f-set", Input).value = "train.epochs=0"
+        await pilot.press("ctrl+s")
+        seen["error"] = str(form.query_one("#form-error", Static).render())
+        seen["screen"] = app.screen
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+    assert isinstance(seen["screen"], LaunchScreen)
+    assert "train.epochs" in seen["error"] and "greater than 0" in seen["error"]

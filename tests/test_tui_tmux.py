@@ -1,0 +1,99 @@
+"""The installed `cifar-tui` in a real terminal (tmux): open, launch a run with keys, read the
+screen with capture-pane, quit. Under CI=true a missing tmux is a failure, not a skip."""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.store import Store
+
+EXE = Path(sys.executable).parent / "cifar-tui"
+
+
+def require_tmux() -> str:
+    tmux = shutil.which("tmux")
+    if tmux is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("tmux is required under CI=true (.ci/run installs it with apt-get)")
+        pytest.skip("tmux is not installed (apt-get install tmux)")
+    return tmux
+
+
+class Tmux:
+    def __init__(self, tmux: str, socket: str):
+        self.base = [tmux, "-L", socket]
+
+    def __call__(self, *args: str) -> str:
+        # COLUMNS/LINES (set by some pytest plugins) would override the pane's real size
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        return subprocess.run([*self.base, *args], check=True, capture_output=True, text=True, timeout=30,
+                              env=env).stdout
+
+    def keys(self, *keys: str, literal: bool = False, pause: float = 0.3) -> None:
+        for key in keys:
+            self("send-keys", "-t", "tui", *(["-l"] if literal else []), key)
+            time.sleep(pause)
+
+    def screen(self) -> str:
+        return self("capture-pane", "-p", "-t", "tui")
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} not on screen after {timeout}s; screen:\n{screen}")
+
+
+@pytest.mark.timeout(600)
+def test_installed_cifar_tui_in_tmux(tmp_path):
+    tmux_bin = require_tmux()
+    assert EXE.exists(), f"console script not installed at {EXE}"
+    home, data = tmp_path / "runs", tmp_path / "data"
+    tmux = Tmux(tmux_bin, f"cifar-tui-test-{os.getpid()}")
+    command = (f"cd {shlex.quote(str(tmp_path))} && env -u COLUMNS -u LINES {shlex.quote(str(EXE))} --home {shlex.quote(str(home))} "
+               f"--data-root {shlex.quote(str(data))}; echo EXITED-$?; sleep 600")
+    t0 = time.monotonic()
+    tmux("new-session", "-d", "-s", "tui", "-x", "160", "-y", "45", command)
+    try:
+        screen = tmux.wait_for("resnet18_baseline", 30)
+        startup = time.monotonic() - t0
+        assert "Experiments" in screen and "Leaderboard" in screen and str(home) in screen
+        assert startup < 15, f"first screen after {startup:.1f}s"
+
+        # filter, back to the list, open the launch form, set overrides, launch
+        tmux.keys("/")
+        tmux.keys("resnet18_baseline", literal=True)
+        tmux.keys("Enter", "l")
+        tmux.wait_for("Launch resnet18_baseline", 10)
+        tmux.keys("Tab", "Tab", "Tab", "Tab", "Tab")  # epochs -> batch -> lr -> device -> data -> overrides
+        tmux.keys("train.epochs=1 train.batch_size=64 data.source=synthetic train.device=cpu "
+                  "data.train_limit=256 data.test_limit=128", literal=True)
+        tmux.keys("Enter")
+        screen = tmux.wait_for("resnet18_baseline·", 10)  # the run's tab opened
+
+        # the run view fills in and the run completes
+        screen = tmux.wait_for("completed", 300)
+        assert "synthetic" in screen and "epoch 1/1" in screen
+        assert "train loss" in screen and "test acc" in screen  # the epoch table
+        store = Store(home)
+        rows = store.runs()
+        store.close()
+        assert len(rows) == 1 and rows[0]["status"] == "completed" and rows[0]["data_source"] == "synthetic"
+        assert rows[0]["run_id"][-4:] in screen
+
+        # quit: nothing is running any more, so the app exits at once
+        tmux.keys("q")
+        tmux.wait_for("EXITED-0", 15)
+    finally:
+        subprocess.run([*tmux.base, "kill-server"], capture_output=True)
