@@ -11,6 +11,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from engine.config import ConfigError
@@ -38,7 +39,7 @@ class UserError(Exception):
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # a key may look like markup
     raise typer.Exit(code)
 
 
@@ -140,7 +141,7 @@ def _finish(launched, code: int, end: dict | None, json_mode: bool) -> int:
     if code == EXIT_BAD_INPUT:
         reason = last_error_line(launched.run_dir) or "the engine refused its input"
         discard_unstarted(launched.run_dir)
-        err_console.print(f"[bold red]error:[/] {reason}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(reason)}", highlight=False, soft_wrap=True)
         return code
     if json_mode:
         return code
@@ -158,7 +159,7 @@ def _finish(launched, code: int, end: dict | None, json_mode: bool) -> int:
         console.print(f"[yellow]stopped[/] {launched.run_id} after {end.get('epochs_done')} epochs; "
                       f"continue with: cifar-tui resume {launched.run_id}; {where}")
     else:
-        err_console.print(f"[bold red]failed[/] {launched.run_id}: {end.get('error')}; {where}", highlight=False)
+        err_console.print(f"[bold red]failed[/] {launched.run_id}: {escape(str(end.get('error')))}; {escape(where)}", highlight=False)
     return code
 
 
@@ -174,6 +175,10 @@ def run(
     nnodes: int = typer.Option(1, "--nnodes", min=1, help="Nodes for torchrun."),
     node_rank: int = typer.Option(0, "--node-rank", min=0, help="This node's rank for torchrun."),
     master_addr: Optional[str] = typer.Option(None, "--master-addr", help="torchrun rendezvous address."),
+    parallel: bool = typer.Option(False, "--parallel", help="Run the names side by side: one run per visible GPU "
+                                  "(--nproc GPUs for a DDP run), pinned with CUDA_VISIBLE_DEVICES."),
+    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", min=1, help="With --parallel: at most this many "
+                                               "runs at a time (default: one per GPU; 1 without GPUs)."),
 ) -> None:
     """Train in the foreground (headless). Ctrl-C stops cleanly and keeps the run resumable."""
     from .follow import follow
@@ -185,14 +190,18 @@ def run(
     torchrun_args = None
     if nnodes > 1 or master_addr:
         torchrun_args = [f"--nnodes={nnodes}", f"--node-rank={node_rank}"] + ([f"--master-addr={master_addr}"] if master_addr else [])
+    if parallel:
+        from .gpus import run_parallel
+
+        raise typer.Exit(run_parallel(state.ws, list(zip(requests, configs)), nproc=nproc, torchrun_args=torchrun_args,
+                                      max_parallel=max_parallel, json_mode=as_json, console=console,
+                                      finish=lambda launched, code, end: _finish(launched, code, end, as_json)))
     final = 0
     for request, cfg in zip(requests, configs):
         try:
             launched = launch(state.ws, request, cfg=cfg, nproc=nproc, torchrun_args=torchrun_args)
         except ConfigError as exc:
             fail(str(exc))
-        if not as_json:
-            console.print(f"run [bold]{launched.run_id}[/] -> {launched.run_dir}")
         code, end = follow(launched, json_mode=as_json, console=console)
         code = _finish(launched, code, end, as_json)
         final = final or code
@@ -235,8 +244,14 @@ def resume(run_id: str = typer.Argument(..., help="Run id (see `cifar-tui runs`)
 def stop(run_id: str = typer.Argument(..., help="Run id."),
          wait: float = typer.Option(60.0, "--wait", help="Seconds to wait for the run to write its checkpoint.")) -> None:
     """Stop a run started elsewhere (TUI, another shell) gracefully, as Ctrl-C does."""
+    from engine.paths import check_run_id
+
     from .launch import request_stop, wait_for_exit
 
+    try:
+        check_run_id(run_id)  # before the store is opened: a bad id writes nothing
+    except ConfigError as exc:
+        fail(str(exc))
     store = state.ws.store()
     row = store.run(run_id)
     if row is None:
@@ -359,11 +374,41 @@ def data_synth(root: Optional[Path] = typer.Option(None, "--root", help="Data di
     console.print(f"synthetic data written to {folder} (runs on it are labelled synthetic)")
 
 
+@app.command()
+def plot(run_ids: List[str] = typer.Argument(..., help="Run ids to draw (accuracy and loss curves)."),
+         out: Path = typer.Option(..., "--out", help="PNG file to write.")) -> None:
+    """Write accuracy/loss curves of one or more runs as a PNG (matplotlib)."""
+    from .plot import plot_runs
+
+    try:
+        path = plot_runs(state.ws, list(run_ids), out)
+    except ConfigError as exc:
+        fail(str(exc))
+    console.print(f"wrote {path}")
+
+
+@app.command()
+def bench(as_json: bool = typer.Option(False, "--json", help="One JSON object with every figure."),
+          device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
+          quick: bool = typer.Option(False, "--quick", help="Fewer repeats and smaller sizes (about 3 minutes on a 2-core CPU).")) -> None:
+    """Throughput figures as ratios measured in one process (see docs/BENCHMARKS.md)."""
+    from .bench import render_bench, run_bench
+
+    try:
+        results = run_bench(device=device, quick=quick, progress=not as_json)
+    except ConfigError as exc:
+        fail(str(exc))
+    if as_json:
+        print(json.dumps(results))
+    else:
+        render_bench(results, console)
+
+
 def main() -> None:
     try:
         app()
     except ConfigError as exc:  # safety net: a user mistake is never a traceback
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(EXIT_BAD_INPUT)
 
 
