@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 MAX_CONFIG_BYTES = 1_000_000
+MAX_YAML_DEPTH = 50        # our configs nest 3 levels; deeper is junk (and would recurse in the loaders)
+MAX_YAML_NODES = 100_000   # after alias expansion: a "billion laughs" file is refused before it is built
 CONFIG_SUFFIXES = (".yaml", ".yml")
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -27,16 +29,24 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
 
 
-PosInt = Annotated[int, Field(gt=0, le=1_000_000)]
-NonNegInt = Annotated[int, Field(ge=0, le=100_000_000)]
-PosFloat = Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)]
-NonNegFloat = Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]
-Fraction = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
-ImageSize = Annotated[int, Field(ge=8, le=1024)]
+def _no_bool(value: Any) -> Any:
+    # pydantic's lax mode reads true/false as 1/0: `epochs: yes` would silently mean one epoch.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
+Num = BeforeValidator(_no_bool)  # every numeric field carries it
+PosInt = Annotated[int, Num, Field(gt=0, le=1_000_000)]
+NonNegInt = Annotated[int, Num, Field(ge=0, le=100_000_000)]
+PosFloat = Annotated[float, Num, Field(gt=0, le=1e6, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Num, Field(ge=0, le=1e6, allow_inf_nan=False)]
+Fraction = Annotated[float, Num, Field(ge=0, lt=1, allow_inf_nan=False)]
+ImageSize = Annotated[int, Num, Field(ge=8, le=1024)]
 
 
 class ReferenceConfig(_Strict):
-    accuracy: Optional[Annotated[float, Field(ge=0, le=100)]] = None
+    accuracy: Optional[Annotated[float, Num, Field(ge=0, le=100, allow_inf_nan=False)]] = None
     source: str = ""
 
 
@@ -50,13 +60,13 @@ class DataConfig(_Strict):
     # none | flip | crop_flip run batched on the device; albumentations is the
     # seed's per-image CPU recipe, run in DataLoader workers.
     augment: Literal["none", "flip", "crop_flip", "albumentations"] = "none"
-    augment_p: Annotated[float, Field(ge=0, le=1)] = 1.0
-    crop_padding: Annotated[int, Field(ge=0, le=64)] = 4
+    augment_p: Annotated[float, Num, Field(ge=0, le=1)] = 1.0
+    crop_padding: Annotated[int, Num, Field(ge=0, le=64)] = 4
     normalize: Literal["none", "cifar100", "imagenet"] = "none"
     shuffle: bool = True
     train_limit: NonNegInt = 0
     test_limit: NonNegInt = 0
-    num_workers: Annotated[int, Field(ge=-1, le=256)] = -1  # albumentations path; -1 = one per core
+    num_workers: Annotated[int, Num, Field(ge=-1, le=256)] = -1  # albumentations path; -1 = one per core
 
 
 class ModelConfig(_Strict):
@@ -66,21 +76,21 @@ class ModelConfig(_Strict):
     weights: Optional[str] = None  # local weights file (offline pretrained)
     head: Literal["linear", "margin"] = "linear"
     hid_dim: PosInt = 512
-    num_classes: Annotated[int, Field(ge=2, le=100_000)] = 100
+    num_classes: Annotated[int, Num, Field(ge=2, le=100_000)] = 100
     drop_rate: Fraction = 0.0
 
 
 class KDConfig(_Strict):
     teacher: Annotated[str, Field(min_length=1, max_length=256)]  # config name or run id of a finished run
     temperature: PosFloat = 4.0
-    alpha: Annotated[float, Field(ge=0, le=1)] = 0.7
+    alpha: Annotated[float, Num, Field(ge=0, le=1)] = 0.7
 
 
 class LossConfig(_Strict):
     label_smoothing: Fraction = 0.0
     margin: Literal["none", "arcface", "cosface"] = "none"
     s: PosFloat = 8.0
-    m: Annotated[float, Field(ge=0, le=1.5, allow_inf_nan=False)] = 0.35
+    m: Annotated[float, Num, Field(ge=0, le=1.5, allow_inf_nan=False)] = 0.35
     kd: Optional[KDConfig] = None
 
 
@@ -99,17 +109,17 @@ class ScheduleConfig(_Strict):
     interval: Literal["step", "epoch"] = "epoch"
     milestones: list[NonNegInt] = []
     step_size: PosInt = 30
-    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
-    warmup_epochs: Annotated[float, Field(ge=0, le=10_000)] = 0.0
+    gamma: Annotated[float, Num, Field(gt=0, le=1)] = 0.1
+    warmup_epochs: Annotated[float, Num, Field(ge=0, le=10_000)] = 0.0
     min_lr: NonNegFloat = 0.0
 
 
 class TrainConfig(_Strict):
-    epochs: Annotated[int, Field(gt=0, le=100_000)] = 200
-    batch_size: Annotated[int, Field(gt=0, le=65_536)] = 250
+    epochs: Annotated[int, Num, Field(gt=0, le=100_000)] = 200
+    batch_size: Annotated[int, Num, Field(gt=0, le=65_536)] = 250
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     grad_clip: Optional[PosFloat] = None
-    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    seed: Annotated[int, Num, Field(ge=0, le=2**31 - 1)] = 0
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d{1,2}|mps)$")] = "auto"
     channels_last: bool = True
     compile: bool = False
@@ -119,7 +129,7 @@ class TrainConfig(_Strict):
 
 class EvalConfig(_Strict):
     every: PosInt = 1  # epochs
-    batch_size: Optional[Annotated[int, Field(gt=0, le=65_536)]] = None
+    batch_size: Optional[Annotated[int, Num, Field(gt=0, le=65_536)]] = None
 
 
 class ExperimentConfig(_Strict):
@@ -173,6 +183,10 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
     seen: set = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(None, None, "found a list or mapping used as a key", key_node.start_mark) from None
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
@@ -182,33 +196,64 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _count_nodes(node: yaml.Node, budget: list[int]) -> None:
-    # Aliases re-use nodes, so a tiny file can expand exponentially ("billion laughs").
-    # Count the expanded size before constructing anything.
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise ConfigError("too many YAML nodes after alias expansion (alias bomb?)")
-    if isinstance(node, yaml.SequenceNode):
-        for child in node.value:
-            _count_nodes(child, budget)
-    elif isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            _count_nodes(k, budget)
-            _count_nodes(v, budget)
+def _check_nesting(text: str) -> None:
+    # PyYAML's composer and constructor recurse once per level: "[[[[..." 1000 deep would
+    # end in a RecursionError. The event parser does not recurse, so measure depth with it first.
+    depth = 0
+    for event in yaml.parse(text, Loader=_UniqueKeyLoader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"YAML nested more than {MAX_YAML_DEPTH} levels deep")
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    # Aliases re-use nodes, so a tiny file can expand exponentially ("billion laughs"),
+    # nest deeper than its text does, or refer to itself (&a [*a]). Walk the expanded
+    # graph iteratively with a budget before constructing anything.
+    budget = MAX_YAML_NODES
+    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise ConfigError(f"more than {MAX_YAML_NODES} YAML nodes after alias expansion (alias bomb or recursive alias)")
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(f"YAML nested more than {MAX_YAML_DEPTH} levels deep after alias expansion")
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, depth + 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                stack.append((k, depth + 1))
+                stack.append((v, depth + 1))
 
 
 def parse_yaml_text(text: str, origin: str) -> Any:
+    """Safe-load one YAML document (no Python tags, no duplicate keys, bounded size and depth)."""
     try:
-        node = yaml.compose(text, Loader=_UniqueKeyLoader)
-        if node is not None:
-            _count_nodes(node, [100_000])
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+        _check_nesting(text)
+        loader = _UniqueKeyLoader(text)  # a SafeLoader: !!python/... tags are errors
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _check_expansion(node)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
     except ConfigError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
+    except RecursionError:  # a last guard; the checks above should make it unreachable
+        raise ConfigError(f"{origin}: YAML nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context = getattr(exc, "context", None)
+        if context and problem.startswith("but "):  # "expected a single document ..., but found another document"
+            problem = f"{context}, {problem}"
         raise ConfigError(f"{origin}: invalid YAML{where}: {problem}") from None
 
 
@@ -262,7 +307,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return path, parsed
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+def apply_overrides(raw: dict, overrides: list[str], origin: str | None = None) -> dict:
+    """Set each KEY.PATH=VALUE in a copy of raw; `origin` (the file) is named when the file is what stands in the way."""
     raw = copy.deepcopy(raw)
     for item in overrides:
         path, value = parse_override(item)
@@ -273,7 +319,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 child = {}
                 node[part] = child
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {item!r}: {'.'.join(path[:i + 1])} is not a section")
+                where = f" in {origin}" if origin else ""
+                raise ConfigError(f"--set {item!r}: {'.'.join(path[:i + 1])} is not a section{where} (it is {_short(child)})")
             node = child
         node[path[-1]] = value
     return raw
@@ -353,7 +400,7 @@ def load_config(name_or_path: str, overrides: list[str] | None = None, configs_d
     if overrides:
         if not isinstance(raw, dict):
             validate_config(raw, str(path))
-        raw = apply_overrides(raw, overrides)
+        raw = apply_overrides(raw, overrides, str(path))
         return validate_config(raw, f"{path} (with --set)")
     return validate_config(raw, str(path))
 
