@@ -32,8 +32,8 @@ from .report import experiment_rows, fmt_acc, fmt_duration, leaderboard_rows
 from .gpus import GpuScheduler, Slot, visible_gpus
 from .tui_commands import CifarCommands
 from .tui_screens import CompareScreen, ConfirmScreen, LaunchPlan, LaunchScreen, QuitScreen
-from .tui_support import (RESUMABLE, STATUS_RICH, best_by_config, default_max_parallel, fail_queued,
-                          matches_filter, pane_id_for, set_queue_run_id, short_run)
+from .tui_support import (RESUMABLE, STATUS_RICH, best_by_config, default_max_parallel,
+                          matches_filter, pane_id_for, short_run)
 from .tui_widgets import RunView, status_text
 
 FIXED_TABS = ("experiments", "runs", "leaderboard")
@@ -503,10 +503,10 @@ class CifarTUI(App):
                 launched = launch(self.ws, LaunchRequest(item["config"], list(item["overrides"])), env=slot.env())
             except (ConfigError, OSError) as exc:
                 self.scheduler.release(slot)
-                fail_queued(self.store, item["id"])
+                self.store.fail_queued(item["id"])
                 self.notify(f"queued {item['config']} cannot start: {exc}", severity="error", timeout=10)
                 continue
-            set_queue_run_id(self.store, item["id"], launched.run_id)
+            self.store.set_queue_run_id(item["id"], launched.run_id)
             self.procs[launched.run_id] = launched.process
             self.slots[launched.run_id] = slot
             started.append(item["id"])

@@ -322,16 +322,6 @@ class LogTail:
 # ---------------------------------------------------------------- queue / store helpers
 
 
-def set_queue_run_id(store: Store, item_id: int, run_id: str) -> None:
-    """Record which run a claimed queue item became (launch() picks the run id itself)."""
-    store.conn.execute("UPDATE queue SET run_id=? WHERE id=?", (run_id, item_id))
-
-
-def fail_queued(store: Store, item_id: int) -> None:
-    """A claimed item whose launch was refused (its config no longer validates): not retried."""
-    store.conn.execute("UPDATE queue SET state='failed' WHERE id=?", (item_id,))
-
-
 def best_by_config(runs: list[dict]) -> dict[str, dict]:
     """Per config name: best CIFAR-100 accuracy and best synthetic accuracy."""
     out: dict[str, dict] = {}

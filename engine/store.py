@@ -234,6 +234,16 @@ class Store:
             cur = c.execute("UPDATE queue SET state='started', run_id=? WHERE id=? AND state='queued'", (run_id, item_id))
             return cur.rowcount == 1
 
+    def set_queue_run_id(self, item_id: int, run_id: str) -> None:
+        """Record which run a claimed queue item became."""
+        with transaction(self.conn) as c:
+            c.execute("UPDATE queue SET run_id=? WHERE id=?", (run_id, item_id))
+
+    def fail_queued(self, item_id: int) -> None:
+        """A claimed item whose launch was refused (its config no longer validates): not retried."""
+        with transaction(self.conn) as c:
+            c.execute("UPDATE queue SET state='failed' WHERE id=?", (item_id,))
+
     def cancel_queued(self, item_id: int) -> None:
         with transaction(self.conn) as c:
             c.execute("UPDATE queue SET state='cancelled' WHERE id=? AND state='queued'", (item_id,))
