@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from engine.store import Store
 
 RESUMABLE = ("stopped", "crashed", "failed")
 
