@@ -91,6 +91,7 @@ def _follow_rich(launched: Launched, tail: EventTail, console: Console, poll_s: 
                 if kind == "start":
                     total_epochs = (e.get("config") or {}).get("train", {}).get("epochs")
                     resumed = f" (resumed at epoch {e['resumed_from']['epoch']})" if e.get("resumed_from") else ""
+                    progress.console.print(f"run [bold]{launched.run_id}[/] -> {launched.run_dir}")
                     progress.console.print(
                         f"[bold]{e.get('config_name')}[/] on {e.get('device')}, data {e.get('data_source')}, "
                         f"{(e.get('params') or 0) / 1e6:.1f}M params{resumed}")

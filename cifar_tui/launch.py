@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.config import ExperimentConfig, load_config, resolve_config_path
+from engine.config import ConfigError, ExperimentConfig, load_config, resolve_config_path
+from engine.events import read_events
 from engine.paths import check_run_id, new_run_id
 from engine.store import Store, pid_alive
 
@@ -60,13 +61,50 @@ def engine_command(ws: Workspace, *extra: str, nproc: int = 1, torchrun_args: li
     if ws.configs:
         base += ["--configs", str(ws.configs)]
     if nproc > 1 or torchrun_args:
-        launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", *(torchrun_args or []),
-                    "-m", "engine.train"]
+        # PyTorch's torchrun, through engine.torchrun (which passes the engine's exit codes on).
+        # On one node --standalone picks a free rendezvous port: runs side by side do not collide.
+        standalone = [] if torchrun_args else ["--standalone"]
+        launcher = [sys.executable, "-m", "engine.torchrun", *standalone, f"--nproc-per-node={nproc}",
+                    *(torchrun_args or []), "-m", "engine.train"]
         return launcher + list(extra) + base
     return [sys.executable, "-m", "engine.train", *extra, *base]
 
 
-def _spawn(cmd: list[str], run_dir: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+def _children(pid: int) -> list[int]:
+    """The child processes of pid (Linux /proc); [] where that cannot be read."""
+    found: list[int] = []
+    for path in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(p) for p in path.read_text().split()]
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+class TorchrunProcess(subprocess.Popen):
+    """A DDP run's process: torchrun's agent, whose children are the ranks of this node.
+
+    Signalled itself, the agent tears the group down: it signals each worker's process group
+    (DataLoader workers too), SIGKILLs what is left after its shutdown timeout (30 s) and exits
+    with an error. So a stop request (SIGINT, SIGTERM: Ctrl-C forwarded by the CLI, the TUI's
+    stop) goes to the workers instead: every rank stops at the same step (the trainer
+    all-reduces the request), rank 0 writes its checkpoint and `end` event, all exit 0, and
+    torchrun ends on its own. `cifar-tui stop` signals rank 0 (the pid in the store) to the same
+    effect. Other signals, or no readable /proc, go to the agent."""
+
+    def send_signal(self, sig: int) -> None:
+        workers = _children(self.pid) if sig in (signal.SIGINT, signal.SIGTERM) and self.poll() is None else []
+        for pid in workers:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        if not workers:
+            super().send_signal(sig)
+
+
+def _spawn(cmd: list[str], run_dir: Path, env: dict[str, str] | None = None, *,
+           distributed: bool = False) -> subprocess.Popen:
     run_dir.mkdir(parents=True, exist_ok=True)
     log = open(run_dir / "stdout.log", "ab")
     try:
@@ -74,8 +112,9 @@ def _spawn(cmd: list[str], run_dir: Path, env: dict[str, str] | None = None) -> 
         # the engine must import the same engine package the launcher uses
         project_root = str(Path(__file__).resolve().parent.parent)
         child_env["PYTHONPATH"] = os.pathsep.join(p for p in (project_root, child_env.get("PYTHONPATH")) if p)
-        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=child_env, cwd=os.getcwd())
+        popen = TorchrunProcess if distributed else subprocess.Popen
+        return popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                     start_new_session=True, env=child_env, cwd=os.getcwd())
     finally:
         log.close()
 
@@ -89,14 +128,36 @@ def launch(ws: Workspace, request: LaunchRequest, *, cfg: ExperimentConfig | Non
     run_dir = ws.home / run_id
     cmd = engine_command(ws, "--config", str(path.resolve()), *[a for o in request.overrides for a in ("--set", o)],
                          "--run-id", run_id, nproc=nproc, torchrun_args=torchrun_args)
-    return Launched(run_id, run_dir, _spawn(cmd, run_dir, env))
+    return Launched(run_id, run_dir, _spawn(cmd, run_dir, env, distributed=nproc > 1 or bool(torchrun_args)))
 
 
-def resume(ws: Workspace, run_id: str, *, nproc: int = 1, env: dict[str, str] | None = None) -> Launched:
+def recorded_processes(run_dir: Path) -> tuple[int, int]:
+    """(world_size, processes per node) of a run's latest start; (1, 1) when it never started."""
+    starts = [e for e in read_events(run_dir / "events.jsonl") if e.get("type") == "start"]
+    if not starts:
+        return 1, 1
+    world = int(starts[-1].get("world_size") or 1)
+    return world, int(starts[-1].get("local_world_size") or world)
+
+
+def resume(ws: Workspace, run_id: str, *, nproc: int | None = None, torchrun_args: list[str] | None = None,
+           env: dict[str, str] | None = None) -> Launched:
+    """Continue a run from its last checkpoint; by default with as many processes as it had.
+
+    The batch size is the global batch, so any process count continues the same batches;
+    a run that spanned several nodes needs the torchrun options again (ConfigError otherwise)."""
     run_id = check_run_id(run_id)
     run_dir = ws.home / run_id
-    cmd = engine_command(ws, "--resume", run_id, nproc=nproc)
-    return Launched(run_id, run_dir, _spawn(cmd, run_dir, env))
+    if nproc is None:
+        world, local = recorded_processes(run_dir)
+        if world > local and not torchrun_args:
+            raise ConfigError(
+                f"run {run_id} ran on {world // local} nodes; resume it on every node with "
+                f"python -m torch.distributed.run --nnodes={world // local} --node-rank=R --master-addr=HOST "
+                f"--nproc-per-node={local} -m engine.train --resume {run_id} --home {ws.home}")
+        nproc = local
+    cmd = engine_command(ws, "--resume", run_id, nproc=nproc, torchrun_args=torchrun_args)
+    return Launched(run_id, run_dir, _spawn(cmd, run_dir, env, distributed=nproc > 1 or bool(torchrun_args)))
 
 
 def request_stop(pid: int, sig: int = signal.SIGTERM) -> bool:
@@ -131,6 +192,9 @@ def last_error_line(run_dir: Path) -> str | None:
 
 
 def discard_unstarted(run_dir: Path) -> None:
-    """Remove a run dir whose engine refused its input before writing anything."""
-    if run_dir.is_dir() and not (run_dir / "events.jsonl").exists():
+    """Remove a run dir whose engine refused its input before writing anything.
+
+    Only a dir that holds nothing but the launcher's stdout.log goes: a refused resume of a
+    run dir with a config and checkpoints but no events file (copied in, an old run) stays."""
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {"stdout.log"}:
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import socket
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
 
 import timm
@@ -73,11 +75,21 @@ def _apply_cifar_stem(backbone: nn.Module, name: str) -> None:
 
 
 def _network_reachable(timeout: float = NETWORK_PROBE_TIMEOUT_S) -> bool:
+    # create_connection's timeout does not bound the DNS lookup: bound the whole probe.
+    def probe() -> bool:
+        try:
+            with socket.create_connection(HUB_HOST, timeout=timeout):
+                return True
+        except OSError:
+            return False
+
+    pool = ThreadPoolExecutor(max_workers=1)
     try:
-        with socket.create_connection(HUB_HOST, timeout=timeout):
-            return True
-    except OSError:
+        return pool.submit(probe).result(timeout=timeout + 1)
+    except FuturesTimeout:
         return False
+    finally:
+        pool.shutdown(wait=False)
 
 
 def cached_weights(backbone: str) -> str | None:

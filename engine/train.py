@@ -2,6 +2,12 @@
 
 Runs bare (a batch job, torchrun) as well as under cifar-tui. Exit codes: 0 completed,
 1 failed, 2 bad input (one line on stderr, nothing written), 130 stopped.
+
+Under torchrun (`torchrun --nproc-per-node=N -m engine.train ...`, or `cifar-tui run --nproc N`)
+every process trains on its share of each global batch (train.batch_size is the global batch)
+and only rank 0 writes events, checkpoints and store rows. SIGINT/SIGTERM to any rank stops all
+of them at the same step; a stopped DDP run exits 0 (a non-zero exit makes torchrun kill the
+other ranks) and its `end` event says "stopped".
 """
 from __future__ import annotations
 

@@ -22,9 +22,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, repair_best, save_checkpoint
 from .config import ConfigError, ExperimentConfig, config_from_dict
 from .data import load_dataset, make_pipeline
+from .ddp import convert_sync_batchnorm, device_label
 from .events import EventWriter
 from .losses import Criterion
 from .models import build_model, count_flops, count_params
@@ -32,6 +33,8 @@ from .schedule import build_optimizer, build_scheduler
 from .store import Store
 
 STEP_EVENT_INTERVAL_S = 0.2   # at most ~5 step events per second
+# Fault tests only (tests/test_faults.py): raise a CUDA out-of-memory error at this global step.
+_TEST_OOM_AT_STEP = int(os.environ.get("CIFAR_TUI_TEST_OOM_AT_STEP") or 0)
 HEARTBEAT_INTERVAL_S = 5.0
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 130
@@ -42,6 +45,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1  # processes on this node
 
     @property
     def is_main(self) -> bool:
@@ -53,7 +57,10 @@ class DistInfo:
 
 
 def dist_info_from_env() -> DistInfo:
-    return DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
+    """What torchrun tells each process (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE)."""
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    return DistInfo(int(os.environ.get("RANK", 0)), world_size, int(os.environ.get("LOCAL_RANK", 0)),
+                    int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
 
 
 def select_device(requested: str, info: DistInfo) -> torch.device:
@@ -63,7 +70,13 @@ def select_device(requested: str, info: DistInfo) -> torch.device:
         if not torch.cuda.is_available():
             raise ConfigError(f"train.device: {requested} asked for but no CUDA device is available (use cpu or auto)")
         if requested == "cuda":
+            if info.local_rank >= torch.cuda.device_count():
+                raise ConfigError(f"train.device: local rank {info.local_rank} needs cuda:{info.local_rank} "
+                                  f"but {torch.cuda.device_count()} CUDA devices are visible (fewer processes per node?)")
             return torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
+        if info.enabled:  # one GPU per process: rank r of a node uses cuda:LOCAL_RANK
+            raise ConfigError(f"train.device: {requested} with {info.world_size} processes; use cuda or auto "
+                              "(each process takes cuda:LOCAL_RANK; choose the GPUs with CUDA_VISIBLE_DEVICES)")
         index = int(requested.split(":")[1])
         if index >= torch.cuda.device_count():
             raise ConfigError(f"train.device: {requested} does not exist ({torch.cuda.device_count()} CUDA devices)")
@@ -108,8 +121,9 @@ def failure_message(exc: BaseException, cfg: ExperimentConfig) -> str:
     if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
         return (f"out of memory with train.batch_size={cfg.train.batch_size}; try a smaller batch, "
                 f"e.g. --set train.batch_size={max(1, cfg.train.batch_size // 2)}")
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"disk full while writing {getattr(exc, 'filename', None) or 'the run directory'}: free space, then `cifar-tui resume`"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # EFBIG: ulimit -f
+        return (f"disk full while writing {getattr(exc, 'filename', None) or 'the run directory'} ({exc.strerror}): "
+                f"free space, then `cifar-tui resume`")
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
         return f"cannot write {getattr(exc, 'filename', None) or 'the run directory'} ({exc.strerror}); fix permissions, then `cifar-tui resume`"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -242,6 +256,7 @@ class Trainer:
         self.device = select_device(cfg.train.device, info)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+        self.device_label = device_label(self.device, info.world_size, info.local_world_size)
         seed_everything(cfg.train.seed + info.rank)
         if self.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -251,7 +266,7 @@ class Trainer:
         teacher_dir = resolve_teacher(cfg, self.home)
         self.model = build_model(cfg.model)
         if info.enabled and cfg.train.sync_bn:
-            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.model = convert_sync_batchnorm(self.model, self.device)
         self.model.to(self.device)
         if cfg.train.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -287,10 +302,13 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
         self.best_acc, self.best_epoch = state["best_acc"], state["best_epoch"]
-        self.partial = state["partial"].to(self.device)
+        if self.info.is_main:  # rank 0 saved the epoch's sums over all ranks; the others start from zero
+            self.partial = state["partial"].to(self.device)
         self.wall_s = float(state["wall_s"])
         set_rng_state(state["rng"])
         self.resumed_from = {"epoch": self.epoch, "step": self.step_in_epoch}
+        if self.info.is_main:  # a crash between writing last.pt and best.pt: last.pt holds the best model
+            repair_best(self.run_dir / "checkpoints" / "best.pt", state)
 
     def _state(self) -> dict:
         return {
@@ -330,20 +348,26 @@ class Trainer:
         heartbeat = None
         try:
             if main:
-                self.emit("start", config_name=self.cfg.name, config=self.cfg.to_dict(), device=str(self.device),
+                self.emit("start", config_name=self.cfg.name, config=self.cfg.to_dict(), device=self.device_label,
                           data_source=self.cfg.data.source, params=self.params, flops=self.flops, pid=os.getpid(),
-                          host=socket.gethostname(), world_size=self.info.world_size, resumed_from=self.resumed_from,
+                          host=socket.gethostname(), world_size=self.info.world_size,
+                          local_world_size=self.info.local_world_size,
+                          visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"), resumed_from=self.resumed_from,
                           steps_per_epoch=self.steps_per_epoch, num_train=self.pipeline.num_train,
                           num_test=self.pipeline.num_test)
-                self.store.run_started(self.run_id, config=self.cfg.to_dict(), device=str(self.device), pid=os.getpid(),
+                self.store.run_started(self.run_id, config=self.cfg.to_dict(), device=self.device_label, pid=os.getpid(),
                                        run_dir=str(self.run_dir), epochs_total=self.cfg.train.epochs, params=self.params,
                                        flops=self.flops, world_size=self.info.world_size)
                 heartbeat = Heartbeat(self.writer, self.lock, self.home, self.run_id, self.wall_clock)
                 heartbeat.start()
             while self.epoch < self.cfg.train.epochs and self._train_epoch():
                 pass
+            if os.environ.get("CIFAR_TUI_DUMP_RANK_STATE"):  # tests: every rank's final weights
+                torch.save(self.model.state_dict(), Path(os.environ["CIFAR_TUI_DUMP_RANK_STATE"]) / f"rank{self.info.rank}.pt")
             if self.epoch < self.cfg.train.epochs:
-                status, code = "stopped", EXIT_STOPPED
+                # Under torchrun a non-zero exit is a failure: the agent would kill the other ranks,
+                # rank 0 perhaps while it writes its checkpoint. The end event says "stopped".
+                status, code = "stopped", EXIT_OK if self.info.enabled else EXIT_STOPPED
         except KeyboardInterrupt:
             status, code = "stopped", EXIT_STOPPED
         except Exception as exc:  # noqa: BLE001 - every failure ends the run with a readable event
@@ -356,8 +380,11 @@ class Trainer:
                 heartbeat.join(timeout=10)
             self.stop.restore()
             if main:
-                self.emit("end", status=status, error=error, best_acc=self.best_acc, best_epoch=self.best_epoch,
-                          epochs_done=self.epoch, wall_s=round(self.wall_clock(), 3))
+                try:
+                    self.emit("end", status=status, error=error, best_acc=self.best_acc, best_epoch=self.best_epoch,
+                              epochs_done=self.epoch, wall_s=round(self.wall_clock(), 3))
+                except OSError as exc:  # the disk is full: the store still gets the final status below
+                    print(f"warning: could not write the end event: {exc}", file=sys.stderr)
                 self.store.run_ended(self.run_id, status, error, self.wall_clock())
                 if self.tb is not None:
                     self.tb.close()
@@ -398,7 +425,7 @@ class Trainer:
                 teacher_logits = self.teacher.logits(x, y) if self.teacher else None
                 loss = self.criterion.loss(logits, y, teacher_logits)
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(loss * self._share_of_global_batch(y.shape[0])).backward()
             if cfg.train.grad_clip:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
@@ -407,10 +434,13 @@ class Trainer:
             self.scheduler.step()
             with torch.no_grad():
                 correct = (output.argmax(1) == y).sum()
+                # torch.full, not torch.tensor: a host->device copy would sync with the GPU every step
                 self.partial += torch.stack([loss.detach().double() * y.shape[0], correct.double(),
-                                             torch.tensor(float(y.shape[0]), dtype=torch.float64, device=self.device)])
+                                             torch.full((), float(y.shape[0]), dtype=torch.float64, device=self.device)])
             self.step_in_epoch += 1
             self.global_step += 1
+            if self.global_step == _TEST_OOM_AT_STEP:
+                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (CIFAR_TUI_TEST_OOM_AT_STEP={self.global_step})")
             now = time.monotonic()
             if self.info.is_main and now - t_emit >= STEP_EVENT_INTERVAL_S:
                 loss_sum, correct_sum, seen = self.partial.tolist()  # the one host sync, ~5 per second
@@ -424,6 +454,8 @@ class Trainer:
                 t_emit, seen_at_emit = now, seen
             if self.step_in_epoch % check_every == 0 and self._stop_requested():
                 if self.step_in_epoch < self.steps_per_epoch:
+                    if self.info.enabled:  # rank 0's checkpoint carries the epoch's sums over all ranks
+                        dist.all_reduce(self.partial)
                     self._checkpoint(is_best=False)
                     return False
         checkpointed = self._finish_epoch(time.monotonic() - t_epoch)
@@ -433,8 +465,23 @@ class Trainer:
             return False
         return True
 
+    def _share_of_global_batch(self, local_n: int) -> float:
+        """DDP averages the ranks' gradients of their own mean losses. When a global batch does not
+        divide evenly (250 on 4 GPUs: 63, 63, 62, 62) each rank's mean is weighted by its share, so
+        that the step follows the mean over the global batch, as in one process. 1.0 otherwise."""
+        if not self.info.enabled:
+            return 1.0
+        bs = self.cfg.train.batch_size
+        global_n = min(bs, self.pipeline.num_train - self.step_in_epoch * bs)
+        return local_n * self.info.world_size / global_n
+
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
+        if self.info.enabled and not self.cfg.train.sync_bn:
+            # without SyncBN each rank's last step moved its own BatchNorm statistics: every rank
+            # evaluates (and ends with) rank 0's, the ones its checkpoint holds
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, 0)
         self.forward_model.eval()
         amp = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)
@@ -503,6 +550,7 @@ class Trainer:
 
 
 def init_distributed(info: DistInfo, device_hint: str) -> None:
+    """Join torchrun's process group: NCCL when the ranks train on GPUs, gloo on CPU."""
     if not info.enabled or dist.is_initialized():
         return
     use_nccl = device_hint != "cpu" and torch.cuda.is_available()

@@ -211,3 +211,32 @@ def test_list_shows_every_experiment_with_reference(workspace):
     rows = {json.loads(line)["name"]: json.loads(line) for line in res.stdout.splitlines()}
     assert len(rows) >= 12
     assert rows["resnet18_baseline"]["reference"] == 44.26 and rows["resnet50_pretrained_arcface_224x224"]["input"] == "224"
+
+
+def test_knowledge_distillation_uses_a_finished_teacher_run(workspace, tmp_path):
+    import timm
+
+    weights = tmp_path / "r18.pth"
+    torch.save(timm.create_model("resnet18").state_dict(), weights)
+    # a small stand-in teacher: the named config, shrunk (resnet18 at 64x64) to fit a CPU test
+    teacher = cli(workspace, "run", "resnet50_pretrained_arcface_224x224", "--epochs", "1",
+                  *set_args(tiny_overrides(model__weights=weights, model__backbone="resnet18", data__image_size=64)))
+    assert teacher.returncode == 0, teacher.stderr
+    student = cli(workspace, "run", "resnet18_pretrained_arcface_kd", "--json", "--epochs", "1",
+                  *set_args(tiny_overrides(model__weights=weights)))
+    assert student.returncode == 0, student.stderr
+    events = [json.loads(line) for line in student.stdout.splitlines()]
+    assert events[-1]["status"] == "completed"
+    assert events[0]["config"]["loss"]["kd"]["teacher"] == "resnet50_pretrained_arcface_224x224"
+    assert all(e["loss"] is not None for e in events if e["type"] == "step")
+
+
+def test_pretrained_offline_without_weights_is_refused_fast(workspace):
+    t0 = time.monotonic()
+    env = dict(workspace["env"], HF_HOME=str(workspace["tmp"] / "hf"), TORCH_HOME=str(workspace["tmp"] / "torch"))
+    res = subprocess.run([*CLI, "run", "resnet18_pretrained", "--data", "synthetic", "--device", "cpu"], env=env,
+                         capture_output=True, text=True, timeout=120, cwd=workspace["tmp"])
+    assert res.returncode == 2, res.stderr
+    assert "resnet18" in res.stderr and "model.weights" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert time.monotonic() - t0 < 30  # the hub client alone would retry for a minute or more
+    assert not any(workspace["home"].glob("*/"))

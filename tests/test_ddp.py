@@ -1,0 +1,230 @@
+"""DDP through torchrun: two real gloo processes on the CPU, tiny synthetic data."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifar_tui.launch import TorchrunProcess, Workspace, engine_command, recorded_processes, resume
+from engine.checkpoint import load_checkpoint
+from engine.config import ConfigError
+from engine.ddp import device_label
+from engine.events import read_events
+
+from .conftest import CLI, cli, set_args
+
+# SGD, not the configs' AdamW: Adam's first steps move every weight by about +-lr whatever the
+# size of its gradient, so float rounding (1e-7) in a near-zero gradient becomes a 1e-3
+# difference. With SGD the 2-process and 1-process weights agree to about 1e-6 here.
+# A global batch of 33 splits 17 + 16: each rank's loss must be weighed by its share.
+TINY_DDP = ["data.source=synthetic", "data.train_limit=66", "data.test_limit=64", "train.batch_size=33",
+            "train.device=cpu", "train.epochs=2", "optim.name=sgd", "optim.lr=0.01"]
+
+
+def _state(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+def _run_dirs(home: Path) -> list[Path]:
+    return [d for d in home.iterdir() if d.is_dir()]
+
+
+def _wait_for(predicate, timeout: float = 120, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _logs(home: Path) -> str:
+    return "\n".join(p.read_text(errors="replace")[-3000:] for p in home.glob("*/stdout.log"))
+
+
+def _events(home: Path) -> list[dict]:
+    files = list(home.glob("*/events.jsonl"))
+    return read_events(files[0]) if files else []
+
+
+def test_two_gloo_ranks_match_one_process_with_sync_bn(workspace):
+    tmp = workspace["tmp"]
+    dumps = {"ddp": tmp / "dump-ddp", "one": tmp / "dump-one"}
+    for d in dumps.values():
+        d.mkdir()
+    ddp_env = {**workspace["env"], "CIFAR_TUI_DUMP_RANK_STATE": str(dumps["ddp"])}
+    res = cli({**workspace, "env": ddp_env}, "run", "resnet18_baseline", "--nproc", "2",
+              *set_args([*TINY_DDP, "train.sync_bn=true"]))
+    assert res.returncode == 0, res.stdout + res.stderr + _logs(workspace["home"])
+    # the same global batches in one process (one thread, as torchrun gives each rank)
+    one_env = {**workspace["env"], "CIFAR_TUI_DUMP_RANK_STATE": str(dumps["one"]), "OMP_NUM_THREADS": "1",
+               "CIFAR_TUI_HOME": str(tmp / "one-process")}
+    res_one = cli({**workspace, "env": one_env}, "run", "resnet18_baseline", *set_args([*TINY_DDP, "train.sync_bn=true"]))
+    assert res_one.returncode == 0, res_one.stdout + res_one.stderr
+
+    rank0, rank1 = _state(dumps["ddp"] / "rank0.pt"), _state(dumps["ddp"] / "rank1.pt")
+    single = _state(dumps["one"] / "rank0.pt")
+    assert rank0.keys() == rank1.keys() == single.keys()
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), f"ranks differ in {key}"
+        torch.testing.assert_close(rank0[key], single[key], rtol=1e-3, atol=1e-4, msg=lambda m: f"{key}: {m}")
+
+    # exactly one set of records, all from rank 0
+    home = workspace["home"]
+    (run_dir,) = _run_dirs(home)
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert all(torch.equal(checkpoint["model"][k], rank0[k]) for k in rank0)
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert len(list((run_dir / "tb").glob("events.out.tfevents.*"))) == 1
+    events = read_events(run_dir / "events.jsonl")
+    kinds = [e["type"] for e in events]
+    assert kinds.count("start") == 1 and kinds.count("end") == 1 and kinds[-1] == "end"
+    assert [e["epoch"] for e in events if e["type"] == "epoch"] == [1, 2]
+    start = events[0]
+    assert start["device"] == "cpu x2" and start["world_size"] == 2 and start["local_world_size"] == 2
+    assert start["num_train"] == 66 and events[-1]["status"] == "completed"
+    db = sqlite3.connect(home / "cifar_tui.db")
+    assert db.execute("SELECT run_id, status, device, world_size FROM runs").fetchall() == [
+        (run_dir.name, "completed", "cpu x2", 2)]
+    assert db.execute("SELECT COUNT(*) FROM epochs").fetchone() == (2,)
+    # the 1-process run saw the same data and the same losses
+    single_epochs = [e for e in _events(tmp / "one-process") if e["type"] == "epoch"]
+    for a, b in zip((e for e in events if e["type"] == "epoch"), single_epochs):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["test_acc"] == pytest.approx(b["test_acc"])
+
+
+def test_ddp_run_stops_on_ctrl_c_and_on_stop_then_resumes_with_both_ranks(workspace):
+    """Ctrl-C on `cifar-tui run` reaches every rank through torchrun; `cifar-tui stop` signals rank 0
+    only, and its request reaches the other rank through the all-reduce. Without SyncBN the ranks
+    still end with identical weights (BatchNorm statistics come from rank 0)."""
+    home, dump = workspace["home"], workspace["tmp"] / "dump"
+    dump.mkdir()
+    overrides = [*TINY_DDP, "data.train_limit=384", "train.epochs=3"]  # 12 steps per epoch; checks every 10
+    run = subprocess.Popen([*CLI, "run", "resnet18_baseline", "--nproc", "2", *set_args(overrides)], env=workspace["env"],
+                           cwd=workspace["tmp"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: any(e["type"] == "step" for e in _events(home)), what="the first step")
+        run.send_signal(signal.SIGINT)
+        out, _ = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 130, out + _logs(home)
+    (run_dir,) = _run_dirs(home)
+    run_id = run_dir.name
+    end = read_events(run_dir / "events.jsonl")[-1]
+    assert end["type"] == "end" and end["status"] == "stopped" and "stopped" in out
+    assert "Traceback" not in (run_dir / "stdout.log").read_text()
+    stopped_at = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert stopped_at["global_step"] >= 10  # rank 1's partial sums were folded into rank 0's checkpoint
+
+    # resume: both ranks again, from the checkpoint; then `cifar-tui stop` (SIGTERM to rank 0's pid)
+    env = {**workspace["env"], "CIFAR_TUI_DUMP_RANK_STATE": str(dump)}
+    resumed = subprocess.Popen([*CLI, "resume", run_id], env=env, cwd=workspace["tmp"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        n_before = len(read_events(run_dir / "events.jsonl"))
+        _wait_for(lambda: any(e["type"] == "step" for e in read_events(run_dir / "events.jsonl")[n_before:]),
+                  what="a step after resuming")
+        stop = cli(workspace, "stop", run_id, "--wait", "180")
+        assert stop.returncode == 0, stop.stdout + stop.stderr + _logs(home)
+        out, _ = resumed.communicate(timeout=120)
+    finally:
+        if resumed.poll() is None:
+            resumed.kill()
+    assert resumed.returncode == 0 and "stopped" in out, out + _logs(home)  # a stopped DDP run exits 0
+    events = read_events(run_dir / "events.jsonl")
+    starts = [e for e in events if e["type"] == "start"]
+    assert len(starts) == 2 and starts[1]["world_size"] == 2 and starts[1]["device"] == "cpu x2"
+    assert starts[1]["resumed_from"] == {"epoch": stopped_at["epoch"], "step": stopped_at["step_in_epoch"]}
+    assert [e["status"] for e in events if e["type"] == "end"] == ["stopped", "stopped"]
+    assert _run_dirs(home) == [run_dir]
+    rank0, rank1 = _state(dump / "rank0.pt"), _state(dump / "rank1.pt")
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), "ranks hold different weights"
+    db = sqlite3.connect(home / "cifar_tui.db")
+    assert db.execute("SELECT status, world_size, device FROM runs").fetchall() == [("stopped", 2, "cpu x2")]
+
+
+# ---------------------------------------------------------------- launcher pieces, no training
+
+
+def test_engine_command_uses_torchrun_for_several_processes(tmp_path):
+    ws = Workspace(home=tmp_path / "runs", data_root=tmp_path / "data")
+    single = engine_command(ws, "--resume", "x")
+    assert single[1:3] == ["-m", "engine.train"]
+    ddp = engine_command(ws, "--resume", "x", nproc=2)
+    assert ddp[1:5] == ["-m", "engine.torchrun", "--standalone", "--nproc-per-node=2"]
+    assert ddp[ddp.index("-m", 2):ddp.index("-m", 2) + 2] == ["-m", "engine.train"]
+    nodes = engine_command(ws, nproc=4, torchrun_args=["--nnodes=2", "--node-rank=1", "--master-addr=10.0.0.1"])
+    assert "--standalone" not in nodes and "--nnodes=2" in nodes and "--master-addr=10.0.0.1" in nodes
+
+
+def _write_start(run_dir: Path, world: int, local: int) -> None:
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("name: x\n")
+    (run_dir / "events.jsonl").write_text(json.dumps({"v": 1, "t": 1.0, "type": "start", "run_id": run_dir.name,
+                                                      "world_size": world, "local_world_size": local}) + "\n")
+
+
+def test_resume_relaunches_with_the_recorded_process_count(tmp_path, monkeypatch):
+    ws = Workspace(home=tmp_path / "runs", data_root=tmp_path / "data")
+    spawned = []
+    monkeypatch.setattr("cifar_tui.launch._spawn", lambda cmd, run_dir, env=None, distributed=False: spawned.append(
+        (cmd, distributed)))
+    _write_start(ws.home / "a-1", world=2, local=2)
+    resume(ws, "a-1")
+    assert "--nproc-per-node=2" in spawned[-1][0] and spawned[-1][1] is True
+    _write_start(ws.home / "b-1", world=1, local=1)
+    resume(ws, "b-1")
+    assert spawned[-1][0][1:3] == ["-m", "engine.train"] and spawned[-1][1] is False
+    assert recorded_processes(ws.home / "never-started") == (1, 1)
+    _write_start(ws.home / "c-1", world=8, local=4)
+    with pytest.raises(ConfigError, match="2 nodes"):
+        resume(ws, "c-1")
+
+
+def test_device_label_names_processes_and_pinned_gpus(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert device_label(torch.device("cpu")) == "cpu"
+    assert device_label(torch.device("cpu"), 2, 2) == "cpu x2"
+    assert device_label(torch.device("cuda", 1), 2, 2) == "cuda:0,cuda:1"
+    assert device_label(torch.device("cuda", 0), 4, 2) == "cuda:0,cuda:1 on 2 nodes"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # the scheduler pinned this run
+    assert device_label(torch.device("cuda", 0)) == "cuda:2"
+    assert device_label(torch.device("cuda", 0), 2, 2) == "cuda:2,cuda:3"
+
+
+AGENT = r"""
+import signal, subprocess, sys, time
+out = sys.argv[1]
+child = "import signal, sys, time; signal.signal(signal.SIGINT, lambda *a: (open(sys.argv[1], 'a').write('worker '), sys.exit(0))); print('ready', flush=True); time.sleep(60)"
+workers = [subprocess.Popen([sys.executable, "-c", child, out], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+for w in workers:
+    w.stdout.readline()
+signal.signal(signal.SIGINT, lambda *a: open(out, "a").write("agent "))
+print("ready", flush=True)
+for w in workers:
+    w.wait()
+"""
+
+
+def test_stop_request_goes_to_torchruns_workers_not_to_the_agent(tmp_path):
+    record = tmp_path / "signals.txt"
+    agent = TorchrunProcess([sys.executable, "-c", AGENT, str(record)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert agent.stdout.readline().strip() == "ready"
+        agent.send_signal(signal.SIGINT)
+        assert agent.wait(timeout=30) == 0
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    assert sorted(record.read_text().split()) == ["worker", "worker"]
