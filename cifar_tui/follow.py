@@ -71,7 +71,8 @@ def follow(launched: Launched, *, json_mode: bool, console: Console, poll_s: flo
         else:
             end_event = _follow_rich(launched, tail, console, poll_s)
         code = launched.process.wait()
-        if fwd.interrupted and code == 0:
+        # a DDP run stopped gracefully exits 0 (torchrun treats non-zero as failure): the event says stopped
+        if code == 0 and (fwd.interrupted or (end_event or {}).get("status") == "stopped"):
             code = 130
     return code, end_event
 

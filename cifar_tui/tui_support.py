@@ -261,7 +261,7 @@ class RunState:
     def seconds_per_step(self) -> float | None:
         if not self.step or not self.step.get("img_per_s"):
             return None
-        bs = (self.batch_size or 0) * (self.world_size or 1)
+        bs = self.batch_size or 0  # the global batch; img_per_s counts every rank too
         if not bs:
             return None
         return bs / float(self.step["img_per_s"])
