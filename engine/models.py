@@ -169,7 +169,7 @@ def count_flops(model: nn.Module, image_size: int, device: torch.device) -> floa
         from torch.utils.flop_counter import FlopCounterMode
 
         was_training = model.training
-        model.eval()
+        model.train(False)
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(torch.zeros(1, 3, image_size, image_size, device=device))
         model.train(was_training)

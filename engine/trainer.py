@@ -204,7 +204,7 @@ class Teacher:
         model_cfg = self.cfg.model.model_copy(update={"pretrained": False, "weights": None})
         self.model = build_model(model_cfg)
         self.model.load_state_dict(state["model"])
-        self.model.to(device).eval().requires_grad_(False)
+        self.model.to(device).train(False).requires_grad_(False)
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.criterion = Criterion(self.cfg.loss)
@@ -482,7 +482,7 @@ class Trainer:
             # evaluates (and ends with) rank 0's, the ones its checkpoint holds
             for buffer in self.model.buffers():
                 dist.broadcast(buffer, 0)
-        self.forward_model.eval()
+        self.forward_model.train(False)
         amp = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)
         bs = self.cfg.eval.batch_size or self.cfg.train.batch_size
