@@ -1,0 +1,110 @@
+"""`cifar-tui bench` on tiny sizes: every measurement runs, every key is there, the numbers
+are positive and consistent.  No timing assertions: the goals live in docs/BENCHMARKS.md."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+
+from cifar_tui.bench import REQUIRED_KEYS, BenchPlan, SeedStyleDataset, render_bench, run_bench
+from engine.config import ConfigError, DataConfig
+from engine.data import DevicePipeline, synthetic_dataset
+
+from .conftest import CLI
+
+
+@pytest.fixture(scope="module")
+def tiny_results() -> dict:
+    return run_bench("cpu", progress=False, plan=BenchPlan.tiny())
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def test_every_figure_measured_and_consistent(tiny_results):
+    r = tiny_results
+    json.dumps(r)  # --json prints it as it is
+    for key in REQUIRED_KEYS:
+        assert key in r, key
+    assert r["device"] == "cpu" and r["device_type"] == "cpu"
+    assert r["cpu_count"] >= 1 and r["torch_version"] == torch.__version__
+    # the tiny plan measures 32 and 48 (not 224): 224's keys are there, as null
+    assert r["pipeline_ratio_224"] is None and r["train_vs_ceiling_224"] is None
+    for key in ("pipeline_ratio_32", "pipeline_ratio_48", "train_vs_ceiling_32", "train_img_per_s_32",
+                "train_ceiling_img_per_s_32", "tui_vs_headless", "tui_img_per_s", "headless_img_per_s",
+                "help_s", "list_s", "tui_first_screen_s", "pipeline_engine_img_per_s_32",
+                "pipeline_reference_img_per_s_32", "pipeline_crop_flip_img_per_s_32"):
+        assert _positive(r[key]), (key, r[key])
+    # ratios are engine / reference of the reported medians (rounded)
+    for size in (32, 48):
+        engine, ref = r[f"pipeline_engine_img_per_s_{size}"], r[f"pipeline_reference_img_per_s_{size}"]
+        assert r[f"pipeline_ratio_{size}"] == pytest.approx(engine / ref, rel=0.02, abs=0.01)
+        # the reference's setting is the faster of 0 workers and one per core
+        tried = {w: r[f"pipeline_reference_img_per_s_{size}_w{w}"] for w in r["reference_workers_tried"]}
+        assert r[f"pipeline_reference_workers_{size}"] == max(tried, key=tried.get)
+        assert len(r["samples"][f"pipeline_engine_{size}"]) == r["repeats"]
+    assert len(r["samples"]["train_engine_32"]) == len(r["samples"]["train_ceiling_32"]) == r["repeats"]
+    assert r["samples"]["tui_attached"] and r["samples"]["tui_headless"]
+    assert r["tui_cpu_cores"] is None or r["tui_cpu_cores"] >= 0
+    assert r["channels_last"] is True and r["precision"] == "fp32"
+    assert set(r["section_s"]) == {"startup", "pipeline", "train_32", "tui"}
+
+
+def test_render_bench_shows_goals(tiny_results):
+    console = Console(record=True, width=160)
+    render_bench(tiny_results, console)
+    text = console.export_text()
+    assert "vs model-only ceiling" in text and ">= 0.95" in text and "<= 0.5" in text
+    assert "pass" in text or "miss" in text
+    assert "not measured" in text  # 224x224 in the tiny plan
+
+
+def test_render_bench_with_nothing_measured():
+    console = Console(record=True, width=160)
+    render_bench({k: None for k in REQUIRED_KEYS} | {"device": "cpu"}, console)
+    assert console.export_text().count("not measured") == 8
+
+
+def test_seed_style_reference_matches_the_engine_at_32():
+    ds = synthetic_dataset(0, 64, 0)
+    ref = SeedStyleDataset(ds.train.images.reshape(64, -1), [int(v) for v in ds.train.labels], 32)
+    img, label = ref[5]
+    assert img.dtype == np.float32 and img.shape == (3, 32, 32) and label.dtype == np.int64
+    pipe = DevicePipeline(ds, DataConfig(source="synthetic", augment="none", normalize="none", shuffle=False), "cpu")
+    x, y = next(pipe.train_batches(0, 0, 8))
+    assert x.dtype == torch.float32 and x.shape == (8, 3, 32, 32)
+    assert torch.equal(x[5], torch.from_numpy(img)) and int(y[5]) == int(label)
+    big, _ = SeedStyleDataset(ds.train.images.reshape(64, -1), [0] * 64, 224, length=1000)[999]
+    assert big.shape == (3, 224, 224) and 0.0 <= big.min() and big.max() <= 1.0
+
+
+def test_bad_device_is_a_config_error():
+    with pytest.raises(ConfigError, match="--device"):
+        run_bench("tpu", progress=False, plan=BenchPlan.tiny())
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="--device"):
+            run_bench("cuda:0", progress=False, plan=BenchPlan.tiny())
+
+
+def test_cli_bench_bad_device_exits_2():
+    proc = subprocess.run([*CLI, "bench", "--device", "tpu", "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "--device" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_tui_first_screen_without_tmux(tmp_path, monkeypatch):
+    """Where tmux is missing the first screen is timed headless (run_test) in a fresh process."""
+    import cifar_tui.bench as bench
+
+    monkeypatch.setattr(bench.shutil, "which", lambda name: None)
+    out: dict = {"samples": {}}
+    bench._bench_startup(BenchPlan.tiny(), out, bench._Progress(False), tmp_path)
+    assert out["tui_first_screen_method"].startswith("headless")
+    assert _positive(out["tui_first_screen_s"]) and _positive(out["help_s"]) and _positive(out["list_s"])
