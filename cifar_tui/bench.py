@@ -24,7 +24,6 @@ Timing goals live here and in docs/BENCHMARKS.md, never in tests.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
@@ -36,7 +35,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
