@@ -481,6 +481,15 @@ def _make_trainer(cfg: Any, home: Path, hook: Callable[[Any, float, float], None
     return trainer
 
 
+def _check_exit(code: int) -> None:
+    from engine.trainer import EXIT_OK, EXIT_STOPPED
+
+    if code == EXIT_STOPPED:  # Ctrl-C: the Trainer stopped gracefully; stop the benchmark too
+        raise KeyboardInterrupt
+    if code != EXIT_OK:
+        raise RuntimeError(f"the bench training run ended with exit code {code}")
+
+
 def _ceiling_epoch(trainer: Any, x: Any, y: Any, steps: int) -> float:
     """The model-only ceiling: the trainer's model and optimizer on a pre-staged batch; returns img/s."""
     import torch
@@ -527,8 +536,7 @@ def _bench_train(plan: BenchPlan, device: Any, size: int, batch: int, steps: int
 
         trainer = _make_trainer(cfg, workdir / f"train{suffix}", hook)
         code = trainer.run()
-        if code != 0:
-            raise RuntimeError(f"the bench training run ended with exit code {code}")
+        _check_exit(code)
         pairs = [e / c for e, c in zip(engine, ceiling)]
         ratio = _median(pairs)
         out[f"train_vs_ceiling_{suffix}"] = _round(ratio, 3)
@@ -651,8 +659,7 @@ def _bench_tui(plan: BenchPlan, device: Any, out: dict, prog: _Progress, workdir
         finally:
             if state["tui"] is not None:
                 state["tui"].close()
-        if code != 0:
-            raise RuntimeError(f"the bench training run ended with exit code {code}")
+        _check_exit(code)
         h, t = _median(rates["H"]), _median(rates["T"])
         # neighbouring phases form (H, T) pairs: a slow drift of the machine's load cancels in each
         pairs = [dict(sequence[i:i + 2]) for i in range(0, len(sequence) - 1, 2)]

@@ -398,6 +398,10 @@ def bench(as_json: bool = typer.Option(False, "--json", help="One JSON object wi
         results = run_bench(device=device, quick=quick, progress=not as_json)
     except ConfigError as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        fail("bench interrupted", code=130)
+    except RuntimeError as exc:  # a measurement's training run failed: say so, no traceback
+        fail(f"bench failed: {exc}", code=1)
     if as_json:
         print(json.dumps(results))
     else:
