@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from engine.events import LineTail
+
 
 RESUMABLE = ("stopped", "crashed", "failed")
 
@@ -284,35 +286,24 @@ class RunState:
         return epoch_left, run_left
 
 
-class LogTail:
-    """Last lines of runs/<id>/stdout.log, read incrementally in bounded chunks."""
+class LogTail(LineTail):
+    """Last lines of runs/<id>/stdout.log: starts `initial_bytes` before the end, then follows."""
 
     def __init__(self, path: Path, initial_bytes: int = 8192):
-        self.path = Path(path)
-        self._offset: int | None = None
+        super().__init__(path, offset=None)
         self._initial = initial_bytes
-        self._partial = b""
 
     def poll(self, max_bytes: int = 65536) -> list[str]:
-        try:
-            with open(self.path, "rb") as f:
-                if self._offset is None:
-                    size = f.seek(0, os.SEEK_END)
-                    self._offset = max(0, size - self._initial)
-                    skip_partial = self._offset > 0
-                else:
-                    skip_partial = False
-                f.seek(self._offset)
-                chunk = f.read(max_bytes)
-        except FileNotFoundError:
-            return []
-        if not chunk:
-            return []
-        self._offset += len(chunk)
-        data = self._partial + chunk
-        parts = data.split(b"\n")
-        self._partial = parts.pop()
-        if skip_partial and parts:
+        started_mid_file = False
+        if self._offset is None:
+            try:
+                size = self.path.stat().st_size
+            except FileNotFoundError:
+                return []
+            self._offset = max(0, size - self._initial)
+            started_mid_file = self._offset > 0
+        parts = self.poll_lines(max_bytes)
+        if started_mid_file and parts:
             parts = parts[1:]  # started mid-line
         # progress bars write \r-separated updates: keep the last state of each line
         return [p.decode("utf-8", errors="replace").rsplit("\r", 1)[-1].rstrip() for p in parts]

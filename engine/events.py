@@ -82,36 +82,38 @@ def read_events(path: Path) -> list[dict]:
         return []
 
 
-class EventTail:
-    """Incremental reader for a live events file: poll() returns new complete events.
+class LineTail:
+    """Incremental reader of a file being appended to: poll_lines() returns the new complete lines.
 
     A partial last line (being written right now) is kept until its newline arrives.
     """
 
-    def __init__(self, path: Path, offset: int = 0):
+    def __init__(self, path: Path, offset: int | None = 0):
         self.path = Path(path)
         self._offset = offset
         self._partial = b""
 
-    def poll(self, max_bytes: int = 4 << 20) -> list[dict]:
+    def poll_lines(self, max_bytes: int) -> list[bytes]:
         try:
             with open(self.path, "rb") as f:
-                f.seek(self._offset)
+                f.seek(self._offset or 0)
                 chunk = f.read(max_bytes)
         except FileNotFoundError:
             return []
         if not chunk:
             return []
-        self._offset += len(chunk)
-        data = self._partial + chunk
-        lines = data.split(b"\n")
+        self._offset = (self._offset or 0) + len(chunk)
+        lines = (self._partial + chunk).split(b"\n")
         self._partial = lines.pop()  # b"" when the chunk ended on a newline
-        events = []
-        for raw in lines:
-            event = parse_line(raw.decode("utf-8", errors="replace"))
-            if event is not None:
-                events.append(event)
-        return events
+        return lines
+
+
+class EventTail(LineTail):
+    """Incremental reader for a live events file: poll() returns new complete events."""
+
+    def poll(self, max_bytes: int = 4 << 20) -> list[dict]:
+        events = (parse_line(raw.decode("utf-8", errors="replace")) for raw in self.poll_lines(max_bytes))
+        return [e for e in events if e is not None]
 
     def follow(self, interval: float = 0.2, stop_on_end: bool = True) -> Iterator[dict]:
         while True:

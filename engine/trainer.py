@@ -380,12 +380,13 @@ class Trainer:
                 heartbeat.join(timeout=10)
             self.stop.restore()
             if main:
+                # store first: a reader that sees the `end` event then finds the final status in the store
+                self.store.run_ended(self.run_id, status, error, self.wall_clock())
                 try:
                     self.emit("end", status=status, error=error, best_acc=self.best_acc, best_epoch=self.best_epoch,
                               epochs_done=self.epoch, wall_s=round(self.wall_clock(), 3))
-                except OSError as exc:  # the disk is full: the store still gets the final status below
+                except OSError as exc:  # the disk is full: the store already has the final status
                     print(f"warning: could not write the end event: {exc}", file=sys.stderr)
-                self.store.run_ended(self.run_id, status, error, self.wall_clock())
                 if self.tb is not None:
                     self.tb.close()
                 self.writer.close()
