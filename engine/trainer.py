@@ -457,6 +457,7 @@ class Trainer:
                 if self.step_in_epoch < self.steps_per_epoch:
                     if self.info.enabled:  # rank 0's checkpoint carries the epoch's sums over all ranks
                         dist.all_reduce(self.partial)
+                    self._adopt_rank0_buffers()
                     self._checkpoint(is_best=False)
                     return False
         checkpointed = self._finish_epoch(time.monotonic() - t_epoch)
@@ -477,12 +478,16 @@ class Trainer:
         return local_n * self.info.world_size / global_n
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float]:
+    def _adopt_rank0_buffers(self) -> None:
+        """Without SyncBN each rank's last step moved its own BatchNorm statistics: every rank
+        evaluates, stops and ends with rank 0's, the ones its checkpoint holds."""
         if self.info.enabled and not self.cfg.train.sync_bn:
-            # without SyncBN each rank's last step moved its own BatchNorm statistics: every rank
-            # evaluates (and ends with) rank 0's, the ones its checkpoint holds
             for buffer in self.model.buffers():
                 dist.broadcast(buffer, 0)
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        self._adopt_rank0_buffers()
         self.forward_model.train(False)
         amp = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)
