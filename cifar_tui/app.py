@@ -218,6 +218,9 @@ class CifarTUI(App):
 
     @on(RunView.StatusChanged)
     def _run_status_changed(self, event: RunView.StatusChanged) -> None:
+        if self.store is not None and event.status in ("completed", "stopped", "failed"):
+            # the engine writes the store before its `end` event: show the final row now, not a second later
+            self.refresh_store()
         self._update_tab_label(event.run_id)
         self.update_bindings()
 

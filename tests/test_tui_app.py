@@ -141,6 +141,7 @@ def test_launch_watch_stop_resume_leaderboard(engine_ws):
             await pilot.press("3")
             lb = app.query_one("#lb-table", DataTable)
             await wait_for(pilot, lambda: rid in {k.value for k in lb.rows}, 10, "the leaderboard row")
+            await wait_for(pilot, lambda: "completed" in lb.get_cell(rid, "status").plain, 3, "the row to say completed")
             stored = app.store.run(rid)
             cells = [c.plain if hasattr(c, "plain") else str(c) for c in lb.get_row(rid)]
             cols = [c.value for c in lb.columns]
