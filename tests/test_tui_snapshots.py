@@ -2,7 +2,11 @@
 plus assertions on what each screen shows. Update with: pytest tests/test_tui_snapshots.py --snapshot-update"""
 from __future__ import annotations
 
+import difflib
+import html
+import re
 import time
+from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable, Input, Static
@@ -27,15 +31,44 @@ def snap_ws(tmp_path, monkeypatch):
     time.tzset()
 
 
+SNAPSHOTS = Path(__file__).parent / "__snapshots__" / "test_tui_snapshots"
+
+
 def make_app(ws) -> CifarTUI:
     return CifarTUI(ws, max_parallel=1)
+
+
+def svg_lines(svg: str) -> list[str]:
+    """The text of a Textual SVG screenshot, one string per terminal row, without spaces."""
+    rows: dict[float, list[str]] = {}
+    for m in re.finditer(r'<text[^>]*\by="([\d.]+)"[^>]*>(.*?)</text>', svg):
+        rows.setdefault(float(m.group(1)), []).append(html.unescape(m.group(2)).replace("\xa0", " "))
+    # spaces dropped: the two SVG writers split runs of text differently
+    return ["".join(rows[y]).replace(" ", "") for y in sorted(rows)]
+
+
+def check_snapshot(snap_compare, app, name: str, before) -> None:
+    """snap_compare, and on a mismatch the rows of text that differ (CI keeps no HTML report)."""
+    shot = {}
+
+    async def before_and_capture(pilot):
+        await before(pilot)
+        await pilot.wait_for_scheduled_animations()
+        shot["svg"] = app.export_screenshot()
+
+    if snap_compare(app, terminal_size=SIZE, run_before=before_and_capture):
+        return
+    saved = SNAPSHOTS / f"{name}.svg"
+    expected = svg_lines(saved.read_text()) if saved.exists() else []
+    diff = "\n".join(difflib.unified_diff(expected, svg_lines(shot.get("svg", "")), "saved", "now", lineterm=""))
+    pytest.fail(f"the {name} screen differs from its snapshot:\n{diff}")
 
 
 async def settle(pilot, cond=lambda: True, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not (cond() and pilot.app.experiments_loaded) and time.monotonic() < deadline:
         await pilot.pause(0.05)
-    assert cond()
+    assert cond() and pilot.app.experiments_loaded
     await pilot.pause(0.3)
 
 
@@ -51,7 +84,7 @@ def test_snapshot_experiments(snap_ws, snap_compare):
         seen["yaml"] = app.yaml_text
         seen["counts"] = str(app.query_one("#counts", Static).render())
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+    check_snapshot(snap_compare, app, "test_snapshot_experiments", before)
     assert seen["rows"] >= 11
     assert "name: resnet18_augment" in seen["yaml"]
     assert "0 running" in seen["counts"] and "0 queued" in seen["counts"]
@@ -68,7 +101,7 @@ def test_snapshot_runs(snap_ws, snap_compare):
         table = app.query_one("#runs-table", DataTable)
         seen["status"] = {k.value: table.get_row(k)[0].plain for k in table.rows}
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+    check_snapshot(snap_compare, app, "test_snapshot_runs", before)
     assert "crashed" in seen["status"][ids["s_crash"]]
     assert "stopped" in seen["status"][ids["s_stop"]]
     assert "completed" in seen["status"][ids["c_base"]]
@@ -88,7 +121,7 @@ def test_snapshot_run_view_finished(snap_ws, snap_compare):
         seen["status"] = str(view.query_one("#run-status", Static).render())
         seen["log"] = view.query_one("#run-log").lines[-1]
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+    check_snapshot(snap_compare, app, "test_snapshot_run_view_finished", before)
     assert seen["rows"] == 20
     assert seen["last"][0] == "20" and seen["last"][4].startswith("55.53")
     assert "completed" in seen["status"] and "best 55.53% @ 20" in seen["status"]
@@ -107,7 +140,7 @@ def test_snapshot_leaderboard(snap_ws, snap_compare):
         seen["order"] = [k.value for k in table.rows]
         seen["note"] = str(app.query_one("#lb-note", Static).render())
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+    check_snapshot(snap_compare, app, "test_snapshot_leaderboard", before)
     assert seen["order"][:2] == [ids["c_pre"], ids["c_base"]]
     assert "3 synthetic" in seen["note"] and "2 CIFAR-100" in seen["note"]
 
@@ -124,7 +157,7 @@ def test_snapshot_compare(snap_ws, snap_compare):
         await settle(pilot, lambda: isinstance(app.screen, CompareScreen))
         seen["diff"] = [k for k, _ in app.screen.diff_rows]
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+    check_snapshot(snap_compare, app, "test_snapshot_compare", before)
     assert seen["diff"] == ["model.pretrained", "name", "reference.accuracy"]
 
 
@@ -143,6 +176,6 @@ def test_snapshot_launch_form_error(snap_ws, snap_compare):
         seen["error"] = str(form.query_one("#form-error", Static).render())
         seen["screen"] = app.screen
 
-    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+    check_snapshot(snap_compare, app, "test_snapshot_launch_form_error", before)
     assert isinstance(seen["screen"], LaunchScreen)
     assert "train.epochs" in seen["error"] and "greater than 0" in seen["error"]
