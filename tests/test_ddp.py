@@ -108,7 +108,9 @@ def test_ddp_run_stops_on_ctrl_c_and_on_stop_then_resumes_with_both_ranks(worksp
     still end with identical weights (BatchNorm statistics come from rank 0)."""
     home, dump = workspace["home"], workspace["tmp"] / "dump"
     dump.mkdir()
-    overrides = [*TINY_DDP, "data.train_limit=384", "train.epochs=3"]  # 12 steps per epoch; checks every 10
+    # 50 steps per epoch, stop checked every 10: both stops land part-way through epoch 1, where
+    # (without SyncBN) each rank's last step left it its own BatchNorm statistics
+    overrides = [*TINY_DDP, "data.train_limit=1650"]
     run = subprocess.Popen([*CLI, "run", "resnet18_baseline", "--nproc", "2", *set_args(overrides)], env=workspace["env"],
                            cwd=workspace["tmp"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -149,6 +151,7 @@ def test_ddp_run_stops_on_ctrl_c_and_on_stop_then_resumes_with_both_ranks(worksp
     assert starts[1]["resumed_from"] == {"epoch": stopped_at["epoch"], "step": stopped_at["step_in_epoch"]}
     assert [e["status"] for e in events if e["type"] == "end"] == ["stopped", "stopped"]
     assert _run_dirs(home) == [run_dir]
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step_in_epoch"] > stopped_at["step_in_epoch"]
     rank0, rank1 = _state(dump / "rank0.pt"), _state(dump / "rank1.pt")
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), "ranks hold different weights"
     db = sqlite3.connect(home / "cifar_tui.db")
