@@ -34,7 +34,7 @@ from .tui_commands import CifarCommands
 from .tui_screens import CompareScreen, ConfirmScreen, LaunchPlan, LaunchScreen, QuitScreen
 from .tui_support import (RESUMABLE, STATUS_RICH, best_by_config, default_max_parallel,
                           matches_filter, pane_id_for, short_run)
-from .tui_widgets import RunView, status_text
+from .tui_widgets import RunView, show, status_text
 
 FIXED_TABS = ("experiments", "runs", "leaderboard")
 TAB_GROUP = Binding.Group("tabs", compact=True)
@@ -291,7 +291,7 @@ class CifarTUI(App):
         counts.append(f"◷ {len(self.queue_cache)} queued", style="bold magenta" if self.queue_cache else "dim")
         where = f"{len(self.gpus)} GPU" + ("s" if len(self.gpus) != 1 else "") if self.gpus else "CPU"
         counts.append(f"   {self.max_parallel} at a time on {where}", style="dim")
-        self.query_one("#counts", Static).update(counts)
+        show(self.query_one("#counts", Static), counts)
 
     # ------------------------------------------------------------------ experiments tab
     def _load_experiments(self) -> None:
@@ -328,7 +328,7 @@ class CifarTUI(App):
             hint = "loading experiments…"
         if self.marked:
             hint += f" · {len(self.marked)} marked (l queues them)"
-        self.query_one("#exp-hint", Static).update(hint)
+        show(self.query_one("#exp-hint", Static), hint)
         self._show_yaml()
 
     def _exp_cells(self, r: dict, best: dict) -> list:
@@ -763,7 +763,7 @@ class CifarTUI(App):
         hint = "enter open · s stop · r resume · d delete (or cancel a queued item)"
         if not rows:
             hint = "no runs yet: pick an experiment in the Experiments tab (1) and press l"
-        self.query_one("#runs-hint", Static).update(hint)
+        show(self.query_one("#runs-hint", Static), hint)
 
     @on(DataTable.RowSelected, "#runs-table")
     async def _runs_selected(self, event: DataTable.RowSelected) -> None:
@@ -833,7 +833,7 @@ class CifarTUI(App):
             if self.lb_marked:
                 note.append(f" · {len(self.lb_marked)} marked", style="bold magenta")
             note.append(" · space mark · c compare · o sort · click a header", style="dim")
-        self.query_one("#lb-note", Static).update(note)
+        show(self.query_one("#lb-note", Static), note)
 
     def set_sort(self, col: str, desc: bool | None = None) -> None:
         if col == "mark":

@@ -31,6 +31,16 @@ def thin(items: list, limit: int) -> list:
     return out
 
 
+def show(static: Static, content: Text | str, layout: bool = True) -> None:
+    """Static.update only when the content changed: the app refreshes its tables and hints on
+    timers, and each update of a Static costs a layout pass (CPU taken from a training run on the
+    same machine: docs/BENCHMARKS.md). Pass layout=False where the widget's size is fixed."""
+    if getattr(static, "_shown_content", None) == content:
+        return
+    static._shown_content = content
+    static.update(content, layout=layout)
+
+
 def status_text(status: str) -> Text:
     return Text(f"{STATUS_ICON.get(status, '?')} {status}", style=STATUS_RICH.get(status, "bold"))
 
@@ -176,6 +186,10 @@ class RunView(Vertical):
         return True
 
     # ------------------------------------------------------------------ drawing
+    def _show(self, selector: str, text: Text, layout: bool = False) -> None:
+        # the title and the progress line have fixed sizes: no layout pass on each step event
+        show(self.query_one(selector, Static), text, layout=layout)
+
     def refresh_view(self, force: bool = False) -> None:
         st = self.state
         if not self._ready:
@@ -204,14 +218,14 @@ class RunView(Vertical):
         if st.params:
             bits.append(Text(f"{st.params / 1e6:.1f}M params"))
         bits.append(Text(self.run_id, style="dim"))
-        self.query_one("#run-title", Static).update(Text("  ·  ").join(bits))
+        self._show("#run-title", Text("  ·  ").join(bits))
 
     def _draw_status(self) -> None:
         status = self.status
         text = status_text(status)
         if self.state.best_acc is not None:
             text.append(f"   best {self.state.best_acc:.2f}% @ {self.state.best_epoch}", style="bold")
-        self.query_one("#run-status", Static).update(text)
+        self._show("#run-status", text, layout=True)  # width: auto
         if status != self._shown_status:
             self._shown_status = status
             self.post_message(self.StatusChanged(self.run_id, status))
@@ -219,27 +233,31 @@ class RunView(Vertical):
     def _draw_progress(self) -> None:
         st = self.state
         bar = self.query_one("#bar", ProgressBar)
-        label = self.query_one("#epoch-label", Static)
-        info = self.query_one("#progress-info", Static)
+        def label(text: Text) -> None:
+            self._show("#epoch-label", text)
+
+        def info(text: Text) -> None:
+            self._show("#progress-info", text)
+
         total_epochs = st.epochs_total or "?"
         status = self.status
         if status == "starting":
-            label.update(Text("starting…", style="italic"))
+            label(Text("starting…", style="italic"))
             bar.update(total=None)
-            info.update(Text("waiting for the engine (importing torch, preparing data)", style="dim"))
+            info(Text("waiting for the engine (importing torch, preparing data)", style="dim"))
             return
         if status in ("completed", "stopped", "failed", "crashed") or st.end:
             done = st.epochs_done
-            label.update(Text(f"epoch {done}/{total_epochs}", style="bold"))
+            label(Text(f"epoch {done}/{total_epochs}", style="bold"))
             frac_total = st.epochs_total or max(done, 1)
             bar.update(total=frac_total, progress=min(done, frac_total))
             msg = {"completed": "finished", "stopped": "stopped: resume with r", "crashed":
                    "the engine process died without an end event: resume with r",
                    "failed": f"failed: {st.error or self.start_error or 'see the log below'}"}.get(status, status)
-            info.update(Text(msg, style=STATUS_RICH.get(status, "")))
+            info(Text(msg, style=STATUS_RICH.get(status, "")))
             return
         epoch = st.current_epoch
-        label.update(Text(f"epoch {epoch}/{total_epochs}", style="bold"))
+        label(Text(f"epoch {epoch}/{total_epochs}", style="bold"))
         spe = st.steps_per_epoch
         step = (st.step or {}).get("step") or 0
         if spe:
@@ -254,7 +272,7 @@ class RunView(Vertical):
         parts.append(f"run {fmt_eta(run_left)}")
         if status == "stopping":
             parts.insert(0, "stopping after this step…")
-        info.update(Text("  ·  ".join(parts)))
+        info(Text("  ·  ".join(parts)))
 
     def _draw_epochs(self, force: bool) -> None:
         st = self.state
