@@ -26,7 +26,8 @@ from engine.config import ConfigError, load_config
 from engine.paths import check_run_id
 from engine.store import Store
 
-from .launch import LaunchRequest, Workspace, discard_unstarted, last_error_line, launch, request_stop
+from .launch import (LaunchRequest, Workspace, discard_unstarted, last_error_line, launch, recorded_processes,
+                     request_stop)
 from .launch import resume as resume_engine
 from .report import experiment_rows, fmt_acc, fmt_duration, leaderboard_rows
 from .gpus import GpuScheduler, Slot, visible_gpus
@@ -463,7 +464,7 @@ class CifarTUI(App):
 
     async def queue_plan(self, plan: LaunchPlan, activate: bool = True) -> list[int]:
         """Put the plan's experiments in the persistent queue and start what the slots allow."""
-        ids = [self.store.enqueue(name, plan.overrides) for name in plan.names]
+        ids = [self.store.enqueue(name, plan.overrides, plan.nproc) for name in plan.names]
         if activate and ids:
             self._activate.add(ids[0])
         if len(plan.names) > 1:
@@ -496,14 +497,21 @@ class CifarTUI(App):
         for item in self.store.queued():
             if free <= 0:
                 break
-            slot = self.scheduler.allocate(1)
+            nproc = int(item.get("nproc") or 1)
+            try:
+                slot = self.scheduler.allocate(nproc)
+            except ConfigError as exc:  # more processes than visible GPUs: it could never start
+                self.store.fail_queued(item["id"])
+                self.notify(f"queued {item['config']} cannot start: {exc}", severity="error", timeout=10)
+                continue
             if slot is None:
-                break  # no free GPU
+                break  # not enough free GPUs: the queue keeps its order
             if not self.store.claim_queued(item["id"], "starting"):
                 self.scheduler.release(slot)
                 continue  # another app instance took it
             try:
-                launched = launch(self.ws, LaunchRequest(item["config"], list(item["overrides"])), env=slot.env())
+                launched = launch(self.ws, LaunchRequest(item["config"], list(item["overrides"])), nproc=nproc,
+                                  env=slot.env())
             except (ConfigError, OSError) as exc:
                 self.scheduler.release(slot)
                 self.store.fail_queued(item["id"])
@@ -689,8 +697,21 @@ class CifarTUI(App):
         if not (self.ws.home / run_id / "config.yaml").is_file():
             self.notify(f"{short_run(run_id)}: no config.yaml in its run directory", severity="error")
             return False
-        slot = self.scheduler.allocate(1) or Slot()
-        launched = resume_engine(self.ws, run_id, env=slot.env())
+        # a DDP run continues with as many processes as it had: it needs as many GPUs again
+        _, nproc = recorded_processes(self.ws.home / run_id)
+        try:
+            slot = self.scheduler.allocate(nproc)
+        except ConfigError as exc:  # it had more GPUs than are visible now
+            self.notify(f"{short_run(run_id)} cannot be resumed: {exc}", severity="error", timeout=10)
+            return False
+        try:
+            launched = resume_engine(self.ws, run_id, env=(slot or Slot()).env())
+        except ConfigError as exc:
+            if slot is not None:
+                self.scheduler.release(slot)
+            self.notify(f"{short_run(run_id)} cannot be resumed: {exc}", severity="error", timeout=10)
+            return False
+        slot = slot or Slot()
         self.procs[run_id] = launched.process
         if slot.gpus or not self.gpus:
             self.slots[run_id] = slot
@@ -749,7 +770,8 @@ class CifarTUI(App):
         for q in self.queue_cache:
             src = next((o.split("=", 1)[1] for o in reversed(q["overrides"]) if o.startswith("data.source=")), "-")
             rows.append((f"queue:{q['id']}", [Text("◷ queued", style="bold magenta"), Text(f"queue #{q['id']}", style="dim"),
-                                              q["config"], src, "-", "-", "-", "-",
+                                              q["config"], src, f"{q['nproc']} procs" if q.get("nproc", 1) > 1 else "-",
+                                              "-", "-", "-",
                                               time.strftime("%m-%d %H:%M", time.localtime(q["created_at"]))]))
         for r in self.runs_cache:
             status = self.run_status(r["run_id"]) if r["run_id"] in self.views else r["status"]

@@ -23,6 +23,7 @@ from .tui_support import config_diff, fmt_value, parse_override_text, short_run
 class LaunchPlan:
     names: list[str]
     overrides: list[str] = field(default_factory=list)
+    nproc: int = 1  # > 1: each run is a DDP run of that many processes, one GPU each
 
 
 class LaunchScreen(ModalScreen[LaunchPlan | None]):
@@ -72,6 +73,9 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
                 yield Label("Device")
                 yield Select([(d, d) for d in devices], value=b.train.device if single else Select.NULL,
                              prompt="from config", id="f-device")
+                yield Label("Processes")
+                yield Input("1", placeholder="1", type="integer", id="f-nproc",
+                            tooltip="DDP processes per run: one GPU each (gloo processes on the CPU)")
                 yield Label("Data")
                 yield Select([("cifar100", "cifar100"), ("synthetic (labelled, ranked apart)", "synthetic")],
                              value=b.data.source if single else Select.NULL, prompt="from config", id="f-data")
@@ -127,14 +131,27 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
         out += parse_override_text(self.query_one("#f-set", Input).value)
         return out
 
+    def processes(self) -> int:
+        raw = self.query_one("#f-nproc", Input).value.strip() or "1"
+        try:
+            nproc = int(raw)
+        except ValueError:
+            raise ConfigError(f"processes: expected a whole number of at least 1, got {raw!r}") from None
+        if nproc < 1:
+            raise ConfigError(f"processes: expected a whole number of at least 1, got {nproc}")
+        if self.gpus and nproc > self.gpus:
+            raise ConfigError(f"processes: a run of {nproc} processes needs {nproc} GPUs, {self.gpus} are visible")
+        return nproc
+
     def validate(self) -> LaunchPlan:
         try:
             overrides = self.overrides()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        nproc = self.processes()
         for name in self.names:
             load_config(name, overrides, self.configs_dir)
-        return LaunchPlan(list(self.names), overrides)
+        return LaunchPlan(list(self.names), overrides, nproc)
 
     def action_submit(self) -> None:
         error = self.query_one("#form-error", Static)

@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS queue (
     overrides   TEXT NOT NULL DEFAULT '[]',
     created_at  REAL NOT NULL,
     state       TEXT NOT NULL DEFAULT 'queued',
-    run_id      TEXT
+    run_id      TEXT,
+    nproc       INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 """
@@ -80,7 +81,23 @@ def connect(home: Path, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(SCHEMA)
+        _add_missing_columns(conn)
     return conn
+
+
+# columns added after the first release: (table, column, definition); older stores get them on open
+ADDED_COLUMNS = (("queue", "nproc", "INTEGER NOT NULL DEFAULT 1"),)
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, column, definition in ADDED_COLUMNS:
+        if column in {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}:
+            continue
+        try:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # another process added it just now
+                raise
 
 
 @contextmanager
@@ -219,10 +236,11 @@ class Store:
             c.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
 
     # -- queue -----------------------------------------------------------
-    def enqueue(self, config: str, overrides: list[str]) -> int:
+    def enqueue(self, config: str, overrides: list[str], nproc: int = 1) -> int:
+        """Queue a run of `config`; nproc > 1: a DDP run of that many processes (GPUs)."""
         with transaction(self.conn) as c:
-            cur = c.execute("INSERT INTO queue (config, overrides, created_at) VALUES (?, ?, ?)",
-                            (config, json.dumps(overrides), time.time()))
+            cur = c.execute("INSERT INTO queue (config, overrides, created_at, nproc) VALUES (?, ?, ?, ?)",
+                            (config, json.dumps(overrides), time.time(), int(nproc)))
             return int(cur.lastrowid)
 
     def queued(self) -> list[dict]:

@@ -93,6 +93,27 @@ def test_database_is_rebuilt_from_run_dirs(workspace):
     assert len(rows) == 1 and rows[0]["status"] == "completed"
 
 
+def test_a_store_from_before_the_process_count_keeps_its_queue(tmp_path):
+    """A queue written before DDP runs could be queued (no nproc column) opens and upgrades in place."""
+    from engine.store import Store
+
+    old = sqlite3.connect(tmp_path / "cifar_tui.db")
+    old.executescript("""CREATE TABLE queue (id INTEGER PRIMARY KEY AUTOINCREMENT, config TEXT NOT NULL,
+        overrides TEXT NOT NULL DEFAULT '[]', created_at REAL NOT NULL, state TEXT NOT NULL DEFAULT 'queued',
+        run_id TEXT);
+        INSERT INTO queue (config, overrides, created_at) VALUES ('resnet18_baseline', '["train.epochs=2"]', 1.0);""")
+    old.commit()
+    old.close()
+    store = Store(tmp_path)
+    try:
+        store.enqueue("resnet18_pretrained", [], nproc=2)
+        assert [(q["config"], q["overrides"], q["nproc"]) for q in store.queued()] == [
+            ("resnet18_baseline", ["train.epochs=2"], 1), ("resnet18_pretrained", [], 2)]
+    finally:
+        store.close()
+    Store(tmp_path).close()  # opening an upgraded store again changes nothing
+
+
 def _start_engine(workspace, *args: str) -> subprocess.Popen:
     return subprocess.Popen([*CLI, *args], env=workspace["env"], cwd=workspace["tmp"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

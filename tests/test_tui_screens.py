@@ -317,3 +317,100 @@ def test_queue_gives_each_run_its_own_gpu(tmp_path, monkeypatch):
         for proc in procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_ddp_runs_from_the_launch_form_get_several_gpus_and_resume_on_as_many(tmp_path, monkeypatch):
+    """With 3 GPUs: a 2-process run from the form gets GPUs 0,1 and torchrun with 2 processes; a
+    1-process run gets GPU 2; a second 2-process run waits in the queue (shown with its process
+    count) until the first frees both its GPUs. More processes than GPUs is refused in the form.
+    A stopped 2-process run resumes on 2 free GPUs. The engine is replaced by sleeping processes."""
+    from cifar_tui.launch import Launched
+
+    from .test_tui_support import fake_run
+
+    monkeypatch.setenv("CIFAR_TUI_GPUS", "0,1,2")
+    monkeypatch.delenv("CIFAR_TUI_MAX_PARALLEL", raising=False)
+    (tmp_path / "runs").mkdir()
+    stopped = fake_run(tmp_path / "runs", "resnet18_baseline", "0ddp", epochs=6, done=2, status="stopped")
+    events_file = tmp_path / "runs" / stopped / "events.jsonl"
+    lines = [json.loads(x) for x in events_file.read_text().splitlines()]
+    lines[0].update(world_size=2, local_world_size=2, device="cuda:0 x2")
+    events_file.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    ws, _ = fake_workspace(tmp_path)  # its store is rebuilt from every run dir, the stopped DDP run too
+    started: list[dict] = []
+    procs: list[subprocess.Popen] = []
+
+    def sleeper(run_dir) -> subprocess.Popen:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+        procs.append(proc)
+        return proc
+
+    def fake_launch(ws_, request, *, env=None, nproc=1, **kw):
+        rid = f"{request.config_ref}-20260101T000000Z-{len(started):04x}"
+        started.append({"run": rid, "gpus": (env or {}).get("CUDA_VISIBLE_DEVICES"), "nproc": nproc})
+        return Launched(rid, ws_.home / rid, sleeper(ws_.home / rid))
+
+    def fake_resume(ws_, run_id, *, env=None, **kw):
+        started.append({"run": run_id, "gpus": (env or {}).get("CUDA_VISIBLE_DEVICES"), "resumed": True})
+        return Launched(run_id, ws_.home / run_id, sleeper(ws_.home / run_id))
+
+    monkeypatch.setattr("cifar_tui.app.launch", fake_launch)
+    monkeypatch.setattr("cifar_tui.app.resume_engine", fake_resume)
+
+    async def launch_from_form(pilot, app, nproc: str) -> LaunchScreen:
+        await pilot.press("1", "l")
+        form = app.screen
+        assert isinstance(form, LaunchScreen)
+        form.query_one("#f-nproc", Input).value = nproc
+        await pilot.press("ctrl+s")
+        return form
+
+    async def until(pilot, cond, what: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not cond() and time.monotonic() < deadline:
+            await pilot.pause(0.1)
+        assert cond(), what
+
+    async def scenario():
+        app = CifarTUI(ws)
+        async with app.run_test(size=SIZE) as pilot:
+            await until_loaded(pilot, app)
+            assert app.max_parallel == 3
+            form = await launch_from_form(pilot, app, "4")
+            assert app.screen is form
+            assert "4 GPUs, 3 are visible" in str(form.query_one("#form-error", Static).render())
+            await pilot.press("escape")
+            await launch_from_form(pilot, app, "2")
+            await launch_from_form(pilot, app, "1")
+            await launch_from_form(pilot, app, "2")
+            await until(pilot, lambda: len(started) == 2, "two runs started")
+            assert [(s["gpus"], s["nproc"]) for s in started] == [("0,1", 2), ("2", 1)]
+            (waiting,) = app.store.queued()
+            assert waiting["nproc"] == 2
+            await pilot.press("2")
+            runs = app.query_one("#runs-table", DataTable)
+            assert row_dict(runs, f"queue:{waiting['id']}")["device"] == "2 procs"
+            procs[0].terminate()
+            procs[0].wait(5)
+            await until(pilot, lambda: len(started) == 3, "the waiting 2-process run to start")
+            assert (started[2]["gpus"], started[2]["nproc"]) == ("0,1", 2)
+            assert app.store.queued() == []
+            # the stopped 2-process run resumes on 2 GPUs again
+            procs[1].terminate()
+            procs[2].terminate()
+            for p in procs[1:3]:
+                p.wait(5)
+            await until(pilot, lambda: app.scheduler.running == 0, "the reap to give every GPU back")
+            assert await app.resume_run(stopped)
+            assert started[3] == {"run": stopped, "gpus": "0,1", "resumed": True}
+            await pilot.press("q")
+            if isinstance(app.screen, QuitScreen):
+                await pilot.press("s")
+
+    try:
+        run(scenario())
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
