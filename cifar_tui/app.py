@@ -48,6 +48,11 @@ MAIN_ACTIONS = {"show_tab", "launch", "mark", "filter", "stop", "resume", "delet
 LB_DESC_FIRST = {"best_acc", "reference", "diff", "wall_s", "best_epoch", "epochs"}
 
 
+EXP_COLUMNS = (("mark", " "), ("name", "name"), ("model", "model"), ("input", "input"), ("pretrained", "pre"),
+               ("head_loss", "head/loss"), ("seed", "seed"), ("best", "best"))
+BEST_CELL_WIDTH = len("100.00 syn")
+
+
 def _table_sync(table: DataTable, rows: list[tuple[str, list]]) -> None:
     """Make `table` show `rows` [(key, cells)], updating in place when the keys are unchanged
     (keeps the cursor and scroll), rebuilding otherwise (cursor stays on the same key)."""
@@ -180,10 +185,7 @@ class CifarTUI(App):
         self.sub_title = str(self.ws.home)
         self.store = self.ws.store()
         exp = self.query_one("#exp-table", DataTable)
-        for key, label in (("mark", " "), ("name", "name"), ("model", "model"), ("input", "input"),
-                           ("pretrained", "pre"), ("head_loss", "head/loss"), ("seed", "seed"),
-                           ("best", "best")):
-            exp.add_column(label, key=key)
+        self._exp_columns()
         runs = self.query_one("#runs-table", DataTable)
         for key, label in (("status", "status"), ("run_id", "run id"), ("config", "config"), ("data", "data"),
                            ("device", "device"), ("epochs", "epochs"), ("best", "best acc"), ("wall", "wall"),
@@ -302,9 +304,22 @@ class CifarTUI(App):
         except RuntimeError:  # quitting already
             pass
 
+    def _exp_columns(self) -> None:
+        """The experiment table's columns, sized to the experiments' cells. Fixed widths: the table
+        does not depend on DataTable measuring new rows when it next goes idle (once, in CI, the
+        first screen kept the header widths and cut every name to four letters)."""
+        table = self.query_one("#exp-table", DataTable)
+        cells = [self._exp_cells(r, {}) for r in self.experiments]
+        table.clear(columns=True)
+        for i, (key, label) in enumerate(EXP_COLUMNS):
+            width = max([len(label)] + [len(c.plain if isinstance(c, Text) else str(c)) for c in
+                                         (row[i] for row in cells)])
+            table.add_column(label, key=key, width=max(width, BEST_CELL_WIDTH) if key == "best" else width)
+
     def _experiments_loaded(self, rows: list[dict]) -> None:
         self.experiments = rows
         self.experiments_loaded = True
+        self._exp_columns()
         self.fill_experiments()
         self.update_bindings()
         # Start-up objects (widgets, styles, configs) live as long as the app: move them out of

@@ -61,7 +61,8 @@ def check_snapshot(snap_compare, app, name: str, before) -> None:
     saved = SNAPSHOTS / f"{name}.svg"
     expected = svg_lines(saved.read_text()) if saved.exists() else []
     diff = "\n".join(difflib.unified_diff(expected, svg_lines(shot.get("svg", "")), "saved", "now", lineterm=""))
-    pytest.fail(f"the {name} screen differs from its snapshot:\n{diff}")
+    pytest.fail(f"the {name} screen differs from its snapshot:\n"
+                f"{diff or '(the same text: spacing, colours or styles differ)'}")
 
 
 async def settle(pilot, cond=lambda: True, timeout: float = 5.0) -> None:

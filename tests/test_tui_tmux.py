@@ -76,7 +76,7 @@ def test_installed_cifar_tui_in_tmux(tmp_path):
         tmux.keys("resnet18_baseline", literal=True)
         tmux.keys("Enter", "l")
         tmux.wait_for("Launch resnet18_baseline", 10)
-        tmux.keys("Tab", "Tab", "Tab", "Tab", "Tab")  # epochs -> batch -> lr -> device -> data -> overrides
+        tmux.keys("Tab", "Tab", "Tab", "Tab", "Tab", "Tab")  # epochs -> batch -> lr -> device -> processes -> data -> overrides
         tmux.keys("train.epochs=1 train.batch_size=64 data.source=synthetic train.device=cpu "
                   "data.train_limit=256 data.test_limit=128", literal=True)
         tmux.keys("Enter")
