@@ -26,15 +26,9 @@ from cifar_tui.tui_support import pane_id_for
 from engine.events import read_events
 from engine.store import Store, pid_alive
 
+from .test_tui_support import until_loaded
+
 SIZE = (160, 48)
-
-
-async def until_loaded(pilot, app, timeout: float = 10.0) -> None:
-    """The experiment list is loaded off the main thread after the first frame."""
-    deadline = time.monotonic() + timeout
-    while not app.experiments_loaded and time.monotonic() < deadline:
-        await pilot.pause(0.05)
-    assert app.experiments_loaded
 LIMITS = "data.train_limit=256 data.test_limit=128"
 # each test starts two tiny engines (~10 s each on an idle 2-core CPU); a busy machine is slower
 ENGINE_TIMEOUT = pytest.mark.timeout(900)

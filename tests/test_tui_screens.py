@@ -19,17 +19,9 @@ from cifar_tui.tui_screens import CompareScreen, ConfirmScreen, LaunchScreen, Qu
 from engine.config import list_config_paths
 from engine.store import pid_alive
 
-from .test_tui_support import ROOT, fake_workspace
+from .test_tui_support import ROOT, fake_workspace, until_loaded
 
 SIZE = (160, 48)
-
-
-async def until_loaded(pilot, app, timeout: float = 10.0) -> None:
-    """The experiment list is loaded off the main thread after the first frame."""
-    deadline = time.monotonic() + timeout
-    while not app.experiments_loaded and time.monotonic() < deadline:
-        await pilot.pause(0.05)
-    assert app.experiments_loaded
 
 
 def cell_text(value) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,14 @@ def fake_workspace(tmp: Path) -> tuple[Workspace, dict[str, str]]:
     store = ws.store()  # rebuilds the rows from the run directories
     store.close()
     return ws, ids
+
+
+async def until_loaded(pilot, app, timeout: float = 10.0) -> None:
+    """The experiment list is loaded off the main thread after the first frame."""
+    deadline = time.monotonic() + timeout
+    while not app.experiments_loaded and time.monotonic() < deadline:
+        await pilot.pause(0.05)
+    assert app.experiments_loaded
 
 
 # ---------------------------------------------------------------- tests
