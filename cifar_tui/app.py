@@ -20,6 +20,7 @@ from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import Binding
 from textual.content import Content
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
 from engine.config import ConfigError, load_config
@@ -232,7 +233,10 @@ class CifarTUI(App):
         if self.store is None:
             return
         self._reap()
-        self.refresh_store()
+        try:
+            self.refresh_store()
+        except NoMatches:  # the app is exiting: its screen's widgets are already gone
+            return
         await self.pump_queue()
         self._update_view_status()
 

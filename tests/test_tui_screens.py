@@ -388,17 +388,20 @@ def test_ddp_runs_from_the_launch_form_get_several_gpus_and_resume_on_as_many(tm
             await until(pilot, lambda: len(started) == 3, "the waiting 2-process run to start")
             assert (started[2]["gpus"], started[2]["nproc"]) == ("0,1", 2)
             assert app.store.queued() == []
-            # the stopped 2-process run resumes on 2 GPUs again
+            # the stopped 2-process run resumes (r in the Runs tab) on 2 GPUs again
             procs[1].terminate()
             procs[2].terminate()
             for p in procs[1:3]:
                 p.wait(5)
             await until(pilot, lambda: app.scheduler.running == 0, "the reap to give every GPU back")
-            assert await app.resume_run(stopped)
+            await pilot.press("2")
+            runs.move_cursor(row=runs.get_row_index(stopped), animate=False)
+            await pilot.press("r")
+            await until(pilot, lambda: len(started) == 4, "the resume")
             assert started[3] == {"run": stopped, "gpus": "0,1", "resumed": True}
-            await pilot.press("q")
-            if isinstance(app.screen, QuitScreen):
-                await pilot.press("s")
+            procs[3].terminate()
+            procs[3].wait(5)
+            await until(pilot, lambda: app.scheduler.running == 0, "the resumed run's GPUs to come back")
 
     try:
         run(scenario())
