@@ -33,7 +33,7 @@ from .schedule import build_optimizer, build_scheduler
 from .store import Store
 
 STEP_EVENT_INTERVAL_S = 0.2   # at most ~5 step events per second
-# Fault tests only (tests/test_faults.py): raise a CUDA out-of-memory error at this global step.
+# Fault tests only (tests/integration/test_faults.py): raise a CUDA out-of-memory error at this global step.
 _TEST_OOM_AT_STEP = int(os.environ.get("CIFAR_TUI_TEST_OOM_AT_STEP") or 0)
 HEARTBEAT_INTERVAL_S = 5.0
 

@@ -1,0 +1,186 @@
+"""The seed's albumentations recipe: per-image CPU transforms in DataLoader workers, batched output."""
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..config import DataConfig
+from .formats import Dataset
+from .pipeline import _PipelineBase
+from .rng import seed_int
+
+# ---------------------------------------------------------------------------
+# The seed's albumentations recipe
+
+
+def _build_seed_aug(p: float) -> Any:
+    """``A.OneOf([ShiftScaleRotate, CoarseDropout, ColorJitter, HorizontalFlip, VerticalFlip], p)``.
+
+    albumentations 2.x changed several defaults; the seed ran 1.x, so the 1.x defaults are
+    spelled out: ShiftScaleRotate reflect-101 border, CoarseDropout 8 holes of 8x8 px,
+    ColorJitter hue 0.2."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check on import
+    import albumentations as A
+    import cv2
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ShiftScaleRotate is a special case of Affine.*")
+        if hasattr(A, "ShiftScaleRotate"):
+            ssr = A.ShiftScaleRotate(shift_limit=0.0625, scale_limit=0.1, rotate_limit=45,
+                                     interpolation=cv2.INTER_LINEAR, border_mode=cv2.BORDER_REFLECT_101)
+        else:  # the documented equivalent
+            ssr = A.Affine(translate_percent={"x": (-0.0625, 0.0625), "y": (-0.0625, 0.0625)},
+                           scale=(0.9, 1.1), rotate=(-45, 45),
+                           interpolation=cv2.INTER_LINEAR, border_mode=cv2.BORDER_REFLECT_101)
+        try:
+            drop = A.CoarseDropout(num_holes_range=(8, 8), hole_height_range=(8, 8), hole_width_range=(8, 8), fill=0)
+        except TypeError:  # albumentations 1.x names
+            drop = A.CoarseDropout(max_holes=8, max_height=8, max_width=8)
+        jitter = A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.2)
+        return A.OneOf([ssr, drop, jitter, A.HorizontalFlip(), A.VerticalFlip()], p=p)
+
+
+class _AlbuTrainSet(torch.utils.data.Dataset):
+    """Items are (index, sample_seed); a worker augments a whole batch and returns uint8 NHWC.
+    Workers are forked, so they share the parent's arrays without a copy."""
+
+    def __init__(self, images_hwc: np.ndarray, labels: np.ndarray, p: float):
+        self.images = images_hwc
+        self.labels = labels
+        self.p = p
+        self._aug: Any = None
+
+    def __getstate__(self) -> dict:  # spawn-started workers (not Linux) rebuild the transform
+        state = dict(self.__dict__)
+        state["_aug"] = None
+        return state
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def _augment(self, images: np.ndarray, i: int, sample_seed: int) -> np.ndarray:
+        if self._aug is None:
+            self._aug = _build_seed_aug(self.p)
+        self._aug.set_random_state(np.random.default_rng(sample_seed), random.Random(sample_seed))
+        return self._aug(image=images[i])["image"]
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[np.ndarray, int]:
+        i, s = item
+        return self._augment(self.images, i, s), int(self.labels[i])
+
+    def __getitems__(self, items: list[tuple[int, int]]) -> tuple[Tensor, Tensor]:
+        out = np.empty((len(items),) + self.images.shape[1:], dtype=np.uint8)
+        for k, (i, s) in enumerate(items):
+            out[k] = self._augment(self.images, i, s)
+        idx = np.fromiter((i for i, _ in items), dtype=np.int64, count=len(items))
+        return torch.from_numpy(out), torch.from_numpy(self.labels[idx])
+
+
+def _batch_collate(batch: Any) -> Any:
+    return batch  # __getitems__ already returns the batch tensors
+
+
+class _StepSampler:
+    """Batch sampler over (index, sample_seed); its plan is set by train_batches each epoch."""
+
+    def __init__(self) -> None:
+        self.plan: list[list[tuple[int, int]]] = []
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        return iter(self.plan)
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+
+def _single_threaded_cv2() -> None:
+    """OpenCV's own threads do not help on 32x32 images, and a forked DataLoader worker that
+    touches OpenCV's inherited thread pool (even cv2.setNumThreads in the child) can deadlock.
+    With threading off in the parent before the fork, workers run cv2 sequentially."""
+    import cv2
+
+    cv2.setNumThreads(0)
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class AlbumentationsPipeline(_PipelineBase):
+    """The seed's per-image CPU recipe (augment: albumentations) in DataLoader workers,
+    same interface as DevicePipeline.
+
+    Each image is augmented at 32x32 with a transform reseeded from (seed, epoch, index),
+    so batches do not depend on the worker count and resume is exact.  Workers return
+    whole uint8 batches; they are pinned (CUDA), moved, then resized to ``image_size``
+    (batched, bilinear, on the device), converted and normalised like DevicePipeline.
+    Test batches are not augmented (the seed's recipe) and come from the device copy.
+    Workers are persistent (started on the first epoch); :meth:`close` stops them.  OpenCV
+    threading is switched off in this process (see _single_threaded_cv2)."""
+
+    def __init__(self, dataset: Dataset, cfg: DataConfig, device: Any, *, channels_last: bool = True,
+                 rank: int = 0, world_size: int = 1):
+        super().__init__(dataset, cfg, device, channels_last=channels_last, rank=rank, world_size=world_size)
+        self.num_workers = _cpu_count() if cfg.num_workers < 0 else cfg.num_workers
+        images_hwc = np.ascontiguousarray(dataset.train.images.transpose(0, 2, 3, 1))
+        self._set = _AlbuTrainSet(images_hwc, dataset.train.labels, cfg.augment_p)
+        self._set._aug = _build_seed_aug(cfg.augment_p)  # imported once here, inherited by forked workers
+        _single_threaded_cv2()
+        self._sampler = _StepSampler()
+        self._loader: Optional[torch.utils.data.DataLoader] = None
+
+    def _get_loader(self) -> torch.utils.data.DataLoader:
+        if self._loader is None:
+            workers = self.num_workers
+            extra: dict[str, Any] = {}
+            if workers > 0:
+                extra = dict(
+                    # the plan is re-read from the sampler every epoch and each sample carries its
+                    # seed, so persistent workers cannot change the batches
+                    persistent_workers=True,
+                    prefetch_factor=2,
+                )
+            self._loader = torch.utils.data.DataLoader(
+                self._set,
+                batch_sampler=self._sampler,
+                collate_fn=_batch_collate,
+                num_workers=workers,
+                pin_memory=self.device.type == "cuda",
+                generator=torch.Generator().manual_seed(0),  # keep the global RNG untouched
+                **extra,
+            )
+        return self._loader
+
+    def train_batches(self, epoch: int, seed: int, batch_size: int, start_step: int = 0
+                      ) -> Iterator[tuple[Tensor, Tensor]]:
+        steps = self.steps_per_epoch(batch_size)
+        order = self.epoch_order(epoch, seed)
+        ws, r = self.world_size, self.rank
+        plan = []
+        for step in range(max(0, start_step), steps):
+            gidx = self._global_batch(order, step, batch_size)[r::ws].tolist()
+            plan.append([(i, seed_int(seed, epoch, i, tag="albumentations")) for i in gidx])
+        if not plan:
+            return
+        self._sampler.plan = plan
+        non_blocking = self.device.type == "cuda"
+        for x, y in self._get_loader():
+            x = x.to(self.device, non_blocking=non_blocking).permute(0, 3, 1, 2)
+            y = y.to(self.device, non_blocking=non_blocking)
+            yield self._finish(x, self.image_size), y
+
+    def close(self) -> None:
+        """Stop the persistent workers (they also stop when the pipeline is garbage-collected)."""
+        loader, self._loader = self._loader, None
+        it = getattr(loader, "_iterator", None) if loader is not None else None
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()
