@@ -15,7 +15,7 @@ from cifar_tui.bench import REQUIRED_KEYS, BenchPlan, SeedStyleDataset, render_b
 from engine.config import ConfigError, DataConfig
 from engine.data import DevicePipeline, synthetic_dataset
 
-from .conftest import CLI
+from tests.conftest import CLI
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 
 from engine.config import ConfigError, ExperimentConfig, apply_overrides, list_config_paths, load_config
 
-from .conftest import CONFIGS
+from tests.conftest import CONFIGS
 
 SEED = {
     "resnet18_baseline": 44.26, "resnet18_augment": 36.48, "resnet18_baseline_wd01": 40.12,

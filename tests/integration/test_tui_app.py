@@ -26,7 +26,7 @@ from cifar_tui.tui_support import pane_id_for
 from engine.events import read_events
 from engine.store import Store, pid_alive
 
-from .test_tui_support import until_loaded
+from tests.support.tui import until_loaded
 
 SIZE = (160, 48)
 LIMITS = "data.train_limit=256 data.test_limit=128"

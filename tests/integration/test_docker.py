@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 DOCKER = ROOT / "docker"
 SCRIPTS = ["build.bash", "run.bash", "train.bash"]

@@ -18,7 +18,7 @@ from cifar_tui.launch import LaunchRequest, Launched, Workspace
 from engine.config import ConfigError
 from engine.events import read_events
 
-from .conftest import cli, set_args, tiny_overrides
+from tests.conftest import cli, set_args, tiny_overrides
 
 
 # ---------------------------------------------------------------- the device list

@@ -186,8 +186,8 @@ def test_verified_stamp_skips_rehash_until_file_changes(root, tiny, monkeypatch)
     D.load_dataset(cifar_cfg(), root, expected_md5=tiny.md5)
     assert (root / "cifar-100-python" / ".verified").is_file()
     calls = []
-    real = D._md5
-    monkeypatch.setattr(D, "_md5", lambda p: calls.append(Path(p).name) or real(p))
+    real = D.archive._md5
+    monkeypatch.setattr(D.archive, "_md5", lambda p: calls.append(Path(p).name) or real(p))
     D.load_dataset(cifar_cfg(), root, expected_md5=tiny.md5)
     assert calls == []
     train = root / "cifar-100-python" / "train"
@@ -628,7 +628,7 @@ def test_world_size_two_shards_equal_one_process(small, batch_size):
 
 
 def test_output_buffers_are_reused_only_when_released(small, monkeypatch):
-    monkeypatch.setattr(D._BufferPool, "MIN_BYTES", 0)  # pool even these small batches
+    monkeypatch.setattr(D.pipeline._BufferPool, "MIN_BYTES", 0)  # pool even these small batches
     p = pipe(small, augment="crop_flip", image_size=40)
     ref = batches(pipe(small, augment="crop_flip", image_size=40).train_batches(0, 0, 10))
     assert p._finish._buffers.enabled

@@ -19,7 +19,7 @@ from engine.config import ConfigError
 from engine.ddp import device_label
 from engine.events import read_events
 
-from .conftest import CLI, cli, set_args
+from tests.conftest import CLI, cli, set_args
 
 # SGD, not the configs' AdamW: Adam's first steps move every weight by about +-lr whatever the
 # size of its gradient, so float rounding (1e-7) in a near-zero gradient becomes a 1e-3

@@ -19,7 +19,7 @@ from cifar_tui.tui_screens import CompareScreen, ConfirmScreen, LaunchScreen, Qu
 from engine.config import list_config_paths
 from engine.store import pid_alive
 
-from .test_tui_support import ROOT, fake_workspace, until_loaded
+from tests.support.tui import ROOT, fake_workspace, until_loaded
 
 SIZE = (160, 48)
 
@@ -318,7 +318,7 @@ def test_ddp_runs_from_the_launch_form_get_several_gpus_and_resume_on_as_many(tm
     A stopped 2-process run resumes on 2 free GPUs. The engine is replaced by sleeping processes."""
     from cifar_tui.launch import Launched
 
-    from .test_tui_support import fake_run
+    from tests.support.tui import fake_run
 
     monkeypatch.setenv("CIFAR_TUI_GPUS", "0,1,2")
     monkeypatch.delenv("CIFAR_TUI_MAX_PARALLEL", raising=False)

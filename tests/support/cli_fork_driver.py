@@ -1,4 +1,4 @@
-"""Run many `cifar-tui` invocations fast: `python -m tests.cli_fork_driver < cases.json`.
+"""Run many `cifar-tui` invocations fast: `python -m tests.support.cli_fork_driver < cases.json`.
 
 Each case runs the console script's entry point (`cifar_tui.cli:main`) in its own
 forked process, with its own argv, environment, working directory and stdout/stderr

@@ -20,10 +20,10 @@ from engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoin
 from engine.config import ConfigError, check_plain_name, load_config, parse_override, resolve_config_path
 from engine.paths import check_run_id, run_dir
 
-from .conftest import CLI, ROOT
-from .reliability_support import case_env, drive, one_error_line, record
+from tests.conftest import CLI, ROOT
+from tests.support.reliability import case_env, drive, one_error_line, record
 
-BAD = Path(__file__).resolve().parent / "bad_configs"
+BAD = Path(__file__).resolve().parent.parent / "bad_configs"
 RUN_FLAGS = ("--data", "synthetic", "--device", "cpu")
 POOL = 4  # CLI processes at a time
 CASE_TIMEOUT = 120  # a refusal takes well under a second (an engine-side one a few); more means it was accepted
@@ -450,4 +450,4 @@ def test_nothing_is_evaluated_imported_by_name_or_unpickled_unsafely():
                 hits.append(f"{path.relative_to(ROOT)}:{line_no}: {what}: {code.splitlines()[line_no - 1].strip()}")
     assert not hits, "\n".join(hits)
     # the one pickle reader allows only what a CIFAR pickle holds
-    assert "class _CifarUnpickler(pickle.Unpickler)" in (ROOT / "engine" / "data.py").read_text()
+    assert "class _CifarUnpickler(pickle.Unpickler)" in (ROOT / "engine" / "data" / "formats.py").read_text()

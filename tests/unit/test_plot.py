@@ -10,7 +10,7 @@ from cifar_tui.plot import plot_runs
 from engine.config import ConfigError
 from engine.store import Store
 
-from .test_tui_support import fake_workspace
+from tests.support.tui import fake_workspace
 
 
 def test_plot_writes_png(tmp_path):

@@ -1,8 +1,8 @@
-"""Helpers shared by the fault suite (tests/test_faults.py, tests/test_reliability_inputs.py).
+"""Helpers shared by the fault suite (tests/integration/test_faults.py, tests/integration/test_reliability_inputs.py).
 
 The figures each test injects and checks are summed here and stored in pytest's cache
 (`.pytest_cache/v/cifar_tui/reliability_figures`), so docs/RELIABILITY.md can quote
-the numbers of the last run: `python -m tests.reliability_support` prints them.
+the numbers of the last run: `python -m tests.support.reliability` prints them.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 CACHE_KEY = "cifar_tui/reliability_figures"
 FIGURES: Counter = Counter()
 
@@ -111,23 +111,23 @@ def case_env(base: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
 def drive(runs: list[tuple[Path, list[str]]], timeout: float = 120.0, parallel: int = 4,
           preload: tuple[str, ...] = (), env: dict[str, str] | None = None) -> list[dict]:
     """(folder, args) through the real CLI entry point, one process per case, forked by
-    tests/cli_fork_driver.py (a fresh interpreter per case costs ~1 s on a loaded machine).
+    tests/support/cli_fork_driver.py (a fresh interpreter per case costs ~1 s on a loaded machine).
     Each result: code, stdout, stderr, timed_out."""
     specs = []
     for base, args in runs:
         base.mkdir(parents=True, exist_ok=True)
         specs.append({"args": list(args), "cwd": str(base), "env": case_env(base, env)})
-    proc = subprocess.run([sys.executable, "-m", "tests.cli_fork_driver"], capture_output=True, text=True, cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "tests.support.cli_fork_driver"], capture_output=True, text=True, cwd=ROOT,
                           input=json.dumps({"cases": specs, "timeout": timeout, "parallel": parallel, "preload": list(preload)}),
                           env=case_env(ROOT), timeout=timeout * 3 + 5 * len(specs))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
 
 
-def main() -> None:  # `python -m tests.reliability_support`: the last run's figures
+def main() -> None:  # `python -m tests.support.reliability`: the last run's figures
     path = ROOT / ".pytest_cache" / "v" / CACHE_KEY
     if not path.is_file():
-        sys.exit("no figures yet: run `python -m pytest tests/test_faults.py tests/test_reliability_inputs.py`")
+        sys.exit("no figures yet: run `python -m pytest tests/integration/test_faults.py tests/integration/test_reliability_inputs.py`")
     print(json.dumps(json.loads(path.read_text()), indent=2))
 
 

@@ -1,5 +1,5 @@
 """SVG snapshots of the main screens (pytest-textual-snapshot), on a deterministic fake workspace,
-plus assertions on what each screen shows. Update with: pytest tests/test_tui_snapshots.py --snapshot-update"""
+plus assertions on what each screen shows. Update with: pytest tests/unit/test_tui_snapshots.py --snapshot-update"""
 from __future__ import annotations
 
 import difflib
@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Input, Static
 from cifar_tui.app import CifarTUI
 from cifar_tui.tui_screens import CompareScreen, LaunchScreen
 
-from .test_tui_support import fake_workspace
+from tests.support.tui import fake_workspace
 
 SIZE = (160, 45)
 

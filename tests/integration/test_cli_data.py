@@ -4,7 +4,7 @@ from __future__ import annotations
 import socket
 import time
 
-from .conftest import cli
+from tests.conftest import cli
 
 
 def _closed_port() -> int:

@@ -10,7 +10,7 @@ import torch
 from engine.config import ConfigError, ModelConfig, list_config_paths, load_config
 from engine.models import WeightsError, build_model
 
-from .conftest import CONFIGS
+from tests.conftest import CONFIGS
 
 
 @pytest.fixture(scope="module")

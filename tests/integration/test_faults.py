@@ -35,8 +35,8 @@ from engine.events import EventTail, read_events
 from engine.store import Store, pid_alive
 from engine.trainer import failure_message
 
-from .conftest import CLI, cli
-from .reliability_support import drive, fast, one_error_line, procs, python_env, record, wait_until  # noqa: F401 - procs is a fixture
+from tests.conftest import CLI, cli
+from tests.support.reliability import drive, fast, one_error_line, procs, python_env, record, wait_until  # noqa: F401 - procs is a fixture
 
 CONFIG = "resnet18_baseline"
 ENGINE_TIMEOUT = 300  # generous: the machine is shared and loaded; runs take seconds alone
@@ -521,8 +521,8 @@ def test_failure_messages_name_the_file_and_the_way_out(err, expected):
 
 
 def _tiny_archive(base: Path) -> tuple[Path, dict[str, str]]:
-    """A tiny archive in the exact CIFAR-100 pickle format (see tests/test_data.py)."""
-    from .test_data import CLASS_NAMES, _split_obj, md5_of, py2_pickle
+    """A tiny archive in the exact CIFAR-100 pickle format (see tests/unit/test_data.py)."""
+    from tests.unit.test_data import CLASS_NAMES, _split_obj, md5_of, py2_pickle
 
     rng = np.random.default_rng(5)
     folder = base / "src" / D.CIFAR100_FOLDER

@@ -14,7 +14,7 @@ import torch
 from engine.checkpoint import load_checkpoint
 from engine.events import read_events
 
-from .conftest import CLI, cli, set_args, tiny_overrides
+from tests.conftest import CLI, cli, set_args, tiny_overrides
 
 EVENT_FIELDS = {
     "start": {"config_name", "config", "device", "data_source", "params", "flops", "pid", "resumed_from"},
