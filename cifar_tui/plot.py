@@ -6,7 +6,7 @@ from pathlib import Path
 
 from engine.config import ConfigError
 from engine.events import read_events, summarize
-from engine.paths import check_run_id
+from engine.paths import check_run_id, resolve_run_id
 
 IMAGE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
 
@@ -51,6 +51,8 @@ def plot_runs(ws, run_ids: list[str], out: Path) -> Path:
     out = _check_out(out)
     store = ws.store()
     try:
+        known = store.run_ids()
+        run_ids = [resolve_run_id(ws.home, rid, known) for rid in run_ids]  # unique prefixes too
         series = [(rid, *_epochs_for(ws, store, rid)) for rid in run_ids]
     finally:
         store.close()
