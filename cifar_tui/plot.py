@@ -18,6 +18,8 @@ def _epochs_for(ws, store, run_id: str) -> tuple[dict, list[dict]]:
     events_file = Path(ws.home) / run_id / "events.jsonl"
     if not epochs and events_file.is_file():
         state = summarize(read_events(events_file))
+        if row is None and "start" not in state:
+            raise ConfigError(f"{events_file}: no readable `start` event (damaged?): nothing to plot for {run_id}")
         start = state.get("start") or {}
         epochs = [state["epochs"][k] for k in sorted(state["epochs"])]
         if row is None:
