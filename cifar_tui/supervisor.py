@@ -42,7 +42,6 @@ import shutil
 import signal
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol, Sequence
 
 from engine.config import ConfigError, ExperimentConfig, load_config
