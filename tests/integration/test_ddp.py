@@ -55,19 +55,23 @@ def _events(home: Path) -> list[dict]:
     return read_events(files[0]) if files else []
 
 
-def test_two_gloo_ranks_match_one_process_with_sync_bn(workspace):
+@pytest.mark.parametrize("extra", [[], ["data.train_sizes=[32,48]"]], ids=["one-scale", "multi-scale"])
+def test_two_gloo_ranks_match_one_process_with_sync_bn(workspace, extra):
+    """Multi-scale: every rank runs one forward per size group (DDP and SyncBN communicate in
+    each), and the groups of the two ranks together are the one process's."""
     tmp = workspace["tmp"]
     dumps = {"ddp": tmp / "dump-ddp", "one": tmp / "dump-one"}
     for d in dumps.values():
         d.mkdir()
     ddp_env = {**workspace["env"], "CIFAR_TUI_DUMP_RANK_STATE": str(dumps["ddp"])}
     res = cli({**workspace, "env": ddp_env}, "run", "resnet18_baseline", "--nproc", "2",
-              *set_args([*TINY_DDP, "train.sync_bn=true"]))
+              *set_args([*TINY_DDP, "train.sync_bn=true", *extra]))
     assert res.returncode == 0, res.stdout + res.stderr + _logs(workspace["home"])
     # the same global batches in one process (one thread, as torchrun gives each rank)
     one_env = {**workspace["env"], "CIFAR_TUI_DUMP_RANK_STATE": str(dumps["one"]), "OMP_NUM_THREADS": "1",
                "CIFAR_TUI_HOME": str(tmp / "one-process")}
-    res_one = cli({**workspace, "env": one_env}, "run", "resnet18_baseline", *set_args([*TINY_DDP, "train.sync_bn=true"]))
+    res_one = cli({**workspace, "env": one_env}, "run", "resnet18_baseline",
+                  *set_args([*TINY_DDP, "train.sync_bn=true", *extra]))
     assert res_one.returncode == 0, res_one.stdout + res_one.stderr
 
     rank0, rank1 = _state(dumps["ddp"] / "rank0.pt"), _state(dumps["ddp"] / "rank1.pt")
