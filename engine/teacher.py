@@ -9,7 +9,8 @@
     BatchNorm normalises with each batch's own statistics.  Here its BatchNorm layers stop
     tracking running statistics instead of updating them: the outputs are those of a train-mode
     forward, and the teacher's buffers stay as its checkpoint has them (the seed's teacher moved
-    its running statistics, which nothing read).
+    its running statistics, which nothing read).  Under DDP with ``train.sync_bn`` the teacher's
+    BatchNorm is synchronised too, so N processes still match one.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint
 from .config import ConfigError, ExperimentConfig, config_from_dict, read_config_file
+from .ddp import convert_sync_batchnorm
 from .losses import Criterion
 from .models import build_model
 from .store import Store
@@ -38,7 +40,8 @@ def batch_statistics_mode(model: nn.Module) -> nn.Module:
 class Teacher:
     """A frozen finished run used for knowledge distillation."""
 
-    def __init__(self, run_dir: Path, device: torch.device, channels_last: bool, mode: str = "eval"):
+    def __init__(self, run_dir: Path, device: torch.device, channels_last: bool, mode: str = "eval",
+                 sync_bn: bool = False):
         self.cfg = config_from_dict(read_config_file(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
         state = load_checkpoint(run_dir / "checkpoints" / "best.pt")
         model_cfg = self.cfg.model.model_copy(update={"pretrained": False, "weights": None})
@@ -46,6 +49,8 @@ class Teacher:
         self.model.load_state_dict(state["model"])
         self.model.to(device).requires_grad_(False)
         if mode == "train":
+            if sync_bn:  # DDP with train.sync_bn: batch statistics over the global batch, as the student's
+                self.model = convert_sync_batchnorm(self.model, device)
             batch_statistics_mode(self.model)
         else:
             self.model.train(False)

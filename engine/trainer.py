@@ -90,7 +90,8 @@ class Trainer:
         self.flops = count_flops(self.model, cfg.data.image_size, self.device)
         self.teacher = None
         if teacher_dir:
-            self.teacher = Teacher(teacher_dir, self.device, cfg.train.channels_last, cfg.loss.kd.teacher_mode)
+            self.teacher = Teacher(teacher_dir, self.device, cfg.train.channels_last, cfg.loss.kd.teacher_mode,
+                                   sync_bn=info.enabled and cfg.train.sync_bn)
         self.criterion = Criterion(cfg.loss)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.steps_per_epoch = self.pipeline.steps_per_epoch(cfg.train.batch_size)
