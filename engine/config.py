@@ -86,7 +86,7 @@ class KDConfig(_Strict):
     temperature: PosFloat = 4.0
     alpha: Annotated[float, Num, Field(ge=0, le=1)] = 0.7
     # eval: the teacher normalises with its BatchNorm running statistics. train: it runs in
-    # training mode as in the seed (Lightning never calls eval() on the frozen teacher), so
+    # training mode as in the seed (Lightning never switches the frozen teacher to evaluation mode), so
     # BatchNorm uses each batch's statistics; its running statistics are left untouched.
     teacher_mode: Literal["eval", "train"] = "eval"
 

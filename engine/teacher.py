@@ -5,8 +5,8 @@
     running statistics (the usual way to use a trained network).
 ``train``
     the seed's way: its LightningModule holds the teacher, freezes it with requires_grad_(False)
-    and never calls eval() on it, so Lightning's model.train() leaves it in training mode and
-    BatchNorm normalises with each batch's own statistics.  Here its BatchNorm layers stop
+    and never switches it to evaluation mode, so Lightning's model.train() leaves it in training
+    mode and BatchNorm normalises with each batch's own statistics.  Here its BatchNorm layers stop
     tracking running statistics instead of updating them: the outputs are those of a train-mode
     forward, and the teacher's buffers stay as its checkpoint has them (the seed's teacher moved
     its running statistics, which nothing read).  Under DDP with ``train.sync_bn`` the teacher's
