@@ -17,6 +17,8 @@ from rich.table import Table
 from engine.config import ConfigError
 from engine.paths import default_data_root, default_home
 
+from .cli_model import check_resume_epochs
+from .cli_model import register as register_model_commands
 from .launch import LaunchRequest, Workspace
 
 app = typer.Typer(
@@ -212,8 +214,10 @@ def run(
 
 @app.command()
 def resume(run_id: str = typer.Argument(..., help="Run id (see `cifar-tui runs`)."),
-           as_json: bool = typer.Option(False, "--json", help="Print the events as JSON lines.")) -> None:
-    """Continue a stopped or crashed run from its last checkpoint."""
+           as_json: bool = typer.Option(False, "--json", help="Print the events as JSON lines."),
+           epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Train to N epochs in all; extends a "
+                                                "completed run that kept its resume state (train.keep: best+last).")) -> None:
+    """Continue a stopped or crashed run from its last checkpoint (or extend a completed one with --epochs)."""
     from engine.paths import check_run_id
 
     from .follow import follow
@@ -231,11 +235,13 @@ def resume(run_id: str = typer.Argument(..., help="Run id (see `cifar-tui runs`)
     store.close()
     if row and row["status"] == "running":
         fail(f"run {run_id} is still running (pid {row['pid']}); stop it first: cifar-tui stop {run_id}")
-    if row and row["status"] == "completed":
-        fail(f"run {run_id} already completed all {row['epochs_total']} epochs")
+    try:
+        check_resume_epochs(run_id, row, epochs)
+    except ConfigError as exc:
+        fail(str(exc))
     # show only what this resume adds to the events file
     offset = (run_dir / "events.jsonl").stat().st_size if (run_dir / "events.jsonl").exists() else 0
-    launched = resume_run(state.ws, run_id)
+    launched = resume_run(state.ws, run_id, epochs=epochs)
     code, end = follow(launched, json_mode=as_json, console=console, from_offset=offset)
     raise typer.Exit(_finish(launched, code, end, as_json))
 
@@ -406,6 +412,9 @@ def bench(as_json: bool = typer.Option(False, "--json", help="One JSON object wi
         print(json.dumps(results))
     else:
         render_bench(results, console)
+
+
+register_model_commands(app)  # eval, predict, export (cli_model.py)
 
 
 def main() -> None:

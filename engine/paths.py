@@ -33,3 +33,12 @@ def check_run_id(run_id: str) -> str:
 
 def run_dir(home: Path, run_id: str) -> Path:
     return Path(home) / check_run_id(run_id)
+
+
+def write_run_config(run_dir: Path, cfg) -> Path:
+    """Replace runs/<id>/config.yaml atomically (a resume that extends the run's epochs)."""
+    path = Path(run_dir) / "config.yaml"
+    tmp = path.with_name(f".config.yaml.tmp-{os.getpid()}")
+    tmp.write_text(cfg.to_yaml())
+    os.replace(tmp, path)
+    return path

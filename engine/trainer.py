@@ -26,11 +26,15 @@ from .checkpoint import load_checkpoint, repair_best, save_checkpoint
 from .config import ConfigError, ExperimentConfig, config_from_dict
 from .data import load_dataset, make_pipeline
 from .ddp import convert_sync_batchnorm, device_label
+from .evaluate import topk_hits
 from .events import EventWriter
+from .keep import finalize as finalize_checkpoints
+from .keep import save_epoch_weights
 from .losses import Criterion
 from .models import build_model, count_flops, count_params
 from .schedule import build_optimizer, build_scheduler
 from .store import Store
+from .summary import RunSummaries
 
 STEP_EVENT_INTERVAL_S = 0.2   # at most ~5 step events per second
 # Fault tests only (tests/integration/test_faults.py): raise a CUDA out-of-memory error at this global step.
@@ -343,6 +347,7 @@ class Trainer:
             self.writer = EventWriter(self.run_dir / "events.jsonl", self.run_id)
             self.store = SafeStore(self.home)
             self.tb = self._tensorboard()
+            self.summaries = RunSummaries(self.run_dir, self.cfg, self.tb)  # summary.csv, TensorBoard hparams
         self.stop.install()
         status, error, code = "completed", None, EXIT_OK
         heartbeat = None
@@ -358,6 +363,7 @@ class Trainer:
                 self.store.run_started(self.run_id, config=self.cfg.to_dict(), device=self.device_label, pid=os.getpid(),
                                        run_dir=str(self.run_dir), epochs_total=self.cfg.train.epochs, params=self.params,
                                        flops=self.flops, world_size=self.info.world_size)
+                self.summaries.started()
                 heartbeat = Heartbeat(self.writer, self.lock, self.home, self.run_id, self.wall_clock)
                 heartbeat.start()
             while self.epoch < self.cfg.train.epochs and self._train_epoch():
@@ -380,11 +386,13 @@ class Trainer:
                 heartbeat.join(timeout=10)
             self.stop.restore()
             if main:
+                kept = finalize_checkpoints(self.run_dir, self.cfg.train.keep, status)  # the disk rule (train.keep)
+                self.summaries.ended(status)
                 # store first: a reader that sees the `end` event then finds the final status in the store
                 self.store.run_ended(self.run_id, status, error, self.wall_clock())
                 try:
                     self.emit("end", status=status, error=error, best_acc=self.best_acc, best_epoch=self.best_epoch,
-                              epochs_done=self.epoch, wall_s=round(self.wall_clock(), 3))
+                              epochs_done=self.epoch, wall_s=round(self.wall_clock(), 3), checkpoints=kept)
                 except OSError as exc:  # the disk is full: the store already has the final status
                     print(f"warning: could not write the end event: {exc}", file=sys.stderr)
                 if self.tb is not None:
@@ -486,22 +494,23 @@ class Trainer:
                 dist.broadcast(buffer, 0)
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float]:
+    def evaluate(self) -> tuple[float, float, float]:
+        """(test loss, top-1 %, top-5 %)."""
         self._adopt_rank0_buffers()
         self.forward_model.train(False)
         amp = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
-        totals = torch.zeros(3, dtype=torch.float64, device=self.device)
+        totals = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss sum, top-1 hits, seen, top-5 hits
         bs = self.cfg.eval.batch_size or self.cfg.train.batch_size
         for x, y in self.pipeline.test_batches(bs):
             with amp:
                 output = self.model(x)
             totals[0] += self.criterion.eval_loss(output, y).double()
-            totals[1] += (output.argmax(1) == y).sum().double()
+            totals[[1, 3]] += topk_hits(output, y)
             totals[2] += y.shape[0]
         if self.info.enabled:
             dist.all_reduce(totals)
-        loss_sum, correct, seen = totals.tolist()
-        return loss_sum / max(seen, 1), 100.0 * correct / max(seen, 1)
+        loss_sum, correct, seen, correct5 = totals.tolist()
+        return loss_sum / max(seen, 1), 100.0 * correct / max(seen, 1), 100.0 * correct5 / max(seen, 1)
 
     def _finish_epoch(self, train_s: float) -> bool:
         """Evaluate, record and checkpoint a finished epoch; True when a checkpoint was written."""
@@ -513,10 +522,10 @@ class Trainer:
         self.step_in_epoch = 0
         self.partial.zero_()
         evaluated = self.epoch % self.cfg.eval.every == 0 or self.epoch == self.cfg.train.epochs
-        test_loss = test_acc = None
+        test_loss = test_acc = test_top5 = None
         t_eval = time.monotonic()
         if evaluated:
-            test_loss, test_acc = self.evaluate()
+            test_loss, test_acc, test_top5 = self.evaluate()
             if self.best_acc is None or test_acc > self.best_acc:
                 self.best_acc, self.best_epoch = test_acc, self.epoch
         epoch_s = train_s + (time.monotonic() - t_eval)
@@ -524,12 +533,14 @@ class Trainer:
             return False
         record = {
             "epoch": self.epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": 100.0 * correct / max(seen, 1),
-            "test_loss": test_loss, "test_acc": test_acc, "best_acc": self.best_acc, "best_epoch": self.best_epoch,
+            "test_loss": test_loss, "test_acc": test_acc, "test_top5": test_top5,
+            "best_acc": self.best_acc, "best_epoch": self.best_epoch,
             "lr": self.optimizer.param_groups[0]["lr"], "epoch_s": round(epoch_s, 3),
             "epochs": self.cfg.train.epochs,
         }
         self.emit("epoch", **record)
         self.store.epoch_done(self.run_id, record, self.wall_clock())
+        self.summaries.epoch(record)
         if self.tb is not None:
             for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
                 if record[key] is not None:
@@ -553,6 +564,7 @@ class Trainer:
             save_checkpoint({"run_id": self.run_id, "config": state["config"], "model": state["model"],
                              "epoch": self.epoch, "best_acc": self.best_acc}, best)
             self.emit("checkpoint", path=str(best), epoch=self.epoch, is_best=True)
+        save_epoch_weights(self.run_dir, self.cfg.train.keep, state)  # train.keep: all
 
 
 def init_distributed(info: DistInfo, device_hint: str) -> None:

@@ -66,7 +66,7 @@ from .formats import (
     Split,
     _load_folder,
 )
-from .pipeline import DevicePipeline
+from .pipeline import DevicePipeline, EvalPipeline
 from .seed_augment import AlbumentationsPipeline
 from .synthetic import synthetic_dataset, write_synthetic
 
@@ -79,6 +79,7 @@ __all__ = [
     "DataError",
     "Dataset",
     "DevicePipeline",
+    "EvalPipeline",
     "NORMALIZE_STATS",
     "SYNTHETIC_FOLDER",
     "Split",

@@ -274,3 +274,8 @@ class DevicePipeline(_PipelineBase):
             x = self._gather(idx, oy, ox, flip)
             y = self._train_y.index_select(0, idx)
             yield self._finish(x, size), y
+
+
+class EvalPipeline(_PipelineBase):
+    """Test batches only (evaluation after training, predict, export parity): the very code
+    the trainer's evaluation runs, without copying a training set to the device."""
