@@ -7,6 +7,7 @@ imported inside the commands only. Registered on the main app by cli.py (`regist
 from __future__ import annotations
 
 import json
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -15,6 +16,7 @@ import typer
 from rich.table import Table
 
 from engine.config import ConfigError
+from engine.keep import checkpoint_path
 
 EXIT_PARITY_FAILED = 1
 
@@ -42,11 +44,11 @@ def resolve_run(run_id: str) -> str:
     return run_id
 
 
-def _user_errors():
-    """The exceptions that are the user's input (one line, exit 2), imported only when needed."""
-    from engine.data import DataError
-
-    return (ConfigError, DataError)
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that are the user's input (one line, exit 2). Evaluated when one is raised:
+    a DataError can only come from engine.data, which is loaded by then (importing it here would load torch)."""
+    data = sys.modules.get("engine.data.formats")
+    return (ConfigError, data.DataError) if data else (ConfigError,)
 
 
 def _pct(v: Optional[float]) -> str:
@@ -67,9 +69,11 @@ def eval_cmd(
     from .cli import console, fail, state
 
     try:
+        ids = [resolve_run(r) for r in run_ids]
+        for run_id in ids:  # a missing checkpoint is said before torch loads
+            checkpoint_path(state.ws.home / run_id, ckpt)
         from engine.evaluate import evaluate_runs
 
-        ids = [resolve_run(r) for r in run_ids]
         store = state.ws.store()
         try:
             result = evaluate_runs(state.ws.home, state.ws.data_root, ids, ckpt=ckpt, tta=tta.value, device=device,
@@ -130,10 +134,13 @@ def predict_cmd(
     from .cli import console, fail, state
 
     try:
-        from engine.predict import predict_files
+        from engine.images import read_image
 
-        results = predict_files(state.ws.home, state.ws.data_root, resolve_run(run_id), list(images), ckpt=ckpt,
-                                device=device, top=top)
+        run_id = resolve_run(run_id)
+        read = [(str(p), read_image(p)) for p in images]  # every file first: one unreadable file refuses the lot
+        from engine.predict import predict_images
+
+        results = predict_images(state.ws.home, state.ws.data_root, run_id, read, ckpt=ckpt, device=device, top=top)
     except _user_errors() as exc:
         fail(str(exc))
     for r in results:
@@ -187,7 +194,7 @@ def export_cmd(
 def check_resume_epochs(run_id: str, row: Optional[dict], epochs: Optional[int]) -> None:
     """Refuse what `cifar-tui resume RUN_ID [--epochs N]` cannot do (ConfigError)."""
     from engine.keep import check_extendable
-    from engine.run_model import read_run_config
+    from engine.paths import read_run_config
 
     from .cli import state
 

@@ -146,7 +146,7 @@ def evaluate_runs(home: Path, data_root: Path, run_ids: list[str], *, ckpt: str 
     dev = select_device(device, DistInfo())
     datasets: dict[tuple, Any] = {}
     members, results = [], []
-    for run_id in dict.fromkeys(run_ids):  # a run named twice is one member
+    for run_id in run_ids:  # a run named twice is two (equal) members: its ensemble is itself
         run = load_run_model(home, run_id, ckpt, dev)
         data = run.cfg.data
         key = (data.source, data.root, data.test_limit)

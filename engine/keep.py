@@ -39,6 +39,27 @@ def epoch_weights_path(run_dir: Path, epoch: int) -> Path:
     return checkpoints_dir(run_dir) / f"epoch_{int(epoch):04d}.pt"
 
 
+def checkpoint_path(run_dir: Path, which: str) -> Path:
+    """checkpoints/best.pt, last.pt or epoch_NNNN.pt; a ConfigError that says why one is missing."""
+    run_dir = Path(run_dir)
+    if which == "best":
+        path = checkpoints_dir(run_dir) / BEST
+    elif which == "last":
+        path = checkpoints_dir(run_dir) / LAST
+    elif which.isdigit():
+        path = epoch_weights_path(run_dir, int(which))
+    else:
+        raise ConfigError(f"--ckpt {which!r}: expected best, last or an epoch number")
+    if path.is_file():
+        return path
+    if which == "last":
+        raise ConfigError(f"run {run_dir.name}: no last.pt (a completed run keeps only best.pt unless "
+                          f"train.keep is best+last or all); use --ckpt best")
+    if which.isdigit():
+        raise ConfigError(f"run {run_dir.name}: no weights of epoch {int(which)} ({path.name}; they are kept with train.keep: all)")
+    raise ConfigError(f"run {run_dir.name}: no best.pt yet (the run has not finished an evaluated epoch)")
+
+
 def save_epoch_weights(run_dir: Path, keep: str, state: dict[str, Any]) -> Path | None:
     """With ``keep: all``, the weights of an epoch that just ended (not of a mid-epoch stop)."""
     if keep != "all" or state.get("step_in_epoch", 0) != 0:

@@ -35,6 +35,16 @@ def run_dir(home: Path, run_id: str) -> Path:
     return Path(home) / check_run_id(run_id)
 
 
+def read_run_config(run_dir: Path):
+    """The ExperimentConfig of runs/<id>/config.yaml (validated), or ConfigError."""
+    from .config import config_from_dict, read_config_file
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"run {Path(run_dir).name!r}: no config.yaml in {run_dir} (see `cifar-tui runs`)")
+    return config_from_dict(read_config_file(path), str(path))
+
+
 def write_run_config(run_dir: Path, cfg) -> Path:
     """Replace runs/<id>/config.yaml atomically (a resume that extends the run's epochs)."""
     path = Path(run_dir) / "config.yaml"

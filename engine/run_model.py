@@ -14,45 +14,14 @@ from typing import Any
 import torch
 
 from .checkpoint import load_checkpoint
-from .config import ConfigError, ExperimentConfig, config_from_dict, read_config_file
+from .config import ConfigError, ExperimentConfig
 from .data import EvalPipeline, load_dataset
 from .data.formats import CIFAR100_FOLDER, NORMALIZE_STATS, SYNTHETIC_FOLDER, Dataset, _parse_meta
 from .data.synthetic import _synthetic_classes
-from .keep import BEST, LAST, checkpoints_dir, epoch_weights_path
+from .keep import checkpoint_path
 from .losses import Criterion
 from .models import build_model
-from .paths import check_run_id
-
-CHECKPOINT_CHOICES = ("best", "last")  # or an epoch number kept by train.keep: all
-
-
-def read_run_config(run_dir: Path) -> ExperimentConfig:
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"run {Path(run_dir).name!r}: no config.yaml in {run_dir} (see `cifar-tui runs`)")
-    return config_from_dict(read_config_file(path), str(path))
-
-
-def checkpoint_path(run_dir: Path, which: str) -> Path:
-    """checkpoints/best.pt, last.pt or epoch_NNNN.pt; a ConfigError that says why one is missing."""
-    run_dir = Path(run_dir)
-    if which == "best":
-        path = checkpoints_dir(run_dir) / BEST
-    elif which == "last":
-        path = checkpoints_dir(run_dir) / LAST
-    elif which.isdigit():
-        path = epoch_weights_path(run_dir, int(which))
-    else:
-        raise ConfigError(f"--ckpt {which!r}: expected best, last or an epoch number")
-    if path.is_file():
-        return path
-    if which == "last":
-        raise ConfigError(f"run {run_dir.name}: no last.pt (a completed run keeps only best.pt unless "
-                          f"train.keep is best+last or all); use --ckpt best")
-    if which.isdigit():
-        raise ConfigError(f"run {run_dir.name}: no weights of epoch {int(which)} ({path.name}; they are kept with train.keep: all)")
-    raise ConfigError(f"run {run_dir.name}: no best.pt yet (the run has not finished an evaluated epoch)")
-
+from .paths import check_run_id, read_run_config
 
 @dataclass
 class RunModel:
