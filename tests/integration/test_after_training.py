@@ -59,6 +59,12 @@ def trained(tmp_path_factory) -> dict:
     return {**ws, "run_id": run_dir.name, "run_dir": run_dir, "events": events, "end": events[-1], "test": test}
 
 
+@pytest.fixture(scope="module")
+def evaluated(trained) -> dict:
+    """`cifar-tui eval RUN --json` of the trained run."""
+    return run_json(trained, "eval", trained["run_id"])
+
+
 def run_json(ws: dict, *args: str) -> dict:
     res = cli(ws, *args, "--json")
     assert res.returncode == 0, res.stdout + res.stderr
@@ -77,8 +83,8 @@ def one_line_error(res: subprocess.CompletedProcess) -> str:
 # eval
 
 
-def test_eval_reproduces_the_runs_accuracy_with_per_class_and_confusion(trained):
-    result = run_json(trained, "eval", trained["run_id"])
+def test_eval_reproduces_the_runs_accuracy_with_per_class_and_confusion(trained, evaluated):
+    result = evaluated
     end = trained["end"]
     assert end["status"] == "completed" and result["n"] == 100 * PER_CLASS
     assert result["epoch"] == end["best_epoch"]
@@ -108,19 +114,15 @@ def test_eval_reproduces_the_runs_accuracy_with_per_class_and_confusion(trained)
     assert row[:6] == (trained["run_id"], "best", "none", 200, result["top1"], result["top5"])
     assert json.loads(row[6]) == [trained["run_id"]]
 
-    text = cli(trained, "eval", trained["run_id"])
-    assert text.returncode == 0 and "top-5" in text.stdout and "Most confused" in text.stdout
-    assert result["confusion_png"] in text.stdout.replace("\n", "")
-
 
 def read_csv_matrix(path: Path) -> tuple[list[str], np.ndarray]:
     rows = list(csv.reader(path.open()))
     return rows[0][1:], np.array([[int(v) for v in r[1:]] for r in rows[1:]])
 
 
-def test_an_ensemble_of_a_run_with_itself_is_that_run_and_flip_tta_is_kept_apart(trained):
+def test_an_ensemble_of_a_run_with_itself_is_that_run_and_flip_tta_is_kept_apart(trained, evaluated):
     run_id = trained["run_id"]
-    single = run_json(trained, "eval", run_id)
+    single = evaluated
     both = run_json(trained, "eval", run_id, run_id)
     assert [m["run_id"] for m in both["members"]] == [run_id, run_id]
     for key in ("n", "top1", "top5"):
@@ -129,6 +131,17 @@ def test_an_ensemble_of_a_run_with_itself_is_that_run_and_flip_tta_is_kept_apart
     assert [r["accuracy"] for r in both["per_class"]] == [r["accuracy"] for r in single["per_class"]]
     assert Path(both["confusion_csv"]).parent.parent == trained["home"] / "ensembles"
     assert read_csv_matrix(Path(both["confusion_csv"]))[1].tolist() == read_csv_matrix(Path(single["confusion_csv"]))[1].tolist()
+
+    # what `cifar-tui eval` prints without --json (the same function, recorded in-process)
+    from rich.console import Console
+
+    from cifar_tui.cli_model import render_eval
+
+    console = Console(record=True, width=200)
+    render_eval(both, console)
+    text = console.export_text()
+    assert "ensemble of 2" in text and text.count(run_id) == 2 and "Most confused" in text and "Worst classes" in text
+    assert f"{both['top1']:.2f}" in text and both["confusion_png"] in text
 
     flipped = run_json(trained, "eval", run_id, "--tta", "flip")
     assert flipped["tta"] == "flip" and flipped["top5"] >= flipped["top1"]
