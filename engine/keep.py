@@ -76,25 +76,28 @@ def finalize(run_dir: Path, keep: str, status: str) -> list[str]:
     """Apply the policy once a run has ended with `status`; returns the checkpoint files left.
 
     Only a completed run gives anything up, and never its resume state unless ``best.pt``
-    is there and readable (the weights everything after training needs)."""
+    is there and readable (the weights everything after training needs). Never raises: the
+    run's end must still be recorded."""
+    ckpt = checkpoints_dir(run_dir)
+    try:
+        if status == "completed" and keep == "best" and (ckpt / LAST).exists():
+            _drop_resume_state(ckpt)
+        return sorted(p.name for p in ckpt.iterdir() if p.suffix == ".pt" and not p.name.startswith("."))
+    except Exception as exc:  # noqa: BLE001 - keeping files is never worth a lost end event
+        print(f"warning: train.keep not applied to {ckpt}: {exc}", file=sys.stderr)
+        return []
+
+
+def _drop_resume_state(ckpt: Path) -> None:
     from .checkpoint import CheckpointError, load_checkpoint
 
-    ckpt = checkpoints_dir(run_dir)
-    if status == "completed" and keep == "best" and (ckpt / LAST).exists():
-        try:
-            load_checkpoint(ckpt / BEST)
-        except CheckpointError as exc:
-            print(f"warning: keeping {ckpt / LAST}: {exc}", file=sys.stderr)
-        else:
-            try:
-                (ckpt / LAST).unlink()
-                _fsync_dir(ckpt)
-            except OSError as exc:
-                print(f"warning: could not remove {ckpt / LAST}: {exc}", file=sys.stderr)
     try:
-        return sorted(p.name for p in ckpt.iterdir() if p.suffix == ".pt" and not p.name.startswith("."))
-    except OSError:
-        return []
+        load_checkpoint(ckpt / BEST)
+    except CheckpointError as exc:
+        print(f"warning: keeping {ckpt / LAST}: {exc}", file=sys.stderr)
+        return
+    (ckpt / LAST).unlink()
+    _fsync_dir(ckpt)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -354,4 +354,3 @@ class Store:
                 self.eval_recorded(key, members, {**result, "t": path.stat().st_mtime})
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue  # a damaged or foreign file is not a result
-
