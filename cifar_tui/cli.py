@@ -17,6 +17,7 @@ from engine.paths import default_data_root, default_home
 
 from .commands import runs as run_commands
 from .commands.common import EXIT_BAD_INPUT, console, err_console, fail, open_store, state, warn
+from .commands import model as model_commands
 from .workspace import Workspace
 
 app = typer.Typer(
@@ -208,6 +209,9 @@ def bench(as_json: bool = typer.Option(False, "--json", help="One JSON object wi
         print(json.dumps(results))
     else:
         render_bench(results, console)
+
+
+model_commands.register(app)  # eval, predict, export (commands/model.py)
 
 
 def main() -> None:

@@ -131,11 +131,12 @@ def recorded_processes(run_dir: Path) -> tuple[int, int]:
 
 
 def resume(ws: Workspace, run_id: str, *, nproc: int | None = None, torchrun_args: list[str] | None = None,
-           env: dict[str, str] | None = None) -> Launched:
+           env: dict[str, str] | None = None, epochs: int | None = None) -> Launched:
     """Continue a run from its last checkpoint; by default with as many processes as it had.
 
     The batch size is the global batch, so any process count continues the same batches;
-    a run that spanned several nodes needs the torchrun options again (ConfigError otherwise)."""
+    a run that spanned several nodes needs the torchrun options again (ConfigError otherwise).
+    `epochs`: train to that many epochs in all (extends a completed run that kept last.pt)."""
     run_id = check_run_id(run_id)
     run_dir = ws.home / run_id
     if nproc is None:
@@ -146,7 +147,8 @@ def resume(ws: Workspace, run_id: str, *, nproc: int | None = None, torchrun_arg
                 f"python -m torch.distributed.run --nnodes={world // local} --node-rank=R --master-addr=HOST "
                 f"--nproc-per-node={local} -m engine.train --resume {run_id} --home {ws.home}")
         nproc = local
-    cmd = engine_command(ws, "--resume", run_id, nproc=nproc, torchrun_args=torchrun_args)
+    extra = ["--epochs", str(epochs)] if epochs is not None else []
+    cmd = engine_command(ws, "--resume", run_id, *extra, nproc=nproc, torchrun_args=torchrun_args)
     return Launched(run_id, run_dir, _spawn(cmd, run_dir, env, distributed=nproc > 1 or bool(torchrun_args)))
 
 

@@ -18,8 +18,9 @@ API
     they are dropped when it dies).
 ``sup.enqueue(config, overrides=(), nproc=1, *, cfg=None, torchrun_args=None) -> item id``
     queue a new run (ConfigError when it could never start: more processes than GPUs).
-``sup.resume(run_id) -> item id``
-    queue the continuation of a stopped / failed / crashed run (ConfigError otherwise).
+``sup.resume(run_id, epochs=None) -> item id``
+    queue the continuation of a stopped / failed / crashed run (ConfigError otherwise); with
+    `epochs`, train to that total (extends a completed run that kept its resume state).
 ``sup.pump() -> [Started | Refused]``
     start whatever may start now, in queue order (the head waits for its GPUs; `sup.blocked`
     says why); an item whose launch is refused (bad config) is marked and returned as Refused.
@@ -117,9 +118,16 @@ def spawn_engine(ws: Workspace, item: dict, *, run_id: str, cfg: ExperimentConfi
                  torchrun_args: list[str] | None, env: dict[str, str]) -> Launched:
     """Start the engine process of a queue item (cifar_tui.launch does the spawning)."""
     if item.get("resume_of"):
-        return launching.resume(ws, run_id, nproc=nproc, torchrun_args=torchrun_args, env=env)
+        return launching.resume(ws, run_id, nproc=nproc, torchrun_args=torchrun_args, env=env,
+                                epochs=resume_epochs(item["overrides"]))
     return launching.launch(ws, LaunchRequest(item["config"], list(item["overrides"])), cfg=cfg,
                             nproc=nproc or 1, torchrun_args=torchrun_args, env=env, run_id=run_id)
+
+
+def resume_epochs(overrides: Sequence[str]) -> int | None:
+    """The new total of a resume that extends a run (`resume --epochs N` queues `train.epochs=N`)."""
+    found = [o.split("=", 1)[1] for o in overrides if o.startswith("train.epochs=")]
+    return int(found[-1]) if found else None
 
 
 class Supervisor:
@@ -171,31 +179,33 @@ class Supervisor:
             self._torchrun[item_id] = list(torchrun_args)
         return item_id
 
-    def resume(self, run_id: str, *, torchrun_args: list[str] | None = None) -> int:
-        """Queue the continuation of a run from its last checkpoint, with as many processes as it had."""
+    def resume(self, run_id: str, *, torchrun_args: list[str] | None = None, epochs: int | None = None) -> int:
+        """Queue the continuation of a run from its last checkpoint, with as many processes as it had;
+        `epochs`: train to that many epochs in all (also extends a completed run that kept last.pt)."""
         run_id = check_run_id(run_id)
         run_dir = self.ws.home / run_id
-        self._check_resumable(run_id)
+        self._check_resumable(run_id, extending=epochs is not None)
         if not (run_dir / "config.yaml").is_file():
             raise UnknownRun(f"run {run_id}: no config.yaml in {run_dir}: nothing to resume")
         _, nproc = recorded_processes(run_dir)
         self.check_fits(nproc)
-        item_id = self._enqueue(run_id, [], nproc, resume_of=run_id)
+        item_id = self._enqueue(run_id, [f"train.epochs={epochs}"] if epochs else [], nproc, resume_of=run_id)
         if torchrun_args:
             self._torchrun[item_id] = list(torchrun_args)
         return item_id
 
-    def _check_resumable(self, run_id: str) -> None:
+    def _check_resumable(self, run_id: str, extending: bool = False) -> None:
         status = self.status(run_id)
         if status in LIVE:
             row = self.store.run(run_id) or {}
             raise RunIsLive(f"run {run_id} is still {status} (pid {row.get('pid')}); stop it first: cifar-tui stop {run_id}")
         if status == QUEUED:
             raise RunIsLive(f"run {run_id} is already queued to resume")
-        if status == COMPLETED:
+        if status == COMPLETED and not extending:
             row = self.store.run(run_id) or {}
-            raise ConfigError(f"run {run_id} already completed all {row.get('epochs_total')} epochs")
-        if status not in RESUMABLE + (UNKNOWN,):
+            raise ConfigError(f"run {run_id} already completed all {row.get('epochs_total')} epochs; "
+                              f"to train it longer: cifar-tui resume {run_id} --epochs N")
+        if status not in RESUMABLE + (UNKNOWN, COMPLETED):
             raise ConfigError(f"run {run_id} is {status}: only {', '.join(RESUMABLE)} runs can be resumed")
 
     def cancel(self, item_id: int) -> bool:

@@ -134,6 +134,10 @@ class TrainConfig(_Strict):
     compile: bool = False
     sync_bn: bool = False  # DDP: synchronised BatchNorm across ranks
     checkpoint_every: PosInt = 1  # epochs
+    # What a completed run keeps in checkpoints/ (engine/keep.py): best = best.pt (weights only);
+    # best+last = also last.pt (resume state, so `resume --epochs` can extend it); all = also
+    # the weights of every checkpointed epoch. A stopped, failed or crashed run keeps last.pt always.
+    keep: Literal["best", "best+last", "all"] = "best"
 
 
 class EvalConfig(_Strict):

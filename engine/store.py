@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS epochs (
     run_id     TEXT NOT NULL,
     epoch      INTEGER NOT NULL,
     train_loss REAL, train_acc REAL, test_loss REAL, test_acc REAL,
-    lr REAL, epoch_s REAL, t REAL,
+    lr REAL, epoch_s REAL, t REAL, test_top5 REAL,
     PRIMARY KEY (run_id, epoch)
 );
 CREATE TABLE IF NOT EXISTS queue (
@@ -83,9 +83,23 @@ CREATE TABLE IF NOT EXISTS lease_log (
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 CREATE INDEX IF NOT EXISTS leases_run ON leases(run_id);
+CREATE TABLE IF NOT EXISTS evals (
+    key         TEXT NOT NULL,       -- the run id, or ensemble-<hash> of several runs
+    ckpt        TEXT NOT NULL,       -- best | last | epoch number
+    tta         TEXT NOT NULL,       -- none | flip
+    members     TEXT NOT NULL,       -- JSON list of run ids
+    data_source TEXT,
+    n           INTEGER,
+    top1        REAL,
+    top5        REAL,
+    loss        REAL,
+    result_json TEXT NOT NULL,       -- the whole result: per class, confused pairs, file paths
+    t           REAL NOT NULL,
+    PRIMARY KEY (key, ckpt, tta)
+);
 """
 
-EPOCH_FIELDS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_s")
+EPOCH_FIELDS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_s", "test_top5")
 
 
 def db_path(home: Path) -> Path:
@@ -115,6 +129,7 @@ ADDED_COLUMNS = (
     ("queue", "error", "TEXT"),            # why a refused item could not start
     ("runs", "progress_at", "REAL"),       # last epoch (or start): a live run without progress is stalled
     ("runs", "flag", "TEXT"),              # what is odd about a copied-in run (its events name another id)
+    ("epochs", "test_top5", "REAL"),
 )
 
 
@@ -250,6 +265,7 @@ class Store:
         with transaction(self.conn) as c:
             c.execute("DELETE FROM epochs WHERE run_id=?", (run_id,))
             c.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
+            c.execute("DELETE FROM evals WHERE key=?", (run_id,))
 
     # -- queue -----------------------------------------------------------
     def enqueue(self, config: str, overrides: list[str], nproc: int = 1, *, owner_pid: int | None = None,
@@ -298,4 +314,40 @@ class Store:
         """Re-create run and epoch rows from the run directories (the durable record)."""
         from .rebuild import ingest_run_dirs
 
-        return ingest_run_dirs(self, replace=True).added
+        added = ingest_run_dirs(self, replace=True).added
+        self._rebuild_evals()
+        return added
+
+    # -- evaluations (cifar-tui eval; engine/evaluate.py) ------------------
+    def eval_recorded(self, key: str, members: list[str], result: dict) -> None:
+        """Keep an evaluation result (the latest per run or ensemble, checkpoint and TTA)."""
+        with transaction(self.conn) as c:
+            c.execute(
+                """INSERT OR REPLACE INTO evals (key, ckpt, tta, members, data_source, n, top1, top5, loss, result_json, t)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (key, str(result.get("ckpt", "best")), str(result.get("tta", "none")), json.dumps(members),
+                 result.get("data_source"), result.get("n"), result.get("top1"), result.get("top5"), result.get("loss"),
+                 json.dumps(result), result.get("t") or time.time()),
+            )
+
+    def evals(self, run_id: str | None = None) -> list[dict]:
+        """Evaluation rows, newest first: all, or those of `run_id` (its own and the ensembles it is in)."""
+        rows = [dict(r, members=json.loads(r["members"]))
+                for r in self.conn.execute("SELECT * FROM evals ORDER BY t DESC")]
+        return [r for r in rows if run_id is None or r["key"] == run_id or run_id in r["members"]]
+
+    def eval_result(self, key: str, ckpt: str = "best", tta: str = "none") -> dict | None:
+        r = self.conn.execute("SELECT result_json FROM evals WHERE key=? AND ckpt=? AND tta=?", (key, ckpt, tta)).fetchone()
+        return json.loads(r["result_json"]) if r else None
+
+    def _rebuild_evals(self) -> None:
+        """Evaluation results from their JSON files in the run dirs (runs/<id>/eval, runs/ensembles/<key>)."""
+        files = sorted(self.home.glob("*/eval/*.json")) + sorted(self.home.glob("ensembles/*/*.json"))
+        for path in files:
+            try:
+                result = json.loads(path.read_text(encoding="utf-8"))
+                key = result["run_id"]
+                members = [m["run_id"] for m in result.get("members") or []] or [key]
+                self.eval_recorded(key, members, {**result, "t": path.stat().st_mtime})
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue  # a damaged or foreign file is not a result

@@ -23,7 +23,10 @@ from .config import ExperimentConfig
 from .data import load_dataset, make_pipeline
 from .ddp import (DistInfo, adopt_rank0_buffers, any_rank, convert_sync_batchnorm, device_label, select_device,
                   share_of_global_batch, sum_over_ranks, wrap_ddp)
+from .evaluate import topk_hits
 from .events import EventWriter
+from .keep import finalize as finalize_checkpoints
+from .keep import save_epoch_weights
 from .hooks import EpochTotals, TrainerHook
 from .lifecycle import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, Heartbeat, SafeStore,  # noqa: F401
                         StopRequested, failure_message)
@@ -31,6 +34,7 @@ from .losses import Criterion
 from .models import build_model, count_flops, count_params
 from .optim import build_optimizer
 from .schedule import build_scheduler
+from .summary import RunSummaries
 from .teacher import Teacher, resolve_teacher
 from .train_state import LoopPosition, restore_training_state, seed_everything, training_state
 
@@ -150,6 +154,7 @@ class Trainer:
             self.writer = EventWriter(self.run_dir / "events.jsonl", self.run_id)
             self.store = SafeStore(self.home)
             self.tb = self._tensorboard()
+            self.summaries = RunSummaries(self.run_dir, self.cfg, self.tb)  # summary.csv, TensorBoard hparams
         self.stop.install()
         status, error, code = "completed", None, EXIT_OK
         heartbeat = None
@@ -165,6 +170,7 @@ class Trainer:
                 self.store.run_started(self.run_id, config=self.cfg.to_dict(), device=self.device_label, pid=os.getpid(),
                                        run_dir=str(self.run_dir), epochs_total=self.cfg.train.epochs, params=self.params,
                                        flops=self.flops, world_size=self.info.world_size)
+                self.summaries.started()
                 heartbeat = Heartbeat(self.writer, self.lock, self.home, self.run_id, self.wall_clock)
                 heartbeat.start()
             while self.epoch < self.cfg.train.epochs and self._train_epoch():
@@ -187,11 +193,13 @@ class Trainer:
                 heartbeat.join(timeout=10)
             self.stop.restore()
             if main:
+                kept = finalize_checkpoints(self.run_dir, self.cfg.train.keep, status)  # the disk rule (train.keep)
+                self.summaries.ended(status)
                 # store first: a reader that sees the `end` event then finds the final status in the store
                 self.store.run_ended(self.run_id, status, error, self.wall_clock())
                 try:
                     self.emit("end", status=status, error=error, best_acc=self.best_acc, best_epoch=self.best_epoch,
-                              epochs_done=self.epoch, wall_s=round(self.wall_clock(), 3))
+                              epochs_done=self.epoch, wall_s=round(self.wall_clock(), 3), checkpoints=kept)
                 except OSError as exc:  # the disk is full: the store already has the final status
                     print(f"warning: could not write the end event: {exc}", file=sys.stderr)
                 if self.tb is not None:
@@ -290,20 +298,21 @@ class Trainer:
         return share_of_global_batch(local_n, global_n, self.info)
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float]:
+    def evaluate(self) -> tuple[float, float, float]:
+        """(test loss, top-1 %, top-5 %)."""
         adopt_rank0_buffers(self.model, self.info, self.cfg.train.sync_bn)
         self.forward_model.train(False)
         amp = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
-        totals = torch.zeros(3, dtype=torch.float64, device=self.device)
+        totals = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss sum, top-1 hits, seen, top-5 hits
         bs = self.cfg.eval.batch_size or self.cfg.train.batch_size
         for x, y in self.pipeline.test_batches(bs):
             with amp:
                 output = self.model(x)
             totals[0] += self.criterion.eval_loss(output, y).double()
-            totals[1] += (output.argmax(1) == y).sum().double()
+            totals[[1, 3]] += topk_hits(output, y)
             totals[2] += y.shape[0]
-        loss_sum, correct, seen = sum_over_ranks(totals, self.info).tolist()
-        return loss_sum / max(seen, 1), 100.0 * correct / max(seen, 1)
+        loss_sum, correct, seen, correct5 = sum_over_ranks(totals, self.info).tolist()
+        return loss_sum / max(seen, 1), 100.0 * correct / max(seen, 1), 100.0 * correct5 / max(seen, 1)
 
     def _close_epoch(self, train_s: float) -> EpochTotals:
         """The epoch's training sums over all ranks; the loop moves to the next epoch."""
@@ -319,22 +328,24 @@ class Trainer:
         for hook in self.hooks:
             hook.epoch_trained(self, totals)
         evaluated = self.epoch % self.cfg.eval.every == 0 or self.epoch == self.cfg.train.epochs
-        test_loss = test_acc = None
+        test_loss = test_acc = test_top5 = None
         t_eval = time.monotonic()
         if evaluated:
-            test_loss, test_acc = self.evaluate()
+            test_loss, test_acc, test_top5 = self.evaluate()
             if self.best_acc is None or test_acc > self.best_acc:
                 self.best_acc, self.best_epoch = test_acc, self.epoch
         epoch_s = train_s + (time.monotonic() - t_eval)
         record = {
             "epoch": self.epoch, "train_loss": totals.train_loss, "train_acc": totals.train_acc,
-            "test_loss": test_loss, "test_acc": test_acc, "best_acc": self.best_acc, "best_epoch": self.best_epoch,
+            "test_loss": test_loss, "test_acc": test_acc, "test_top5": test_top5,
+            "best_acc": self.best_acc, "best_epoch": self.best_epoch,
             "lr": self.optimizer.param_groups[0]["lr"], "epoch_s": round(epoch_s, 3),
             "epochs": self.cfg.train.epochs,
         }
         if self.info.is_main:
             self.emit("epoch", **record)
             self.store.epoch_done(self.run_id, record, self.wall_clock())
+            self.summaries.epoch(record)
             if self.tb is not None:
                 for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
                     if record[key] is not None:
@@ -362,3 +373,4 @@ class Trainer:
             save_checkpoint({"run_id": self.run_id, "config": state["config"], "model": state["model"],
                              "epoch": self.epoch, "best_acc": self.best_acc}, best)
             self.emit("checkpoint", path=str(best), epoch=self.epoch, is_best=True)
+        save_epoch_weights(self.run_dir, self.cfg.train.keep, state)  # train.keep: all

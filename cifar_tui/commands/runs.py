@@ -172,13 +172,18 @@ def run(
 
 
 def resume(run_id: str = typer.Argument(..., help="Run id or a unique prefix of it (see `cifar-tui runs`)."),
-           as_json: bool = typer.Option(False, "--json", help="Print the events as JSON lines.")) -> None:
-    """Continue a stopped, failed or crashed run from its last checkpoint."""
+           as_json: bool = typer.Option(False, "--json", help="Print the events as JSON lines."),
+           epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Train to N epochs in all; extends a "
+                                                "completed run that kept its resume state (train.keep: best+last).")) -> None:
+    """Continue a stopped, failed or crashed run from its last checkpoint (or extend a completed one with --epochs)."""
+    from .model import check_resume_epochs
+
     run_id = _resolve(run_id)
     sup = supervisor(max_parallel=sys.maxsize)
     try:
         try:
-            item = sup.resume(run_id)
+            check_resume_epochs(run_id, sup.store.run(run_id), epochs)
+            item = sup.resume(run_id, epochs=epochs)
         except ConfigError as exc:
             fail(str(exc))
         events = state.ws.home / run_id / "events.jsonl"

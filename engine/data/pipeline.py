@@ -314,3 +314,8 @@ class DevicePipeline(_PipelineBase):
             else:
                 yield tuple(self._finish(part, size, pooled=False)
                             for part, size in zip(x.split(counts), self.train_sizes) if part.shape[0]), y
+
+
+class EvalPipeline(_PipelineBase):
+    """Test batches only (evaluation after training, predict, export parity): the very code
+    the trainer's evaluation runs, without copying a training set to the device."""
