@@ -277,14 +277,14 @@ class Supervisor:
         self.check_fits(int(item["nproc"] or 1))
         if item["resume_of"]:
             run_id = check_run_id(item["resume_of"])
-            self._check_resumable_now(run_id)
+            self._check_resumable_now(run_id, extending=resume_epochs(item["overrides"]) is not None)
             return run_id, None
         cfg = self._configs.pop(item["id"], None) or load_config(item["config"], item["overrides"], self.ws.configs)
         return new_run_id(cfg.name), cfg
 
-    def _check_resumable_now(self, run_id: str) -> None:
+    def _check_resumable_now(self, run_id: str, extending: bool = False) -> None:
         status = self.status(run_id, ignore_queue=True)
-        if status in LIVE or status == COMPLETED:
+        if status in LIVE or (status == COMPLETED and not extending):
             raise RunIsLive(f"run {run_id} is {status}: not resumed")
 
     def _refuse(self, item: dict, reason: str) -> Refused:
