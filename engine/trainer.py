@@ -27,15 +27,16 @@ from .config import ConfigError, ExperimentConfig, config_from_dict
 from .data import load_dataset, make_pipeline
 from .ddp import convert_sync_batchnorm, device_label
 from .events import EventWriter
+from .heartbeat import Heartbeat, peak_memory, reset_peak_memory, run_gpu_devices
 from .losses import Criterion
 from .models import build_model, count_flops, count_params
+from .notify import Notice, notify_run_end
 from .schedule import build_optimizer, build_scheduler
 from .store import Store
 
 STEP_EVENT_INTERVAL_S = 0.2   # at most ~5 step events per second
 # Fault tests only (tests/integration/test_faults.py): raise a CUDA out-of-memory error at this global step.
 _TEST_OOM_AT_STEP = int(os.environ.get("CIFAR_TUI_TEST_OOM_AT_STEP") or 0)
-HEARTBEAT_INTERVAL_S = 5.0
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 130
 
@@ -127,6 +128,9 @@ def failure_message(exc: BaseException, cfg: ExperimentConfig) -> str:
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
         return f"cannot write {getattr(exc, 'filename', None) or 'the run directory'} ({exc.strerror}); fix permissions, then `cifar-tui resume`"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if "DataLoader worker" in text:  # torch's words for a worker that died (killed, crashed, out of memory)
+        return (f"a DataLoader worker of the augmentation pipeline died ({text}); see dmesg for the out-of-memory "
+                f"killer, try fewer workers (--set data.num_workers=N), then `cifar-tui resume`")[:500]
     return f"{type(exc).__name__}: {text}"[:500]
 
 
@@ -176,21 +180,6 @@ class SafeStore:
                 return None
 
         return call
-
-
-class Heartbeat(threading.Thread):
-    def __init__(self, writer: EventWriter, lock: threading.Lock, home: Path, run_id: str, wall_clock):
-        super().__init__(daemon=True, name="heartbeat")
-        self.writer, self.lock, self.home, self.run_id, self.wall_clock = writer, lock, home, run_id, wall_clock
-        self.stop_event = threading.Event()
-
-    def run(self) -> None:
-        store = SafeStore(self.home)
-        while not self.stop_event.wait(HEARTBEAT_INTERVAL_S):
-            with self.lock:
-                self.writer.emit("heartbeat")
-            store.heartbeat(self.run_id, self.wall_clock())
-        store.close()
 
 
 class Teacher:
@@ -248,6 +237,7 @@ class Trainer:
         self.lock = threading.Lock()
         self.wall_s = 0.0
         self._wall_t0 = time.monotonic()
+        self.last_step_at = time.time()  # the heartbeat reports it: a live run without steps is stalled
 
     # ---------------------------------------------------------------- setup
     def prepare(self) -> None:
@@ -358,7 +348,9 @@ class Trainer:
                 self.store.run_started(self.run_id, config=self.cfg.to_dict(), device=self.device_label, pid=os.getpid(),
                                        run_dir=str(self.run_dir), epochs_total=self.cfg.train.epochs, params=self.params,
                                        flops=self.flops, world_size=self.info.world_size)
-                heartbeat = Heartbeat(self.writer, self.lock, self.home, self.run_id, self.wall_clock)
+                heartbeat = Heartbeat(self.emit, lambda: SafeStore(self.home), self.run_id, self.wall_clock,
+                                      progress_at=lambda: self.last_step_at, gpus=run_gpu_devices(
+                                          self.device, self.info.local_world_size if self.info.enabled else 1))
                 heartbeat.start()
             while self.epoch < self.cfg.train.epochs and self._train_epoch():
                 pass
@@ -390,6 +382,9 @@ class Trainer:
                 if self.tb is not None:
                     self.tb.close()
                 self.writer.close()
+                notify_run_end(self.home, Notice(self.run_id, status, self.cfg.name, self.best_acc, error=error,
+                                                 data_source=self.cfg.data.source, epochs_done=self.epoch,
+                                                 epochs_total=self.cfg.train.epochs, run_dir=str(self.run_dir)))
         if error:
             print(f"error: {error}", file=sys.stderr)
         return code
@@ -416,6 +411,7 @@ class Trainer:
         self.forward_model.train()
         amp = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         t_epoch = time.monotonic()
+        reset_peak_memory(self.device)
         t_emit, seen_at_emit = time.monotonic(), float(self.partial[2])
         batches = self.pipeline.train_batches(self.epoch, cfg.train.seed, cfg.train.batch_size, self.step_in_epoch)
         check_every = 1 if not self.info.enabled else 10
@@ -440,6 +436,7 @@ class Trainer:
                                              torch.full((), float(y.shape[0]), dtype=torch.float64, device=self.device)])
             self.step_in_epoch += 1
             self.global_step += 1
+            self.last_step_at = time.time()
             if self.global_step == _TEST_OOM_AT_STEP:
                 raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (CIFAR_TUI_TEST_OOM_AT_STEP={self.global_step})")
             now = time.monotonic()
@@ -498,6 +495,7 @@ class Trainer:
             totals[0] += self.criterion.eval_loss(output, y).double()
             totals[1] += (output.argmax(1) == y).sum().double()
             totals[2] += y.shape[0]
+            self.last_step_at = time.time()  # evaluation is progress too
         if self.info.enabled:
             dist.all_reduce(totals)
         loss_sum, correct, seen = totals.tolist()
@@ -526,7 +524,7 @@ class Trainer:
             "epoch": self.epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": 100.0 * correct / max(seen, 1),
             "test_loss": test_loss, "test_acc": test_acc, "best_acc": self.best_acc, "best_epoch": self.best_epoch,
             "lr": self.optimizer.param_groups[0]["lr"], "epoch_s": round(epoch_s, 3),
-            "epochs": self.cfg.train.epochs,
+            "epochs": self.cfg.train.epochs, **peak_memory(self.device),
         }
         self.emit("epoch", **record)
         self.store.epoch_done(self.run_id, record, self.wall_clock())
