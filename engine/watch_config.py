@@ -5,7 +5,7 @@ workspace all read it), overridden by environment variables::
 
     notify:
       url: https://hooks.example.com/T000/B000   # webhook (JSON POST); CIFAR_TUI_NOTIFY_URL overrides
-      on: [completed, failed, stopped, stalled, crashed]   # the default; `pruned` may be added
+      statuses: [completed, failed, stopped, stalled, crashed]   # the default; `pruned` may be added
       desktop: true                               # notify-send where the machine has a desktop
     stall_after: 10m                              # 0 or off: never; CIFAR_TUI_STALL_AFTER_S overrides
 
@@ -32,7 +32,6 @@ STALL_AFTER_ENV = "CIFAR_TUI_STALL_AFTER_S"
 # slowest we know, ResNet-50 at 224 on a 2-core CPU, takes about a minute a step); a hung NCCL
 # collective, GPU or DataLoader shows within it. A false alarm costs a notification, never the run.
 STALL_AFTER_DEFAULT_S = 600.0
-NOTIFY_STATUSES = ("completed", "failed", "stopped", "stalled", "crashed", "pruned")
 NOTIFY_ON_DEFAULT = ("completed", "failed", "stopped", "stalled", "crashed")  # pruned: a search prunes many
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*")
@@ -67,7 +66,7 @@ def _check_url(url: str, what: str) -> str:
 class _Notify(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     url: Optional[str] = None
-    on: list[Literal["completed", "failed", "stopped", "stalled", "crashed", "pruned"]] = list(NOTIFY_ON_DEFAULT)
+    statuses: list[Literal["completed", "failed", "stopped", "stalled", "crashed", "pruned"]] = list(NOTIFY_ON_DEFAULT)
     desktop: bool = True
 
     @field_validator("url")
@@ -120,7 +119,7 @@ def load_watch_settings(home: Path | None, env: Mapping[str, str] | None = None)
     url = parsed.notify.url
     if env.get(NOTIFY_URL_ENV, "").strip():
         url = _check_url(env[NOTIFY_URL_ENV].strip(), NOTIFY_URL_ENV)
-    return WatchSettings(notify_url=url, notify_on=frozenset(parsed.notify.on), desktop=parsed.notify.desktop,
+    return WatchSettings(notify_url=url, notify_on=frozenset(parsed.notify.statuses), desktop=parsed.notify.desktop,
                          stall_after_s=stall or None)
 
 

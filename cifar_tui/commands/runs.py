@@ -21,6 +21,7 @@ from engine.status import COMPLETED, CRASHED, FAILED, LIVE, PRUNED, QUEUED, RUNN
 
 from .common import EXIT_BAD_INPUT, EXIT_STOPPED, console, err_console, fail, state, supervisor, warn
 
+STALLED_STOP_GRACE_S = 3.0  # stop: how long a stalled run gets to honour the first request
 STATUS_COLORS = {RUNNING: "cyan", STALLED: "magenta", QUEUED: "magenta", COMPLETED: "green", STOPPED: "yellow",
                  FAILED: "red", CRASHED: "red", PRUNED: "yellow"}
 
@@ -197,13 +198,21 @@ def stop(run_id: str = typer.Argument(..., help="Run id or a unique prefix of it
     run_id = _resolve(run_id)  # before the store is opened: a bad id writes nothing
     sup = supervisor(gpus=[])
     try:
+        was = sup.status(run_id)
         try:
             pid = sup.stop(run_id)
         except ConfigError as exc:
             fail(str(exc))
         console.print(f"stopping {run_id} (pid {pid}) ...")
+        if was == STALLED and not wait_for_exit(pid, STALLED_STOP_GRACE_S):
+            # its loop never reaches the next step, where a stop request is honoured; a second
+            # request stops it at once (`end` event written, resumable from its last checkpoint)
+            console.print(f"{run_id} is stalled: asking again; it stops at once, from its last checkpoint")
+            sup.stop(run_id)
         if not wait_for_exit(pid, wait):
-            fail(f"run {run_id} did not stop within {wait:.0f}s", code=1)
+            stuck = (f"; it may be stuck inside the GPU driver or a collective: kill -9 {pid} ends it (it then "
+                     f"shows as crashed and resumes from its last checkpoint)") if was == STALLED else ""
+            fail(f"run {run_id} did not stop within {wait:.0f}s{stuck}", code=1)
         row = sup.store.run(run_id)
         console.print(f"{run_id}: {row['status'] if row else STOPPED}; resume with: cifar-tui resume {run_id}")
     finally:
@@ -221,17 +230,30 @@ def _data_of(overrides: list[str]) -> str:
 
 
 @runs_app.callback(invoke_without_command=True)
-def runs_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
-    """Every run with its status, queued items first."""
+def runs_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+              stall_after: Optional[str] = typer.Option(None, "--stall-after", help="A live run without a step for "
+                                                        "this long is stalled (90s, 10m, off; default: watch.yaml or 10m).")) -> None:
+    """Every run with its status, queued items first. A run newly seen stalled or crashed is
+    notified (webhook, desktop), once per workspace."""
     if ctx.invoked_subcommand is not None:
         return
+    from engine.watch_config import load_watch_settings, parse_duration
+
     from ..report import fmt_acc, fmt_duration
 
-    sup = supervisor(gpus=[])
+    try:
+        load_watch_settings(state.ws.home)
+        stall_s = None if stall_after is None else parse_duration(stall_after, "--stall-after")
+    except ConfigError as exc:
+        fail(str(exc))
+    sup = supervisor(gpus=[], stall_after_s=stall_s)
     try:
         queued, rows = sup.queued(), sup.runs()
+        sup.alerts(rows)
     finally:
         sup.close()
+        for line in state.ws.take_warnings():
+            warn(line)
     if as_json:
         for q in queued:
             print(json.dumps({"queue_id": q["id"], "status": QUEUED, "config": q["config"], "overrides": q["overrides"],
