@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from .checkpoint import load_checkpoint, repair_best, save_checkpoint
 from .config import ConfigError, ExperimentConfig, config_from_dict
 from .data import load_dataset, make_pipeline
+from .dataloader_failure import dataloader_failure
 from .ddp import convert_sync_batchnorm, device_label
 from .events import EventWriter
 from .heartbeat import Heartbeat, peak_memory, reset_peak_memory, run_gpu_devices
@@ -127,10 +128,9 @@ def failure_message(exc: BaseException, cfg: ExperimentConfig) -> str:
                 f"free space, then `cifar-tui resume`")
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
         return f"cannot write {getattr(exc, 'filename', None) or 'the run directory'} ({exc.strerror}); fix permissions, then `cifar-tui resume`"
+    if (dead_worker := dataloader_failure(exc)) is not None:
+        return dead_worker
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if "DataLoader worker" in text:  # torch's words for a worker that died (killed, crashed, out of memory)
-        return (f"a DataLoader worker of the augmentation pipeline died ({text}); see dmesg for the out-of-memory "
-                f"killer, try fewer workers (--set data.num_workers=N), then `cifar-tui resume`")[:500]
     return f"{type(exc).__name__}: {text}"[:500]
 
 

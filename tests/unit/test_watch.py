@@ -321,3 +321,25 @@ def test_loopback_addresses():
 
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.1.2.3", "localhost", "::1", "[::1]", "LOCALHOST"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.5", "example.com", ""))
+
+
+def test_a_dead_dataloader_worker_is_named_as_such():
+    from engine.dataloader_failure import dataloader_failure
+
+    killed = dataloader_failure(RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. "))
+    assert killed.startswith("a DataLoader worker of the augmentation pipeline died (DataLoader worker (pid 4242) is "
+                             "killed by signal: Killed.); see dmesg") and "--set data.num_workers=N" in killed
+    # the worker died while handing a batch over: the lost connection surfaces inside torch's DataLoader
+    code = compile("def get():\n    raise ConnectionResetError(104, 'Connection reset by peer')\n",
+                   "/venv/site-packages/torch/utils/data/dataloader.py", "exec")
+    scope: dict = {}
+    exec(code, scope)  # noqa: S102 - a function whose frame carries the DataLoader's file name
+    try:
+        scope["get"]()
+    except ConnectionResetError as exc:
+        lost = dataloader_failure(exc)
+    assert lost.startswith("a DataLoader worker of the augmentation pipeline died (lost the connection to it: "
+                           "ConnectionResetError: [Errno 104] Connection reset by peer)")
+    assert dataloader_failure(ConnectionResetError(104, "reset")) is None  # not from the DataLoader: a webhook, say
+    assert dataloader_failure(RuntimeError("Caught ValueError in DataLoader worker process 0.")) is None
+
