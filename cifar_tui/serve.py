@@ -16,11 +16,13 @@ The token is random per start (secrets.token_urlsafe), or CIFAR_TUI_SERVE_TOKEN 
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import os
 import secrets
 import shlex
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -114,9 +116,23 @@ class GuardedServer(Server):
         return await super().handle_index(request)
 
     async def on_startup(self, app: web.Application) -> None:
+        pass  # textual-serve prints its banner here, before the port is open; `listening` says it after
+
+    def listening(self, *_args) -> None:
         self.console.print("[bold]cifar-tui in a browser[/] (Ctrl+C stops the server; runs go on)")
         for url in self.urls:
             self.console.print(f"  open {url}", highlight=False, soft_wrap=True)
+
+    def serve(self, debug: bool = False) -> None:
+        """textual_serve's serve(), telling the URLs once the port listens (aiohttp's print hook)."""
+        self.debug = debug
+        self.initialize_logging()
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_exit)
+        web.run_app(self._make_app(), host=self.host, port=self.port, handle_signals=False, loop=loop,
+                    print=self.listening)
 
 
 def start_urls(host: str, port: int, token: str | None) -> list[str]:
