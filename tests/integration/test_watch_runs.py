@@ -27,9 +27,10 @@ from tests.support.tui import fake_run
 from tests.support.webhook import Hook
 
 ENGINE_TIMEOUT = 300
-# the seed's augmentation in one DataLoader worker; steps enough that the run is still training when stalled
-ALBU = fast(data__augment="albumentations", data__num_workers=1, data__train_limit=4096, train__batch_size=16,
-            train__epochs=3)
+# the seed's augmentation in one DataLoader worker; a first epoch of 2048 ResNet-18 steps (minutes here):
+# the run is still in it when the test has seen it healthy and then stalled
+ALBU = fast(model__backbone="resnet18", data__augment="albumentations", data__num_workers=1, data__train_limit=16384,
+            train__batch_size=8, train__epochs=3)
 STALL_S = "2"
 
 
@@ -63,7 +64,14 @@ def test_a_hung_dataloader_worker_is_stalled_notified_once_and_stopped(workspace
     try:
         run = _start(workspace, procs, env)
         worker = _worker(run, procs)
-        assert _status(workspace, run.run_id)["status"] == "running"
+        # training and beating: each beat reports the last step, so the run is not stalled between
+        # epochs (the first epoch lasts long enough that no epoch-end write could stand in for that)
+        first_step = next(e["t"] for e in read_events(run.events_path) if e["type"] == "step")
+        wait_until(lambda: any(e["type"] == "heartbeat" and e["t"] > first_step for e in read_events(run.events_path)),
+                   60, "a heartbeat while training")
+        healthy = _status(workspace, run.run_id)
+        assert healthy["epochs_done"] == 0, "the first epoch ended too soon for this test: give it more steps"
+        assert healthy["status"] == "running" and healthy["progress_at"] >= first_step
         waiter = procs.add(subprocess.Popen([*CLI, "wait", run.run_id[:-3]], env=workspace["env"], cwd=workspace["tmp"],
                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         worker.send_signal(signal.SIGSTOP)
