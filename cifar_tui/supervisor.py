@@ -32,7 +32,7 @@ API
 ``sup.status(run_id) -> str``    the effective status (engine.status), `starting`/`stopping` too.
 ``sup.runs() -> [dict]``         store rows with effective statuses; ``sup.queued() -> [dict]``.
 ``sup.resolve(ref) -> run_id``   a unique prefix to its run id (UnknownRun / AmbiguousRun).
-``sup.alerts(rows=None) -> [Notice]``
+``sup.alerts(rows=None, every_s=0) -> [Notice]``
     runs that newly stalled or crashed since this supervisor last looked (engine.notify.Notice:
     title, message, severity for a UI); the first observer of the workspace also sends each
     (webhook, desktop notification: engine/notify.py). Call it where statuses are shown.
@@ -63,6 +63,7 @@ from .workspace import Workspace
 
 EXIT_BAD_INPUT = 2
 LEASE_REFRESH_S = LEASE_STALE_S / 10  # the launcher keeps a starting engine's lease fresh this often
+ALERT_EVERY_S = 5.0  # how often a foreground CLI run looks for stalled runs (sup.alerts(every_s=...))
 CRASH_ALERT_WINDOW_S = 3600.0  # a crash is news when its last heartbeat is this recent (not old ones found on opening)
 
 
@@ -152,6 +153,7 @@ class Supervisor:
         self._refreshed = time.monotonic()
         self._alerted: set[tuple] = set()      # (run_id, status, episode) this supervisor has reported
         self._deliveries: list[Delivery] = []
+        self._alerts_at = float("-inf")
 
     def close(self) -> None:
         for delivery in self._deliveries:  # notifications on their way: DELIVERY_BUDGET_S at most
@@ -405,9 +407,13 @@ class Supervisor:
         return len(alive)
 
     # ------------------------------------------------------------------ alerts
-    def alerts(self, rows: list[dict] | None = None) -> list[Notice]:
+    def alerts(self, rows: list[dict] | None = None, *, every_s: float = 0.0) -> list[Notice]:
         """Runs that stalled or crashed and that this supervisor has not reported yet (`rows`: what
-        `runs()` returned, to spare a query). Each is sent once per workspace (engine.notify.dispatch_once)."""
+        `runs()` returned, to spare a query). Each is sent once per workspace (engine.notify.dispatch_once).
+        every_s: look at most that often (a loop that calls it on every tick); [] in between."""
+        if every_s and time.monotonic() - self._alerts_at < every_s:
+            return []
+        self._alerts_at = time.monotonic()
         rows = self.runs() if rows is None else rows
         now = time.time()
         settings = watch_settings(self.ws.home)

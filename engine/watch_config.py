@@ -15,6 +15,7 @@ file's mtime, and a bad file gives the defaults (the engine must never fail a ru
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ def parse_duration(text: Any, what: str) -> float:
     if isinstance(text, bool):
         raise ConfigError(f"{what}: expected a duration like 90s, 10m or 2h, got {str(text).lower()}")
     if isinstance(text, (int, float)):
-        if text < 0 or text != text or text == float("inf"):
+        if not math.isfinite(text) or text < 0:
             raise ConfigError(f"{what}: expected a duration of 0 seconds or more, got {text}")
         return float(text)
     if isinstance(text, str) and text.strip().lower() in ("off", "never", "none"):

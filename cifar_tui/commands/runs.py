@@ -114,9 +114,15 @@ def _start_when_free(sup, item_id: int, json_mode: bool):
 
 def _follow_started(sup, started, json_mode: bool, from_offset: int = 0) -> int:
     from ..follow import follow
+    from ..supervisor import ALERT_EVERY_S
 
-    code, end = follow(started.launched, json_mode=json_mode, console=console, from_offset=from_offset,
-                       tick=sup.keep_alive)
+    def tick() -> None:
+        sup.keep_alive()
+        for notice in sup.alerts(every_s=ALERT_EVERY_S):  # our run stalled: say so (and notify)
+            if notice.run_id == started.run_id:
+                err_console.print(f"[magenta]{notice.status}[/] {escape(notice.message)}", highlight=False)
+
+    code, end = follow(started.launched, json_mode=json_mode, console=console, from_offset=from_offset, tick=tick)
     reaped = next(r for r in sup.reap() if r.run_id == started.run_id)  # the process has exited
     return _finish(reaped, code, end, json_mode)
 

@@ -13,6 +13,8 @@ import json
 import signal
 import subprocess
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -21,7 +23,7 @@ from cifar_tui.launch import LaunchRequest, Launched, Workspace, launch
 from engine.events import read_events
 from engine.store import Store
 
-from tests.conftest import CLI, cli
+from tests.conftest import CLI, cli, set_args
 from tests.support.reliability import drive, fast, procs, wait_until  # noqa: F401 - procs is a fixture
 from tests.support.tui import fake_run
 from tests.support.webhook import Hook
@@ -41,11 +43,11 @@ def _start(workspace: dict, procs, env: dict[str, str]) -> Launched:
     return launched
 
 
-def _worker(launched: Launched, procs) -> psutil.Process:
-    """The run's DataLoader worker, once the run is training."""
-    wait_until(lambda: any(e["type"] == "step" for e in read_events(launched.events_path)), ENGINE_TIMEOUT,
-               "the first step")
-    (worker,) = psutil.Process(launched.process.pid).children(recursive=True)
+def _worker(events: Path, procs) -> psutil.Process:
+    """The run's DataLoader worker (the engine's child), once the run is training."""
+    wait_until(lambda: any(e["type"] == "step" for e in read_events(events)), ENGINE_TIMEOUT, "the first step")
+    engine_pid = next(e["pid"] for e in read_events(events) if e["type"] == "start")
+    (worker,) = psutil.Process(engine_pid).children(recursive=True)
     procs.add_pid(worker.pid)
     return worker
 
@@ -61,9 +63,18 @@ def test_a_hung_dataloader_worker_is_stalled_notified_once_and_stopped(workspace
     hook = Hook()
     env = {"CIFAR_TUI_STALL_AFTER_S": STALL_S, "CIFAR_TUI_NOTIFY_URL": hook.url("/ok")}
     workspace["env"].update(env)
+    workspace["env"]["OMP_NUM_THREADS"] = "1"
     try:
-        run = _start(workspace, procs, env)
-        worker = _worker(run, procs)
+        # a foreground `cifar-tui run`: it follows its run and looks for stalled runs too
+        log = workspace["tmp"] / "run.log"
+        with open(log, "w") as out:
+            foreground = procs.add(subprocess.Popen([*CLI, "run", "resnet18_baseline", *set_args(ALBU)],
+                                                    env=workspace["env"], cwd=workspace["tmp"], stdout=out,
+                                                    stderr=subprocess.STDOUT))
+        run_dir = wait_until(lambda: next((d for d in workspace["home"].glob("resnet18_baseline-*")
+                                           if (d / "events.jsonl").exists()), None), ENGINE_TIMEOUT, "the run")
+        run = SimpleNamespace(run_id=run_dir.name, events_path=run_dir / "events.jsonl")
+        worker = _worker(run.events_path, procs)
         # training and beating: each beat reports the last step, so the run is not stalled between
         # epochs (the first epoch lasts long enough that no epoch-end write could stand in for that)
         first_step = next(e["t"] for e in read_events(run.events_path) if e["type"] == "step")
@@ -82,7 +93,7 @@ def test_a_hung_dataloader_worker_is_stalled_notified_once_and_stopped(workspace
         assert _status(workspace, run.run_id)["status"] == "stalled"  # a second observer: no second notice
         hook.wait_for("/ok")
         stalls = [p["body"] for p in hook.received("/ok") if p["body"]["status"] == "stalled"]
-        assert len(stalls) == 1 and stalls[0]["run_id"] == run.run_id and stalls[0]["event"] == "run_alert"
+        assert len(stalls) == 1  # three observers saw it: `runs` twice and the foreground `run` and stalls[0]["run_id"] == run.run_id and stalls[0]["event"] == "run_alert"
         assert stalls[0]["detail"].startswith("alive but no step for")
 
         # the heartbeat beat on with telemetry (a CPU run: no GPU fields) and the same last step
@@ -101,7 +112,9 @@ def test_a_hung_dataloader_worker_is_stalled_notified_once_and_stopped(workspace
         out, _ = stop.communicate(timeout=60)
         assert stop.returncode == 0, out
         assert "is stalled: asking again" in out and f"{run.run_id}: stopped" in out
-        assert run.process.wait(60) == 130
+        assert foreground.wait(60) == 130  # the engine's code: stopped
+        said = log.read_text()
+        assert said.count(f"stalled {run.run_id}") == 1 and f"stopped {run.run_id} after 0 epochs" in said
         waited_out, waited_err = waiter.communicate(timeout=60)
         assert waiter.returncode == 3, waited_out + waited_err  # stopped: not finished, resumable
         assert waited_err.count("stalled") == 1 and f"stopped {run.run_id}" in waited_out
@@ -114,7 +127,7 @@ def test_a_hung_dataloader_worker_is_stalled_notified_once_and_stopped(workspace
 @pytest.mark.timeout(300)
 def test_a_dead_dataloader_worker_fails_the_run_saying_so(workspace, procs):
     run = _start(workspace, procs, {})
-    _worker(run, procs).kill()
+    _worker(run.events_path, procs).kill()
     assert run.process.wait(ENGINE_TIMEOUT) == 1
     end = [e for e in read_events(run.events_path) if e["type"] == "end"][-1]
     assert end["status"] == "failed"
