@@ -63,8 +63,9 @@ class Heartbeat(threading.Thread):
 
 
 def run_gpu_devices(device: Any, local_processes: int = 1) -> list:
-    """The GPUs of a run on this node, as NVML names (UUIDs where torch tells them): the device of
-    a single-process run, or the first `local_processes` visible devices of a DDP run."""
+    """The GPUs of a run on this node, as NVML names to try (torch's UUID, then the index that
+    CUDA_VISIBLE_DEVICES gives): the device of a single-process run, or the first `local_processes`
+    visible devices of a DDP run."""
     if getattr(device, "type", None) != "cuda":
         return []
     import torch
@@ -75,7 +76,8 @@ def run_gpu_devices(device: Any, local_processes: int = 1) -> list:
     out: list = []
     for i in indices:
         uuid = getattr(torch.cuda.get_device_properties(i), "uuid", None)
-        out.append(str(uuid) if uuid else (fallback[i] if i < len(fallback) else i))
+        by_env = fallback[i] if i < len(fallback) else i
+        out.append((str(uuid), by_env) if uuid else (by_env,))
     return out
 
 

@@ -85,18 +85,19 @@ def _normal_uuid(uuid: Any) -> str:
 
 
 def nvml_handles(nv: Any, devices: Sequence[Any]) -> list[tuple[int | None, Any]]:
-    """(NVML index, handle) of each device: a UUID ('GPU-…' or torch's bare form) or an NVML index."""
+    """(NVML index, handle) of each device: a UUID ('GPU-…' or torch's bare form), an NVML index, or
+    a tuple of names to try in turn (a UUID, then an index); devices NVML does not know are left out."""
     out = []
     for dev in devices:
-        if isinstance(dev, int):
-            handle = _read(nv.nvmlDeviceGetHandleByIndex, dev)
-            index = dev
-        else:
-            uuid = _normal_uuid(dev)
-            handle = _read(nv.nvmlDeviceGetHandleByUUID, f"GPU-{uuid}")
-            index = None if handle is None else _read(nv.nvmlDeviceGetIndex, handle)
-        if handle is not None:
-            out.append((index, handle))
+        for name in dev if isinstance(dev, tuple) else (dev,):
+            if isinstance(name, int):
+                index, handle = name, _read(nv.nvmlDeviceGetHandleByIndex, name)
+            else:
+                handle = _read(nv.nvmlDeviceGetHandleByUUID, f"GPU-{_normal_uuid(name)}")
+                index = None if handle is None else _read(nv.nvmlDeviceGetIndex, handle)
+            if handle is not None:
+                out.append((index, handle))
+                break
     return out
 
 

@@ -178,6 +178,8 @@ def test_a_runs_gpus_by_uuid_with_utilisation_averaged_between_beats(fake_nvml):
     (reading,) = sampler.read()
     assert reading["index"] == 0 and reading["util"] == 80.0 and reading["mem_used_mb"] == 1024.0
     assert telemetry.GpuSampler(["GPU-bbbb-1111", 7]).read()[0]["index"] == 1  # an unknown device is left out
+    # torch's UUID first, then the index CUDA_VISIBLE_DEVICES gave (a UUID NVML does not know: MIG, say)
+    assert [g["index"] for g in telemetry.GpuSampler([("MIG-cccc", 1), ("aaaa-0000", 1)]).read()] == [1, 0]
 
 
 def test_no_nvml_means_no_gpu_fields_and_no_error():
@@ -343,3 +345,19 @@ def test_a_dead_dataloader_worker_is_named_as_such():
     assert dataloader_failure(ConnectionResetError(104, "reset")) is None  # not from the DataLoader: a webhook, say
     assert dataloader_failure(RuntimeError("Caught ValueError in DataLoader worker process 0.")) is None
 
+
+
+def test_a_runs_gpus_are_named_by_uuid_then_by_visible_index(monkeypatch):
+    import torch
+
+    from engine.heartbeat import peak_memory, run_gpu_devices
+
+    uuids = {0: "aaaa-0000", 1: "bbbb-1111"}
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid=uuids[i]))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert run_gpu_devices(torch.device("cuda", 1)) == [("bbbb-1111", 5)]
+    assert run_gpu_devices(torch.device("cuda", 0), local_processes=2) == [("aaaa-0000", 3), ("bbbb-1111", 5)]
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid=None))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert run_gpu_devices(torch.device("cuda", 1)) == [(1,)]
+    assert run_gpu_devices(torch.device("cpu")) == [] and peak_memory(torch.device("cpu")) == {}
