@@ -16,6 +16,7 @@ from engine.config import ConfigError
 from engine.paths import default_data_root, default_home
 
 from .commands import runs as run_commands
+from .commands import watch as watch_commands
 from .commands.common import EXIT_BAD_INPUT, console, err_console, fail, open_store, state, warn
 from .commands import model as model_commands
 from .workspace import Workspace
@@ -93,6 +94,7 @@ def show(name: str = typer.Argument(..., help="Config name or path to a YAML fil
 # ---------------------------------------------------------------- runs (cifar_tui/commands/runs.py)
 
 run_commands.register(app)
+watch_commands.register(app)  # wait, serve (cifar_tui/commands/watch.py)
 
 
 class BoardFormat(str, Enum):

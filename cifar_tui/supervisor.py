@@ -33,6 +33,10 @@ API
 ``sup.status(run_id) -> str``    the effective status (engine.status), `starting`/`stopping` too.
 ``sup.runs() -> [dict]``         store rows with effective statuses; ``sup.queued() -> [dict]``.
 ``sup.resolve(ref) -> run_id``   a unique prefix to its run id (UnknownRun / AmbiguousRun).
+``sup.alerts(rows=None, every_s=0) -> [Notice]``
+    runs that newly stalled or crashed since this supervisor last looked (engine.notify.Notice:
+    title, message, severity for a UI); the first observer of the workspace also sends each
+    (webhook, desktop notification: engine/notify.py). Call it where statuses are shown.
 ``sup.children``, ``sup.interrupt(sig)``, ``sup.keep_alive()``, ``sup.close()``.
 Call `pump()` and `reap()` periodically (the CLI every 0.2 s, the TUI once a second).
 """
@@ -48,8 +52,10 @@ from typing import Protocol, Sequence
 from engine.config import ConfigError, ExperimentConfig, load_config
 from engine.leases import LEASE_STALE_S, Busy, Leases, RunAlreadyLive  # noqa: F401 - RunAlreadyLive: raised by pump
 from engine.paths import AmbiguousRun, UnknownRun, check_run_id, new_run_id, resolve_run_id  # noqa: F401
-from engine.status import (COMPLETED, LIVE, QUEUED, RESUMABLE, STARTING, STOPPING, UNKNOWN, pid_alive,
-                           stall_after_default, this_host)
+from engine.notify import Delivery, Notice, dispatch_once, notice_from_row
+from engine.status import (COMPLETED, CRASHED, LIVE, QUEUED, RESUMABLE, STALLED, STARTING, STOPPING, UNKNOWN,
+                           pid_alive, this_host)
+from engine.watch_config import watch_settings
 
 from . import launch as launching
 from .gpus import Slot, default_max_parallel, visible_gpus
@@ -58,6 +64,8 @@ from .workspace import Workspace
 
 EXIT_BAD_INPUT = 2
 LEASE_REFRESH_S = LEASE_STALE_S / 10  # the launcher keeps a starting engine's lease fresh this often
+ALERT_EVERY_S = 5.0  # how often a foreground CLI run looks for stalled runs (sup.alerts(every_s=...))
+CRASH_ALERT_WINDOW_S = 3600.0  # a crash is news when its last heartbeat is this recent (not old ones found on opening)
 
 
 class NotLive(ConfigError):
@@ -140,7 +148,7 @@ class Supervisor:
         self.gpus = visible_gpus() if gpus is None else list(gpus)
         self.max_parallel = max_parallel or default_max_parallel(self.gpus)
         self.shared_queue = shared_queue
-        self.stall_after_s = stall_after_s if stall_after_s is not None else stall_after_default()
+        self.stall_after_s = stall_after_s  # None: the workspace's setting (watch.yaml, environment); 0: never
         self.spawner = spawner
         self.store = ws.store()
         self.leases = Leases(self.store.conn, stale_s=lease_stale_s)
@@ -151,8 +159,13 @@ class Supervisor:
         self._configs: dict[int, ExperimentConfig] = {}
         self._torchrun: dict[int, list[str]] = {}
         self._refreshed = time.monotonic()
+        self._alerted: set[tuple] = set()      # (run_id, status, episode) this supervisor has reported
+        self._deliveries: list[Delivery] = []
+        self._alerts_at = float("-inf")
 
     def close(self) -> None:
+        for delivery in self._deliveries:  # notifications on their way: DELIVERY_BUDGET_S at most
+            delivery.wait()
         self.store.close()
 
     # ------------------------------------------------------------------ queue
@@ -403,3 +416,36 @@ class Supervisor:
         alive |= {rid for rid, c in self.children.items() if c.launched.process.poll() is None}
         return len(alive)
 
+    # ------------------------------------------------------------------ alerts
+    def alerts(self, rows: list[dict] | None = None, *, every_s: float = 0.0) -> list[Notice]:
+        """Runs that stalled or crashed and that this supervisor has not reported yet (`rows`: what
+        `runs()` returned, to spare a query). Each is sent once per workspace (engine.notify.dispatch_once).
+        every_s: look at most that often (a loop that calls it on every tick); [] in between."""
+        if every_s and time.monotonic() - self._alerts_at < every_s:
+            return []
+        self._alerts_at = time.monotonic()
+        rows = self.runs() if rows is None else rows
+        now = time.time()
+        settings = watch_settings(self.ws.home)
+        out = []
+        for r in rows:
+            status = r.get("status")
+            beat = r.get("heartbeat_at") or 0
+            if status == STALLED:
+                episode, gap = r.get("progress_at") or r.get("started_at"), beat - (r.get("progress_at") or beat)
+                detail = f"alive but no step for {gap / 60:.1f} min; stop it: cifar-tui stop {r['run_id']}"
+            elif status == CRASHED and beat > now - CRASH_ALERT_WINDOW_S:
+                episode = r.get("started_at")  # a resumed run that crashes again is news again
+                detail = f"the process is gone without an end event; resume it: cifar-tui resume {r['run_id']}"
+            else:
+                continue
+            key = (r["run_id"], status, episode)
+            if key in self._alerted:
+                continue
+            self._alerted.add(key)
+            notice = notice_from_row(r, status, detail)
+            delivery = dispatch_once(self.store.conn, notice, settings, episode, log=self.ws.warnings.append)
+            if delivery is not None:
+                self._deliveries = [d for d in self._deliveries if d.is_alive()] + [delivery]
+            out.append(notice)
+        return out

@@ -127,7 +127,7 @@ ADDED_COLUMNS = (
     ("queue", "owner_host", "TEXT"),
     ("queue", "resume_of", "TEXT"),        # the run this item resumes (config then holds its id)
     ("queue", "error", "TEXT"),            # why a refused item could not start
-    ("runs", "progress_at", "REAL"),       # last epoch (or start): a live run without progress is stalled
+    ("runs", "progress_at", "REAL"),       # last step (or start): a live run beating without progress is stalled
     ("runs", "flag", "TEXT"),              # what is odd about a copied-in run (its events name another id)
     ("epochs", "test_top5", "REAL"),
 )
@@ -191,14 +191,13 @@ class Store:
             )
             c.execute("UPDATE leases SET heartbeat_at=? WHERE run_id=?", (now, run_id))
 
-    def heartbeat(self, run_id: str, wall_s: float | None = None) -> None:
-        """The run is alive: its row and the GPU lease its launcher handed it stay fresh."""
+    def heartbeat(self, run_id: str, wall_s: float | None = None, progress_at: float | None = None) -> None:
+        """The run is alive: its row and the GPU lease its launcher handed it stay fresh.
+        progress_at: when it last made a step (a stalled run beats on without progress)."""
         now = time.time()
         with transaction(self.conn) as c:
-            if wall_s is None:
-                c.execute("UPDATE runs SET heartbeat_at=? WHERE run_id=?", (now, run_id))
-            else:
-                c.execute("UPDATE runs SET heartbeat_at=?, wall_s=? WHERE run_id=?", (now, wall_s, run_id))
+            c.execute("UPDATE runs SET heartbeat_at=?, wall_s=COALESCE(?, wall_s), progress_at=COALESCE(?, progress_at) "
+                      "WHERE run_id=?", (now, wall_s, progress_at, run_id))
             c.execute("UPDATE leases SET heartbeat_at=? WHERE run_id=?", (now, run_id))
 
     def epoch_done(self, run_id: str, epoch: dict, wall_s: float) -> None:
@@ -224,7 +223,7 @@ class Store:
     def runs(self, stall_after_s: float | None = None) -> list[dict]:
         """Every run, newest first, with its effective status (engine.status.effective_status)."""
         rows = self.conn.execute("SELECT * FROM runs ORDER BY started_at DESC").fetchall()
-        now, stall = time.time(), stall_after_s or stall_after_default()
+        now, stall = time.time(), self.stall_threshold(stall_after_s)
         out = []
         for r in rows:
             d = dict(r)
@@ -237,8 +236,14 @@ class Store:
         if r is None:
             return None
         d = dict(r)
-        d["status"] = effective_status(r, stall_after_s=stall_after_s or stall_after_default())
+        d["status"] = effective_status(r, stall_after_s=self.stall_threshold(stall_after_s))
         return d
+
+    def stall_threshold(self, stall_after_s: float | None = None) -> float | None:
+        """stall_after_s as given (0: never stalled), or the workspace's setting when None."""
+        if stall_after_s is None:
+            return stall_after_default(self.home)
+        return stall_after_s or None
 
     def run_ids(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT run_id FROM runs")}

@@ -27,11 +27,13 @@ from .evaluate import topk_hits
 from .events import EventWriter
 from .keep import finalize as finalize_checkpoints
 from .keep import save_epoch_weights
+from .heartbeat import Heartbeat, peak_memory, reset_peak_memory, run_gpu_devices
 from .hooks import EpochTotals, TrainerHook
-from .lifecycle import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, Heartbeat, SafeStore,  # noqa: F401
+from .lifecycle import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, SafeStore,  # noqa: F401
                         StopRequested, failure_message)
 from .losses import Criterion
 from .models import build_model, count_flops, count_params
+from .notify import Notice, notify_run_end
 from .optim import build_optimizer
 from .schedule import build_scheduler
 from .summary import RunSummaries
@@ -68,6 +70,7 @@ class Trainer:
         self.lock = threading.Lock()
         self.wall_s = 0.0
         self._wall_t0 = time.monotonic()
+        self.last_step_at = time.time()  # the heartbeat reports it: a live run without steps is stalled
 
     # ---------------------------------------------------------------- setup
     def prepare(self) -> None:
@@ -171,7 +174,9 @@ class Trainer:
                                        run_dir=str(self.run_dir), epochs_total=self.cfg.train.epochs, params=self.params,
                                        flops=self.flops, world_size=self.info.world_size)
                 self.summaries.started()
-                heartbeat = Heartbeat(self.writer, self.lock, self.home, self.run_id, self.wall_clock)
+                heartbeat = Heartbeat(self.emit, lambda: SafeStore(self.home), self.run_id, self.wall_clock,
+                                      progress_at=lambda: self.last_step_at, gpus=run_gpu_devices(
+                                          self.device, self.info.local_world_size if self.info.enabled else 1))
                 heartbeat.start()
             while self.epoch < self.cfg.train.epochs and self._train_epoch():
                 pass
@@ -205,6 +210,9 @@ class Trainer:
                 if self.tb is not None:
                     self.tb.close()
                 self.writer.close()
+                notify_run_end(self.home, Notice(self.run_id, status, self.cfg.name, self.best_acc, error=error,
+                                                 data_source=self.cfg.data.source, epochs_done=self.epoch,
+                                                 epochs_total=self.cfg.train.epochs, run_dir=str(self.run_dir)))
         if error:
             print(f"error: {error}", file=sys.stderr)
         return code
@@ -235,6 +243,7 @@ class Trainer:
         self.forward_model.train()
         amp = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         t_epoch = time.monotonic()
+        reset_peak_memory(self.device)
         t_emit, seen_at_emit = time.monotonic(), float(self.partial[2])
         batches = self.pipeline.train_batches(self.epoch, cfg.train.seed, cfg.train.batch_size, self.step_in_epoch)
         check_every = 1 if not self.info.enabled else 10
@@ -261,6 +270,7 @@ class Trainer:
             self.global_step += 1
             for hook in self.hooks:
                 hook.step_end(self, loss, y.shape[0])
+            self.last_step_at = time.time()
             if self.global_step == _TEST_OOM_AT_STEP:
                 raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (CIFAR_TUI_TEST_OOM_AT_STEP={self.global_step})")
             now = time.monotonic()
@@ -311,6 +321,7 @@ class Trainer:
             totals[0] += self.criterion.eval_loss(output, y).double()
             totals[[1, 3]] += topk_hits(output, y)
             totals[2] += y.shape[0]
+            self.last_step_at = time.time()  # evaluation is progress too
         loss_sum, correct, seen, correct5 = sum_over_ranks(totals, self.info).tolist()
         return loss_sum / max(seen, 1), 100.0 * correct / max(seen, 1), 100.0 * correct5 / max(seen, 1)
 
@@ -340,7 +351,7 @@ class Trainer:
             "test_loss": test_loss, "test_acc": test_acc, "test_top5": test_top5,
             "best_acc": self.best_acc, "best_epoch": self.best_epoch,
             "lr": self.optimizer.param_groups[0]["lr"], "epoch_s": round(epoch_s, 3),
-            "epochs": self.cfg.train.epochs,
+            "epochs": self.cfg.train.epochs, **peak_memory(self.device),
         }
         if self.info.is_main:
             self.emit("epoch", **record)

@@ -21,6 +21,7 @@ from engine.status import COMPLETED, CRASHED, FAILED, LIVE, PRUNED, QUEUED, RUNN
 
 from .common import EXIT_BAD_INPUT, EXIT_STOPPED, console, err_console, fail, state, supervisor, warn
 
+STALLED_STOP_GRACE_S = 3.0  # stop: how long a stalled run gets to honour the first request
 STATUS_COLORS = {RUNNING: "cyan", STALLED: "magenta", QUEUED: "magenta", COMPLETED: "green", STOPPED: "yellow",
                  FAILED: "red", CRASHED: "red", PRUNED: "yellow"}
 
@@ -113,9 +114,15 @@ def _start_when_free(sup, item_id: int, json_mode: bool):
 
 def _follow_started(sup, started, json_mode: bool, from_offset: int = 0) -> int:
     from ..follow import follow
+    from ..supervisor import ALERT_EVERY_S
 
-    code, end = follow(started.launched, json_mode=json_mode, console=console, from_offset=from_offset,
-                       tick=sup.keep_alive)
+    def tick() -> None:
+        sup.keep_alive()
+        for notice in sup.alerts(every_s=ALERT_EVERY_S):  # our run stalled: say so (and notify)
+            if notice.run_id == started.run_id:
+                err_console.print(f"[magenta]{notice.status}[/] {escape(notice.message)}", highlight=False)
+
+    code, end = follow(started.launched, json_mode=json_mode, console=console, from_offset=from_offset, tick=tick)
     reaped = next(r for r in sup.reap() if r.run_id == started.run_id)  # the process has exited
     return _finish(reaped, code, end, json_mode)
 
@@ -202,13 +209,21 @@ def stop(run_id: str = typer.Argument(..., help="Run id or a unique prefix of it
     run_id = _resolve(run_id)  # before the store is opened: a bad id writes nothing
     sup = supervisor(gpus=[])
     try:
+        was = sup.status(run_id)
         try:
             pid = sup.stop(run_id)
         except ConfigError as exc:
             fail(str(exc))
         console.print(f"stopping {run_id} (pid {pid}) ...")
+        if was == STALLED and not wait_for_exit(pid, STALLED_STOP_GRACE_S):
+            # its loop never reaches the next step, where a stop request is honoured; a second
+            # request stops it at once (`end` event written, resumable from its last checkpoint)
+            console.print(f"{run_id} is stalled: asking again; it stops at once, from its last checkpoint")
+            sup.stop(run_id)
         if not wait_for_exit(pid, wait):
-            fail(f"run {run_id} did not stop within {wait:.0f}s", code=1)
+            stuck = (f"; it may be stuck inside the GPU driver or a collective: kill -9 {pid} ends it (it then "
+                     f"shows as crashed and resumes from its last checkpoint)") if was == STALLED else ""
+            fail(f"run {run_id} did not stop within {wait:.0f}s{stuck}", code=1)
         row = sup.store.run(run_id)
         console.print(f"{run_id}: {row['status'] if row else STOPPED}; resume with: cifar-tui resume {run_id}")
     finally:
@@ -226,17 +241,30 @@ def _data_of(overrides: list[str]) -> str:
 
 
 @runs_app.callback(invoke_without_command=True)
-def runs_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
-    """Every run with its status, queued items first."""
+def runs_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+              stall_after: Optional[str] = typer.Option(None, "--stall-after", help="A live run without a step for "
+                                                        "this long is stalled (90s, 10m, off; default: watch.yaml or 10m).")) -> None:
+    """Every run with its status, queued items first. A run newly seen stalled or crashed is
+    notified (webhook, desktop), once per workspace."""
     if ctx.invoked_subcommand is not None:
         return
+    from engine.watch_config import load_watch_settings, parse_duration
+
     from ..report import fmt_acc, fmt_duration
 
-    sup = supervisor(gpus=[])
+    try:
+        load_watch_settings(state.ws.home)
+        stall_s = None if stall_after is None else parse_duration(stall_after, "--stall-after")
+    except ConfigError as exc:
+        fail(str(exc))
+    sup = supervisor(gpus=[], stall_after_s=stall_s)
     try:
         queued, rows = sup.queued(), sup.runs()
+        sup.alerts(rows)
     finally:
         sup.close()
+        for line in state.ws.take_warnings():
+            warn(line)
     if as_json:
         for q in queued:
             print(json.dumps({"queue_id": q["id"], "status": QUEUED, "config": q["config"], "overrides": q["overrides"],
