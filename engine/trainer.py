@@ -30,6 +30,7 @@ from .events import EventWriter
 from .losses import Criterion
 from .models import build_model, count_flops, count_params
 from .schedule import build_optimizer, build_scheduler
+from .stop_request import StopRequestWatcher
 from .store import Store
 
 STEP_EVENT_INTERVAL_S = 0.2   # at most ~5 step events per second
@@ -238,9 +239,11 @@ def resolve_teacher(cfg: ExperimentConfig, home: Path) -> Path | None:
 
 class Trainer:
     def __init__(self, cfg: ExperimentConfig, *, run_id: str, home: Path, data_root: Path,
-                 resume: bool = False, info: DistInfo | None = None):
+                 resume: bool = False, info: DistInfo | None = None, start_info: dict | None = None):
         self.cfg, self.run_id, self.home, self.data_root = cfg, run_id, Path(home), Path(data_root)
         self.run_dir = self.home / run_id
+        self.start_info = dict(start_info or {})  # extra `start` fields: study, group, provenance
+        self.stop_requests = StopRequestWatcher(self.run_dir)  # a stop / prune asked for through the run dir
         self.resume = resume
         self.info = info or DistInfo()
         self.stop = StopRequested()
@@ -341,6 +344,7 @@ class Trainer:
                 tmp.write_text(self.cfg.to_yaml())
                 os.replace(tmp, config_file)
             self.writer = EventWriter(self.run_dir / "events.jsonl", self.run_id)
+            self.stop_requests.clear()
             self.store = SafeStore(self.home)
             self.tb = self._tensorboard()
         self.stop.install()
@@ -354,10 +358,11 @@ class Trainer:
                           local_world_size=self.info.local_world_size,
                           visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"), resumed_from=self.resumed_from,
                           steps_per_epoch=self.steps_per_epoch, num_train=self.pipeline.num_train,
-                          num_test=self.pipeline.num_test)
+                          num_test=self.pipeline.num_test, **self.start_info)
                 self.store.run_started(self.run_id, config=self.cfg.to_dict(), device=self.device_label, pid=os.getpid(),
                                        run_dir=str(self.run_dir), epochs_total=self.cfg.train.epochs, params=self.params,
-                                       flops=self.flops, world_size=self.info.world_size)
+                                       flops=self.flops, world_size=self.info.world_size,
+                                       study=self.start_info.get("study"), group=self.start_info.get("group"))
                 heartbeat = Heartbeat(self.writer, self.lock, self.home, self.run_id, self.wall_clock)
                 heartbeat.start()
             while self.epoch < self.cfg.train.epochs and self._train_epoch():
@@ -380,11 +385,12 @@ class Trainer:
                 heartbeat.join(timeout=10)
             self.stop.restore()
             if main:
+                status, end_extra = self.stop_requests.end_status(status)  # stopped on request: perhaps pruned
                 # store first: a reader that sees the `end` event then finds the final status in the store
                 self.store.run_ended(self.run_id, status, error, self.wall_clock())
                 try:
                     self.emit("end", status=status, error=error, best_acc=self.best_acc, best_epoch=self.best_epoch,
-                              epochs_done=self.epoch, wall_s=round(self.wall_clock(), 3))
+                              epochs_done=self.epoch, wall_s=round(self.wall_clock(), 3), **end_extra)
                 except OSError as exc:  # the disk is full: the store already has the final status
                     print(f"warning: could not write the end event: {exc}", file=sys.stderr)
                 if self.tb is not None:
@@ -402,7 +408,7 @@ class Trainer:
         return SummaryWriter(str(self.run_dir / "tb"))
 
     def _stop_requested(self) -> bool:
-        flag = self.stop.flag
+        flag = self.stop.flag or self.stop_requests.requested()
         if self.info.enabled:
             # every rank must leave the loop at the same step
             t = torch.tensor([1.0 if flag else 0.0], device=self.device)
