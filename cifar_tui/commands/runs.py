@@ -20,6 +20,7 @@ from engine.config import ConfigError
 from engine.status import COMPLETED, CRASHED, FAILED, LIVE, PRUNED, QUEUED, RUNNING, STALLED, STOPPED, TERMINAL
 
 from .common import EXIT_BAD_INPUT, EXIT_STOPPED, console, err_console, fail, state, supervisor, warn
+from .studies import Launcher
 
 STATUS_COLORS = {RUNNING: "cyan", STALLED: "magenta", QUEUED: "magenta", COMPLETED: "green", STOPPED: "yellow",
                  FAILED: "red", CRASHED: "red", PRUNED: "yellow"}
@@ -135,13 +136,32 @@ def run(
                                   "(--nproc GPUs for a DDP run), pinned with CUDA_VISIBLE_DEVICES."),
     max_parallel: Optional[int] = typer.Option(None, "--max-parallel", min=1, help="With --parallel: at most this many "
                                                "runs alive at a time on this host (default: one per GPU; 1 without GPUs)."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="A study: each run repeated with seeds train.seed+0..N-1."),
+    study: Optional[str] = typer.Option(None, "--study", help="A study's name (default: config name + time); "
+                                        "an existing one continues (done runs skipped, stopped ones resumed)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (grid x seeds); start nothing."),
+    launcher: Launcher = typer.Option(Launcher.local, "--launcher", help="local | local-submitit | slurm (submitit)."),
+    slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="SLURM partition."),
+    slurm_gpus_per_node: Optional[int] = typer.Option(None, "--slurm-gpus-per-node", min=1,
+                                                      help="GPUs per node of each job (default: --nproc)."),
+    slurm_time: int = typer.Option(24 * 60, "--slurm-time", min=1, help="Time limit of each job, minutes."),
 ) -> None:
     """Train in the foreground (headless). Ctrl-C stops cleanly and keeps the run resumable.
 
     On GPUs each run takes free GPUs through the workspace's GPU leases (shared with every other
-    cifar-tui on this machine) and waits while none is free."""
+    cifar-tui on this machine) and waits while none is free. A comma list in --set
+    (optim.lr=1e-3,3e-3) or --seeds N makes a study: the grid times the seeds, queued one run per
+    GPU (one at a time on the CPU); --dry-run prints the plan."""
     from ..follow import follow_many
+    from .studies import LaunchOptions, is_sweep, sweep
 
+    if is_sweep(overrides, seeds, study, dry_run, launcher):
+        opts = LaunchOptions(launcher=launcher, nproc=nproc, nnodes=nnodes, max_parallel=max_parallel,
+                             slurm_partition=slurm_partition, slurm_gpus_per_node=slurm_gpus_per_node,
+                             slurm_time=slurm_time)
+        sweep(names, overrides, _cli_overrides([], data, device, epochs), seeds=seeds, study=study, dry_run=dry_run,
+              opts=opts, as_json=as_json)
+        return
     extra = _cli_overrides(overrides, data, device, epochs)
     configs = [_load(n, extra) for n in names]  # all checked before anything starts
     torchrun_args = None
@@ -201,13 +221,30 @@ def stop(run_id: str = typer.Argument(..., help="Run id or a unique prefix of it
             pid = sup.stop(run_id)
         except ConfigError as exc:
             fail(str(exc))
-        console.print(f"stopping {run_id} (pid {pid}) ...")
-        if not wait_for_exit(pid, wait):
-            fail(f"run {run_id} did not stop within {wait:.0f}s", code=1)
+        if pid is None:  # a batch job, or a run on another host: asked through its run dir, its job cancelled
+            console.print(f"stopping {run_id} (stop requested in its run dir; its job, if any, cancelled) ...")
+            if sup.store.run(run_id) is None:
+                console.print(f"{run_id}: cancelled before it started")
+                return
+            if not _wait_not_live(sup, run_id, wait):
+                fail(f"run {run_id} did not stop within {wait:.0f}s", code=1)
+        else:
+            console.print(f"stopping {run_id} (pid {pid}) ...")
+            if not wait_for_exit(pid, wait):
+                fail(f"run {run_id} did not stop within {wait:.0f}s", code=1)
         row = sup.store.run(run_id)
         console.print(f"{run_id}: {row['status'] if row else STOPPED}; resume with: cifar-tui resume {run_id}")
     finally:
         sup.close()
+
+
+def _wait_not_live(sup, run_id: str, wait: float) -> bool:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if (sup.store.run(run_id) or {}).get("status") not in LIVE:
+            return True
+        time.sleep(0.5)
+    return False
 
 
 # ---------------------------------------------------------------- runs: list, rm, prune
@@ -229,6 +266,11 @@ def runs_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", 
 
     sup = supervisor(gpus=[])
     try:
+        if sup.store.pending_jobs():  # batch jobs not started: ask the scheduler whether they still wait
+            from ..launchers import refresh_pending
+
+            for run_id in refresh_pending(sup.store):
+                warn(f"{run_id}: its batch job ended before the engine started (see {state.ws.home}/.jobs/)")
         queued, rows = sup.queued(), sup.runs()
     finally:
         sup.close()
@@ -255,8 +297,9 @@ def runs_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", 
     for r in rows:
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started_at"])) if r.get("started_at") else "-"
         st = r["status"]
+        device = r.get("device") or (f"{r['launcher']} job {r['job_id']}" if r.get("job_id") else "-")
         table.add_row(r["run_id"], f"[{STATUS_COLORS.get(st, 'white')}]{st}[/]", r.get("data_source") or "-",
-                      r.get("device") or "-", f"{r.get('epochs_done') or 0}/{r.get('epochs_total') or '?'}",
+                      device, f"{r.get('epochs_done') or 0}/{r.get('epochs_total') or '?'}",
                       fmt_acc(r.get("best_acc")), fmt_duration(r.get("wall_s")), started,
                       *([escape(r.get("flag") or "")] if flagged else []))
     console.print(table)
