@@ -38,8 +38,10 @@ LOCAL_TIMEOUT_MIN = 7 * 24 * 60       # the local executor kills a job after its
 RENDEZVOUS_PORT = 29500
 
 
-def jobs_folder(ws: Workspace) -> Path:
-    return Path(ws.home).resolve() / JOBS_DIR / "%j"
+def jobs_folder(ws: Workspace, launcher: str = "slurm") -> Path:
+    """submitit's folder: one per SLURM job (%j); the local executor's jobs share one (their
+    controller would create a literal `%j`)."""
+    return Path(ws.home).resolve() / JOBS_DIR / ("%j" if launcher == "slurm" else "local")
 
 
 def _absolute(ws: Workspace) -> Workspace:
@@ -51,8 +53,8 @@ def _absolute(ws: Workspace) -> Workspace:
 def _project_env() -> dict[str, str]:
     """The job imports `engine` from this checkout (PYTHONPATH), like a local launch."""
     root = str(Path(__file__).resolve().parent.parent)
-    path = os.environ.get("PYTHONPATH")
-    return {"PYTHONPATH": os.pathsep.join(p for p in (root, path) if p)}
+    parts = [root] + [p for p in (os.environ.get("PYTHONPATH") or "").split(os.pathsep) if p and p != root]
+    return {"PYTHONPATH": os.pathsep.join(parts)}
 
 
 @dataclass
@@ -174,11 +176,11 @@ class SubmititSpawner:
             nproc = recorded_processes(Path(ws.home) / run_id)[1]
         spec = job_spec(ws, item, run_id, cfg, nproc=nproc or 1, env=env)
         (Path(ws.home) / run_id).mkdir(parents=True, exist_ok=True)
-        executor = _local_executor(jobs_folder(ws), spec.env)
+        executor = _local_executor(jobs_folder(ws, self.name), spec.env)
         job = executor.submit(run_engine, spec.cmd, spec.env, os.getcwd(), spec.log_file, spec.distributed)
         store = ws.store()
         try:
-            store.add_job(run_id, self.name, str(job.job_id), str(jobs_folder(ws)))
+            store.add_job(run_id, self.name, str(job.job_id), str(jobs_folder(ws, self.name)))
         finally:
             store.close()
         return Launched(run_id, Path(ws.home) / run_id, JobProcess(job, job._process))  # type: ignore[arg-type]
@@ -236,7 +238,10 @@ class SlurmLauncher:
         array. Returns the job ids, in order."""
         from engine.job import run_engine
 
-        executor = self.executor(ws)
+        try:
+            executor = self.executor(ws)
+        except RuntimeError as exc:  # submitit: no srun on PATH
+            raise ConfigError(f"--launcher slurm: {exc}") from None
         specs = []
         for item, run_id, cfg, _ in planned:
             (Path(ws.home) / run_id).mkdir(parents=True, exist_ok=True)
@@ -260,7 +265,11 @@ def cancel_job(job: dict) -> None:
     if job["launcher"] == "slurm":
         import submitit
 
-        submitit.SlurmJob(folder=job["folder"], job_id=job["job_id"]).cancel(check=False)
+        try:
+            submitit.SlurmJob(folder=job["folder"], job_id=job["job_id"]).cancel(check=False)
+        except OSError as exc:
+            raise ConfigError(f"cannot cancel SLURM job {job['job_id']} of run {job['run_id']}: scancel: "
+                              f"{exc.strerror or exc}") from None
     else:
         try:
             os.kill(int(job["job_id"]), signal.SIGTERM)
@@ -271,8 +280,15 @@ def cancel_job(job: dict) -> None:
 def refresh_pending(store) -> list[str]:
     """Ask the scheduler about submitted jobs whose engine never started; those it says ended are
     marked `lost` (listed as failed). Returns their run ids. Best-effort: no sacct, no change."""
+    import logging
+
+    pending = store.pending_jobs()
+    if any(job["launcher"] == "slurm" for job in pending):
+        import submitit  # noqa: F401 - configures its logger on import: quieten it after that
+
+        logging.getLogger("submitit").setLevel(logging.ERROR)  # no sacct here: the jobs stay queued, no warnings
     lost = []
-    for job in store.pending_jobs():
+    for job in pending:
         state = None
         if job["launcher"] == "slurm":
             try:

@@ -390,6 +390,7 @@ class Supervisor:
         job = self.store.job(run_id)
         if row is None and job is not None and job["state"] == "submitted":
             self._cancel_job(job)  # submitted, not started: nothing to checkpoint
+            discard_unstarted(run_dir)
             return None
         if row is None:
             raise UnknownRun(f"run {run_id!r}: not found in {self.ws.home} (see `cifar-tui runs`)")

@@ -244,11 +244,12 @@ def make_plan(names: Sequence[str], sets: Sequence[str], seeds: int = 1, *, extr
                 cfg = points[(name, combo)]
                 overrides = [*fixed, *combo]
                 seed = cfg.train.seed
-                if seeds > 1:
+                if seeds > 1:  # this run's seed replaces a fixed one (the base the seeds count from)
                     seed = cfg.train.seed + replicate
                     if seed > 2**31 - 1:
                         raise ConfigError(f"--seeds {seeds}: train.seed {seed} is out of range (at most 2147483647)")
-                    overrides.append(f"{SEED_KEY}={seed}")
+                    overrides = [o for o in overrides if override_key(o) != SEED_KEY] + [f"{SEED_KEY}={seed}"]
+                    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": seed})})
                 runs.append(PlannedRun(len(runs) + 1, name, cfg.name, tuple(overrides), seed,
                                        group_key(cfg.name, overrides), cfg))
     return Plan(study, runs, axes, seeds, list(names))

@@ -110,10 +110,14 @@ def parse_param(text: str) -> Param:
 
 
 def make_pruner(spec: str, *, warmup: int = 0, startup: int = 5):
-    """none | median | percentile:P | threshold:MIN (test accuracy below MIN is pruned)."""
+    """none | median | percentile:P | threshold:MIN (test accuracy below MIN is pruned).
+
+    warmup: the first `warmup` epochs are never pruned (steps are epochs, counted from 1);
+    startup: trials that must finish before the median / percentile pruner prunes."""
     import optuna.pruners as p
 
     name, _, arg = spec.partition(":")
+    warmup += 1  # Optuna prunes from step n_warmup_steps on; our first step is epoch 1
     try:
         if name == "none" and not arg:
             return p.NopPruner()
