@@ -15,7 +15,8 @@ the same process, several repeats, medians reported, the device named.
 3. The same training with a live TUI attached (a real :class:`~cifar_tui.app.CifarTUI` in
    a separate process, headless through ``App.run_test()``, its run tab open and tailing the
    events) vs headless (events written, nothing reading them).  Phases alternate (ABBA).
-4. Start-up wall time of ``cifar-tui --help``, ``cifar-tui list`` (fresh processes) and of the
+4. Start-up wall time of ``cifar-tui --help``, ``cifar-tui list``, the plan of a 1,000-run sweep
+   (``run --dry-run``; fresh processes) and of the
    TUI's first screen: a fresh ``cifar-tui`` in tmux until the experiments table is on screen
    (headless ``run_test()`` in a fresh process when tmux is missing).
 
@@ -58,6 +59,7 @@ GOALS_CPU: list[tuple[str, str, str, float]] = [
     ("tui_vs_headless", "training with the TUI attached vs headless", ">=", 0.98),
     ("help_s", "`cifar-tui --help` wall time (s)", "<=", 0.5),
     ("list_s", "`cifar-tui list` wall time (s)", "<=", 0.5),
+    ("sweep_plan_1000_s", "`cifar-tui run --dry-run` of a 1,000-run grid (s)", "<=", 1.0),
     ("tui_first_screen_s", "TUI first screen (s)", "<=", 1.5),
 ]
 GOALS_GPU: list[tuple[str, str, str, float]] = [
@@ -781,8 +783,11 @@ def _bench_startup(plan: BenchPlan, out: dict, prog: _Progress, workdir: Path) -
     cwd = workdir
     cli = _cli_command()
     out["cli_command"] = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cli))
-    for key, args in (("help_s", ["--help"]), ("list_s", ["list"])):
-        with prog.step(f"start-up: cifar-tui {' '.join(args)}") as note:
+    grid = [a for key in ("optim.lr", "optim.weight_decay", "loss.label_smoothing")
+            for a in ("--set", f"{key}=" + ",".join(f"0.0{i}" for i in range(1, 10)) + ",0.099")]  # 10 x 10 x 10
+    for key, args in (("help_s", ["--help"]), ("list_s", ["list"]),
+                      ("sweep_plan_1000_s", ["run", "resnet18_baseline", *grid, "--dry-run"])):
+        with prog.step(f"start-up: cifar-tui {' '.join(args[:1] + ['...'] if len(args) > 2 else args)}") as note:
             _time_command(cli + args, env, cwd)  # warm the file cache
             times = [_time_command(cli + args, env, cwd) for _ in range(plan.startup_repeats)]
             out[key] = _round(_median(times), 3)
