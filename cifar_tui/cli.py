@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import sqlite3
 import sys
 from enum import Enum
@@ -20,7 +19,7 @@ from engine.paths import default_data_root, default_home
 from .commands import runs as run_commands
 from .commands import search as search_commands
 from .commands import studies as study_commands
-from .commands.common import EXIT_BAD_INPUT, console, err_console, fail, open_store, state, warn
+from .commands.common import EXIT_BAD_INPUT, command_line, console, err_console, fail, open_store, state, warn
 from .workspace import Workspace
 
 app = typer.Typer(
@@ -231,7 +230,7 @@ def bench(as_json: bool = typer.Option(False, "--json", help="One JSON object wi
 
 def main() -> None:
     # the engines this command starts record it in their provenance (launcher_command)
-    os.environ.setdefault("CIFAR_TUI_COMMAND", "cifar-tui " + shlex.join(sys.argv[1:]))
+    os.environ["CIFAR_TUI_COMMAND"] = command_line()
     try:
         app()
     except ConfigError as exc:  # safety net: a user mistake is never a traceback

@@ -21,6 +21,11 @@ For a UI
 ``best_trial(ws, study) -> dict | None``
     The best finished trial of an Optuna study: number, value, params, run_id, state counts
     (reads the study's Optuna storage; imports optuna only when called).
+``queue_plan(sup, plan, *, kind="sweep", spec=None, nproc=1) -> dict``
+    Launch a sweep plan (cifar_tui.sweep.make_plan: a launch form's comma lists and Seeds
+    field) on a supervisor: records the study, queues what it lacks, resumes what stopped;
+    returns {"items": {item_id: PlannedRun}, "resumed": [run ids], "notes": {index: text}}.
+``existing_runs(store, study)``, ``sort_plan(plan, existing)``  what a study already has.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ import json
 import math
 from typing import Any, Iterable, Sequence
 
-from engine.status import COMPLETED
+from engine.status import COMPLETED, LIVE, PRUNED, RESUMABLE
 
 from .sweep import GROUP_EXCLUDED, canonical
 
@@ -209,6 +214,66 @@ def study_summary(store, name: str, recorded: dict | None = None) -> dict | None
         "groups": len({group_of(r) for r in runs}), "best_acc": best["best_acc"] if best else None,
         "best_run": best["run_id"] if best else None,
     }
+
+
+def seed_of(row: dict) -> int | None:
+    """The train.seed a run ran with (from its resolved config)."""
+    try:
+        return int(json.loads(row.get("config_json") or "{}")["train"]["seed"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+_RANK = {COMPLETED: 0, PRUNED: 0, **{s: 1 for s in LIVE}, **{s: 2 for s in RESUMABLE}}
+
+
+def existing_runs(store, study: str) -> dict[tuple[str, int | None], dict]:
+    """(group, seed) -> the study's run for it (completed before live before resumable)."""
+    found: dict[tuple[str, int | None], dict] = {}
+    for r in store.study_runs(study):
+        key = (group_of(r), seed_of(r))
+        if key not in found or _RANK.get(r["status"], 3) < _RANK.get(found[key]["status"], 3):
+            found[key] = r
+    return found
+
+
+def sort_plan(plan, existing: dict) -> tuple[dict[int, str], list, list[str]]:
+    """What a plan still needs: (notes by plan index, PlannedRuns to start, run ids to resume).
+    A (group, seed) with a completed, pruned or live run is done; a stopped, failed or crashed
+    one is resumed."""
+    notes, start, resume = {}, [], []
+    for r in plan.runs:
+        row = existing.get((r.group, r.seed))
+        if row is None or _RANK.get(row["status"], 3) == 3:
+            start.append(r)
+        elif row["status"] in RESUMABLE:
+            notes[r.index] = f"resume {row['run_id']} ({row['status']})"
+            resume.append(row["run_id"])
+        else:
+            notes[r.index] = f"{row['status']}: {row['run_id']}"
+    return notes, start, resume
+
+
+def queue_plan(sup, plan, *, kind: str = "sweep", spec: dict | None = None, nproc: int = 1,
+               command: str | None = None, hold: Sequence = ()) -> dict:
+    """Record the study and queue on `sup` what the plan still lacks (see sort_plan); `hold`:
+    PlannedRuns the caller starts later itself. ConfigError when a run cannot be queued."""
+    existing = existing_runs(sup.store, plan.study)
+    notes, start, resume = sort_plan(plan, existing)
+    recorded = sup.store.study(plan.study)
+    if recorded is not None and recorded["kind"] != kind:
+        from engine.config import ConfigError
+
+        raise ConfigError(f"--study {plan.study}: already a {recorded['kind']} study; choose another name")
+    sup.store.save_study(plan.study, kind, ",".join(plan.names), spec or {}, command=command)
+    items = {}
+    for r in start:
+        if any(r is h for h in hold):
+            continue
+        items[sup.enqueue(r.config, list(r.overrides), nproc, cfg=r.cfg, study=plan.study, group=r.group)] = r
+    for run_id in resume:
+        sup.resume(run_id)
+    return {"items": items, "resumed": resume, "notes": notes, "start": start, "existing": existing}
 
 
 def best_trial(ws, study: str) -> dict | None:

@@ -36,7 +36,8 @@ API
 ``sup.delete(run_id)``           directory + store rows; RunIsLive for a live run.
 ``sup.cancel(item_id) -> bool``  drop a queued item.
 ``sup.status(run_id) -> str``    the effective status (engine.status), `starting`/`stopping` too.
-``sup.runs() -> [dict]``         store rows with effective statuses; ``sup.queued() -> [dict]``.
+``sup.runs() -> [dict]``         store rows with effective statuses, and runs submitted to a batch
+    scheduler whose engine has not started (queued, with job_id); ``sup.queued() -> [dict]``.
 ``sup.resolve(ref) -> run_id``   a unique prefix to its run id (UnknownRun / AmbiguousRun).
 ``sup.children``, ``sup.interrupt(sig)``, ``sup.keep_alive()``, ``sup.close()``.
 Call `pump()` and `reap()` periodically (the CLI every 0.2 s, the TUI once a second).

@@ -54,12 +54,16 @@ def split_list(item: str) -> list[str]:
         elif ch in "]}":
             depth -= 1
             if depth < 0:
+                if not parts:  # no list here: one value, which YAML judges (and names what is wrong)
+                    return [item]
                 raise ConfigError(f"--set {item!r}: a closing {ch!r} without its opening bracket")
         elif ch == "," and depth == 0:
             parts.append("".join(current).strip())
             current = []
             continue
         current.append(ch)
+    if (quote or depth) and not parts:
+        return [item]  # no list here: one value, which YAML judges (and names what is wrong)
     if quote:
         raise ConfigError(f"--set {item!r}: a quote ({quote}) is not closed")
     if depth:

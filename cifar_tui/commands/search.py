@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from engine.config import ConfigError
 
-from .common import console, fail, open_store, state
+from .common import command_line, console, fail, open_store, state
 from .runs import DataSource, _cli_overrides
 from .studies import Launcher, LaunchOptions, print_groups
 
@@ -84,7 +84,7 @@ def tune(
     try:
         store = open_store()
         try:
-            store.save_study(spec.study, "tune", name, spec.to_dict(), command=_command())
+            store.save_study(spec.study, "tune", name, spec.to_dict(), command=command_line())
         finally:
             store.close()
         verb = "continuing" if tuner.continued else "new"
@@ -105,13 +105,6 @@ def tune(
     if code == 130:
         console.print(f"interrupted; continue with: cifar-tui tune {name} --study {spec.study}")
     raise typer.Exit(code)
-
-
-def _command() -> str:
-    import shlex
-    import sys
-
-    return "cifar-tui " + shlex.join(sys.argv[1:])
 
 
 def report(

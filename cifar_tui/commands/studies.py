@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import List, Optional
 
@@ -19,9 +19,9 @@ import typer
 from rich.table import Table
 
 from engine.config import ConfigError
-from engine.status import COMPLETED, LIVE, PRUNED, RESUMABLE
+from engine.status import COMPLETED
 
-from .common import EXIT_STOPPED, console, err_console, fail, open_store, state, supervisor, warn
+from .common import EXIT_STOPPED, command_line, console, err_console, fail, open_store, state, supervisor, warn
 
 
 class Launcher(str, Enum):
@@ -39,7 +39,6 @@ class LaunchOptions:
     slurm_partition: Optional[str] = None
     slurm_gpus_per_node: Optional[int] = None
     slurm_time: int = 24 * 60
-    extra: dict = field(default_factory=dict)
 
     def supervisor(self):
         """The supervisor for this launcher (a CLI's own queue)."""
@@ -59,55 +58,6 @@ class LaunchOptions:
 
 
 # ---------------------------------------------------------------- what a study already has
-
-
-def _seed_of(row: dict) -> int | None:
-    try:
-        return int(json.loads(row.get("config_json") or "{}")["train"]["seed"])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-_RANK = {COMPLETED: 0, PRUNED: 0, **{s: 1 for s in LIVE}, **{s: 2 for s in RESUMABLE}}
-
-
-def existing_runs(store, study: str) -> dict[tuple[str, int | None], dict]:
-    """(group, seed) -> the study's run for it (completed before live before resumable)."""
-    from ..studies import group_of
-
-    found: dict[tuple[str, int | None], dict] = {}
-    for r in store.study_runs(study):
-        key = (group_of(r), _seed_of(r))
-        if key not in found or _RANK.get(r["status"], 3) < _RANK.get(found[key]["status"], 3):
-            found[key] = r
-    return found
-
-
-def sort_plan(plan, existing: dict) -> tuple[dict[int, str], list, list[str]]:
-    """(notes by plan index, runs to start, run ids to resume)."""
-    notes, start, resume = {}, [], []
-    for r in plan.runs:
-        row = existing.get((r.group, r.seed))
-        if row is None or _RANK.get(row["status"], 3) == 3:
-            start.append(r)
-        elif row["status"] in RESUMABLE:
-            notes[r.index] = f"resume {row['run_id']} ({row['status']})"
-            resume.append(row["run_id"])
-        else:
-            notes[r.index] = f"{row['status']}: {row['run_id']}"
-    return notes, start, resume
-
-
-def _check_kind(store, study: str, kind: str) -> None:
-    found = store.study(study)
-    if found is not None and found["kind"] != kind:
-        fail(f"--study {study}: already a {found['kind']} study; choose another name")
-
-
-def _command_line() -> str:
-    import shlex
-
-    return "cifar-tui " + shlex.join(sys.argv[1:])
 
 
 # ---------------------------------------------------------------- running a plan
@@ -130,45 +80,37 @@ def execute(plan, opts: LaunchOptions, *, as_json: bool, kind: str, spec: dict, 
     (slurm). held: {seed: (PlannedRun, teacher config)}: distillation runs that start once the
     teacher run of their seed (in this study) completed, with that run as their teacher."""
     from ..follow import follow_many
+    from ..studies import queue_plan, seed_of
 
-    store = open_store()
-    try:
-        _check_kind(store, plan.study, kind)
-        existing = existing_runs(store, plan.study)
-        notes, start, resume = sort_plan(plan, existing)
-        print_plan(plan, notes, as_json)
-        held = {seed: pair for seed, pair in (held or {}).items()
-                if pair[0] in start}  # a held run already done or resumable is handled like any other
-        start = [r for r in start if all(r is not pair[0] for pair in held.values())]
-        teacher_configs = {teacher for _, teacher in held.values()}
-        teachers = {seed: row["run_id"] for (_, seed), row in existing.items()
-                    if row["status"] == COMPLETED and row["config_name"] in teacher_configs}
-        store.save_study(plan.study, kind, ",".join(plan.names), spec, command=_command_line())
-    finally:
-        store.close()
-    if not start and not resume and not held:
-        console.print(f"study {plan.study}: nothing left to run")
-        return 0
+    held = dict(held or {})
     try:
         sup = opts.supervisor()
-        items = {sup.enqueue(r.config, list(r.overrides), opts.nproc, cfg=r.cfg, study=plan.study, group=r.group): r
-                 for r in start}
-        for run_id in resume:
-            sup.resume(run_id)
     except ConfigError as exc:
         fail(str(exc))
     try:
-        for seed, teacher_run in teachers.items():  # the teacher of this seed finished earlier
-            if seed in held:
-                _release(sup, plan, held.pop(seed)[0], teacher_run)
+        try:
+            queued = queue_plan(sup, plan, kind=kind, spec=spec, nproc=opts.nproc, command=command_line(),
+                                hold=[run for run, _ in held.values()])
+        except ConfigError as exc:
+            sup.cancel_own()
+            fail(str(exc))
+        print_plan(plan, queued["notes"], as_json)
+        # a held run already done, running or resumable is handled like any other
+        held = {seed: pair for seed, pair in held.items() if pair[0] in queued["start"]}
+        for (_, seed), row in queued["existing"].items():
+            if seed in held and row["status"] == COMPLETED and row["config_name"] == held[seed][1]:
+                _release(sup, plan, held.pop(seed)[0], row["run_id"])  # its teacher finished earlier
+        if not sup.own_queued() and not held:
+            console.print(f"study {plan.study}: nothing left to run")
+            return 0
         if sup.schedules_itself:
-            return _submit(sup, plan, held, items)
+            return _submit(sup, plan, held, queued["items"])
 
         def finish(reaped, code, end) -> int:
             from .runs import _finish
 
             row = sup.store.run(reaped.run_id) or {}
-            seed = _seed_of(row)
+            seed = seed_of(row)
             if seed in held and row.get("config_name") == held[seed][1]:
                 run, _ = held.pop(seed)
                 if (end or {}).get("status") == COMPLETED:
@@ -344,54 +286,9 @@ def studies_cmd(as_json: bool = typer.Option(False, "--json", help="One JSON obj
         console.print("no studies yet: cifar-tui run NAME --set optim.lr=1e-3,3e-3 --seeds 3")
 
 
-GROUP_COLUMNS = ("group", "config", "data", "n", "mean_acc", "std_acc", "ci95_low", "ci95_high", "reference",
-                 "ref_in_ci", "diff", "epochs", "wall_s", "runs", "unfinished")
-
-
-def groups_text(groups: list[dict], fmt: str) -> str:
-    """`leaderboard --by group` as markdown, csv or json (the table is printed by print_groups)."""
-    import csv
-    import io
-
-    from ..report import fmt_acc, fmt_duration
-
-    if fmt == "json":
-        return json.dumps(groups) + "\n"
-    if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=GROUP_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for g in groups:
-            low, high = g["ci95"] or (None, None)
-            writer.writerow({**g, "ci95_low": low, "ci95_high": high, "runs": " ".join(g["runs"]),
-                             "unfinished": " ".join(g["unfinished"])})
-        return buf.getvalue()
-    lines = []
-    for source in ("cifar100", "synthetic"):
-        part = [g for g in groups if g["data"] == source]
-        if not part:
-            continue
-        if source == "synthetic":
-            lines += ["", "Synthetic data (not CIFAR-100; not compared with the seed):", ""]
-        lines += ["| Group | n | Mean ± std | 95% interval | Seed | Seed inside | Diff | Epochs | Wall time |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for g in part:
-            lines.append("| " + " | ".join(_group_cells(g, fmt_acc, fmt_duration)).replace("\n", " ") + " |")
-    return "\n".join(lines).strip() + "\n"
-
-
-def _group_cells(g: dict, fmt_acc, fmt_duration) -> list[str]:
-    mean = "-" if g["mean_acc"] is None else fmt_acc(g["mean_acc"]) + (f" ± {g['std_acc']:.2f}" if g["std_acc"] is not None else "")
-    ci = "-" if g["ci95"] is None else f"[{g['ci95'][0]:.2f}, {g['ci95'][1]:.2f}]"
-    inside = "-" if g["ref_in_ci"] is None else ("yes" if g["ref_in_ci"] else "no")
-    diff = "-" if g["diff"] is None else f"{g['diff']:+.2f}"
-    n = str(g["n"]) + (f" (+{len(g['unfinished'])} unfinished)" if g["unfinished"] else "")
-    return [g["group"], n, mean, ci, fmt_acc(g["reference"]), inside, diff, g["epochs"], fmt_duration(g["wall_s"])]
-
-
 def print_groups(study: Optional[str], fmt: str = "table") -> None:
     """One row per group (of the workspace, or of a study) with n, mean ± std and the 95% interval."""
-    from ..report import fmt_acc, fmt_duration
+    from ..report import group_cells, groups_text
     from ..studies import leaderboard_groups
 
     store = open_store()
@@ -413,7 +310,7 @@ def print_groups(study: Optional[str], fmt: str = "table") -> None:
         for col in ("group", "n", "mean ± std", "95% interval", "seed", "seed inside", "diff", "epochs", "wall"):
             table.add_column(col)
         for g in part:
-            table.add_row(*_group_cells(g, fmt_acc, fmt_duration))
+            table.add_row(*group_cells(g))
         console.print(table)
     if not groups:
         console.print("no results yet" + (f" in study {study}" if study else ""))

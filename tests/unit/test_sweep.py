@@ -20,17 +20,23 @@ def test_top_level_commas_split_values_but_brackets_braces_and_quotes_keep_them(
 
 
 @pytest.mark.parametrize("item, fragment", [
-    ("data.train_sizes=[32,64", "a bracket is not closed"),
+    ("data.train_sizes=[32,64],[32", "a bracket is not closed"),
     ("data.train_sizes=32,64]", "a closing ']' without its opening bracket"),
     ("optim.lr=1e-3,,3e-3", "an empty value in the list"),
     ("optim.lr=1e-3,", "an empty value in the list"),
-    ('description="a, b', "a quote (\") is not closed"),
+    ('description=a,"b, c', "a quote (\") is not closed"),
     ("optim.lr", "expected KEY.PATH=VALUE"),
 ])
 def test_a_malformed_list_is_refused_with_one_line_naming_it(item, fragment):
     with pytest.raises(ConfigError) as err:
         split_list(item)
     assert fragment in str(err.value) and item in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_single_malformed_value_is_left_to_yaml_which_names_the_key():
+    assert split_list("data.train_sizes=[32,64") == ["data.train_sizes=[32,64"]
+    with pytest.raises(ConfigError, match=r"--set data.train_sizes: invalid YAML"):
+        make_plan(["resnet18_baseline"], ["data.train_sizes=[32,64"], 1, configs_dir=CONFIGS, study="s")
 
 
 def test_the_grid_times_the_seeds_in_order_seeds_outermost_last_list_fastest():
