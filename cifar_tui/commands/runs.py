@@ -192,15 +192,41 @@ def run(
 
 
 def resume(run_id: str = typer.Argument(..., help="Run id or a unique prefix of it (see `cifar-tui runs`)."),
-           as_json: bool = typer.Option(False, "--json", help="Print the events as JSON lines.")) -> None:
+           as_json: bool = typer.Option(False, "--json", help="Print the events as JSON lines."),
+           launcher: Launcher = typer.Option(Launcher.local, "--launcher", help="local | local-submitit | slurm "
+                                             "(a run stopped by its SLURM time limit continues as a new job)."),
+           slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="SLURM partition."),
+           slurm_gpus_per_node: Optional[int] = typer.Option(None, "--slurm-gpus-per-node", min=1),
+           slurm_time: int = typer.Option(24 * 60, "--slurm-time", min=1, help="Time limit of the job, minutes.")) -> None:
     """Continue a stopped, failed or crashed run from its last checkpoint."""
+    from .studies import LaunchOptions
+
     run_id = _resolve(run_id)
-    sup = supervisor(max_parallel=sys.maxsize)
+    if launcher is Launcher.slurm:
+        from ..launch import recorded_processes
+
+        world, local = recorded_processes(state.ws.home / run_id)
+        opts = LaunchOptions(launcher=launcher, nproc=local, nnodes=max(1, world // local),
+                             slurm_partition=slurm_partition, slurm_gpus_per_node=slurm_gpus_per_node,
+                             slurm_time=slurm_time)
+        sup = opts.supervisor()
+    elif launcher is Launcher.local_submitit:
+        sup = LaunchOptions(launcher=launcher, max_parallel=sys.maxsize).supervisor()
+    else:
+        sup = supervisor(max_parallel=sys.maxsize)
     try:
         try:
             item = sup.resume(run_id)
         except ConfigError as exc:
             fail(str(exc))
+        if sup.schedules_itself:
+            from ..supervisor import Submitted
+
+            for outcome in sup.submit_queued():
+                if not isinstance(outcome, Submitted):
+                    fail(f"{run_id}: {outcome.reason}")
+                console.print(f"resuming {run_id} as SLURM job {outcome.job_id}; follow it with: cifar-tui runs")
+            return
         events = state.ws.home / run_id / "events.jsonl"
         offset = events.stat().st_size if events.exists() else 0  # show only what this resume adds
         started = _start_when_free(sup, item, as_json)

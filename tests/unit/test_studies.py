@@ -116,6 +116,25 @@ def test_studies_are_listed_with_their_runs_groups_and_best_run(tmp_path):
     store.close()
 
 
+def test_a_rebuilt_database_keeps_each_runs_study_and_group(tmp_path):
+    from engine.rebuild import ingest_run_dirs
+
+    home = tmp_path / "runs"
+    run_dir = home / "resnet18_baseline-20260101T000000Z-0a0a"
+    run_dir.mkdir(parents=True)
+    start = {"v": 1, "t": 1.0, "type": "start", "run_id": run_dir.name, "config_name": "resnet18_baseline",
+             "config": {"name": "resnet18_baseline", "train": {"epochs": 1, "seed": 3}}, "data_source": "synthetic",
+             "study": "s9", "group": "resnet18_baseline optim.lr=0.1", "provenance": {"git_commit": None}}
+    end = {"v": 1, "t": 2.0, "type": "end", "run_id": run_dir.name, "status": "completed", "best_acc": 7.5}
+    (run_dir / "events.jsonl").write_text(json.dumps(start) + "\n" + json.dumps(end) + "\n")
+    store = Store(home)
+    assert ingest_run_dirs(store).added == 1
+    row = store.run(run_dir.name)
+    assert (row["study"], row["group_key"], row["status"]) == ("s9", "resnet18_baseline optim.lr=0.1", "completed")
+    assert [s["name"] for s in list_studies(store)] == ["s9"]
+    store.close()
+
+
 # ---------------------------------------------------------------- provenance
 
 
