@@ -224,3 +224,39 @@ def test_tune_params_and_pruners_parse_or_say_what_is_expected():
     for bad in ("hyperband", "median:3", "percentile:x"):
         with pytest.raises(ConfigError, match="--prune"):
             make_pruner(bad)
+
+
+# ---------------------------------------------------------------- the supervisor's part
+
+
+def test_prune_asks_the_run_through_its_run_dir_and_signals_it(tmp_path):
+    import signal as sig
+
+    from tests.support.supervision import make_supervisor
+
+    sup, spawner = make_supervisor(tmp_path, gpus=())
+    sup.enqueue("resnet18_baseline", ["data.source=synthetic"], study="s", group="g")
+    (started,) = sup.pump()
+    assert spawner.started[0]["item"]["study"] == "s" and spawner.started[0]["item"]["group_key"] == "g"
+    sup.prune(started.run_id, "pruned at epoch 2")
+    assert read_request(sup.ws.home / started.run_id)["status"] == "pruned"
+    assert spawner.proc(started.run_id).signals == [sig.SIGTERM]
+    sup.close()
+
+
+def test_a_run_on_another_host_is_stopped_through_its_run_dir_not_by_a_local_pid(tmp_path):
+    from tests.support.supervision import make_supervisor
+
+    sup, _ = make_supervisor(tmp_path, gpus=())
+    run_id = "resnet18_baseline-20260101T000000Z-0b0b"
+    (sup.ws.home / run_id).mkdir(parents=True)
+    sup.store.run_started(run_id, config={"name": "resnet18_baseline", "data": {"source": "synthetic"}}, device="cuda:0",
+                          pid=os.getpid(), run_dir=str(sup.ws.home / run_id), epochs_total=2, params=1, flops=None)
+    sup.store.conn.execute("UPDATE runs SET host='gpu-node-7' WHERE run_id=?", (run_id,))
+    assert sup.status(run_id) == "running"  # alive by its heartbeat: no pid check on another host
+    assert sup.stop(run_id) is None  # nothing signalled here (the pid is this test's own)
+    assert read_request(sup.ws.home / run_id)["status"] == "stopped"
+    assert sup.status(run_id) == "stopping"
+    sup.store.conn.execute("UPDATE runs SET heartbeat_at=? WHERE run_id=?", (time.time() - 3600, run_id))
+    assert sup.status(run_id) == "crashed"  # silent for an hour: gone, whichever host
+    sup.close()
