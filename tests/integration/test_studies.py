@@ -95,6 +95,15 @@ def test_a_sweep_runs_grid_times_seeds_and_its_group_statistics_are_right(worksp
     md = cli(workspace, "leaderboard", "--by", "group", "--study", "sw", "--format", "markdown").stdout
     assert "Synthetic data" in md and all(g in md for g in best)
 
+    import yaml
+
+    res = cli(workspace, "show", rows[0]["run_id"][:-2])  # a run id prefix: the run's config, then its provenance
+    assert res.returncode == 0, res.stderr
+    config, meta = yaml.safe_load_all(res.stdout)
+    assert config["optim"]["lr"] == 1e-3 and config["train"]["seed"] == 0 and config["data"]["train_limit"] == 64
+    assert meta["run_id"] == rows[0]["run_id"] and meta["study"] == "sw" and meta["status"] == "completed"
+    assert meta["provenance"]["git_commit"] == head and meta["group"] == rows[0]["group_key"]
+
     res = cli(workspace, *args)  # the same study again: everything is done
     assert res.returncode == 0 and "nothing left to run" in res.stdout and "completed: " in res.stdout
     assert len(_study_rows(home, "sw")) == 4
