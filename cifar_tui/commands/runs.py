@@ -83,6 +83,9 @@ def _finish(reaped, code: int, end: dict | None, json_mode: bool) -> int:
     elif status == STOPPED:
         console.print(f"[yellow]stopped[/] {run_id} after {end.get('epochs_done')} epochs; "
                       f"continue with: cifar-tui resume {run_id}; {where}")
+    elif status == PRUNED:
+        console.print(f"[yellow]pruned[/] {run_id} after {end.get('epochs_done')} epochs: "
+                      f"{escape(str(end.get('reason') or 'a search ended it'))}; {where}")
     else:
         err_console.print(f"[bold red]failed[/] {run_id}: {escape(str(end.get('error')))}; {escape(where)}", highlight=False)
     return code
