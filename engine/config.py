@@ -324,9 +324,15 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 def apply_overrides(raw: dict, overrides: list[str], origin: str | None = None) -> dict:
     """Set each KEY.PATH=VALUE in a copy of raw; `origin` (the file) is named when the file is what stands in the way."""
+    return apply_parsed(raw, [(item, *parse_override(item)) for item in overrides], origin)
+
+
+def apply_parsed(raw: dict, parsed: list[tuple[str, list[str], Any]], origin: str | None = None) -> dict:
+    """apply_overrides with each override already parsed: (text, key path, value). A sweep parses
+    each value once and applies it to many grid points."""
     raw = copy.deepcopy(raw)
-    for item in overrides:
-        path, value = parse_override(item)
+    for item, path, value in parsed:
+        value = copy.deepcopy(value)  # a parsed list is shared by the grid points
         node = raw
         for i, part in enumerate(path[:-1]):
             child = node.get(part)

@@ -1,4 +1,5 @@
-"""The SQLite store (runs/cifar_tui.db): runs, epochs, the launch queue and GPU leases.
+"""The SQLite store (runs/cifar_tui.db): runs, epochs, the launch queue, GPU leases, studies
+and batch jobs.
 
 Engine processes write it in short transactions (WAL, busy timeout); the UI and the
 CLI read it; launchers (cifar_tui.supervisor) queue and lease through it. The run
@@ -81,6 +82,24 @@ CREATE TABLE IF NOT EXISTS lease_log (
     released_at  REAL,
     reason       TEXT
 );
+CREATE TABLE IF NOT EXISTS studies (
+    name        TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,        -- sweep | tune | seed
+    config      TEXT,                 -- the config (or configs, comma-separated) it runs
+    spec_json   TEXT NOT NULL DEFAULT '{}',  -- what it was asked to run (sets, seeds, params, trials, ...)
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL,
+    command     TEXT
+);
+CREATE TABLE IF NOT EXISTS jobs (     -- runs submitted through submitit (SLURM, or its local executor)
+    run_id        TEXT PRIMARY KEY,
+    launcher      TEXT NOT NULL,      -- slurm | local-submitit
+    job_id        TEXT NOT NULL,
+    folder        TEXT NOT NULL,      -- submitit's folder: the job's pickles and logs
+    submitted_at  REAL NOT NULL,
+    state         TEXT NOT NULL DEFAULT 'submitted',  -- submitted | cancelled | lost (ended, its engine never started)
+    state_at      REAL
+);
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 CREATE INDEX IF NOT EXISTS leases_run ON leases(run_id);
 CREATE TABLE IF NOT EXISTS evals (
@@ -130,6 +149,10 @@ ADDED_COLUMNS = (
     ("runs", "progress_at", "REAL"),       # last step (or start): a live run beating without progress is stalled
     ("runs", "flag", "TEXT"),              # what is odd about a copied-in run (its events name another id)
     ("epochs", "test_top5", "REAL"),
+    ("runs", "study", "TEXT"),             # the study the run belongs to (start.study)
+    ("runs", "group_key", "TEXT"),         # its group: config + overrides, seed left out (start.group)
+    ("queue", "study", "TEXT"),
+    ("queue", "group_key", "TEXT"),
 )
 
 
@@ -174,20 +197,22 @@ class Store:
 
     # -- engine side -----------------------------------------------------
     def run_started(self, run_id: str, *, config: dict, device: str, pid: int, run_dir: str,
-                    epochs_total: int, params: int | None, flops: float | None, world_size: int = 1) -> None:
+                    epochs_total: int, params: int | None, flops: float | None, world_size: int = 1,
+                    study: str | None = None, group: str | None = None) -> None:
         now = time.time()
         with transaction(self.conn) as c:
             c.execute(
                 f"""INSERT INTO runs (run_id, config_name, status, data_source, device, pid, host, run_dir,
                        started_at, heartbeat_at, progress_at, epochs_total, reference_acc, params, flops, world_size,
-                       config_json)
-                   VALUES (?, ?, '{RUNNING}', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       config_json, study, group_key)
+                   VALUES (?, ?, '{RUNNING}', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(run_id) DO UPDATE SET status='{RUNNING}', device=excluded.device, pid=excluded.pid,
                        host=excluded.host, heartbeat_at=excluded.heartbeat_at, progress_at=excluded.progress_at,
-                       epochs_total=excluded.epochs_total, world_size=excluded.world_size, ended_at=NULL, error=NULL""",
+                       epochs_total=excluded.epochs_total, world_size=excluded.world_size, ended_at=NULL, error=NULL,
+                       study=COALESCE(excluded.study, runs.study), group_key=COALESCE(excluded.group_key, runs.group_key)""",
                 (run_id, config["name"], config["data"]["source"], device, pid, socket.gethostname(), run_dir,
                  now, now, now, epochs_total, (config.get("reference") or {}).get("accuracy"),
-                 params, flops, world_size, json.dumps(config)),
+                 params, flops, world_size, json.dumps(config), study, group),
             )
             c.execute("UPDATE leases SET heartbeat_at=? WHERE run_id=?", (now, run_id))
 
@@ -271,20 +296,23 @@ class Store:
             c.execute("DELETE FROM epochs WHERE run_id=?", (run_id,))
             c.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
             c.execute("DELETE FROM evals WHERE key=?", (run_id,))
+            c.execute("DELETE FROM jobs WHERE run_id=?", (run_id,))
 
     # -- queue -----------------------------------------------------------
     def enqueue(self, config: str, overrides: list[str], nproc: int = 1, *, owner_pid: int | None = None,
-                resume_of: str | None = None) -> int:
+                resume_of: str | None = None, study: str | None = None, group: str | None = None) -> int:
         """Queue a run of `config`; nproc > 1: a DDP run of that many processes (GPUs).
 
         owner_pid: the item belongs to that launcher (the CLI follows its own runs); None: any
-        launcher serving the shared queue (a TUI) may start it. resume_of: continue that run."""
+        launcher serving the shared queue (a TUI) may start it. resume_of: continue that run.
+        study, group: what the run will record (None: no study; the group computed at launch)."""
         with transaction(self.conn) as c:
             cur = c.execute(
-                """INSERT INTO queue (config, overrides, created_at, nproc, owner_pid, owner_host, resume_of)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                """INSERT INTO queue (config, overrides, created_at, nproc, owner_pid, owner_host, resume_of, study,
+                                      group_key)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (config, json.dumps(overrides), time.time(), int(nproc), owner_pid,
-                 socket.gethostname() if owner_pid else None, resume_of))
+                 socket.gethostname() if owner_pid else None, resume_of, study, group))
             return int(cur.lastrowid)
 
     def queued(self, include_owned: bool = False) -> list[dict]:
@@ -313,6 +341,53 @@ class Store:
             cur = c.execute(f"UPDATE queue SET state='{ITEM_CANCELLED}' WHERE id=? AND state='{ITEM_QUEUED}'",
                             (item_id,))
             return cur.rowcount == 1
+
+    # -- studies and batch jobs --------------------------------------------
+    def save_study(self, name: str, kind: str, config: str | None, spec: dict, command: str | None = None) -> None:
+        """Create a study, or update the spec of an existing one (a study continued with more runs)."""
+        now = time.time()
+        with transaction(self.conn) as c:
+            c.execute("""INSERT INTO studies (name, kind, config, spec_json, created_at, updated_at, command)
+                         VALUES (?, ?, ?, ?, ?, ?, ?)
+                         ON CONFLICT(name) DO UPDATE SET spec_json=excluded.spec_json, updated_at=excluded.updated_at,
+                             config=excluded.config, command=excluded.command""",
+                      (name, kind, config, json.dumps(spec), now, now, command))
+
+    def study(self, name: str) -> dict | None:
+        r = self.conn.execute("SELECT * FROM studies WHERE name=?", (name,)).fetchone()
+        return None if r is None else dict(r, spec=json.loads(r["spec_json"] or "{}"))
+
+    def studies(self) -> list[dict]:
+        """Every recorded study, newest first."""
+        rows = self.conn.execute("SELECT * FROM studies ORDER BY created_at DESC").fetchall()
+        return [dict(r, spec=json.loads(r["spec_json"] or "{}")) for r in rows]
+
+    def study_runs(self, study: str, stall_after_s: float | None = None) -> list[dict]:
+        """The runs of a study, oldest first, with effective statuses."""
+        rows = self.conn.execute("SELECT * FROM runs WHERE study=? ORDER BY started_at", (study,)).fetchall()
+        stall = stall_after_s or stall_after_default()
+        return [dict(r, status=effective_status(r, stall_after_s=stall)) for r in rows]
+
+    def add_job(self, run_id: str, launcher: str, job_id: str, folder: str) -> None:
+        with transaction(self.conn) as c:
+            c.execute("INSERT OR REPLACE INTO jobs (run_id, launcher, job_id, folder, submitted_at) VALUES (?, ?, ?, ?, ?)",
+                      (run_id, launcher, job_id, folder, time.time()))
+
+    def job(self, run_id: str) -> dict | None:
+        r = self.conn.execute("SELECT * FROM jobs WHERE run_id=?", (run_id,)).fetchone()
+        return None if r is None else dict(r)
+
+    def jobs(self) -> list[dict]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM jobs ORDER BY submitted_at")]
+
+    def set_job_state(self, run_id: str, state: str) -> None:
+        with transaction(self.conn) as c:
+            c.execute("UPDATE jobs SET state=?, state_at=? WHERE run_id=?", (state, time.time(), run_id))
+
+    def pending_jobs(self) -> list[dict]:
+        """Submitted jobs whose engine has not started (no run row yet), oldest first."""
+        return [dict(r) for r in self.conn.execute(
+            "SELECT * FROM jobs WHERE state='submitted' AND run_id NOT IN (SELECT run_id FROM runs) ORDER BY submitted_at")]
 
     # -- recovery --------------------------------------------------------
     def rebuild(self) -> int:

@@ -31,12 +31,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="with --resume: train to N epochs in all (extends a completed run that kept last.pt)")
     p.add_argument("--home", type=Path, default=None)
     p.add_argument("--data-root", type=Path, default=None)
+    p.add_argument("--study", default=None, help="the study this run belongs to (recorded in `start`)")
+    p.add_argument("--group", default=None, help="its group: config + overrides, seed left out (recorded in `start`)")
     args = p.parse_args(argv)
     if not args.config and not args.resume:
         p.error("one of --config or --resume is required")
     if args.epochs is not None and not args.resume:
         p.error("--epochs goes with --resume (a new run takes --set train.epochs=N)")
     return args
+
+
+def study_labels(args: argparse.Namespace, run_dir: Path) -> dict:
+    """`start.study` / `start.group`: as given, or on resume as the run's previous start said."""
+    study, group = args.study, args.group
+    if args.resume and (study is None or group is None):
+        from .events import read_events
+
+        starts = [e for e in read_events(run_dir / "events.jsonl") if e.get("type") == "start"]
+        if starts:
+            study = study if study is not None else starts[-1].get("study")
+            group = group if group is not None else starts[-1].get("group")
+    return {k: v for k, v in (("study", study), ("group", group)) if v is not None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +81,13 @@ def main(argv: list[str] | None = None) -> int:
 
         info: DistInfo = dist_info_from_env()
         init_distributed(info, cfg.train.device)
-        trainer = Trainer(cfg, run_id=run_id, home=home, data_root=data_root, resume=bool(args.resume), info=info)
+        start_info = study_labels(args, home / run_id) if info.is_main else {}
+        if info.is_main:
+            from .provenance import collect
+
+            start_info["provenance"] = collect(argv)
+        trainer = Trainer(cfg, run_id=run_id, home=home, data_root=data_root, resume=bool(args.resume), info=info,
+                          start_info=start_info)
         try:
             trainer.prepare()
         except (ConfigError, DataError) as exc:

@@ -36,6 +36,7 @@ from .models import build_model, count_flops, count_params
 from .notify import Notice, notify_run_end
 from .optim import build_optimizer
 from .schedule import build_scheduler
+from .stop_request import StopRequestWatcher
 from .summary import RunSummaries
 from .teacher import Teacher, resolve_teacher
 from .train_state import LoopPosition, restore_training_state, seed_everything, training_state
@@ -59,9 +60,12 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 class Trainer:
     def __init__(self, cfg: ExperimentConfig, *, run_id: str, home: Path, data_root: Path,
-                 resume: bool = False, info: DistInfo | None = None, hooks: Iterable[TrainerHook] = ()):
+                 resume: bool = False, info: DistInfo | None = None, hooks: Iterable[TrainerHook] = (),
+                 start_info: dict | None = None):
         self.cfg, self.run_id, self.home, self.data_root = cfg, run_id, Path(home), Path(data_root)
         self.run_dir = self.home / run_id
+        self.start_info = dict(start_info or {})  # extra `start` fields: study, group, provenance
+        self.stop_requests = StopRequestWatcher(self.run_dir)  # a stop / prune asked for through the run dir
         self.resume = resume
         self.info = info or DistInfo()
         self.hooks = list(hooks)
@@ -155,6 +159,7 @@ class Trainer:
                 tmp.write_text(self.cfg.to_yaml())
                 os.replace(tmp, config_file)
             self.writer = EventWriter(self.run_dir / "events.jsonl", self.run_id)
+            self.stop_requests.clear()
             self.store = SafeStore(self.home)
             self.tb = self._tensorboard()
             self.summaries = RunSummaries(self.run_dir, self.cfg, self.tb)  # summary.csv, TensorBoard hparams
@@ -169,10 +174,11 @@ class Trainer:
                           local_world_size=self.info.local_world_size,
                           visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"), resumed_from=self.resumed_from,
                           steps_per_epoch=self.steps_per_epoch, num_train=self.pipeline.num_train,
-                          num_test=self.pipeline.num_test)
+                          num_test=self.pipeline.num_test, **self.start_info)
                 self.store.run_started(self.run_id, config=self.cfg.to_dict(), device=self.device_label, pid=os.getpid(),
                                        run_dir=str(self.run_dir), epochs_total=self.cfg.train.epochs, params=self.params,
-                                       flops=self.flops, world_size=self.info.world_size)
+                                       flops=self.flops, world_size=self.info.world_size,
+                                       study=self.start_info.get("study"), group=self.start_info.get("group"))
                 self.summaries.started()
                 heartbeat = Heartbeat(self.emit, lambda: SafeStore(self.home), self.run_id, self.wall_clock,
                                       progress_at=lambda: self.last_step_at, gpus=run_gpu_devices(
@@ -198,13 +204,15 @@ class Trainer:
                 heartbeat.join(timeout=10)
             self.stop.restore()
             if main:
+                status, end_extra = self.stop_requests.end_status(status)  # stopped on request: perhaps pruned
                 kept = finalize_checkpoints(self.run_dir, self.cfg.train.keep, status)  # the disk rule (train.keep)
                 self.summaries.ended(status)
                 # store first: a reader that sees the `end` event then finds the final status in the store
                 self.store.run_ended(self.run_id, status, error, self.wall_clock())
                 try:
                     self.emit("end", status=status, error=error, best_acc=self.best_acc, best_epoch=self.best_epoch,
-                              epochs_done=self.epoch, wall_s=round(self.wall_clock(), 3), checkpoints=kept)
+                              epochs_done=self.epoch, wall_s=round(self.wall_clock(), 3), checkpoints=kept,
+                              **end_extra)
                 except OSError as exc:  # the disk is full: the store already has the final status
                     print(f"warning: could not write the end event: {exc}", file=sys.stderr)
                 if self.tb is not None:
@@ -225,7 +233,7 @@ class Trainer:
         return SummaryWriter(str(self.run_dir / "tb"))
 
     def _stop_requested(self) -> bool:
-        return any_rank(self.stop.flag, self.info, self.device)
+        return any_rank(self.stop.flag or self.stop_requests.requested(), self.info, self.device)
 
     def _forward(self, x: Batch) -> torch.Tensor:
         """Model outputs for a batch. A multi-scale batch runs one forward per scale group, smallest

@@ -1,5 +1,5 @@
-"""Section 4: start-up wall time of ``cifar-tui --help``, ``cifar-tui list`` (fresh processes) and
-of the TUI's first screen: a fresh ``cifar-tui`` in tmux until the experiments table is on
+"""Section 4: start-up wall time of ``cifar-tui --help``, ``cifar-tui list``, the plan of a 1,000-run
+sweep (``run --dry-run``; fresh processes) and of the TUI's first screen: a fresh ``cifar-tui`` in tmux until the experiments table is on
 screen (headless ``run_test()`` in a fresh process when tmux is missing)."""
 from __future__ import annotations
 
@@ -112,8 +112,11 @@ def bench_startup(ctx: BenchContext) -> None:
     cwd = workdir
     cli = cli_command()
     out["cli_command"] = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cli))
-    for key, args in (("help_s", ["--help"]), ("list_s", ["list"])):
-        with prog.step(f"start-up: cifar-tui {' '.join(args)}") as note:
+    grid = [a for key in ("optim.lr", "optim.weight_decay", "loss.label_smoothing")
+            for a in ("--set", f"{key}=" + ",".join(f"0.0{i}" for i in range(1, 10)) + ",0.099")]  # 10 x 10 x 10
+    for key, args in (("help_s", ["--help"]), ("list_s", ["list"]),
+                      ("sweep_plan_1000_s", ["run", "resnet18_baseline", *grid, "--dry-run"])):
+        with prog.step(f"start-up: cifar-tui {' '.join(args[:1] + ['...'] if len(args) > 2 else args)}") as note:
             _time_command(cli + args, env, cwd)  # warm the file cache
             times = [_time_command(cli + args, env, cwd) for _ in range(plan.startup_repeats)]
             out[key] = rounded(median(times), 3)

@@ -69,7 +69,7 @@ def test_render_bench_shows_goals(tiny_results):
 def test_render_bench_with_nothing_measured():
     console = Console(record=True, width=160)
     render_bench({k: None for k in REQUIRED_KEYS} | {"device": "cpu"}, console)
-    assert console.export_text().count("not measured") == 8
+    assert console.export_text().count("not measured") == 9
 
 
 def test_seed_style_reference_matches_the_engine_at_32():
