@@ -565,7 +565,7 @@ import asyncio, sys
 from pathlib import Path
 from cifar_tui.app import CifarTUI
 from cifar_tui.launch import Workspace
-from cifar_tui.tui_support import pane_id_for
+from cifar_tui.tui.support import pane_id_for
 
 home, data, rid = sys.argv[1:4]
 

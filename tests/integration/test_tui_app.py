@@ -19,10 +19,10 @@ import pytest
 from textual import events
 from textual.widgets import DataTable, Input, Select, Static
 
-from cifar_tui.app import CifarTUI
+from cifar_tui.tui.app import CifarTUI
 from cifar_tui.launch import LaunchRequest, Workspace, launch
-from cifar_tui.tui_screens import LaunchScreen, QuitScreen
-from cifar_tui.tui_support import pane_id_for
+from cifar_tui.tui.screens.launch import LaunchScreen, QuitScreen
+from cifar_tui.tui.support import pane_id_for
 from engine.events import read_events
 from engine.store import Store, pid_alive
 

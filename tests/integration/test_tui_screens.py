@@ -14,8 +14,8 @@ import pytest
 from textual.command import CommandPalette
 from textual.widgets import DataTable, Input, Static
 
-from cifar_tui.app import CifarTUI
-from cifar_tui.tui_screens import CompareScreen, ConfirmScreen, LaunchScreen, QuitScreen
+from cifar_tui.tui.app import CifarTUI
+from cifar_tui.tui.screens.launch import CompareScreen, ConfirmScreen, LaunchScreen, QuitScreen
 from engine.config import list_config_paths
 from engine.store import pid_alive
 
@@ -112,7 +112,7 @@ def test_command_palette_runs_main_actions(tmp_path):
             await pilot.press("enter")
             await pilot.pause(0.2)
             assert ids["c_pre"] in app.views and app.current_view_run() == ids["c_pre"]
-            from cifar_tui.tui_commands import CifarCommands
+            from cifar_tui.tui.commands import CifarCommands
 
             names = [c[0] for c in CifarCommands(app.screen)._commands(with_items=True)]
             for expected in ("Launch experiment", "Show leaderboard", "Compare marked runs", "Stop run", "Resume run",
@@ -271,7 +271,7 @@ def test_queue_gives_each_run_its_own_gpu(tmp_path, monkeypatch):
         started.append((rid, dict(env or {})))
         return Launched(rid, run_dir, proc)
 
-    monkeypatch.setattr("cifar_tui.app.launch", fake_launch)
+    monkeypatch.setattr("cifar_tui.tui.app.launch", fake_launch)
     store = ws.store()
     for name in ("resnet18_baseline", "resnet18_baseline_wd01", "resnet18_baseline_lbsmooth"):
         store.enqueue(name, ["data.source=synthetic"])
@@ -347,8 +347,8 @@ def test_ddp_runs_from_the_launch_form_get_several_gpus_and_resume_on_as_many(tm
         started.append({"run": run_id, "gpus": (env or {}).get("CUDA_VISIBLE_DEVICES"), "resumed": True})
         return Launched(run_id, ws_.home / run_id, sleeper(ws_.home / run_id))
 
-    monkeypatch.setattr("cifar_tui.app.launch", fake_launch)
-    monkeypatch.setattr("cifar_tui.app.resume_engine", fake_resume)
+    monkeypatch.setattr("cifar_tui.tui.app.launch", fake_launch)
+    monkeypatch.setattr("cifar_tui.tui.app.resume_engine", fake_resume)
 
     async def launch_from_form(pilot, app, nproc: str) -> LaunchScreen:
         await pilot.press("1", "l")

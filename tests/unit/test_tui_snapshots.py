@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Input, Static
 
-from cifar_tui.app import CifarTUI
-from cifar_tui.tui_screens import CompareScreen, LaunchScreen
+from cifar_tui.tui.app import CifarTUI
+from cifar_tui.tui.screens.launch import CompareScreen, LaunchScreen
 
 from tests.support.tui import fake_workspace
 

@@ -15,8 +15,8 @@ from textual.widgets import Button, DataTable, Footer, Input, Label, Select, Sta
 
 from engine.config import ConfigError, load_config, resolve_config_path
 
-from .report import fmt_acc
-from .tui_support import config_diff, fmt_value, parse_override_text, short_run
+from ...report import fmt_acc
+from ..support import config_diff, fmt_value, parse_override_text, short_run
 
 
 @dataclass

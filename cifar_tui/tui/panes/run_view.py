@@ -13,8 +13,8 @@ from textual_plotext import PlotextPlot
 
 from engine.events import EventTail
 
-from .report import fmt_duration
-from .tui_support import STATUS_ICON, STATUS_RICH, LogTail, RunState, fmt_eta, fmt_num, short_run
+from ...report import fmt_duration
+from ..support import STATUS_ICON, STATUS_RICH, LogTail, RunState, fmt_eta, fmt_num, short_run
 
 POLL_MAX_BYTES = 64 * 1024    # per tick (~300 events): a burst of events never stalls the UI
 CHART_MIN_INTERVAL_S = 1.0    # redraw charts at most this often for step updates

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Callable
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from .tui_support import RESUMABLE
+from .support import RESUMABLE
 
 if TYPE_CHECKING:
     from .app import CifarTUI
