@@ -304,3 +304,7 @@ class Store:
                     )
             count += 1
         return count
+
+    # -- change signal
+    def data_version(self) -> int:
+        return self.conn.execute("PRAGMA data_version").fetchone()[0]
