@@ -122,8 +122,8 @@ class RunsIndex:
                 continue
             self._stored[rid] = row
             (changes.changed if before is not None else changes.added).add(rid)
-            shown = dict(row, status=effective_status(row))
-            self.runs[rid] = shown
+            status = effective_status(row)
+            self.runs[rid] = row if status == row["status"] else dict(row, status=status)  # never mutated
             if row["status"] == "running":
                 self._running.add(rid)
             else:

@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Static
 from ...report import fmt_acc, fmt_duration
 from ..messages import CancelQueued, OpenRun
 from ..runs_index import Changes, RunsIndex
-from ..widgets.table_sync import TableSync
+from ..widgets.table_sync import LazyRows, TableSync
 from ..widgets.text import show, status_text
 from .run_actions import RUN_BINDINGS, RunActions
 
@@ -56,12 +56,12 @@ class RunsPane(RunActions, Vertical):
 
     def __init__(self, **kw):
         super().__init__(**kw)
-        self._values: dict[str, tuple] = {}
+        self._values = LazyRows(self._row_values)     # key -> row values, made when a row is drawn
         self._started: dict[str, float | None] = {}   # run id -> started_at (the order: newest first)
-        self._queue_keys: list[str] = []
-        self._pending = Changes()           # what changed since the last redraw
+        self._queue: dict[str, dict] = {}             # key -> queued item, in queue order
+        self._pending = Changes()                     # what changed since the last redraw
         self._index: RunsIndex | None = None
-        self._stale = True                  # nothing drawn yet: draw every row
+        self._stale = True                            # nothing drawn yet: draw every row
 
     def compose(self) -> ComposeResult:
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
@@ -104,32 +104,35 @@ class RunsPane(RunActions, Vertical):
         if index is None or not (self._pending or self._stale):
             return
         p, self._pending = self._pending, Changes()
-        status_of = self.app.shown_status
         reorder = self._stale or bool(p.added or p.removed or p.queue)
+        if self._stale:
+            self._values.clear()
+            self._started = {rid: row["started_at"] for rid, row in index.runs.items()}
         for rid in p.removed:
             self._values.pop(rid, None)
             self._started.pop(rid, None)
-        for rid in (index.runs.keys() if self._stale else p.runs):
+        for rid in p.runs:
+            self._values.pop(rid, None)
             row = index.runs.get(rid)
-            if row is None:
-                continue
-            self._values[rid] = run_values(row, status_of(rid, row))
-            reorder = reorder or self._started.get(rid) != row["started_at"]
-            self._started[rid] = row["started_at"]
+            if row is not None:
+                reorder = reorder or self._started.get(rid) != row["started_at"]
+                self._started[rid] = row["started_at"]
         if p.queue or self._stale:
-            for key in self._queue_keys:
+            for key in self._queue:
                 self._values.pop(key, None)
-            self._queue_keys = []
-            for item in index.queue:
-                key = f"{QUEUE_PREFIX}{item['id']}"
-                self._values[key] = queue_values(item)
-                self._queue_keys.append(key)
+            self._queue = {f"{QUEUE_PREFIX}{item['id']}": item for item in index.queue}
         if reorder:
-            self.sync.show(self._queue_keys + index.newest_first(), self._values)
+            self.sync.show(list(self._queue) + index.newest_first(), self._values)
         else:
-            self.sync.update({rid: self._values[rid] for rid in p.runs if rid in self._values})
+            self.sync.update({rid: self._values[rid] for rid in p.runs if rid in index.runs})
         self._stale = False
-        show(self.query_one("#runs-hint", Static), HINT if self._values else EMPTY_HINT)
+        show(self.query_one("#runs-hint", Static), HINT if self._queue or index.runs else EMPTY_HINT)
+
+    def _row_values(self, key: str) -> tuple:
+        if key.startswith(QUEUE_PREFIX):
+            return queue_values(self._queue[key])
+        row = self._index.runs[key]
+        return run_values(row, self.app.shown_status(key, row))
 
     # ------------------------------------------------------------------ keys
     def highlighted(self) -> str | None:

@@ -24,6 +24,20 @@ def plain(cell: object) -> str:
     return cell.plain if isinstance(cell, Text) else str(cell)
 
 
+class LazyRows(dict):
+    """Row values made when first asked for, then kept until dropped (`pop`): a table of
+    thousands of rows adds a chunk at a time, and only those rows' values are made. `make(key)`
+    raises KeyError for a key that is gone."""
+
+    def __init__(self, make: Callable[[str], tuple]):
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, key: str) -> tuple:
+        value = self[key] = self._make(key)
+        return value
+
+
 class TableSync:
     """`table` lists the keys given to `show()`, in that order. `id_column` is a column whose
     text is unique per row (DataTable.sort hands the key function cell values, not row keys)."""
@@ -117,8 +131,11 @@ class TableSync:
         batch, self._pending = self._pending[:self.chunk], self._pending[self.chunk:]
         id_index = [c.value for c in self.table.columns].index(self.id_column)
         for key in batch:
-            values = self._values.get(key)
-            if key in self.shown or values is None:
+            if key in self.shown:
+                continue
+            try:
+                values = self._values[key]
+            except KeyError:  # gone meanwhile
                 continue
             cells = self.render(key, values)
             self.table.add_row(*cells, key=key)
