@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -37,6 +38,24 @@ TEMPLATE_CONFIG = "resnet18_baseline"
 TEMPLATE_OVERRIDES = ["data.source=synthetic", "data.train_limit=256", "data.test_limit=128", "train.batch_size=64",
                       "train.device=cpu", "train.epochs=2"]
 COPIED_FILES = ("config.yaml", "stdout.log")
+
+
+@dataclass(frozen=True)
+class WorkspacePlan:
+    """Repeats and windows of one run of the section (quick, full, or tiny for tests)."""
+
+    cmd_repeats: int = 5       # `cifar-tui runs` / `leaderboard`, after one warm-up
+    tui_repeats: int = 3       # fresh TUI processes (first screen); the last one also idles
+    settle_s: float = 3.0      # after the first screen, before waiting for the TUI to go quiet
+    window_s: float = 30.0     # each idle CPU window
+
+    @classmethod
+    def quick(cls) -> "WorkspacePlan":
+        return cls(cmd_repeats=3, tui_repeats=2, settle_s=2.0, window_s=10.0)
+
+    @classmethod
+    def tiny(cls) -> "WorkspacePlan":
+        return cls(cmd_repeats=1, tui_repeats=1, settle_s=0.2, window_s=0.5)
 
 # (key, label, goal at the largest N, unit)
 GOALS = [
@@ -252,15 +271,15 @@ def _tui_headless(env: dict, home: Path, data_root: Path, cwd: Path, repeats: in
 
 
 def bench_workspace(sizes: list[int], *, quick: bool = False, template: Optional[Path] = None,
-                    progress: bool = True, keep: Optional[Path] = None) -> dict:
+                    progress: bool = True, plan: Optional[WorkspacePlan] = None) -> dict:
     """The figures for each workspace size in `sizes` (JSON-ready)."""
     from engine.config import list_config_paths
 
-    cmd_repeats, tui_repeats = (3, 2) if quick else (5, 3)
-    settle_s, window_s = (2.0, 10.0) if quick else (3.0, 30.0)
+    plan = plan or (WorkspacePlan.quick() if quick else WorkspacePlan())
+    cmd_repeats, tui_repeats, settle_s, window_s = plan.cmd_repeats, plan.tui_repeats, plan.settle_s, plan.window_s
     out: dict[str, Any] = {"quick": quick, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                            "cpu_count": os.cpu_count(), "loadavg_start": _loadavg(), "sizes": {}}
-    workdir = Path(tempfile.mkdtemp(prefix="cifar-tui-wsbench-", dir=keep))
+    workdir = Path(tempfile.mkdtemp(prefix="cifar-tui-wsbench-"))
     t_start = time.perf_counter()
     try:
         with _Progress(progress) as prog:
@@ -313,8 +332,7 @@ def bench_workspace(sizes: list[int], *, quick: bool = False, template: Optional
                 out["sizes"][str(n)] = {k: (_round(v, 4) if isinstance(v, float) else v) for k, v in fig.items()}
                 shutil.rmtree(root, ignore_errors=True)
     finally:
-        if keep is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
     out["loadavg_end"] = _loadavg()
     out["bench_s"] = round(time.perf_counter() - t_start, 1)
     return out
