@@ -28,10 +28,7 @@ from typing import Callable
 
 from engine.store import Store, effective_status
 
-# the columns the TUI shows or needs (config_json, the bulk of a row, is read on demand)
-RUN_COLUMNS = ("run_id", "config_name", "status", "data_source", "device", "pid", "host", "started_at",
-               "ended_at", "heartbeat_at", "epochs_total", "epochs_done", "best_acc", "best_epoch", "wall_s",
-               "reference_acc", "world_size", "error")
+LEFT_OUT = ("config_json",)  # the bulk of a row: read on demand (compare screen)
 SLACK_S = 120.0       # > the store's busy timeout: a row stamped at t may commit up to 60 s later
 ID_BATCH = 500        # ids per `IN (...)` query (SQLite allows 999 parameters in old builds)
 
@@ -68,6 +65,8 @@ class RunsIndex:
         self._since: float | None = None    # rows stamped at or after this are re-read
         self._max_rowid = 0
         self._clock = clock
+        self._columns = [r[1] for r in store.conn.execute("PRAGMA table_info(runs)") if r[1] not in LEFT_OUT]
+        self._select = f"SELECT rowid, {', '.join(self._columns)} FROM runs"
 
     # ------------------------------------------------------------------ reading
     def refresh(self, force: bool = False) -> Changes:
@@ -82,23 +81,20 @@ class RunsIndex:
     def _read(self, changes: Changes, everything: bool) -> None:
         now = self._clock()
         conn = self.store.conn
-        select = f"SELECT rowid AS rowid_, {', '.join(RUN_COLUMNS)} FROM runs"
+        select = self._select
         if everything:
-            rows = conn.execute(select).fetchall()
-            gone = set(self._stored) - {r["run_id"] for r in rows}
+            gone = set(self._stored) - self._absorb(self._fetch(select), changes)
         else:
-            rows = conn.execute(f"{select} WHERE rowid > ? OR heartbeat_at >= ? OR ended_at >= ?",
-                                (self._max_rowid, self._since, self._since)).fetchall()
+            self._absorb(self._fetch(f"{select} WHERE rowid > ? OR heartbeat_at >= ? OR ended_at >= ?",
+                                     (self._max_rowid, self._since, self._since)), changes)
             gone = set()
-        self._absorb(rows, changes)
         if not everything and conn.execute("SELECT count(*) FROM runs").fetchone()[0] != len(self._stored):
             ids = {r[0] for r in conn.execute("SELECT run_id FROM runs")}
             gone = set(self._stored) - ids
             missing = sorted(ids - set(self._stored))
             for i in range(0, len(missing), ID_BATCH):
                 batch = missing[i:i + ID_BATCH]
-                self._absorb(conn.execute(f"{select} WHERE run_id IN ({','.join('?' * len(batch))})", batch).fetchall(),
-                             changes)
+                self._absorb(self._fetch(f"{select} WHERE run_id IN ({','.join('?' * len(batch))})", batch), changes)
         for rid in gone:
             self._stored.pop(rid, None)
             self.runs.pop(rid, None)
@@ -110,29 +106,38 @@ class RunsIndex:
             changes.queue = True
         self._since = now - SLACK_S
 
-    def _absorb(self, rows: list, changes: Changes) -> None:
+    def _fetch(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        cursor = self.store.conn.cursor()
+        cursor.row_factory = None  # plain tuples: 10,000 rows are read at start-up
+        return cursor.execute(sql, params).fetchall()
+
+    def _absorb(self, rows: list[tuple], changes: Changes) -> set[str]:
+        """Take rows (rowid, columns...) in; returns their run ids."""
         self.rows_read += len(rows)
-        for r in rows:
-            row = dict(r)
-            rowid = row.pop("rowid_")
-            self._max_rowid = max(self._max_rowid, rowid)
+        columns, stored, seen = self._columns, self._stored, set()
+        for values in rows:
+            self._max_rowid = max(self._max_rowid, values[0])
+            row = dict(zip(columns, values[1:]))
             rid = row["run_id"]
-            before = self._stored.get(rid)
+            seen.add(rid)
+            before = stored.get(rid)
             if before == row:
                 continue
-            self._stored[rid] = row
+            stored[rid] = row
             (changes.changed if before is not None else changes.added).add(rid)
-            status = effective_status(row)
-            self.runs[rid] = row if status == row["status"] else dict(row, status=status)  # never mutated
             if row["status"] == "running":
                 self._running.add(rid)
+                status = effective_status(row)
+                self.runs[rid] = row if status == "running" else dict(row, status=status)  # never mutated
             else:
                 self._running.discard(rid)
+                self.runs[rid] = row
+        return seen
 
     def _check_liveness(self, changes: Changes) -> None:
         now = self._clock()
         for rid in self._running:
-            status = effective_status(self._stored[rid], now)
+            status = effective_status(self._stored[rid], now=now)
             if status != self.runs[rid]["status"]:
                 self.runs[rid] = dict(self.runs[rid], status=status)
                 if rid not in changes.added:
