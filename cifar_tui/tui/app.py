@@ -18,7 +18,6 @@ from textual import on
 from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.content import Content
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
@@ -34,11 +33,12 @@ from .panes.leaderboard import LeaderboardPane
 from .panes.run_actions import BUSY
 from .panes.run_view import RunView
 from .panes.runs import RunsPane
+from .run_tabs import RunTabs
 from .runs_index import Changes, RunsIndex
 from .screens import CompareScreen, ConfirmScreen, LaunchPlan, LaunchScreen, MainScreen, QuitScreen
 from .screens.main import TAB_GROUP
-from .support import STATUS_RICH, pane_id_for, short_run
-from .widgets.text import show, status_text
+from .support import pane_id_for, short_run
+from .widgets.text import show
 
 FIXED_TABS = ("experiments", "runs", "leaderboard")
 
@@ -72,7 +72,8 @@ class CifarTUI(App):
         self.store: Store | None = None
         self.index: RunsIndex | None = None
         self.control: RunControl | None = None
-        self.views: dict[str, RunView] = {}    # run id -> its view (one tab each)
+        self.run_tabs = RunTabs(self)
+        self.views = self.run_tabs.views       # run id -> its view (one tab each)
         self._activate: set[int] = set()       # queue ids whose tab opens in front when they start
         self._bindings_state: tuple | None = None
 
@@ -143,9 +144,7 @@ class CifarTUI(App):
 
     # ------------------------------------------------------------------ periodic work
     def tick(self) -> None:
-        """Tail every open run's events (bounded reads); cheap enough for 4 Hz."""
-        for view in list(self.views.values()):
-            view.poll()
+        self.run_tabs.poll()
 
     async def slow_tick(self) -> None:
         """Processes, store changes, queue: once a second. Reads the store only when it changed."""
@@ -157,14 +156,14 @@ class CifarTUI(App):
                 view = self.views.get(exited.run_id)
                 if view is not None:
                     view.set_external("failed", exited.reason)
-                    self._update_tab_label(exited.run_id)
+                    self.run_tabs.relabel(exited.run_id)
             self.runs_pane.status_changed(exited.run_id)
         try:
             self.refresh_store()
         except NoMatches:  # the app is exiting: its screen's widgets are already gone
             return
         await self.pump_queue()
-        self._update_view_status()
+        self.run_tabs.follow_liveness(self.index.runs, set(self.control.procs))
 
     def refresh_store(self, force: bool = False) -> Changes:
         """Read what changed in the store (nothing when nothing did) and pass it to the panes."""
@@ -183,33 +182,6 @@ class CifarTUI(App):
             self.update_bindings()
         return changes
 
-    def _update_view_status(self) -> None:
-        """A run view whose engine is gone without an `end` event says crashed; one that never
-        got its events follows the store."""
-        rows = self.index.runs
-        for rid, view in self.views.items():
-            view.poll()  # read an end event before judging liveness
-            if view.state.status != "running":
-                if view.state.status == "starting" and rid not in self.control.procs and view.external != "failed":
-                    # not started by us, no events yet: trust the store if it knows better
-                    row = rows.get(rid)
-                    if row and row["status"] in ("crashed", "failed", "stopped", "completed"):
-                        view.set_external(row["status"])
-                continue
-            if rid in self.control.procs:
-                status = "stopping" if view.external == "stopping" else None
-            else:
-                row = rows.get(rid)
-                status = "crashed" if (row is None or row["status"] == "crashed") else None
-                if status is None and view.external == "stopping":
-                    status = "stopping"
-                if row is None:
-                    from engine.store import pid_alive
-
-                    status = None if pid_alive(view.state.pid) else "crashed"
-            if view.set_external(status):
-                self._update_tab_label(rid)
-
     # ------------------------------------------------------------------ status
     def run_status(self, run_id: str) -> str:
         """What the app shows for a run: its live view's status, else the lifecycle's."""
@@ -222,20 +194,16 @@ class CifarTUI(App):
         """A listed run's status: from its view when it has a tab, else from the store row."""
         return self.run_status(run_id) if run_id in self.views else row["status"]
 
-    def _ended(self) -> set[str]:
-        """Runs whose `end` event was read: done, even while their process is still exiting."""
-        return {rid for rid, v in self.views.items() if v.state.end is not None}
-
     def live_runs(self) -> list[str]:
         self.refresh_store()
-        return self.control.live_runs(self.index.running(), self._ended())
+        return self.control.live_runs(self.index.running(), self.run_tabs.ended())
 
     @on(msg.RunStatusChanged)
     async def _run_status_changed(self, event: msg.RunStatusChanged) -> None:
         if self.store is not None and event.status in ("completed", "stopped", "failed"):
             # the engine writes the store before its `end` event: show the final row now, not a second later
             self.refresh_store()
-        self._update_tab_label(event.run_id)
+        self.run_tabs.relabel(event.run_id)
         self.runs_pane.status_changed(event.run_id)
         self.update_bindings()
 
@@ -260,7 +228,7 @@ class CifarTUI(App):
         started = await self.pump_queue()
         waiting = [i for i in ids if i not in started]
         if waiting:
-            busy = len(self.control.live_runs(self.index.running(), self._ended()))
+            busy = len(self.control.live_runs(self.index.running(), self.run_tabs.ended()))
             self.notify(f"{len(waiting)} queued: starts when a slot frees ({busy}/{self.control.max_parallel} busy)",
                         title="Queued", timeout=5)
         return ids
@@ -269,7 +237,7 @@ class CifarTUI(App):
         """Start queued items while slots are free. Returns the queue ids started."""
         if not self.index.queue:
             return []
-        pumped = self.control.pump(self.index.queue, self.index.running(), self._ended())
+        pumped = self.control.pump(self.index.queue, self.index.running(), self.run_tabs.ended())
         for reason in pumped.refused:
             self.notify(reason, severity="error", timeout=10)
         for item_id, launched in pumped.started:
@@ -310,7 +278,7 @@ class CifarTUI(App):
             return False
         if view is not None:
             view.set_external("stopping")
-            self._update_tab_label(run_id)
+            self.run_tabs.relabel(run_id)
         self.notify(f"stopping {short_run(run_id)}: it writes a checkpoint, then ends", title="Stop", timeout=4)
         self.update_bindings()
         return True
@@ -332,7 +300,7 @@ class CifarTUI(App):
             view.state.status_dirty = True
             view.refresh_view()
         view.set_external(None)
-        self._update_tab_label(run_id)
+        self.run_tabs.relabel(run_id)
         self.runs_pane.status_changed(run_id)
         self.notify(f"resuming {short_run(run_id)} from its last checkpoint", title="Resume", timeout=4)
         self.update_bindings()
@@ -354,9 +322,7 @@ class CifarTUI(App):
                                        "and store rows are removed. This cannot be undone."), confirmed)
 
     async def delete_run(self, run_id: str) -> None:
-        if run_id in self.views:
-            await self.query_one("#tabs", TabbedContent).remove_pane(pane_id_for(run_id))
-            self.views.pop(run_id, None)
+        await self.run_tabs.close(run_id)
         self.control.delete(run_id)
         self.refresh_store(force=True)
         self.notify(f"deleted {run_id}", title="Delete", timeout=4)
@@ -376,38 +342,14 @@ class CifarTUI(App):
         await self.open_run(event.run_id, True)
 
     async def open_run(self, run_id: str, activate: bool = True) -> RunView:
-        tabs = self.query_one("#tabs", TabbedContent)
-        pane_id = pane_id_for(run_id)
-        view = self.views.get(run_id)
-        if view is None:
-            view = RunView(run_id, self.ws.home / run_id, id=f"view-{pane_id}")
-            self.views[run_id] = view
-            await tabs.add_pane(TabPane(self._tab_label(run_id), view, id=pane_id))
-        if activate:
-            tabs.active = pane_id
-            view.focus_main()
+        view = await self.run_tabs.open(run_id, activate)
         self.update_bindings()
         return view
 
     @on(msg.CloseRun)
     async def _close_requested(self, event: msg.CloseRun) -> None:
-        tabs = self.query_one("#tabs", TabbedContent)
-        await tabs.remove_pane(pane_id_for(event.run_id))
-        self.views.pop(event.run_id, None)
+        await self.run_tabs.close(event.run_id)
         self.action_show_tab("runs")
-
-    def _tab_label(self, run_id: str) -> Content:
-        view = self.views.get(run_id)
-        status = view.status if view else "starting"
-        label = Text(f"{status_text(status).plain.split()[0]} ", style=STATUS_RICH.get(status, ""))
-        label.append(short_run(run_id))
-        return Content.from_rich_text(label)
-
-    def _update_tab_label(self, run_id: str) -> None:
-        try:
-            self.query_one("#tabs", TabbedContent).get_tab(pane_id_for(run_id)).label = self._tab_label(run_id)
-        except Exception:  # noqa: BLE001 - tab closed meanwhile
-            pass
 
     @property
     def active_tab(self) -> str:
@@ -422,7 +364,7 @@ class CifarTUI(App):
         fixed = {"experiments": ExperimentsPane, "runs": RunsPane, "leaderboard": LeaderboardPane}.get(tab)
         if fixed is not None:
             return self.query_one(fixed)
-        return next((v for rid, v in self.views.items() if pane_id_for(rid) == tab), None)
+        return self.run_tabs.view_in(tab)
 
     def current_view_run(self) -> str | None:
         view = self.active_pane()
