@@ -75,7 +75,7 @@ def test_a_store_change_redraws_only_its_cells_and_reads_only_its_row(ws_engine,
             spy, refreshes = TableSpy(runs, monkeypatch), RefreshCounter(app, monkeypatch)
             read = app.index.rows_read
             engine.heartbeat(rid, wall_s=999.0)
-            await wait_for(pilot, lambda: runs.get_cell(rid, "wall") == "16m39s", "the new wall time")
+            await wait_for(pilot, lambda: str(runs.get_cell(rid, "wall")) == "16m39s", "the new wall time")
             assert spy.calls == [("update_cell", rid, "wall")]
             assert app.index.rows_read == read + 1
             # nothing changes for a few refreshes: nothing is read, nothing is redrawn
@@ -111,7 +111,7 @@ def test_tables_in_the_back_are_redrawn_when_shown(ws_engine, monkeypatch):
             assert sorted(c[2] for c in lb_spy.calls) == ["best_acc", "best_epoch", "epochs", "wall_s"]
             assert {c[:2] for c in lb_spy.calls} == {("update_cell", rid)}
             assert [r.key.value for r in lb.ordered_rows] == order
-            assert lb.get_cell(rid, "epochs") == "4/6"
+            assert str(lb.get_cell(rid, "epochs")) == "4/6"
 
     asyncio.run(scenario())
 

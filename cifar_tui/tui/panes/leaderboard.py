@@ -14,7 +14,7 @@ from ...report import fmt_acc, leaderboard_rows
 from ..messages import CompareRuns, OpenRun
 from ..runs_index import Changes, RunsIndex
 from ..widgets.table_sync import TableSync
-from ..widgets.text import show, status_text
+from ..widgets.text import cell, show, status_text
 from .run_actions import RUN_BINDINGS, RunActions
 
 LB_COLUMNS = (("mark", " "), ("rank", "#"), ("config", "config"), ("data", "data"), ("best_acc", "best acc"),
@@ -33,12 +33,12 @@ def lb_cells(_key: str, values: tuple) -> list:
     return [
         Text("●", style="bold magenta") if marked else Text(" "),
         Text(f"S{rank}" if syn else str(rank), style="magenta" if syn else "bold"),
-        config,
+        cell(config),
         Text("synthetic", style="italic magenta") if syn else Text(data, style="cyan"),
         Text(fmt_acc(best_acc), style="bold"),
-        fmt_acc(reference),
+        cell(fmt_acc(reference)),
         Text("-" if diff is None else f"{diff:+.2f}", style="" if diff is None else ("green" if diff >= 0 else "red")),
-        str(best_epoch or "-"), epochs, wall, status_text(status), run_id,
+        cell(str(best_epoch or "-")), cell(epochs), cell(wall), status_text(status), cell(run_id),
     ]
 
 

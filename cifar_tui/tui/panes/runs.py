@@ -14,7 +14,7 @@ from ...report import fmt_acc, fmt_duration
 from ..messages import CancelQueued, OpenRun
 from ..runs_index import Changes, RunsIndex
 from ..widgets.table_sync import LazyRows, TableSync
-from ..widgets.text import show, status_text
+from ..widgets.text import cell, show, status_text
 from .run_actions import RUN_BINDINGS, RunActions
 
 RUNS_COLUMNS = (("status", "status"), ("run_id", "run id"), ("config", "config"), ("data", "data"),
@@ -47,8 +47,9 @@ def runs_cells(key: str, values: tuple) -> list:
     if key.startswith(QUEUE_PREFIX):
         return [Text("◷ queued", style="bold magenta"), Text(run_id, style="dim"), config, source, device,
                 epochs, best, wall, started]
-    return [status_text(status), run_id, config, Text(source, style="magenta" if source == "synthetic" else ""),
-            device, epochs, best, wall, started]
+    return [status_text(status), cell(run_id), cell(config),
+            Text(source, style="magenta" if source == "synthetic" else ""), cell(device), cell(epochs), cell(best),
+            cell(wall), cell(started)]
 
 
 class RunsPane(RunActions, Vertical):

@@ -19,3 +19,9 @@ def show(static: Static, content: Text | str, layout: bool = True) -> None:
 
 def status_text(status: str) -> Text:
     return Text(f"{STATUS_ICON.get(status, '?')} {status}", style=STATUS_RICH.get(status, "bold"))
+
+
+def cell(text: str) -> Text:
+    """A plain table cell, as DataTable would make it from a str (no wrapping), without parsing it
+    for markup and emoji codes first: a table of thousands of runs makes tens of thousands."""
+    return Text(text, no_wrap=True, end="")
