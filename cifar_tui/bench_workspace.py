@@ -240,11 +240,12 @@ async def main():
         tab = time.perf_counter() - t1
         while app.runs_pane.sync.filling:
             await pilot.pause(0.05)
+        filled = time.perf_counter() - t1
         await asyncio.sleep(settle)
         c0 = time.process_time(); w0 = time.perf_counter()
         await asyncio.sleep(window)
         idle_runs = (time.process_time() - c0) / (time.perf_counter() - w0)
-        print("RESULT", first, idle, tab, idle_runs, flush=True)
+        print("RESULT", first, idle, tab, idle_runs, filled, flush=True)
 
 asyncio.run(main())
 """
@@ -260,10 +261,10 @@ def _tui_headless(env: dict, home: Path, data_root: Path, cwd: Path, repeats: in
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT")), None)
         if line is None:
             raise RuntimeError(f"the headless TUI failed: {proc.stderr[-400:]}")
-        first, idle, tab, idle_runs = map(float, line.split()[1:])
+        first, idle, tab, idle_runs, filled = map(float, line.split()[1:])
         out["first_screens"].append(first)
         if i == repeats - 1:
-            out.update(idle_experiments=idle, runs_tab_s=tab, idle_runs_tab=idle_runs)
+            out.update(idle_experiments=idle, runs_tab_s=tab, idle_runs_tab=idle_runs, runs_tab_quiet_s=filled)
     return out
 
 
