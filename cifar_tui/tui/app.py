@@ -178,7 +178,6 @@ class CifarTUI(App):
             counts.append(f"◷ {queued} queued", style="bold magenta" if queued else "dim")
             counts.append(f"   {self.control.max_parallel} at a time on {self.control.where}", style="dim")
             show(self.query_one("#counts", Static), counts)
-        if changes:
             self.update_bindings()
         return changes
 
