@@ -213,8 +213,16 @@ def plot(run_ids: List[str] = typer.Argument(..., help="Run ids (or unique prefi
 @app.command()
 def bench(as_json: bool = typer.Option(False, "--json", help="One JSON object with every figure."),
           device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
-          quick: bool = typer.Option(False, "--quick", help="Fewer repeats and smaller sizes (about 3 minutes on a 2-core CPU).")) -> None:
+          quick: bool = typer.Option(False, "--quick", help="Fewer repeats and smaller sizes (about 3 minutes on a 2-core CPU)."),
+          workspace: Optional[List[int]] = typer.Option(
+              None, "--workspace", metavar="N",
+              help="Instead: the TUI and `runs`/`leaderboard` with a workspace of N copied runs (repeat for several N)."),
+          template: Optional[Path] = typer.Option(
+              None, "--template", help="With --workspace: the run directory to copy (default: a tiny engine run).")) -> None:
     """Throughput figures as ratios measured in one process (see docs/BENCHMARKS.md)."""
+    if workspace:
+        bench_workspace_sizes(list(workspace), template, quick, as_json)
+        return
     from .bench import render_bench, run_bench
 
     try:
@@ -229,6 +237,25 @@ def bench(as_json: bool = typer.Option(False, "--json", help="One JSON object wi
         print(json.dumps(results))
     else:
         render_bench(results, console)
+
+
+def bench_workspace_sizes(sizes: list[int], template: Optional[Path], quick: bool, as_json: bool) -> None:
+    from .bench.workspace import bench_workspace, render_workspace
+
+    if any(n < 0 for n in sizes):
+        fail(f"--workspace: expected a number of runs (0 or more), got {min(sizes)}")
+    if template is not None and not (template / "events.jsonl").is_file():
+        fail(f"--template {template}: expected a run directory with an events.jsonl")
+    try:
+        results = bench_workspace(sizes, quick=quick, template=template, progress=not as_json)
+    except KeyboardInterrupt:
+        fail("bench interrupted", code=130)
+    except RuntimeError as exc:  # the template run or the TUI failed: say so, no traceback
+        fail(f"bench failed: {exc}", code=1)
+    if as_json:
+        print(json.dumps(results))
+    else:
+        render_workspace(results, console)
 
 
 model_commands.register(app)  # eval, predict, export (commands/model.py)

@@ -431,3 +431,7 @@ class Store:
                 self.eval_recorded(key, members, {**result, "t": path.stat().st_mtime})
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue  # a damaged or foreign file is not a result
+
+    # -- change signal
+    def data_version(self) -> int:
+        return self.conn.execute("PRAGMA data_version").fetchone()[0]
