@@ -119,6 +119,7 @@ def test_tui_beside_two_parallel_clis_agrees_on_the_one_gpu(workspace, monkeypat
                 seen["mine"] = mine
                 await wait_for(pilot, lambda: (app.store.run(mine) or {}).get("status") == "completed",
                                "the TUI's run to complete", 600)
+                await wait_for(pilot, lambda: not app.sup.children, "the TUI to reap its engine (lease released)", 60)
                 await wait_for(pilot, lambda: all(s.poll() is not None for s in shells), "the CLIs to finish", 600)
 
         asyncio.run(scenario())
