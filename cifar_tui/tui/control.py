@@ -87,8 +87,10 @@ class RunControl:
         return live
 
     # ------------------------------------------------------------------ queue
-    def enqueue(self, names: list[str], overrides: list[str], nproc: int = 1) -> list[int]:
-        return [self.store.enqueue(name, overrides, nproc) for name in names]
+    def enqueue(self, names: list[str], overrides: list[str], nproc: int = 1, *, study: str | None = None,
+                group: str | None = None) -> list[int]:
+        """study, group: what the runs record (a study's runs, from the launch form)."""
+        return [self.store.enqueue(name, overrides, nproc, study=study, group=group) for name in names]
 
     def cancel(self, item_id: int) -> None:
         self.store.cancel_queued(item_id)
@@ -114,7 +116,7 @@ class RunControl:
                 continue  # another app instance took it
             try:
                 launched = launch(self.ws, LaunchRequest(item["config"], list(item["overrides"])), nproc=nproc,
-                                  env=slot.env())
+                                  env=slot.env(), study=item.get("study"), group=item.get("group_key"))
             except (ConfigError, OSError) as exc:
                 self.scheduler.release(slot)
                 self.store.fail_queued(item["id"])
