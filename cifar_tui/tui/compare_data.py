@@ -18,7 +18,7 @@ from ..sweep import GROUP_EXCLUDED
 from .support import config_diff, flatten, fmt_value, short_run
 
 RUN_SUMMARY = ("run", "config", "data", "best acc", "top-5", "best ep", "epochs", "status")
-GROUP_SUMMARY = ("group", "data", "n", "mean ± std", "95% interval", "seed", "inside", "epochs", "wall")
+GROUP_SUMMARY = ("group", "config", "data", "n", "mean ± std", "95% interval", "seed", "inside", "epochs", "wall")
 
 
 @dataclass
@@ -106,8 +106,8 @@ def compare_groups(store, home: Path, groups: list[dict]) -> list[Compared]:
         curve = group_curve(store, g["runs"])
         out.append(Compared(
             key=f"{g['data']}\t{g['group']}", label=group_label(g, shared) if one_config else f"{g['config']} {group_label(g, shared)}",
-            summary=[g["group"], g["data"], cells[1], cells[2], cells[3], cells[4], cells[5], g["epochs"],
-                     fmt_duration(g.get("wall_s"))],
+            summary=[group_label(g, shared), g["config"] or "?", g["data"], cells[1], cells[2], cells[3], cells[4],
+                     cells[5], g["epochs"], fmt_duration(g.get("wall_s"))],
             curve={k: curve[k] for k in ("epochs", "mean", "low", "high")}, config=config,
             run_dirs=[home / rid for rid in runs]))
     return out
@@ -141,7 +141,7 @@ def run_provenance(run_dir: Path) -> dict | None:
     return found if isinstance(found, dict) else None
 
 
-PER_RUN_KEYS = ("command", "launcher_command", "job.job_id")  # differ for every run: listed last
+PER_RUN = ("command", "job.job_id")  # name each run (its id, study, group): they always differ, so left out
 CELL_WIDTH = 48
 
 
@@ -152,16 +152,18 @@ def _cell(text: str) -> str:
 def provenance_rows(per_item: list[list[dict | None]]) -> list[tuple[str, list[str]]]:
     """(key, one cell per item) for the provenance keys whose values are not the same across every
     run compared (`differences` decides which); an item of several runs (a group) shows each of
-    its values once (`a | b`). The command lines (which name each run) come last, shortened."""
+    its values once (`a | b`), shortened. The engine's command line and job id are left out:
+    they name each run, so they always differ (the launcher's command is kept)."""
     provs = [p or {} for runs in per_item for p in runs]
     if len(provs) < 2:
         return []
     keys: set[str] = set()
     for other in provs[1:]:
         keys |= differences(provs[0], other).keys()
+    keys -= set(PER_RUN)
     flat = [[flatten(p or {}) for p in runs] for runs in per_item]
     rows = []
-    for key in sorted(keys, key=lambda k: (k in PER_RUN_KEYS, k)):
+    for key in sorted(keys):
         cells = []
         for runs in flat:
             values = list(dict.fromkeys(fmt_value(f.get(key)) for f in runs)) or ["-"]

@@ -11,7 +11,8 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from ..compare_data import GROUP_SUMMARY, RUN_SUMMARY, Compared, diff_rows, provenance_rows, run_provenance
+from ..compare_data import (GROUP_SUMMARY, RUN_SUMMARY, Compared, diff_rows, provenance_rows, run_provenance,
+                            shared_settings)
 from ..support import fmt_value
 
 # (line, band) per item: the band a darker shade of the line's colour
@@ -37,6 +38,7 @@ class CompareScreen(Screen):
         self.runs = runs or []
         self.groups = groups or []
         self.by_group = groups is not None
+        self.shared = shared_settings(self.groups)  # the settings all compared groups have
         self.diff_rows = diff_rows(items)
         self.provenance: list[tuple[str, list[str]]] | None = None  # read off the UI thread
 
@@ -44,8 +46,12 @@ class CompareScreen(Screen):
         from textual_plotext import PlotextPlot
 
         what = "groups" if self.by_group else "runs"
+        title = Text(f"Comparing {len(self.items)} {what}", style="bold")
+        if self.by_group and self.shared:
+            title.append("  every group: ", style="dim")
+            title.append(" ".join(sorted(self.shared)))
         with Vertical(classes="compare"):
-            yield Static(Text(f"Comparing {len(self.items)} {what}", style="bold"), classes="compare-title")
+            yield Static(title, classes="compare-title")
             summary = DataTable(id="compare-summary", cursor_type="none", zebra_stripes=True)
             summary.border_title = "Groups (completed runs)" if self.by_group else "Runs"
             yield summary
@@ -79,12 +85,8 @@ class CompareScreen(Screen):
         summary.add_columns("", *(GROUP_SUMMARY if self.by_group else RUN_SUMMARY))
         for i, item in enumerate(self.items):
             cells = list(item.summary)
-            data = cells[1] if self.by_group else cells[2]
-            styled = Text(data, style="magenta" if data == "synthetic" else "cyan")
-            if self.by_group:
-                cells[1] = styled
-            else:
-                cells[2] = styled
+            at = 2  # the data column (runs and groups alike)
+            cells[at] = Text(cells[at], style="magenta" if cells[at] == "synthetic" else "cyan")
             summary.add_row(self._swatch(i), *cells)
 
     def _plot(self) -> None:
@@ -131,7 +133,7 @@ class CompareScreen(Screen):
         prov.clear(columns=True)
         if not rows:
             prov.add_column("key", key="key")
-            note = "(the same code, versions, GPUs and host)" if recorded else "(no provenance recorded by these runs)"
+            note = "(the same commit, versions, GPUs and host)" if recorded else "(no provenance recorded by these runs)"
             prov.add_row(Text(note, style="dim"))
             return
         prov.add_column("key", key="key")

@@ -20,7 +20,7 @@ from textual.widgets import Button, Footer, Input, Label, Select, Static
 from engine.config import ConfigError, load_config, resolve_config_path
 
 from ...sweep import Plan, default_study_name, is_study, make_plan
-from ..compare_data import settings
+from ..compare_data import group_label, shared_settings
 from ..messages import QueueStudy
 from ..support import parse_override_text
 
@@ -82,11 +82,15 @@ def plan_text(plan: Plan, existing: str = "") -> Text:
     text.append(plan.describe(), style="bold cyan")
     if existing:
         text.append(f" · {existing}", style="yellow")
-    groups = plan.groups()
-    single = len(plan.names) == 1 and all(r.config_name == plan.runs[0].config_name for r in plan.runs)
+    groups = [{"group": g, "config": r.config_name} for g, r in {r.group: r for r in plan.runs}.items()]
+    shared = shared_settings(groups)  # said once: the groups are told apart by the rest
+    if shared:
+        text.append("\n  every group: ", style="dim")
+        text.append(" ".join(sorted(shared)))
+    one_config = len({g["config"] for g in groups}) == 1
     for g in groups[:PLAN_GROUPS_SHOWN]:
         text.append("\n  ")
-        text.append(" ".join(settings(g, plan.runs[0].config_name)) or "(the config as is)" if single else g, style="dim")
+        text.append(group_label(g, shared) if one_config else f"{g['config']} {group_label(g, shared)}", style="dim")
     if len(groups) > PLAN_GROUPS_SHOWN:
         text.append(f"\n  … and {len(groups) - PLAN_GROUPS_SHOWN} more groups", style="dim")
     return text
@@ -291,12 +295,13 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
             form = self.validate()
         except ConfigError as exc:
             self.shown_plan = None
-            if self._looks_like_study():
+            if self._looks_like_study():  # a plain launch's error waits for the submit, as before
                 shown.update(Text(f"Plan: ✖ {self._short_error(str(exc))}", style="red"))
                 shown.add_class("-visible")
             else:
                 shown.remove_class("-visible")
             return
+        self.query_one("#form-error", Static).remove_class("-visible")  # fixed: the last refusal no longer holds
         if isinstance(form, StudyForm):
             self.shown_plan = form.plan
             shown.update(plan_text(form.plan, self._existing(form.plan)))
