@@ -129,6 +129,7 @@ def group_stats(runs: Iterable[dict]) -> list[dict]:
     for (group, source), rows in buckets.items():
         rows.sort(key=lambda r: r.get("started_at") or 0)
         done = [r for r in rows if r.get("status") == COMPLETED and r.get("best_acc") is not None]
+        done_ids = {r["run_id"] for r in done}  # a set: a group of thousands of runs, not a scan per run
         stats = mean_interval([float(r["best_acc"]) for r in done])
         ref = next((r.get("reference_acc") for r in rows if r.get("reference_acc") is not None), None)
         ref = ref if source == "cifar100" else None
@@ -144,7 +145,7 @@ def group_stats(runs: Iterable[dict]) -> list[dict]:
             "epochs": "-" if not epochs else (str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"),
             "wall_s": _round(sum(walls) / len(walls)) if walls else None,
             "runs": [r["run_id"] for r in done],
-            "unfinished": [r["run_id"] for r in rows if r not in done],
+            "unfinished": [r["run_id"] for r in rows if r["run_id"] not in done_ids],
             "studies": sorted({r["study"] for r in rows if r.get("study")}),
         })
     out.sort(key=lambda g: (g["data"] != "cifar100", g["mean_acc"] is None, -(g["mean_acc"] or 0), g["group"]))

@@ -74,6 +74,17 @@ def split_list(item: str) -> list[str]:
     return [f"{key.strip()}={p}" for p in parts]
 
 
+def is_study(sets: Sequence[str], seeds: int = 1, study: str | None = None) -> bool:
+    """Whether `--set` items, a seed count and a study name ask for a study (a plan of runs
+    with their groups) rather than one plain run: a list in a value, several seeds, or a name.
+    A malformed list counts as one: the planner then says what is wrong with it."""
+    try:
+        lists = any(len(split_list(o)) > 1 for o in sets)
+    except ConfigError:
+        lists = True
+    return lists or seeds > 1 or bool(study)
+
+
 def canonical(value: Any) -> str:
     """One text per value: numbers as numbers (YAML reads 1e-3 as a string), 1.0 as 1, lists as [a,b]."""
     if isinstance(value, str) and _NUMBER.match(value.strip()):

@@ -276,6 +276,19 @@ class Store:
     def epochs(self, run_id: str) -> list[dict]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM epochs WHERE run_id=? ORDER BY epoch", (run_id,))]
 
+    def best_top5(self, run_ids: list[str]) -> dict[str, float | None]:
+        """run id -> the test top-5 accuracy of its best epoch (None: no such epoch row, or an
+        epoch written before top-5 was reported). One indexed lookup per run."""
+        out: dict[str, float | None] = {}
+        for i in range(0, len(run_ids), 500):  # at most 999 parameters in old SQLite builds
+            batch = run_ids[i:i + 500]
+            rows = self.conn.execute(
+                f"""SELECT r.run_id, e.test_top5 FROM runs r LEFT JOIN epochs e
+                    ON e.run_id = r.run_id AND e.epoch = r.best_epoch
+                    WHERE r.run_id IN ({','.join('?' * len(batch))})""", batch)
+            out.update((row[0], row[1]) for row in rows)
+        return out
+
     def leaderboard(self) -> list[dict]:
         """Runs with a result, CIFAR-100 before synthetic, best accuracy first within each."""
         rows = [r for r in self.runs() if r["best_acc"] is not None]

@@ -170,13 +170,9 @@ def _submit(sup, plan, held: dict, items: dict) -> int:
 
 
 def is_sweep(overrides: List[str], seeds: int, study: Optional[str], dry_run: bool, launcher: Launcher) -> bool:
-    from ..sweep import split_list
+    from ..sweep import is_study
 
-    try:
-        lists = any(len(split_list(o)) > 1 for o in overrides)
-    except ConfigError:
-        lists = True  # a malformed list: the sweep planner says what is wrong with it
-    return lists or seeds > 1 or bool(study) or dry_run or launcher is not Launcher.local
+    return is_study(overrides, seeds, study) or dry_run or launcher is not Launcher.local
 
 
 def sweep(names: List[str], overrides: List[str], extra: List[str], *, seeds: int, study: Optional[str],

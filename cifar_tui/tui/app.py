@@ -29,9 +29,11 @@ from engine.status import CRASHED, END_STATUSES, LIVE
 from engine.store import Store
 
 from ..launch import Workspace
+from ..studies import queue_plan
 from ..supervisor import Supervisor
 from . import messages as msg
 from .commands import CifarCommands
+from .compare_data import compare_groups, compare_runs
 from .lifecycle import Lifecycle
 from .notices import Announcer
 from .panes.experiments import ExperimentsPane
@@ -42,6 +44,8 @@ from .run_tabs import RunTabs
 from .runs_index import Changes, RunsIndex
 from .screens import CompareScreen, ConfirmScreen, LaunchPlan, LaunchScreen, MainScreen, QuitScreen
 from .screens.main import TAB_GROUP
+from .screens.studies import StudiesScreen, StudyChoice, load_studies
+from .study_queue import PlanQueue, queued_summary
 from .support import pane_id_for, short_run
 from .widgets.gpu_bar import GpuBar
 from .widgets.text import show
@@ -282,8 +286,46 @@ class CifarTUI(Lifecycle, App):
         self.push_screen(self.compare_screen(event.run_ids))
 
     def compare_screen(self, run_ids: list[str]) -> CompareScreen:
-        runs = [r for r in (self.store.run(rid) for rid in run_ids) if r is not None]
-        return CompareScreen(runs, {r["run_id"]: self.store.epochs(r["run_id"]) for r in runs})
+        items = compare_runs(self.store, self.ws.home, run_ids)
+        return CompareScreen(items, runs=[self.store.run(i.key) for i in items])
+
+    @on(msg.CompareGroups)
+    def _compare_groups(self, event: msg.CompareGroups) -> None:
+        self.push_screen(CompareScreen(compare_groups(self.store, self.ws.home, event.groups), groups=event.groups))
+
+    # ------------------------------------------------------------------ studies
+    @on(msg.QueueStudy)
+    async def _queue_study(self, event: msg.QueueStudy) -> None:
+        """A study from the launch form: recorded, and what it still lacks queued (each run with its
+        study and group) or resumed, by `studies.queue_plan` on the run lifecycle."""
+        target = PlanQueue(self.sup)
+        try:
+            queued = queue_plan(target, event.plan, kind="sweep", spec=event.spec, nproc=event.nproc,
+                                command=event.command)
+        except ConfigError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        ids = list(queued["items"])
+        if ids:
+            self._activate.add(ids[0])
+        if len(event.plan.names) > 1:
+            self.experiments_pane.clear_marks()
+        self.refresh_store(force=True)  # our own writes do not move our connection's data_version
+        for run_id in target.resumes:
+            await self.resume_run(run_id)
+        await self.pump_queue()
+        self.notify(queued_summary(event.plan.study, queued), title="Study", timeout=6)
+
+    @on(msg.ShowStudies)
+    def _show_studies(self) -> None:
+        pane = self.leaderboard_pane
+
+        def chosen(choice: StudyChoice | None) -> None:
+            if choice is not None:
+                pane.show_study(choice.study, choice.by_group)
+                self.action_show_tab("leaderboard")
+
+        self.push_screen(StudiesScreen(self.ws, load_studies(self.store), current=pane.study), chosen)
 
     # ------------------------------------------------------------------ run tabs
     @on(msg.OpenRun)

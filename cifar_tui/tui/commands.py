@@ -27,6 +27,12 @@ class CifarCommands(Provider):
                 action()
             return run
 
+        def on_leaderboard(action: Callable[[], None]) -> Callable[[], None]:
+            def run() -> None:
+                app.action_show_tab("leaderboard")
+                action()
+            return run
+
         cmds: list[tuple[str, Callable, str]] = [
             ("Launch experiment", on_experiments(experiments.action_launch),
              "Open the launch form for the highlighted (or marked) experiments"),
@@ -34,7 +40,13 @@ class CifarCommands(Provider):
             ("Show runs", partial(app.action_show_tab, "runs"), "Every run with its status, and the queue (2)"),
             ("Show leaderboard", partial(app.action_show_tab, "leaderboard"), "Best accuracy per run (3)"),
             ("Compare marked runs", app.leaderboard_pane.action_compare,
-             "Overlay accuracy curves and diff the configs of marked runs"),
+             "Overlay accuracy curves and diff the configs of marked runs (or groups)"),
+            ("Show studies", app.leaderboard_pane.action_studies,
+             "Sweeps and searches: what each asked, an Optuna study's best trial; show one on the leaderboard (f)"),
+            ("Leaderboard by group", on_leaderboard(partial(app.leaderboard_pane.set_mode, True)),
+             "One row per group: n, mean ± std, 95% interval, the seed's reference inside or not (g)"),
+            ("Leaderboard by run", on_leaderboard(partial(app.leaderboard_pane.set_mode, False)),
+             "One row per run (g)"),
             ("Stop run", partial(app.pane_action, "stop"), "Stop the current run gracefully (checkpoint + end event)"),
             ("Resume run", partial(app.pane_action, "resume"), "Continue the current stopped or crashed run"),
             ("Delete run", partial(app.pane_action, "delete"), "Delete the current run's directory and rows (asks first)"),

@@ -1,6 +1,6 @@
-"""What the panes ask of the App. A pane never starts, stops or deletes a run itself: it posts
-one of these; the App routes it to the run supervisor (`cifar_tui.supervisor.Supervisor`) and the
-screens."""
+"""What the panes and screens ask of the App. A pane never starts, stops or deletes a run itself: it
+posts one of these; the App routes it to the run supervisor (`cifar_tui.supervisor.Supervisor`) and
+the screens."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -75,3 +75,27 @@ class RunEnded(RunMessage):
     def __init__(self, run_id: str, notice: Notice):
         super().__init__(run_id)
         self.notice = notice
+
+
+class QueueStudy(Message):
+    """Queue a study from the launch form: `plan` (cifar_tui.sweep.Plan: the grid times the seeds,
+    each run with its group), recorded with `spec` and `command`; each run of `nproc` processes."""
+
+    def __init__(self, plan, spec: dict, nproc: int = 1, command: str | None = None):
+        super().__init__()
+        self.plan = plan
+        self.spec = spec
+        self.nproc = nproc
+        self.command = command
+
+
+class CompareGroups(Message):
+    """Show the compare screen for these groups (`studies.group_stats` rows)."""
+
+    def __init__(self, groups: list[dict]):
+        super().__init__()
+        self.groups = groups
+
+
+class ShowStudies(Message):
+    """Open the studies screen (its choice filters the leaderboard)."""

@@ -68,6 +68,8 @@ class RunsIndex:
         self._since: float | None = None    # rows stamped at or after this are re-read
         self._max_rowid = 0
         self._clock = clock
+        self._top5: dict[str, tuple[tuple, float | None]] = {}  # run id -> ((best_epoch, epochs_done), top-5)
+        self._fallback_group: dict[str, str] = {}  # run id -> its group, for runs that recorded none
         self._columns = [r[1] for r in store.conn.execute("PRAGMA table_info(runs)") if r[1] not in LEFT_OUT]
         self._select = f"SELECT rowid, {', '.join(self._columns)} FROM runs"
 
@@ -99,6 +101,8 @@ class RunsIndex:
                 batch = missing[i:i + ID_BATCH]
                 self._absorb(self._fetch(f"{select} WHERE run_id IN ({','.join('?' * len(batch))})", batch), changes)
         for rid in gone:
+            self._top5.pop(rid, None)
+            self._fallback_group.pop(rid, None)
             self._stored.pop(rid, None)
             self.runs.pop(rid, None)
             self._running.discard(rid)
@@ -160,3 +164,42 @@ class RunsIndex:
         rows = [self.runs[rid] for rid in self.newest_first() if self.runs[rid]["best_acc"] is not None]
         rows.sort(key=lambda r: (r["data_source"] != "cifar100", -(r["best_acc"] or 0)))
         return rows
+
+    def best_top5(self, run_ids: list[str]) -> dict[str, float | None]:
+        """run id -> test top-5 at its best epoch. Read from the store only for runs whose best
+        epoch (or epoch count) moved since the last ask: a redraw costs no query when none did."""
+        out, missing = {}, []
+        for rid in run_ids:
+            row = self.runs[rid]
+            stamp = (row["best_epoch"], row["epochs_done"])
+            cached = self._top5.get(rid)
+            if cached is not None and cached[0] == stamp:
+                out[rid] = cached[1]
+            else:
+                missing.append(rid)
+        if missing:
+            for rid, top5 in self.store.best_top5(missing).items():
+                row = self.runs[rid]
+                self._top5[rid] = ((row["best_epoch"], row["epochs_done"]), top5)
+                out[rid] = top5
+        return out
+
+    def group_rows(self, study: str | None = None) -> list[dict]:
+        """The run rows (of one study, or all) as `studies.group_stats` takes them: a run that
+        recorded no group gets the one `studies.group_of` gives it (from its resolved config, read
+        once per run), so the figures equal `cifar-tui leaderboard --by group`."""
+        from ..studies import fallback_group
+
+        rows = [r for r in self.runs.values() if study is None or r.get("study") == study]
+        missing = [r["run_id"] for r in rows if not r.get("group_key") and r["run_id"] not in self._fallback_group]
+        for i in range(0, len(missing), ID_BATCH):
+            batch = missing[i:i + ID_BATCH]
+            for rid, name, config_json in self.store.conn.execute(
+                    f"SELECT run_id, config_name, config_json FROM runs WHERE run_id IN ({','.join('?' * len(batch))})",
+                    batch):
+                self._fallback_group[rid] = fallback_group({"config_name": name, "config_json": config_json})
+        return [r if r.get("group_key") else dict(r, group_key=self._fallback_group.get(r["run_id"])) for r in rows]
+
+    def studies(self) -> list[str]:
+        """The names of the studies the listed runs belong to, sorted."""
+        return sorted({r["study"] for r in self.runs.values() if r.get("study")})

@@ -144,6 +144,9 @@ def test_launch_watch_stop_resume_leaderboard(engine_ws):
             assert got["data"] == "synthetic" and got["rank"] == "S1"
             assert got["epochs"] == "4/4" and "completed" in got["status"]
             assert got["reference"] == "-"  # a synthetic result is never compared with the seed's figure
+            # top-5: the engine's own figure for the best epoch
+            best = epoch_events(ws, rid)[stored["best_epoch"]]
+            assert got["top5"] == f"{best['test_top5']:.2f}" and best["test_top5"] >= best["test_acc"]
 
     asyncio.run(scenario())
 
@@ -335,3 +338,47 @@ def test_ui_stays_responsive_while_events_stream(tmp_path):
     shown = [round(x, 3) for x in latencies]
     assert max(latencies) < 1.0, f"key latencies while events stream: {shown}"
     assert sorted(latencies)[len(latencies) // 2] < 0.25, f"key latencies while events stream: {shown}"
+
+
+@ENGINE_TIMEOUT
+def test_a_study_from_the_form_runs_with_its_groups(engine_ws):
+    """Seeds 2 in the form: two real runs queued one after another, each recording its study and
+    group; the leaderboard's group row is `leaderboard --by group`'s (n = 2, mean ± std, interval)."""
+    from cifar_tui.report import group_cells
+    from cifar_tui.studies import leaderboard_groups
+
+    ws = engine_ws
+
+    async def scenario():
+        app = CifarTUI(ws, max_parallel=1)
+        async with app.run_test(size=SIZE) as pilot:
+            await until_loaded(pilot, app)
+            app.experiments_pane.launch(["resnet18_baseline"])
+            # mounted: its first field has the focus (typing before that would go elsewhere)
+            await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen) and getattr(app.focused, "id", "")
+                           == "f-epochs", 10, "the form")
+            form = app.screen
+            await fill_form(pilot, form, epochs="1", overrides=LIMITS)
+            form.query_one("#f-seeds", Input).value = "2"
+            form.query_one("#f-study", Input).value = "seeds2"
+            await wait_for(pilot, lambda: form.shown_plan is not None, 10, "the plan")
+            assert "2 runs (2 seeds), 1 group" in str(form.query_one("#plan", Static).render())
+            await pilot.press("ctrl+s")
+            await wait_for(pilot, lambda: len(app.store.study_runs("seeds2")) == 2 and all(
+                r["status"] == "completed" for r in app.store.study_runs("seeds2")), 600, "both runs to complete")
+            runs = app.store.study_runs("seeds2")
+            groups = {r["group_key"] for r in runs}
+            assert len(groups) == 1 and "train.seed" not in next(iter(groups))
+            for r in runs:  # the engine recorded them
+                start = next(e for e in read_events(ws.home / r["run_id"] / "events.jsonl") if e["type"] == "start")
+                assert start["study"] == "seeds2" and start["group"] == r["group_key"]
+            assert sorted(json.loads(r["config_json"])["train"]["seed"] for r in runs) == [0, 1]
+            await pilot.press("3", "g")
+            table = app.query_one("#lb-groups", DataTable)
+            expected = leaderboard_groups(app.store, "seeds2")[0]
+            key = f"synthetic\t{expected['group']}"
+            await wait_for(pilot, lambda: key in {r.key.value for r in table.ordered_rows}, 10, "the group row")
+            row = [c.plain if hasattr(c, "plain") else str(c) for c in table.get_row(key)]
+            assert expected["n"] == 2 and row[4:12] == group_cells(expected)[1:]
+
+    asyncio.run(scenario())

@@ -117,3 +117,47 @@ def test_liveness_is_checked_for_running_rows_only(stores, monkeypatch):
     assert changes.changed == {"alive"} and index.runs["alive"]["status"] == "crashed" and index.running() == set()
     assert sql == ["PRAGMA data_version"]
 
+
+
+def test_top5_is_the_best_epochs_and_read_again_only_when_the_best_epoch_moves(stores):
+    ui, engine, ids = stores
+    index = RunsIndex(ui)
+    index.refresh()
+    rid = ids["s_stop"]  # stopped after epoch 3 of 6
+    expected = {r: ui.conn.execute("SELECT e.test_top5 FROM epochs e JOIN runs r ON r.run_id = e.run_id "
+                                   "AND e.epoch = r.best_epoch WHERE r.run_id=?", (r,)).fetchone()[0]
+                for r in ids.values()}
+    assert all(v is not None for v in expected.values())
+    assert index.best_top5(list(ids.values())) == expected
+    sql = statements(ui)
+    assert index.best_top5(list(ids.values())) == expected and sql == []  # nothing moved: no query
+    # the run goes on: epoch 4 is its new best, with its own top-5
+    engine.epoch_done(rid, {"epoch": 4, "test_acc": 60.0, "test_top5": 91.5, "best_acc": 60.0, "best_epoch": 4},
+                      wall_s=40.0)
+    index.refresh()
+    sql.clear()
+    top5 = index.best_top5(list(ids.values()))
+    assert top5[rid] == 91.5 and {k: v for k, v in top5.items() if k != rid} == {
+        k: v for k, v in expected.items() if k != rid}
+    assert len([s for s in sql if "test_top5" in s]) == 1 and rid in " ".join(sql)
+    assert all(other not in " ".join(sql) for other in ids.values() if other != rid)
+    # a worse epoch 5: the best stays epoch 4, and so does its top-5
+    engine.epoch_done(rid, {"epoch": 5, "test_acc": 50.0, "test_top5": 80.0, "best_acc": 60.0, "best_epoch": 4},
+                      wall_s=48.0)
+    index.refresh()
+    assert index.best_top5([rid]) == {rid: 91.5}
+
+
+def test_group_rows_give_the_cli_groups(stores):
+    """A run that recorded no group (started before studies) gets the group `leaderboard --by
+    group` gives it; its config is read once."""
+    from cifar_tui.studies import group_stats, leaderboard_groups
+
+    ui, _engine, ids = stores
+    index = RunsIndex(ui)
+    index.refresh()
+    assert all(not r.get("group_key") for r in index.runs.values())
+    assert group_stats(index.group_rows()) == leaderboard_groups(ui)
+    sql = statements(ui)
+    assert group_stats(index.group_rows()) == leaderboard_groups(ui)
+    assert not [s for s in sql if "config_json" in s and "SELECT run_id, config_name" in s]  # cached

@@ -18,7 +18,7 @@ from tests.support.tui import fake_workspace, footer_keys, until_loaded
 SIZE = (160, 48)
 TABS = {"1", "2", "3"}
 GLOBAL = TABS | {"question_mark", "q"}
-PANE_KEYS = {"l", "space", "slash", "s", "r", "d", "c", "o", "w"}
+PANE_KEYS = {"l", "space", "slash", "s", "r", "d", "c", "o", "w", "g", "f"}
 
 
 def pane_keys(app) -> dict[str, bool]:
@@ -59,9 +59,16 @@ def test_each_tab_shows_its_own_keys(tmp_path):
             await pilot.press("3")
             lb = app.query_one("#lb-table", DataTable)
             await highlight(pilot, lb, ids["s_stop"])
-            assert pane_keys(app) == {"space": True, "s": False, "r": True, "d": True, "c": False, "o": True}
+            assert pane_keys(app) == {"space": True, "s": False, "r": True, "d": True, "c": False, "o": True, "g": True,
+                                      "f": True}
+            assert footer_keys(app).get("escape") is None  # "every run" only while one study is shown
             await pilot.press("space", "space")
             assert pane_keys(app)["c"] is True  # two marked: compare can act
+            await pilot.press("g")  # by group: a group row is not a run
+            assert pane_keys(app) == {"space": True, "c": False, "o": True, "g": True, "f": True}
+            assert app.screen.active_bindings["g"].binding.description == "By run"
+            await pilot.press("g")
+            assert app.screen.active_bindings["g"].binding.description == "By group"
             await pilot.press("c")
             assert isinstance(app.screen, CompareScreen)
             assert not TABS & footer_keys(app).keys()  # the tab keys belong to the main screen

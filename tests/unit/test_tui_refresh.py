@@ -99,7 +99,8 @@ def test_tables_in_the_back_are_redrawn_when_shown(ws_engine, monkeypatch):
             order = [r.key.value for r in lb.ordered_rows]
             runs_spy, lb_spy = TableSpy(runs, monkeypatch), TableSpy(lb, monkeypatch)
             between = (app.index.runs[ids["s_base"]]["best_acc"] + app.index.runs[rid]["best_acc"]) / 2
-            engine.epoch_done(rid, {"epoch": 4, "test_acc": between, "best_acc": between, "best_epoch": 4}, wall_s=40.0)
+            engine.epoch_done(rid, {"epoch": 4, "test_acc": between, "test_top5": 88.5, "best_acc": between,
+                                    "best_epoch": 4}, wall_s=40.0)
             await wait_for(pilot, lambda: app.index.runs[rid]["epochs_done"] == 4, "the store change")
             exp = app.query_one("#exp-table", DataTable)
             assert str(exp.get_cell("resnet18_baseline_lbsmooth", "best")) == f"{between:.2f} syn"  # in front
@@ -108,8 +109,9 @@ def test_tables_in_the_back_are_redrawn_when_shown(ws_engine, monkeypatch):
             assert sorted(c[2] for c in runs_spy.calls) == ["best", "epochs", "wall"]
             assert {c[:2] for c in runs_spy.calls} == {("update_cell", rid)}
             await pilot.press("3")
-            assert sorted(c[2] for c in lb_spy.calls) == ["best_acc", "best_epoch", "epochs", "wall_s"]
+            assert sorted(c[2] for c in lb_spy.calls) == ["best_acc", "best_epoch", "epochs", "top5", "wall_s"]
             assert {c[:2] for c in lb_spy.calls} == {("update_cell", rid)}
+            assert str(lb.get_cell(rid, "top5")) == "88.50"  # the new best epoch's top-5
             assert [r.key.value for r in lb.ordered_rows] == order
             assert str(lb.get_cell(rid, "epochs")) == "4/6"
 

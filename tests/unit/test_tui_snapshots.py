@@ -12,23 +12,34 @@ import pytest
 from textual.widgets import DataTable, Input, Static
 
 from cifar_tui.tui.app import CifarTUI
-from cifar_tui.tui.screens import CompareScreen, LaunchScreen
+from cifar_tui.tui.screens import CompareScreen, LaunchScreen, StudiesScreen
 
-from tests.support.tui import fake_workspace
+from tests.support.tui import STUDY, TUNE, add_tune_study, fake_workspace, study_workspace
 
 SIZE = (160, 45)
 
 
 @pytest.fixture
-def snap_ws(tmp_path, monkeypatch):
-    """The fake workspace with cwd = tmp (relative paths on screen) and UTC clock formatting."""
+def snap_env(tmp_path, monkeypatch):
+    """cwd = tmp (relative paths on screen) and UTC clock formatting."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
-    ws, ids = fake_workspace(tmp_path)
-    yield ws, ids
+    yield tmp_path
     monkeypatch.delenv("TZ")
     time.tzset()
+
+
+@pytest.fixture
+def snap_ws(snap_env):
+    """The deterministic fake workspace."""
+    return fake_workspace(snap_env)
+
+
+@pytest.fixture
+def snap_study(snap_env):
+    """The fake workspace plus a sweep study of two groups (three seeds each)."""
+    return study_workspace(snap_env)
 
 
 SNAPSHOTS = Path(__file__).parent / "__snapshots__" / "test_tui_snapshots"
@@ -155,11 +166,13 @@ def test_snapshot_compare(snap_ws, snap_compare):
         await pilot.press("3")
         await settle(pilot)
         await pilot.press("space", "space", "c")
-        await settle(pilot, lambda: isinstance(app.screen, CompareScreen))
+        await settle(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.provenance is not None)
         seen["diff"] = [k for k, _ in app.screen.diff_rows]
+        seen["top5"] = [i.summary[4] for i in app.screen.items]
 
     check_snapshot(snap_compare, app, "test_snapshot_compare", before)
     assert seen["diff"] == ["model.pretrained", "name", "reference.accuracy"]
+    assert seen["top5"] == ["87.74", "66.55"]
 
 
 def test_snapshot_launch_form_error(snap_ws, snap_compare):
@@ -180,3 +193,77 @@ def test_snapshot_launch_form_error(snap_ws, snap_compare):
     check_snapshot(snap_compare, app, "test_snapshot_launch_form_error", before)
     assert isinstance(seen["screen"], LaunchScreen)
     assert "train.epochs" in seen["error"] and "greater than 0" in seen["error"]
+
+
+def test_snapshot_leaderboard_groups(snap_study, snap_compare):
+    ws, _, _ = snap_study
+    app = make_app(ws)
+    seen = {}
+
+    async def before(pilot):
+        await pilot.press("3")
+        await settle(pilot)
+        await pilot.press("f")
+        await settle(pilot, lambda: isinstance(app.screen, StudiesScreen))
+        await pilot.press("g")  # the study's groups
+        await settle(pilot, lambda: app.leaderboard_pane.study == STUDY and app.leaderboard_pane.by_group)
+        table = app.query_one("#lb-groups", DataTable)
+        seen["rows"] = [[c.plain if hasattr(c, "plain") else str(c) for c in table.get_row(r.key)][4:7]
+                        for r in table.ordered_rows]
+
+    check_snapshot(snap_compare, app, "test_snapshot_leaderboard_groups", before)
+    assert seen["rows"] == [["3", "47.46 ± 2.02", "[42.44, 52.48]"], ["3", "42.41 ± 2.02", "[37.39, 47.43]"]]
+
+
+def test_snapshot_compare_groups(snap_study, snap_compare):
+    ws, _, _ = snap_study
+    app = make_app(ws)
+    seen = {}
+
+    async def before(pilot):
+        await pilot.press("3")
+        await settle(pilot)
+        app.leaderboard_pane.show_study(STUDY, by_group=True)
+        await settle(pilot, lambda: app.query_one("#lb-groups", DataTable).row_count == 2)
+        await pilot.press("space", "space", "c")
+        await settle(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.provenance is not None)
+        seen["provenance"] = [k for k, _ in app.screen.provenance]
+
+    check_snapshot(snap_compare, app, "test_snapshot_compare_groups", before)
+    assert seen["provenance"][:2] == ["git_commit", "host"]
+
+
+def test_snapshot_launch_form_plan(snap_ws, snap_compare):
+    ws, _ = snap_ws
+    app = make_app(ws)
+    seen = {}
+
+    async def before(pilot):
+        await settle(pilot)
+        await pilot.press("down", "l")
+        await settle(pilot, lambda: isinstance(app.screen, LaunchScreen) and getattr(app.focused, "id", "") == "f-epochs")
+        form = app.screen
+        for field in form.query(Input):  # the plan takes a varying time: no cursor blink phase in the picture
+            field.cursor_blink = False
+        form.query_one("#f-set", Input).value = "optim.lr=1e-3,3e-3 optim.weight_decay=1e-4,1e-3"
+        form.query_one("#f-seeds", Input).value = "2"
+        form.query_one("#f-study", Input).value = "grid"
+        await settle(pilot, lambda: form.shown_plan is not None)
+        seen["plan"] = str(form.query_one("#plan", Static).render())
+
+    check_snapshot(snap_compare, app, "test_snapshot_launch_form_plan", before)
+    assert "8 runs (2 optim.lr x 2 optim.weight_decay x 2 seeds), 4 groups" in seen["plan"]
+
+
+def test_snapshot_studies(snap_study, snap_compare):
+    ws, _, _ = snap_study
+    add_tune_study(ws)
+    app = make_app(ws)
+
+    async def before(pilot):
+        await pilot.press("3")
+        await settle(pilot)
+        await pilot.press("f")
+        await settle(pilot, lambda: isinstance(app.screen, StudiesScreen) and TUNE in app.screen.trials)
+
+    check_snapshot(snap_compare, app, "test_snapshot_studies", before)

@@ -1,7 +1,12 @@
-"""The Leaderboard tab: every run with a result, CIFAR-100 ranked apart from synthetic; marks,
-sorting by any column, compare; s / r / d on the highlighted run. Redrawn from the store's
+"""The Leaderboard tab: every run with a result (or, with `g`, one row per group: n, mean ± std,
+95% interval, the seed's reference and whether it lies inside), CIFAR-100 ranked apart from
+synthetic; optionally only one study's runs; marks, sorting by any column, compare (runs, or
+groups: mean curves with a band); s / r / d on the highlighted run. Redrawn from the store's
 changes only while in front, and only the cells that changed."""
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual import on
@@ -10,55 +15,114 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from ...report import fmt_acc, leaderboard_rows
-from ..messages import CompareRuns, OpenRun
+from ...report import fmt_acc, group_cells, leaderboard_rows
+from ...studies import group_stats
+from ..compare_data import group_label, shared_settings
+from ..messages import CompareGroups, CompareRuns, OpenRun, ShowStudies
 from ..runs_index import Changes, RunsIndex
 from ..widgets.table_sync import TableSync
 from ..widgets.text import cell, show, status_text
 from .run_actions import RUN_BINDINGS, RunActions
 
 LB_COLUMNS = (("mark", " "), ("rank", "#"), ("config", "config"), ("data", "data"), ("best_acc", "best acc"),
-              ("reference", "seed"), ("diff", "diff"), ("best_epoch", "best ep"), ("epochs", "epochs"),
-              ("wall_s", "wall"), ("status", "status"), ("run_id", "run id"))
-LB_DESC_FIRST = {"best_acc", "reference", "diff", "wall_s", "best_epoch", "epochs"}
+              ("top5", "top-5"), ("reference", "seed"), ("diff", "diff"), ("best_epoch", "best ep"),
+              ("epochs", "epochs"), ("wall_s", "wall"), ("status", "status"), ("run_id", "run id"))
+LB_DESC_FIRST = {"best_acc", "top5", "reference", "diff", "wall_s", "best_epoch", "epochs"}
+# one row per group; the group's settings last: on a narrow terminal the figures stay in view
+GROUP_COLUMNS = (("mark", " "), ("rank", "#"), ("config", "config"), ("data", "data"), ("n", "n"),
+                 ("mean_acc", "mean ± std"), ("ci95", "95% interval"), ("reference", "seed"), ("ref_in_ci", "inside"),
+                 ("diff", "diff"), ("epochs", "epochs"), ("wall_s", "wall"), ("settings", "group"))
+GROUP_DESC_FIRST = {"n", "mean_acc", "ci95", "reference", "diff", "wall_s", "epochs"}
 
 
 def lb_values(r: dict, marked: bool) -> tuple:
-    return (marked, (r["rank"], r["data"] != "cifar100"), r["config"], r["data"], r["best_acc"], r["reference"],
-            r["diff"], r["best_epoch"], r["epochs"], r["wall"], r["status"] or "?", r["run_id"])
+    return (marked, (r["rank"], r["data"] != "cifar100"), r["config"], r["data"], r["best_acc"], r.get("top5"),
+            r["reference"], r["diff"], r["best_epoch"], r["epochs"], r["wall"], r["status"] or "?", r["run_id"])
 
 
 def lb_cells(_key: str, values: tuple) -> list:
-    marked, (rank, syn), config, data, best_acc, reference, diff, best_epoch, epochs, wall, status, run_id = values
+    marked, (rank, syn), config, data, best_acc, top5, reference, diff, best_epoch, epochs, wall, status, run_id = values
     return [
         Text("●", style="bold magenta") if marked else Text(" "),
         Text(f"S{rank}" if syn else str(rank), style="magenta" if syn else "bold"),
         cell(config),
         Text("synthetic", style="italic magenta") if syn else Text(data, style="cyan"),
         Text(fmt_acc(best_acc), style="bold"),
+        cell(fmt_acc(top5)),
         cell(fmt_acc(reference)),
         Text("-" if diff is None else f"{diff:+.2f}", style="" if diff is None else ("green" if diff >= 0 else "red")),
         cell(str(best_epoch or "-")), cell(epochs), cell(wall), status_text(status), cell(run_id),
     ]
 
 
-def sort_order(rows: list[dict], col: str, desc: bool) -> list[str]:
-    """Run ids sorted by `col` within each group (CIFAR-100 first, then synthetic); rows without
-    a value for the column go last in their group."""
+def group_key(g: dict) -> str:
+    """A group row's key: its data source and group (one group may have runs on both sources)."""
+    return f"{g['data']}\t{g['group']}"
+
+
+def group_values(g: dict, rank: int, marked: bool) -> tuple:
+    """The figures as `cifar-tui leaderboard --by group` prints them (report.group_cells)."""
+    _, n, mean, ci, seed, inside, diff, epochs, wall = group_cells(g)
+    return (marked, (rank, g["data"] != "cifar100"), g["config"] or "?", g["data"], n, mean, ci, seed,
+            (inside, g["ref_in_ci"]), (diff, g["diff"]), epochs, wall, g["settings"])
+
+
+def group_row_cells(_key: str, values: tuple) -> list:
+    marked, (rank, syn), config, data, n, mean, ci, seed, (inside, ok), (diff, d), epochs, wall, settings = values
+    return [
+        Text("●", style="bold magenta") if marked else Text(" "),
+        Text(f"S{rank}" if syn else str(rank), style="magenta" if syn else "bold"),
+        cell(config),
+        Text("synthetic", style="italic magenta") if syn else Text(data, style="cyan"),
+        cell(n), Text(mean, style="bold"), cell(ci), cell(seed),
+        Text(inside, style="" if ok is None else ("green" if ok else "yellow")),
+        Text(diff, style="" if d is None else ("green" if d >= 0 else "red")),
+        cell(epochs), cell(wall), cell(settings),
+    ]
+
+
+def _sortable(v):
+    return v.lower() if isinstance(v, str) else v
+
+
+def sort_order(rows: list[dict], col: str, desc: bool, id_key: str = "run_id") -> list[str]:
+    """Row ids sorted by `col` within each part (CIFAR-100 first, then synthetic); rows without
+    a value for the column go last in their part."""
 
     def key(r: dict):
         v = r.get(col)
-        if col == "epochs":
-            v = int(str(v).split("/")[0] or 0)
-        return v.lower() if isinstance(v, str) else v
+        if col == "epochs":  # "3/20" (a run), "20" or "2-3" (a group): the epochs done
+            m = re.match(r"\d+", str(v))
+            v = int(m.group()) if m else 0
+        return _sortable(v)
 
     out: list[str] = []
     for synthetic in (False, True):
-        group = [r for r in rows if (r["data"] != "cifar100") == synthetic]
-        present = [r for r in group if r.get(col) is not None]
+        part = [r for r in rows if (r["data"] != "cifar100") == synthetic]
+        present = [r for r in part if r.get(col) is not None]
         present.sort(key=key, reverse=desc)
-        out += [r["run_id"] for r in present] + [r["run_id"] for r in group if r.get(col) is None]
+        out += [r[id_key] for r in present] + [r[id_key] for r in part if r.get(col) is None]
     return out
+
+
+@dataclass
+class Board:
+    """One of the two tables (runs, groups): its columns, sort and what it shows."""
+
+    table: DataTable
+    columns: tuple
+    desc_first: set
+    sort: tuple[str, bool]
+    sync: TableSync | None = None
+    stale: bool = True
+
+    def label(self, key: str, label: str) -> str:
+        col, desc = self.sort
+        return f"{label} {'▼' if desc else '▲'}" if key == col else label
+
+    def add_columns(self) -> None:
+        for key, label in self.columns:
+            self.table.add_column(self.label(key, label), key=key)
 
 
 class LeaderboardPane(RunActions, Vertical):
@@ -68,63 +132,132 @@ class LeaderboardPane(RunActions, Vertical):
         Binding("c", "compare", "Compare"),
         Binding("o", "sort", "Sort"),
         Binding("O", "reverse_sort", "Reverse", show=False),
+        Binding("g", "by_group", "By group"),   # one of the two `g` is shown: the mode it switches to
+        Binding("g", "by_run", "By run"),
+        Binding("f", "studies", "Studies"),
+        Binding("escape", "all_runs", "All runs"),
     ]
 
     def __init__(self, **kw):
         super().__init__(**kw)
         self.marked: set[str] = set()          # run ids
-        self.sort: tuple[str, bool] = ("best_acc", True)
-        self.rows: list[dict] = []             # leaderboard_rows, ranked
+        self.marked_groups: set[str] = set()   # group keys
+        self.by_group = False
+        self.study: str | None = None          # only this study's runs (None: every run)
+        self.rows: list[dict] = []             # leaderboard_rows, ranked (runs)
+        self.groups: list[dict] = []           # group_stats rows, ranked (groups)
         self._values: dict[str, tuple] = {}
+        self._group_values: dict[str, tuple] = {}
+        self.shared: set[str] = set()          # settings every listed group has
         self._index: RunsIndex | None = None
-        self._stale = True
 
     def compose(self) -> ComposeResult:
         yield Static("", id="lb-note", classes="hint")
         yield DataTable(id="lb-table", cursor_type="row", zebra_stripes=True)
+        yield DataTable(id="lb-groups", cursor_type="row", zebra_stripes=True, classes="-hidden")
 
     def on_mount(self) -> None:
-        self.table = self.query_one("#lb-table", DataTable)
-        for key, label in LB_COLUMNS:
-            self.table.add_column(self._label(key, label), key=key)
-        self.sync = TableSync(self.table, lb_cells, id_column="run_id")
+        self.runs_board = Board(self.query_one("#lb-table", DataTable), LB_COLUMNS, LB_DESC_FIRST, ("best_acc", True))
+        self.groups_board = Board(self.query_one("#lb-groups", DataTable), GROUP_COLUMNS, GROUP_DESC_FIRST,
+                                  ("mean_acc", True))
+        for board, render, id_column in ((self.runs_board, lb_cells, "run_id"), (self.groups_board, group_row_cells,
+                                                                                 "rank")):
+            board.add_columns()
+            board.sync = TableSync(board.table, render, id_column=id_column)
+        self.table = self.runs_board.table
+        self.sync = self.runs_board.sync
+
+    @property
+    def board(self) -> Board:
+        return self.groups_board if self.by_group else self.runs_board
+
+    @property
+    def sort(self) -> tuple[str, bool]:
+        return self.board.sort
 
     def focus_main(self) -> None:
-        self.table.focus()
+        self.board.table.focus()
 
     @property
     def in_front(self) -> bool:
         return self.app.active_tab == "leaderboard"
 
-    def _label(self, key: str, label: str) -> str:
-        col, desc = self.sort
-        return f"{label} {'▼' if desc else '▲'}" if key == col else label
-
     # ------------------------------------------------------------------ data
     def runs_changed(self, index: RunsIndex, changes: Changes) -> None:
         self._index = index
-        if not self._stale:
+        runs = self.runs_board
+        if not runs.stale:
             # a run without a result that is not listed (a live run before its first epoch) changes nothing
-            self._stale = bool(changes.removed & self._values.keys()) or any(
+            runs.stale = bool(changes.removed & self._values.keys()) or any(
                 rid in self._values or index.runs[rid]["best_acc"] is not None for rid in changes.runs)
+        # a group also counts its unfinished runs: any change of a run may change it
+        self.groups_board.stale = self.groups_board.stale or bool(changes.runs or changes.removed)
         if self.in_front:
             self.redraw()
 
     def redraw(self, force: bool = False) -> None:
-        """Bring the table up to date when something it lists changed since the last redraw."""
-        if not ((self._stale or force) and self._index is not None):
+        """Bring the table in view up to date when something it lists changed since the last redraw."""
+        board = self.board
+        if not ((board.stale or force) and self._index is not None):
             return
-        self._stale = False
-        self.rows = leaderboard_rows(self._index.leaderboard())
-        self._values = {r["run_id"]: lb_values(r, r["run_id"] in self.marked) for r in self.rows}
-        self.marked &= self._values.keys()
-        self.sync.show(sort_order(self.rows, *self.sort), self._values)
+        board.stale = False
+        if self.by_group:
+            self._redraw_groups()
+        else:
+            self._redraw_runs()
         self._note()
 
+    def _redraw_runs(self) -> None:
+        listed = [r for r in self._index.leaderboard() if self.study is None or r.get("study") == self.study]
+        self.rows = leaderboard_rows(listed)
+        top5 = self._index.best_top5([r["run_id"] for r in self.rows])
+        for r in self.rows:
+            r["top5"] = top5.get(r["run_id"])
+        self._values = {r["run_id"]: lb_values(r, r["run_id"] in self.marked) for r in self.rows}
+        self.marked &= self._values.keys()
+        self.runs_board.sync.show(sort_order(self.rows, *self.runs_board.sort), self._values)
+
+    def _redraw_groups(self) -> None:
+        ranks: dict[str, int] = {}
+        self.groups = []
+        stats = group_stats(self._index.group_rows(self.study))
+        self.shared = shared_settings(stats)  # said once in the note, not on every row
+        for g in stats:
+            ranks[g["data"]] = ranks.get(g["data"], 0) + 1
+            self.groups.append(dict(g, key=group_key(g), rank=ranks[g["data"]],
+                                    ci_low=g["ci95"][0] if g["ci95"] else None, settings=group_label(g, self.shared)))
+        self._group_values = {g["key"]: group_values(g, g["rank"], g["key"] in self.marked_groups) for g in self.groups}
+        self.marked_groups &= self._group_values.keys()
+        col, desc = self.groups_board.sort
+        self.groups_board.sync.show(sort_order(self.groups, "ci_low" if col == "ci95" else col, desc, id_key="key"),
+                                    self._group_values)
+
     def _note(self) -> None:
-        n_syn = len([r for r in self.rows if r["data"] != "cifar100"])
-        col, desc = self.sort
         note = Text()
+        if self.study:
+            note.append(f"study {self.study}", style="bold yellow")
+            note.append(" (esc: all) · ", style="dim")
+        col, desc = self.sort
+        if self.by_group:
+            n_syn = len([g for g in self.groups if g["data"] != "cifar100"])
+            if not self.groups:
+                note.append("No groups yet: a group is a config plus its overrides, seed left out.", style="dim")
+            else:
+                if len(self.groups) > n_syn:
+                    note.append(f"{len(self.groups) - n_syn} CIFAR-100 groups", style="bold cyan")
+                    note.append(" · ")
+                if n_syn:
+                    note.append(f"{n_syn} synthetic (S#)", style="magenta")
+                    note.append(" · ")
+                note.append("best acc of completed runs: mean ± std, t 95% interval", style="dim")
+                if self.marked_groups:
+                    note.append(f" · {len(self.marked_groups)} marked", style="bold magenta")
+                if self.shared:
+                    note.append(" · every group: ", style="dim")
+                    note.append(" ".join(sorted(self.shared)))
+            show(self.query_one("#lb-note", Static), note)
+            return
+        n_syn = len([r for r in self.rows if r["data"] != "cifar100"])
         if not self.rows:
             note.append("No results yet. Finished epochs of every run appear here, best accuracy first.", style="dim")
         else:
@@ -134,71 +267,135 @@ class LeaderboardPane(RunActions, Vertical):
             note.append(f" · sorted by {col} {'desc' if desc else 'asc'} within each group", style="dim")
             if self.marked:
                 note.append(f" · {len(self.marked)} marked", style="bold magenta")
-            note.append(" · space mark · c compare · o sort · click a header", style="dim")
+            note.append(" · space mark · c compare · o sort · g by group", style="dim")
         show(self.query_one("#lb-note", Static), note)
+
+    # ------------------------------------------------------------------ modes and studies
+    def set_mode(self, by_group: bool) -> None:
+        if by_group == self.by_group:
+            return
+        had_focus = self.board.table.has_focus
+        self.by_group = by_group
+        self.runs_board.table.set_class(by_group, "-hidden")
+        self.groups_board.table.set_class(not by_group, "-hidden")
+        self.redraw(force=True)
+        if had_focus or self.in_front:
+            self.board.table.focus()
+        self.app.update_bindings()
+
+    def show_study(self, study: str | None, by_group: bool | None = None) -> None:
+        """Only this study's runs (None: every run); by_group None keeps the mode."""
+        if study != self.study:
+            for board in (self.runs_board, self.groups_board):  # the columns size afresh to what is listed
+                board.sync.clear()
+                board.table.clear(columns=True)
+                board.add_columns()
+        self.study = study
+        self.runs_board.stale = self.groups_board.stale = True
+        if by_group is not None and by_group != self.by_group:
+            self.set_mode(by_group)
+        else:
+            self.redraw(force=True)
+        self.app.update_bindings()
+
+    def action_by_group(self) -> None:
+        self.set_mode(True)
+
+    def action_by_run(self) -> None:
+        self.set_mode(False)
+
+    def action_studies(self) -> None:
+        self.post_message(ShowStudies())
+
+    def action_all_runs(self) -> None:
+        self.show_study(None)
 
     # ------------------------------------------------------------------ sorting
     def set_sort(self, col: str, desc: bool | None = None) -> None:
+        board = self.board
         if col == "mark":
             return
         if desc is None:
-            same = self.sort[0] == col
-            desc = (not self.sort[1]) if same else (col in LB_DESC_FIRST)
-        before = self.sort[0]
-        self.sort = (col, desc)
-        self._relabel({before, col})
+            same = board.sort[0] == col
+            desc = (not board.sort[1]) if same else (col in board.desc_first)
+        before = board.sort[0]
+        board.sort = (col, desc)
+        self._relabel(board, {before, col})
         self.redraw(force=True)
 
-    def _relabel(self, keys: set[str]) -> None:
+    def _relabel(self, board: Board, keys: set[str]) -> None:
         """Put the sort arrow on the sorted column's header, resized as DataTable sizes a column
         (widest cell or label); an empty table just gets its columns again."""
-        if not self.table.row_count:
-            self.table.clear(columns=True)
-            for key, label in LB_COLUMNS:
-                self.table.add_column(self._label(key, label), key=key)
+        table = board.table
+        if not table.row_count:
+            table.clear(columns=True)
+            board.add_columns()
             return
-        labels = dict(LB_COLUMNS)
-        first = self.sync.cursor_key() or next(iter(self.sync.shown))
-        for column in self.table.columns.values():
+        labels = dict(board.columns)
+        first = board.sync.cursor_key() or next(iter(board.sync.shown))
+        for column in table.columns.values():
             if column.key.value in keys:
-                column.label = Text(self._label(column.key.value, labels[column.key.value]))
-                self.table.update_cell(first, column.key, self.table.get_cell(first, column.key), update_width=True)
+                column.label = Text(board.label(column.key.value, labels[column.key.value]))
+                table.update_cell(first, column.key, table.get_cell(first, column.key), update_width=True)
 
-    @on(DataTable.HeaderSelected, "#lb-table")
+    @on(DataTable.HeaderSelected)
     def _header(self, event: DataTable.HeaderSelected) -> None:
         self.set_sort(event.column_key.value)
 
     def action_sort(self) -> None:
-        keys = [k for k, _ in LB_COLUMNS if k != "mark"]
-        i = keys.index(self.sort[0]) if self.sort[0] in keys else -1
+        board = self.board
+        keys = [k for k, _ in board.columns if k != "mark"]
+        i = keys.index(board.sort[0]) if board.sort[0] in keys else -1
         nxt = keys[(i + 1) % len(keys)]
-        self.set_sort(nxt, nxt in LB_DESC_FIRST)
+        self.set_sort(nxt, nxt in board.desc_first)
 
     def action_reverse_sort(self) -> None:
         self.set_sort(self.sort[0], not self.sort[1])
 
     # ------------------------------------------------------------------ marks, compare, keys
     def current_run(self) -> str | None:
-        return self.sync.cursor_key()
+        return None if self.by_group else self.runs_board.sync.cursor_key()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "by_group":
+            return not self.by_group
+        if action == "by_run":
+            return self.by_group
+        if action == "all_runs":
+            return self.study is not None
+        if action in ("stop", "resume", "delete") and self.by_group:
+            return False  # a group row is not a run
         if action == "compare":
-            return True if len(self.marked) >= 2 else None
+            return True if len(self.marked_groups if self.by_group else self.marked) >= 2 else None
         return super().check_action(action, parameters)
 
     def action_mark(self) -> None:
-        rid = self.current_run()
-        if rid is None:
+        board = self.board
+        key = board.sync.cursor_key()
+        if key is None:
             return
-        self.marked.symmetric_difference_update({rid})
-        self._values[rid] = lb_values(next(r for r in self.rows if r["run_id"] == rid), rid in self.marked)
-        self.sync.update({rid: self._values[rid]})
+        if self.by_group:
+            self.marked_groups.symmetric_difference_update({key})
+            g = next(g for g in self.groups if g["key"] == key)
+            self._group_values[key] = group_values(g, g["rank"], key in self.marked_groups)
+            board.sync.update({key: self._group_values[key]})
+        else:
+            self.marked.symmetric_difference_update({key})
+            self._values[key] = lb_values(next(r for r in self.rows if r["run_id"] == key), key in self.marked)
+            board.sync.update({key: self._values[key]})
         self._note()
-        if self.table.cursor_row < self.table.row_count - 1:
-            self.table.move_cursor(row=self.table.cursor_row + 1, animate=False)
+        if board.table.cursor_row < board.table.row_count - 1:
+            board.table.move_cursor(row=board.table.cursor_row + 1, animate=False)
         self.app.update_bindings()
 
     def action_compare(self) -> None:
+        if self.by_group:
+            chosen = [g for g in self.groups if g["key"] in self.marked_groups]
+            if len(chosen) < 2:
+                self.notify("Mark two or more groups with space, then press c", severity="warning")
+                return
+            self.post_message(CompareGroups(chosen))
+            return
         ids = [r["run_id"] for r in self.rows if r["run_id"] in self.marked]
         if len(ids) < 2:
             self.notify("Mark two or more runs with space, then press c", severity="warning")
@@ -209,6 +406,6 @@ class LeaderboardPane(RunActions, Vertical):
     def _selected(self, event: DataTable.RowSelected) -> None:
         self.post_message(OpenRun(event.row_key.value))
 
-    @on(DataTable.RowHighlighted, "#lb-table")
+    @on(DataTable.RowHighlighted)
     def _highlighted(self) -> None:
         self.app.update_bindings()

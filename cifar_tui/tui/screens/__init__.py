@@ -1,8 +1,10 @@
-"""The app's screens: the main screen (tabs), the launch form, confirmations, quitting, compare."""
+"""The app's screens: the main screen (tabs), the launch form, confirmations, quitting, compare, studies."""
 from .compare import CompareScreen
 from .confirm import ConfirmScreen
 from .launch import LaunchPlan, LaunchScreen
 from .main import MainScreen
 from .quit import QuitScreen
+from .studies import StudiesScreen, StudyChoice
 
-__all__ = ["CompareScreen", "ConfirmScreen", "LaunchPlan", "LaunchScreen", "MainScreen", "QuitScreen"]
+__all__ = ["CompareScreen", "ConfirmScreen", "LaunchPlan", "LaunchScreen", "MainScreen", "QuitScreen", "StudiesScreen",
+           "StudyChoice"]

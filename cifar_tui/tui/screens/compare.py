@@ -1,80 +1,143 @@
-"""Several runs side by side: accuracy curves overlaid and the config keys that differ."""
+"""Several runs (or groups of runs) side by side: accuracy curves overlaid (a group: its mean curve
+between two thin lines, ±1 std), the config keys that differ, and the provenance keys that differ."""
 from __future__ import annotations
 
-import json
-
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from ...report import fmt_acc
-from ..support import config_diff, fmt_value, short_run
+from ..compare_data import (GROUP_SUMMARY, RUN_SUMMARY, Compared, diff_rows, provenance_rows, run_provenance,
+                            shared_settings)
+from ..support import fmt_value
+
+# (line, band) per item: the band a darker shade of the line's colour
+COLORS = [((0, 215, 255), (0, 95, 135)), ((255, 160, 40), (135, 80, 0)), ((95, 215, 95), (40, 110, 40)),
+          ((215, 95, 215), (110, 40, 110)), ((255, 95, 95), (135, 40, 40)), ((95, 135, 255), (40, 60, 135)),
+          ((235, 215, 80), (120, 110, 30)), ((220, 220, 220), (110, 110, 110))]
+
+
+def rich_color(rgb: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
 class CompareScreen(Screen):
-    """Accuracy curves of several runs overlaid, and the config keys that differ."""
+    """Accuracy curves of several runs or groups overlaid, and the config and provenance keys that differ.
+
+    `runs`: the store rows compared (runs mode); `groups`: the `group_stats` rows (groups mode)."""
 
     BINDINGS = [Binding("escape,q", "app.pop_screen", "Back")]
 
-    def __init__(self, runs: list[dict], epochs: dict[str, list[dict]]):
+    def __init__(self, items: list[Compared], *, runs: list[dict] | None = None, groups: list[dict] | None = None):
         super().__init__()
-        self.runs = runs
-        self.epochs = epochs
+        self.items = items
+        self.runs = runs or []
+        self.groups = groups or []
+        self.by_group = groups is not None
+        self.shared = shared_settings(self.groups)  # the settings all compared groups have
+        self.diff_rows = diff_rows(items)
+        self.provenance: list[tuple[str, list[str]]] | None = None  # read off the UI thread
 
     def compose(self) -> ComposeResult:
         from textual_plotext import PlotextPlot
 
+        what = "groups" if self.by_group else "runs"
+        title = Text(f"Comparing {len(self.items)} {what}", style="bold")
+        if self.by_group and self.shared:
+            title.append("  every group: ", style="dim")
+            title.append(" ".join(sorted(self.shared)))
         with Vertical(classes="compare"):
-            yield Static(Text(f"Comparing {len(self.runs)} runs", style="bold"), classes="compare-title")
+            yield Static(title, classes="compare-title")
             summary = DataTable(id="compare-summary", cursor_type="none", zebra_stripes=True)
-            summary.border_title = "Runs"
+            summary.border_title = "Groups (completed runs)" if self.by_group else "Runs"
             yield summary
             plot = PlotextPlot(id="compare-plot")
-            plot.border_title = "Test accuracy % per epoch"
+            plot.border_title = ("Test accuracy % per epoch: mean of each group, ±1 std between the thin lines"
+                                 if self.by_group else "Test accuracy % per epoch")
             yield plot
-            diff = DataTable(id="compare-diff", cursor_type="row", zebra_stripes=True)
-            diff.border_title = "Config keys that differ"
-            yield diff
+            with Horizontal(classes="compare-diffs"):
+                diff = DataTable(id="compare-diff", cursor_type="row", zebra_stripes=True)
+                diff.border_title = "Config keys that differ"
+                yield diff
+                prov = DataTable(id="compare-provenance", cursor_type="row", zebra_stripes=True)
+                prov.border_title = "Provenance that differs"
+                yield prov
         yield Footer()
 
     def on_mount(self) -> None:
+        self._summary()
+        self._plot()
+        self._diff()
+        prov = self.query_one("#compare-provenance", DataTable)
+        prov.add_column("key", key="key")
+        prov.add_row(Text("reading the runs' start events…", style="dim"))
+        self._read_provenance()
+
+    def _swatch(self, i: int) -> Text:
+        return Text("━━", style=rich_color(COLORS[i % len(COLORS)][0]))
+
+    def _summary(self) -> None:
+        summary = self.query_one("#compare-summary", DataTable)
+        summary.add_columns("", *(GROUP_SUMMARY if self.by_group else RUN_SUMMARY))
+        for i, item in enumerate(self.items):
+            cells = list(item.summary)
+            at = 2  # the data column (runs and groups alike)
+            cells[at] = Text(cells[at], style="magenta" if cells[at] == "synthetic" else "cyan")
+            summary.add_row(self._swatch(i), *cells)
+
+    def _plot(self) -> None:
         from textual_plotext import PlotextPlot
 
-        colors = ["cyan", "orange", "green", "magenta", "red", "blue", "yellow", "white"]
-        summary = self.query_one("#compare-summary", DataTable)
-        summary.add_columns("", "run", "config", "data", "best acc", "best ep", "epochs", "status")
-        for i, r in enumerate(self.runs):
-            syn = r.get("data_source") == "synthetic"
-            summary.add_row(Text("━━", style=colors[i % len(colors)]), r["run_id"], r["config_name"],
-                            Text(r.get("data_source") or "?", style="magenta" if syn else "cyan"),
-                            fmt_acc(r.get("best_acc")), str(r.get("best_epoch") or "-"),
-                            f"{r.get('epochs_done') or 0}/{r.get('epochs_total') or '?'}", r.get("status") or "-")
         plot = self.query_one("#compare-plot", PlotextPlot)
         plt = plot.plt
         plt.clear_figure()
-        for i, r in enumerate(self.runs):
-            eps = [e for e in self.epochs.get(r["run_id"], []) if e.get("test_acc") is not None]
-            if eps:
-                plt.plot([e["epoch"] for e in eps], [e["test_acc"] for e in eps], marker="braille" if len(eps) > 1 else "hd",
-                         color=colors[i % len(colors)], label=short_run(r["run_id"]))
+        for i, item in enumerate(self.items):
+            line, band = COLORS[i % len(COLORS)]
+            x, curve = item.curve["epochs"], item.curve
+            if not x:
+                continue
+            marker = "braille" if len(x) > 1 else "hd"
+            if curve.get("low") is not None and curve["low"] != curve["high"]:  # a band where 2+ runs agree to differ
+                plt.plot(x, curve["low"], marker=marker, color=band)
+                plt.plot(x, curve["high"], marker=marker, color=band)
+            plt.plot(x, curve["mean"], marker=marker, color=line, label=item.label[:40])
         plt.xlabel("epoch")
         plot.refresh()
+
+    def _diff(self) -> None:
         diff = self.query_one("#compare-diff", DataTable)
-        configs = []
-        for r in self.runs:
-            try:
-                configs.append(json.loads(r.get("config_json") or "{}"))
-            except json.JSONDecodeError:
-                configs.append({})
-        rows = config_diff(configs)
         diff.add_column("key", key="key")
-        for i, r in enumerate(self.runs):
-            diff.add_column(Text(short_run(r["run_id"]), style=colors[i % len(colors)]), key=f"r{i}")
-        if not rows:
-            diff.add_row("(the configs are identical)", *[""] * len(self.runs))
-        for key, values in rows:
+        for i, item in enumerate(self.items):
+            diff.add_column(Text(item.label[:24], style=rich_color(COLORS[i % len(COLORS)][0])), key=f"r{i}")
+        if not self.diff_rows:
+            diff.add_row("(the configs are identical)", *[""] * len(self.items))
+        for key, values in self.diff_rows:
             diff.add_row(Text(key, style="bold"), *[fmt_value(v) for v in values], key=key)
-        self.diff_rows = rows
+
+    @work(thread=True, exclusive=True, group="provenance")
+    def _read_provenance(self) -> None:
+        per_item = [[run_provenance(d) for d in item.run_dirs] for item in self.items]
+        recorded = any(p for runs in per_item for p in runs)
+        self.app.call_from_thread(self._show_provenance, provenance_rows(per_item), recorded)
+
+    def _show_provenance(self, rows: list[tuple[str, list[str]]], recorded: bool = True) -> None:
+        self.provenance = rows
+        try:
+            prov = self.query_one("#compare-provenance", DataTable)
+        except NoMatches:  # the screen was closed meanwhile
+            return
+        prov.clear(columns=True)
+        if not rows:
+            prov.add_column("key", key="key")
+            note = "(the same commit, versions, GPUs and host)" if recorded else "(no provenance recorded by these runs)"
+            prov.add_row(Text(note, style="dim"))
+            return
+        prov.add_column("key", key="key")
+        for i, item in enumerate(self.items):
+            prov.add_column(Text(item.label[:24], style=rich_color(COLORS[i % len(COLORS)][0])), key=f"r{i}")
+        for key, cells in rows:
+            prov.add_row(Text(key, style="bold"), *cells, key=key)

@@ -1,6 +1,11 @@
-"""The launch form: the common knobs of one or several experiments, validated before anything starts."""
+"""The launch form: the common knobs of one or several experiments, validated before anything starts.
+
+With comma lists in the overrides (`optim.lr=1e-3,3e-3`), more than one seed or a study name,
+the form plans a study as `cifar-tui run NAME --set ... --seeds N --study S` does (the same
+planner, the same one-line refusals) and shows the plan (runs, groups) before queueing it."""
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +19,13 @@ from textual.widgets import Button, Footer, Input, Label, Select, Static
 
 from engine.config import ConfigError, load_config, resolve_config_path
 
+from ...sweep import Plan, default_study_name, is_study, make_plan
+from ..compare_data import group_label, shared_settings
+from ..messages import QueueStudy
 from ..support import parse_override_text
+
+PLAN_GROUPS_SHOWN = 6   # groups listed in the form; the rest are counted
+PLAN_DELAY_S = 0.25     # the plan is worked out this long after the last key press
 
 
 @dataclass
@@ -22,6 +33,67 @@ class LaunchPlan:
     names: list[str]
     overrides: list[str] = field(default_factory=list)
     nproc: int = 1  # > 1: each run is a DDP run of that many processes, one GPU each
+
+
+@dataclass
+class StudyForm:
+    """What the form asks for when it is a study: the plan, and how it was asked (recorded)."""
+
+    plan: Plan
+    sets: list[str]       # the overrides field's items (lists in them)
+    extra: list[str]      # the fields' values as overrides
+    seeds: int
+    nproc: int = 1
+
+    @property
+    def spec(self) -> dict:
+        """As the CLI records a sweep."""
+        return {"names": list(self.plan.names), "sets": list(self.sets), "extra": list(self.extra), "seeds": self.seeds}
+
+    @property
+    def command(self) -> str:
+        """The same study from the command line (run again, it continues the study)."""
+        args = ["cifar-tui", "run", *self.plan.names]
+        for item in [*self.sets, *self.extra]:
+            args += ["--set", item]
+        if self.seeds > 1:
+            args += ["--seeds", str(self.seeds)]
+        if self.nproc > 1:
+            args += ["--nproc", str(self.nproc)]
+        return shlex.join([*args, "--study", self.plan.study])
+
+
+def parse_seeds(raw: str) -> int:
+    raw = raw.strip() or "1"
+    try:
+        seeds = int(raw)
+    except ValueError:
+        raise ConfigError(f"--seeds {raw!r}: expected a whole number of at least 1") from None
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: expected at least 1")
+    return seeds
+
+
+def plan_text(plan: Plan, existing: str = "") -> Text:
+    """The plan as the form shows it: the study and its size, then its groups."""
+    text = Text()
+    text.append("Plan ", style="bold")
+    text.append(f"study {plan.study}: ", style="dim")
+    text.append(plan.describe(), style="bold cyan")
+    if existing:
+        text.append(f" · {existing}", style="yellow")
+    groups = [{"group": g, "config": r.config_name} for g, r in {r.group: r for r in plan.runs}.items()]
+    shared = shared_settings(groups)  # said once: the groups are told apart by the rest
+    if shared:
+        text.append("\n  every group: ", style="dim")
+        text.append(" ".join(sorted(shared)))
+    one_config = len({g["config"] for g in groups}) == 1
+    for g in groups[:PLAN_GROUPS_SHOWN]:
+        text.append("\n  ")
+        text.append(group_label(g, shared) if one_config else f"{g['config']} {group_label(g, shared)}", style="dim")
+    if len(groups) > PLAN_GROUPS_SHOWN:
+        text.append(f"\n  … and {len(groups) - PLAN_GROUPS_SHOWN} more groups", style="dim")
+    return text
 
 
 class LaunchScreen(ModalScreen[LaunchPlan | None]):
@@ -36,6 +108,9 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
         super().__init__()
         self.gpus = gpus
         self.names = names
+        self._default_study = default_study_name(names)  # fixed while the form is open
+        self._plan_timer = None
+        self.shown_plan: Plan | None = None  # the study plan the form shows (None: a plain launch)
         self.configs_dir = configs_dir
         self.data_root = Path(data_root)
         self.base = None
@@ -78,8 +153,15 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
                 yield Select([("cifar100", "cifar100"), ("synthetic (labelled, ranked apart)", "synthetic")],
                              value=b.data.source if single else Select.NULL, prompt="from config", id="f-data")
                 yield Label("Overrides")
-                yield Input(placeholder="key=value ...  e.g. data.train_limit=5000 optim.weight_decay=0.05",
+                yield Input(placeholder="key=value ...  lists sweep: optim.lr=1e-3,3e-3 optim.weight_decay=0.05",
                             id="f-set")
+                yield Label("Seeds / study")
+                with Horizontal(classes="form-pair"):
+                    yield Input("1", placeholder="1", type="integer", id="f-seeds",
+                                tooltip="Runs per setting, seeds train.seed+0..N-1 (as --seeds N)")
+                    yield Input(placeholder=f"study (default {self._study_base()}-<time>)", id="f-study",
+                                tooltip="Names the study; an existing sweep study continues (as --study S)")
+            yield Static("", id="plan", classes="plan")
             yield Static("", id="data-hint", classes="hint")
             yield Static("", id="form-error", classes="form-error")
             with Horizontal(classes="buttons"):
@@ -91,6 +173,10 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
     def on_mount(self) -> None:
         self.query_one("#f-epochs", Input).focus()
         self._update_hint()
+
+    def _study_base(self) -> str:
+        return self.names[0].rsplit("/", 1)[-1].removesuffix(".yaml").removesuffix(".yml") \
+            if len(self.names) == 1 else "sweep"
 
     @on(Select.Changed, "#f-data")
     def _update_hint(self) -> None:
@@ -141,25 +227,107 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
             raise ConfigError(f"processes: a run of {nproc} processes needs {nproc} GPUs, {self.gpus} are visible")
         return nproc
 
-    def validate(self) -> LaunchPlan:
+    def set_items(self) -> list[str]:
+        return parse_override_text(self.query_one("#f-set", Input).value)
+
+    def validate(self) -> LaunchPlan | StudyForm:
         try:
+            sets = self.set_items()
             overrides = self.overrides()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        extra = overrides[:len(overrides) - len(sets)]
         nproc = self.processes()
+        seeds = parse_seeds(self.query_one("#f-seeds", Input).value)
+        study = self.query_one("#f-study", Input).value.strip()
+        if is_study(sets, seeds, study):
+            plan = make_plan(self.names, sets, seeds, extra=extra, configs_dir=self.configs_dir,
+                             study=study or self._default_study)
+            self._check_study_kind(plan.study)
+            return StudyForm(plan, sets, extra, seeds, nproc)
         for name in self.names:
             load_config(name, overrides, self.configs_dir)
         return LaunchPlan(list(self.names), overrides, nproc)
 
+    def _store(self):
+        return getattr(self.app, "store", None)
+
+    def _check_study_kind(self, name: str) -> None:
+        """Refused as `cifar-tui run --study` refuses it: a name taken by a tune or seed study."""
+        store = self._store()
+        recorded = store.study(name) if store is not None else None
+        if recorded is not None and recorded["kind"] != "sweep":
+            raise ConfigError(f"--study {name}: already a {recorded['kind']} study; choose another name")
+
+    def _existing(self, plan: Plan) -> str:
+        """What an existing study already has of the plan (a study continues), in words."""
+        from ...studies import existing_runs, sort_plan
+
+        store = self._store()
+        if store is None or (store.study(plan.study) is None and not store.study_runs(plan.study)):
+            return ""
+        notes, start, resume = sort_plan(plan, existing_runs(store, plan.study))
+        done = len(notes) - len(resume)
+        return f"continues the study: {done} done or running, {len(resume)} to resume, {len(start)} to start"
+
+    # ------------------------------------------------------------------ the plan, shown as it is typed
+    @on(Input.Changed)
+    @on(Select.Changed)
+    def _fields_changed(self) -> None:
+        if self._plan_timer is not None:
+            self._plan_timer.stop()
+        self._plan_timer = self.set_timer(PLAN_DELAY_S, self.update_plan)
+
+    def _looks_like_study(self) -> bool:
+        """A list in the overrides, a seed count other than 1, or a study name (valid or not)."""
+        try:
+            sets = self.set_items()
+        except ValueError:
+            sets = []
+        seeds = self.query_one("#f-seeds", Input).value.strip()
+        return is_study(sets, 1, self.query_one("#f-study", Input).value.strip()) or seeds not in ("", "1")
+
+    def update_plan(self) -> None:
+        """Work the plan out from the fields and show it (or why there is none)."""
+        shown = self.query_one("#plan", Static)
+        go = self.query_one("#go", Button)
+        try:
+            form = self.validate()
+        except ConfigError as exc:
+            self.shown_plan = None
+            if self._looks_like_study():  # a plain launch's error waits for the submit, as before
+                shown.update(Text(f"Plan: ✖ {self._short_error(str(exc))}", style="red"))
+                shown.add_class("-visible")
+            else:
+                shown.remove_class("-visible")
+            return
+        self.query_one("#form-error", Static).remove_class("-visible")  # fixed: the last refusal no longer holds
+        if isinstance(form, StudyForm):
+            self.shown_plan = form.plan
+            shown.update(plan_text(form.plan, self._existing(form.plan)))
+            shown.add_class("-visible")
+            self.call_after_refresh(shown.scroll_visible, animate=False)  # a short terminal scrolls to it
+            n = len(form.plan.runs)
+            go.label = f"Queue {n} run{'s' if n != 1 else ''}"
+        else:
+            self.shown_plan = None
+            shown.remove_class("-visible")
+            go.label = "Launch" if len(self.names) == 1 else "Queue all"
+
     def action_submit(self) -> None:
         error = self.query_one("#form-error", Static)
         try:
-            plan = self.validate()
+            form = self.validate()
         except ConfigError as exc:
             error.update(Text(f"✖ {self._short_error(str(exc))}"))
             error.add_class("-visible")
             return
-        self.dismiss(plan)
+        if isinstance(form, StudyForm):
+            # the App queues it on the run lifecycle (studies.queue_plan); the form's result is None
+            self.app.post_message(QueueStudy(form.plan, form.spec, form.nproc, form.command))
+            self.dismiss(None)
+            return
+        self.dismiss(form)
 
     def _short_error(self, message: str) -> str:
         # "/abs/path/configs/x.yaml (with --set): key: problem" -> "x (with --set): key: problem"
