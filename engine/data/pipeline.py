@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import DataConfig
+from .device_augment import DeviceAugment
 from .formats import NORMALIZE_STATS, Dataset
 from .rng import seed_int
 
@@ -225,6 +226,8 @@ class DevicePipeline(_PipelineBase):
         self._row = hp
         # int32 indices are faster to build and read; the padded dataset must fit in them
         self._index_dtype = torch.int32 if self._pixels.shape[0] < 2**31 else torch.int64
+        # RandAugment / Random Erasing / MixUp-CutMix (engine/data/device_augment.py); None when off
+        self.batch_augment = DeviceAugment.from_config(cfg, self.num_classes, self.device)
 
     def _step_params(self, seed: int, epoch: int, step: int, n: int) -> tuple[int, Tensor, Tensor, Tensor]:
         """Size, crop offsets and flips for a whole global batch of n, from (seed, epoch, step)."""
@@ -273,4 +276,8 @@ class DevicePipeline(_PipelineBase):
             idx, oy, ox, flip = packed.unbind(0)
             x = self._gather(idx, oy, ox, flip)
             y = self._train_y.index_select(0, idx)
+            if self.batch_augment is not None:  # targets are (n, classes) soft targets with mixup on
+                yield self.batch_augment.apply(x, y, lambda u8, s=size: self._finish(u8, s), seed=seed, epoch=epoch,
+                                               step=step, global_n=gidx.shape[0], rank=r, world_size=ws)
+                continue
             yield self._finish(x, size), y
