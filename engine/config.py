@@ -167,6 +167,7 @@ class ModelConfig(_Strict):
     hid_dim: PosInt = 512
     num_classes: Annotated[int, Num, Field(ge=2, le=100_000)] = 100
     drop_rate: Fraction = 0.0
+    drop_path_rate: Fraction = 0.0  # stochastic depth of timm backbones (ViT, ConvNeXt, ResNet)
 
 
 class KDConfig(_Strict):
