@@ -83,7 +83,7 @@ def describe_plan(args: argparse.Namespace, cfgs: list[ExperimentConfig], worker
     modes = {"both": "off and on", "on": "on", "off": "off"}[args.compile]
     lines = [f"gpu-check plan on {args.device}: {len(cfgs)} configs, compile {modes}, up to {args.steps} steps or "
              f"{args.window_s:g} s measured each after a warm-up epoch; budget {args.budget_s:g} s",
-             f"phases: environment" + ("" if "nccl" in args.skip else ", NCCL probe (torchrun, 1 process)")
+             "phases: environment" + ("" if "nccl" in args.skip else ", NCCL probe (torchrun, 1 process)")
              + ("" if "warm" in args.skip or args.compile == "off" else f", compile-cache warming ({workers} process{'es' if workers != 1 else ''})")
              + ("" if "bench" in args.skip else ", GPU bench (pipeline + training, quick)")
              + ("" if "configs" in args.skip else ", every config")]

@@ -79,12 +79,16 @@ def draw(g: torch.Generator, n: int, policy: str, *, num_ops: int = 2, magnitude
 
 
 # ---------------------------------------------------------------------------------------
-# The ops. Each takes uint8 (k, C, H, W) and per-image float64 magnitudes (k,) on the CPU
-# (plain numbers the host already has), and mirrors torchvision's kernel for one image.
+# The ops. Each takes uint8 (k, C, H, W) images and their parameters (k, PARAMS) float32 on the
+# same device, worked out on the CPU from the magnitudes in float64 as torchvision does with
+# Python floats (see derived_params), and mirrors torchvision's kernel for one image.
+
+RATIO, ALPHA, THRESHOLD, MASK, THETA = 0, 1, 2, 3, 4   # columns of the parameter rows
+PARAMS = THETA + 6
 
 
-def _per_image(values: Tensor, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
-    return values.to(dtype).view(-1, 1, 1, 1).to(device, non_blocking=True)
+def _col(p: Tensor, i: int) -> Tensor:
+    return p[:, i].view(-1, 1, 1, 1)
 
 
 def _fma(t: Tensor, other: Tensor, alpha: Tensor) -> Tensor:
@@ -93,11 +97,9 @@ def _fma(t: Tensor, other: Tensor, alpha: Tensor) -> Tensor:
     return torch.addcmul(t.double(), other.double(), alpha.double()).float()
 
 
-def _blend(image: Tensor, other: Tensor, ratio: Tensor) -> Tensor:
-    """torchvision's _blend with a float64 ratio per image: image * r + other * (1 - r), clamped,
-    truncated (r and 1 - r are worked out in float64, then rounded to float32, as there)."""
-    r, alpha = _per_image(ratio, image.device), _per_image(1.0 - ratio, image.device)
-    return _fma(image.float() * r, other, alpha).clamp_(0, 255).to(torch.uint8)
+def _blend(image: Tensor, other: Tensor, p: Tensor) -> Tensor:
+    """torchvision's _blend with a ratio per image: image * r + other * (1 - r), clamped, truncated."""
+    return _fma(image.float() * _col(p, RATIO), other, _col(p, ALPHA)).clamp_(0, 255).to(torch.uint8)
 
 
 def _gray(image: Tensor) -> Tensor:
@@ -105,48 +107,63 @@ def _gray(image: Tensor) -> Tensor:
     return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).unsqueeze(-3).floor_()
 
 
-def brightness(image: Tensor, magnitude: Tensor) -> Tensor:
-    factor = _per_image(1.0 + magnitude, image.device)
-    return image.float().mul_(factor).clamp_(0, 255).to(torch.uint8)
+def brightness(image: Tensor, p: Tensor) -> Tensor:
+    return image.float().mul_(_col(p, RATIO)).clamp_(0, 255).to(torch.uint8)
 
 
-def color(image: Tensor, magnitude: Tensor) -> Tensor:
-    return _blend(image, _gray(image), 1.0 + magnitude)
+def color(image: Tensor, p: Tensor) -> Tensor:
+    return _blend(image, _gray(image), p)
 
 
-def contrast(image: Tensor, magnitude: Tensor) -> Tensor:
-    return _blend(image, _gray(image).mean(dim=(-3, -2, -1), keepdim=True), 1.0 + magnitude)
+def contrast(image: Tensor, p: Tensor) -> Tensor:
+    return _blend(image, _gray(image).mean(dim=(-3, -2, -1), keepdim=True), p)
 
 
-def sharpness(image: Tensor, magnitude: Tensor) -> Tensor:
-    c = image.shape[-3]
-    a, b = 1.0 / 13.0, 5.0 / 13.0
-    kernel = torch.tensor([[a, a, a], [a, b, a], [a, a, a]], dtype=torch.float32, device=image.device)
+def sharpness(image: Tensor, p: Tensor) -> Tensor:
+    """torchvision's 3x3 smoothing (1/13, centre 5/13) as integer sums: the rounded quotient of
+    an integer by 13 is never a tie, so round(S / 13) == (2S + 13) // 26 exactly."""
+    x = image.to(torch.int16)
+    h, w = x.shape[-2:]
+    total = 4 * x[..., 1:-1, 1:-1]
+    for dy in range(3):
+        for dx in range(3):
+            total = total + x[..., dy:dy + h - 2, dx:dx + w - 2]
+    blurred = torch.div(2 * total + 13, 26, rounding_mode="floor").float()
     out = image.float()
-    blurred = F.conv2d(out, kernel.expand(c, 1, 3, 3), groups=c).round_()
     inner = out[..., 1:-1, 1:-1]
-    alpha = _per_image(1.0 - (1.0 + magnitude), image.device)  # 1 - factor, in float64 as there
-    inner.copy_(_fma(inner, blurred.sub_(inner), alpha))
+    inner.copy_(_fma(inner, blurred.sub_(inner), _col(p, ALPHA)))
     return out.clamp_(0, 255).to(torch.uint8)
 
 
-def posterize(image: Tensor, magnitude: Tensor) -> Tensor:
-    bits = magnitude.to(torch.int64).clamp(0, 8)
-    mask = ((1 << bits) - 1) << (8 - bits)
-    return image & mask.to(torch.uint8).view(-1, 1, 1, 1).to(image.device, non_blocking=True)
+def posterize(image: Tensor, p: Tensor) -> Tensor:
+    return image & _col(p, MASK).to(torch.uint8)
 
 
-def solarize(image: Tensor, magnitude: Tensor) -> Tensor:
-    threshold = _per_image(255.0 * magnitude, image.device)
-    return torch.where(image >= threshold, 255 - image, image)
+def solarize(image: Tensor, p: Tensor) -> Tensor:
+    # for integer pixels, x >= t (float) is x >= ceil(t): compared in int16 (t may be 256)
+    return torch.where(image.to(torch.int16) >= _col(p, THRESHOLD).to(torch.int16), 255 - image, image)
 
 
-def autocontrast(image: Tensor, magnitude: Tensor) -> Tensor:  # noqa: ARG001 - no magnitude
+def autocontrast(image: Tensor, p: Tensor) -> Tensor:  # noqa: ARG001 - no parameter
     return TF.autocontrast(image)
 
 
-def equalize(image: Tensor, magnitude: Tensor) -> Tensor:  # noqa: ARG001 - no magnitude
-    return TF.equalize(image)
+def equalize(image: Tensor, p: Tensor) -> Tensor:  # noqa: ARG001 - no parameter
+    """torchvision's equalize_image (PIL's lookup table), for uint8 batches, with one change that
+    keeps the result: the count of the last non-empty histogram bin is read at the image's
+    maximum instead of at an argmax over the cumulative histogram (slow on CPU)."""
+    k, c, h, w = image.shape
+    flat = image.reshape(k, c, h * w).long()
+    hist = torch.zeros(k, c, 256, dtype=torch.int32, device=image.device)
+    hist.scatter_add_(-1, flat, torch.ones(1, dtype=torch.int32, device=image.device).expand_as(flat))
+    cum = hist.cumsum(-1)
+    non_max = h * w - hist.gather(-1, flat.amax(-1, keepdim=True))
+    step = torch.div(non_max, 255, rounding_mode="floor")
+    lut = torch.div(cum[..., :-1] + torch.div(step, 2, rounding_mode="floor"), step.clamp(min=1),
+                    rounding_mode="floor").clamp_(0, 255).to(torch.uint8)
+    lut = torch.cat([lut.new_zeros(k, c, 1), lut], dim=-1)
+    equalized = lut.gather(-1, flat).view_as(image)
+    return torch.where((step != 0).unsqueeze(-1), equalized, image)
 
 
 def _inverse_affine(center: tuple[Tensor, Tensor], angle: Tensor, translate: tuple[Tensor, Tensor],
@@ -166,7 +183,7 @@ def _inverse_affine(center: tuple[Tensor, Tensor], angle: Tensor, translate: tup
 
 
 def affine_matrices(ops: Tensor, magnitude: Tensor, height: int, width: int) -> Tensor:
-    """(k, 2, 3) float32 inverse matrices for geometric ops, as torchvision builds them:
+    """(k, 6) float64 inverse matrices, identity for non-geometric ops, as torchvision builds them:
     shears about the top-left corner, translations by whole pixels, rotations about the centre."""
     zero = torch.zeros_like(magnitude)
     is_op = {n: ops == OP_NAMES.index(n) for n in GEOMETRIC}
@@ -180,7 +197,7 @@ def affine_matrices(ops: Tensor, magnitude: Tensor, height: int, width: int) -> 
     sheared = is_op["ShearX"] | is_op["ShearY"]  # center=[0, 0]: the top-left corner
     cx = torch.where(sheared, torch.full_like(magnitude, -0.5 * width), zero)
     cy = torch.where(sheared, torch.full_like(magnitude, -0.5 * height), zero)
-    return _inverse_affine((cx, cy), angle, (tx, ty), (shear_x, shear_y)).float().view(-1, 2, 3)
+    return _inverse_affine((cx, cy), angle, (tx, ty), (shear_x, shear_y))
 
 
 def _affine_grid(theta: Tensor, height: int, width: int) -> Tensor:
@@ -191,45 +208,77 @@ def _affine_grid(theta: Tensor, height: int, width: int) -> Tensor:
                                       device=theta.device).unsqueeze_(-1))
     base[..., 2].fill_(1)
     scale = torch.tensor([0.5 * width, 0.5 * height], dtype=theta.dtype, device=theta.device)
-    rescaled = theta.transpose(1, 2).div(scale)
+    rescaled = theta.transpose(1, 2).div(scale)                      # (k, 3, 2)
     k = theta.shape[0]
-    return base.view(1, height * width, 3).expand(k, -1, -1).bmm(rescaled).view(k, height, width, 2)
+    # one (HW, 3) @ (3, 2k) product instead of k small ones: the same sums, far fewer calls
+    grid = base.view(height * width, 3).mm(rescaled.permute(1, 0, 2).reshape(3, 2 * k))
+    return grid.view(height, width, k, 2).permute(2, 0, 1, 3)
 
 
-def geometric(image: Tensor, ops: Tensor, magnitude: Tensor) -> Tensor:
+def geometric(image: Tensor, p: Tensor) -> Tensor:
     """Shear, translate and rotate (nearest, fill 0) with one matrix per image, one grid_sample."""
     h, w = image.shape[-2:]
-    theta = affine_matrices(ops, magnitude, h, w).to(image.device, non_blocking=True)
-    grid = _affine_grid(theta, h, w)
+    grid = _affine_grid(p[:, THETA:].reshape(-1, 2, 3), h, w)
     out = F.grid_sample(image.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
     return out.round_().to(torch.uint8)
 
 
-COLOR_OPS = {"Brightness": brightness, "Color": color, "Contrast": contrast, "Sharpness": sharpness,
-             "Posterize": posterize, "Solarize": solarize, "AutoContrast": autocontrast, "Equalize": equalize}
-_GEOMETRIC_IDS = torch.tensor([OP_NAMES.index(n) for n in GEOMETRIC])
+def derived_params(ops: Tensor, magnitude: Tensor, height: int, width: int) -> Tensor:
+    """(k, PARAMS) float32 rows: what each op needs, computed in float64 like torchvision's
+    Python floats, then rounded to float32 as its kernels round them."""
+    ratio = 1.0 + magnitude
+    bits = magnitude.to(torch.int64).clamp(0, 8)
+    rows = torch.zeros(magnitude.shape[0], PARAMS, dtype=torch.float64)
+    rows[:, RATIO] = ratio
+    rows[:, ALPHA] = 1.0 - ratio
+    rows[:, THRESHOLD] = torch.ceil((255.0 * magnitude).float().double())  # x >= t for uint8 x: x >= ceil(t)
+    rows[:, MASK] = (((1 << bits) - 1) << (8 - bits)).double()
+    rows[:, THETA:] = affine_matrices(ops, magnitude, height, width)
+    return rows.float()
+
+
+# op index -> group: 0 does nothing (Identity), 1 the geometric ops together, 2.. one colour op each
+_COLOR = (brightness, color, contrast, sharpness, posterize, solarize, autocontrast, equalize)
+_COLOR_NAMES = ("Brightness", "Color", "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize")
+_GROUP_FNS = (None, geometric, *_COLOR)
+_GROUP_OF_OP = torch.tensor([0 if n == "Identity" else 1 if n in GEOMETRIC else 2 + _COLOR_NAMES.index(n)
+                             for n in OP_NAMES])
 
 
 def apply(images: Tensor, params: AutoAugmentDraw) -> Tensor:
-    """Apply each image's ops in slot order. ``images``: uint8 (n, C, H, W) on any device
-    (changed in place and returned); ``params`` on the CPU. Each op runs once per slot on
-    the images that drew it: the host knows who did, so no device sync is needed."""
-    ops, mags = params.ops, params.magnitudes
-    for slot in range(ops.shape[0]):
-        slot_ops = ops[slot]
-        geo = torch.isin(slot_ops, _GEOMETRIC_IDS).nonzero().flatten()
-        if geo.numel():
-            _apply_to(images, geo, lambda x, i=geo: geometric(x, slot_ops[i], mags[slot, i]))
-        for name, fn in COLOR_OPS.items():
-            idx = (slot_ops == OP_NAMES.index(name)).nonzero().flatten()
-            if idx.numel():
-                _apply_to(images, idx, lambda x, f=fn, i=idx: f(x, mags[slot, i]))
-    return images
+    """Apply each image's ops in slot order to a uint8 (n, C, H, W) batch on any device; returns
+    a new contiguous batch. Per slot the batch is reordered once so that the images of each op
+    are one slice (an op runs once per slot, on its slice); all orders and parameters are worked
+    out on the CPU and reach the device in one copy: no device sync."""
+    n, _, h, w = images.shape
+    slots = params.ops.shape[0]
+    order = torch.arange(n)                      # x[i] is image order[i]
+    moves, orders, bounds = [], [], []
+    for slot in range(slots):
+        group = _GROUP_OF_OP[params.ops[slot]]
+        move = torch.argsort(group[order], stable=True)
+        order = order[move]
+        moves.append(move)
+        orders.append(order)
+        bounds.append(torch.bincount(group[order], minlength=len(_GROUP_FNS)).cumsum(0).tolist())
+    moves.append(torch.argsort(order))           # back to the batch's order
+    at = torch.stack(orders)                     # (slots, n): the image at each position of each slot
+    rows = derived_params(params.ops.gather(1, at).flatten(), params.magnitudes.gather(1, at).flatten(), h, w)
+    packed = torch.cat([torch.stack(moves).flatten().float(), rows.flatten()])
+    if images.device.type == "cuda":
+        packed = packed.pin_memory()
+    packed = packed.to(images.device, non_blocking=True)
+    dev_moves = packed[:(slots + 1) * n].view(slots + 1, n).long()
+    dev_rows = packed[(slots + 1) * n:].view(slots, n, PARAMS)
+    x = images.contiguous()
+    for slot in range(slots):
+        x = x.index_select(0, dev_moves[slot])
+        start = 0
+        for fn, end in zip(_GROUP_FNS, bounds[slot]):
+            if fn is not None and end > start:
+                x[start:end] = fn(x[start:end], dev_rows[slot, start:end])
+            start = end
+    return x.index_select(0, dev_moves[slots])
 
 
-def _apply_to(images: Tensor, idx: Tensor, fn) -> None:
-    index = idx.to(images.device, non_blocking=True)
-    images.index_copy_(0, index, fn(images.index_select(0, index)))
-
-
-__all__ = ["AutoAugmentDraw", "OP_NAMES", "POLICIES", "apply", "draw", "magnitude_table"]
+__all__ = ["AutoAugmentDraw", "OP_NAMES", "POLICIES", "apply", "derived_params", "draw", "magnitude_table"]

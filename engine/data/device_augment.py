@@ -90,7 +90,7 @@ class DeviceAugment:
                                 max_area=e.max_area, min_aspect=e.min_aspect, max_aspect=e.max_aspect)
             if self._noise is not None:
                 self._noise.manual_seed(seed_int(seed, epoch, step, rank, tag="erase-noise"))
-            x = erasing.erase(x, box, erasing.fill_values(x, self.erase_cfg.mode, self._noise))
+            x = erasing.erase(x, box, self.erase_cfg.mode, self._noise)
         if params.mix is not None:
             x, lam = mixing.mix(x, params.mix, correct_lam=self.mix_cfg.correct_lam)
             y = mixing.mixed_targets(y, lam, self.num_classes)

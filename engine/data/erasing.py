@@ -8,8 +8,8 @@ uniformly; the box is filled with 0 (``const``), one normal value per channel (`
 one per pixel (``pixel``), in the normalised space the batch is in.  Every image is erased at
 once with a mask; no loop over images.  The draw is on the CPU from a ``torch.Generator``
 as fractions (the box is fixed at the image size of the batch); the fill noise comes from a
-generator on the batch's device.  tests/unit/test_erasing.py replays timm's RandomErasing
-with the same draws.
+generator on the batch's device, for the erased images only.  tests/unit/test_mixing.py replays
+timm's RandomErasing with the same draws.
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def boxes(params: EraseDraw, height: int, width: int, *, p: float, min_area: flo
 
 
 def fill_values(x: Tensor, mode: str, generator: torch.Generator | None) -> Tensor:
-    """What an erased pixel becomes, broadcastable to x: 0, N(0, 1) per image and channel, or per pixel."""
+    """What an erased pixel of x becomes, broadcastable to x: 0, N(0, 1) per image and channel, or per pixel."""
     n, c, h, w = x.shape
     if mode == "const":
         return torch.zeros((), dtype=x.dtype, device=x.device)
@@ -75,21 +75,26 @@ def fill_values(x: Tensor, mode: str, generator: torch.Generator | None) -> Tens
     return torch.empty(shape, dtype=x.dtype, device=x.device).normal_(generator=generator)
 
 
-def erase(x: Tensor, box: Tensor, values: Tensor) -> Tensor:
-    """Set each image's box (n, 4: top, left, h, w; CPU or device) to ``values``; returns a new batch."""
+def erase(x: Tensor, box: Tensor, mode: str, generator: torch.Generator | None = None) -> Tensor:
+    """Erase each image's box (n, 4: top, left, h, w; on the CPU) in place and return x. Only the
+    erased images are touched, and only they draw fill noise (from `generator`, in batch order)."""
     n, _, h, w = x.shape
-    b = box.to(torch.float32)
+    erased = (box[:, 2] > 0).nonzero().flatten()
+    if not erased.numel():
+        return x
+    packed = torch.cat([erased[:, None], box[erased]], dim=1).to(torch.float32)  # small integers: exact
     if x.device.type == "cuda":
-        b = b.pin_memory()
-    b = b.to(x.device, non_blocking=True)
-    top, left, bh, bw = (b[:, i].view(n, 1, 1, 1) for i in range(4))
-    rows = torch.arange(h, device=x.device, dtype=b.dtype).view(1, 1, h, 1)
-    cols = torch.arange(w, device=x.device, dtype=b.dtype).view(1, 1, 1, w)
+        packed = packed.pin_memory()
+    packed = packed.to(x.device, non_blocking=True)
+    index = packed[:, 0].long()
+    top, left, bh, bw = (packed[:, i].view(-1, 1, 1, 1) for i in range(1, 5))
+    rows = torch.arange(h, device=x.device, dtype=packed.dtype).view(1, 1, h, 1)
+    cols = torch.arange(w, device=x.device, dtype=packed.dtype).view(1, 1, 1, w)
     inside = (rows >= top) & (rows < top + bh) & (cols >= left) & (cols < left + bw)
-    out = torch.where(inside, values, x)
-    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
-        else torch.contiguous_format
-    return out.contiguous(memory_format=fmt)
+    images = x.index_select(0, index)
+    inside = torch.empty_like(images, dtype=torch.bool).copy_(inside.expand_as(images))  # no broadcast: faster
+    x.index_copy_(0, index, torch.where(inside, fill_values(images, mode, generator), images))
+    return x
 
 
 __all__ = ["EraseDraw", "MODES", "boxes", "draw", "erase", "fill_values"]

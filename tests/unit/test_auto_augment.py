@@ -55,7 +55,6 @@ def test_drawn_batch_matches_torchvision_op_after_op(policy):
     x = _images(n, seed=1)
     batch = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)  # NHWC memory, as the gather makes
     out = aa.apply(batch, params)
-    assert out.data_ptr() == batch.data_ptr()  # in place
     for i in range(n):
         ref = _reference(policy, x[i], params.ops[:, i].tolist(), params.magnitudes[:, i].tolist())
         assert torch.equal(out[i], ref), f"image {i}: ops {params.ops[:, i].tolist()}"

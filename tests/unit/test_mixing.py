@@ -121,9 +121,12 @@ def test_erasing_matches_timm_random_erasing(monkeypatch, mode, areas):
     n, h, w = 64, 32, 24
     params = erasing.draw(torch.Generator().manual_seed(5), n)
     x = torch.randn(n, 3, h, w, generator=torch.Generator().manual_seed(6))
-    values = erasing.fill_values(x, mode, torch.Generator().manual_seed(7))
     box = erasing.boxes(params, h, w, p=0.5, min_area=areas[0], max_area=areas[1], min_aspect=0.3)
-    out = erasing.erase(x, box, values)
+    out = erasing.erase(x.clone(), box, mode, torch.Generator().manual_seed(7))
+    erased = (box[:, 2] > 0).nonzero().flatten()  # the noise is drawn for these only, in batch order
+    drawn = erasing.fill_values(x[erased], mode, torch.Generator().manual_seed(7))
+    values = torch.zeros(n, 3, h, w)
+    values[erased] = drawn.expand(len(erased), 3, h, w) if mode != "const" else 0.0
 
     fake = _RandomFromDraw(params)
 
@@ -132,7 +135,7 @@ def test_erasing_matches_timm_random_erasing(monkeypatch, mode, areas):
         assert (bh, bw) == tuple(patch_size[1:]), "timm placed a box of another size"
         if per_pixel:
             return values[fake.i, :, top:top + bh, left:left + bw]
-        return values[fake.i] if rand_color else torch.zeros(patch_size[0], 1, 1)
+        return values[fake.i, :, :1, :1] if rand_color else torch.zeros(patch_size[0], 1, 1)
 
     monkeypatch.setattr(timm_erasing, "random", fake)
     monkeypatch.setattr(timm_erasing, "_get_pixels", pixels)
