@@ -2,22 +2,22 @@
 from __future__ import annotations
 
 import json
-import os
+import sqlite3
 import sys
-import time
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from engine.config import ConfigError
 from engine.paths import default_data_root, default_home
 
-from .launch import LaunchRequest, Workspace
+from .commands import runs as run_commands
+from .commands.common import EXIT_BAD_INPUT, console, err_console, fail, open_store, state, warn
+from .workspace import Workspace
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=False, invoke_without_command=True, rich_markup_mode="rich",
@@ -25,29 +25,6 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Get, check or generate the dataset.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-
-# piped output is not cut to 80 columns (tables stay one row per line)
-_PIPE_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", 200))
-console = Console(width=_PIPE_WIDTH)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 1000)
-
-EXIT_BAD_INPUT = 2
-
-
-class UserError(Exception):
-    """One line for the user, exit 2."""
-
-
-def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # a key may look like markup
-    raise typer.Exit(code)
-
-
-class _State:
-    ws: Workspace
-
-
-state = _State()
 
 
 @app.callback()
@@ -65,12 +42,8 @@ def main_callback(
 
 
 def open_tui() -> None:
-    try:
-        from .app import run_app
-    except ImportError:  # the TUI is not built yet: say what there is
-        list_cmd()
-        console.print("\nSubcommands: list, show, run, resume, runs, stop, leaderboard, data, bench, plot (cifar-tui --help)")
-        return
+    from .app import run_app
+
     run_app(state.ws)
 
 
@@ -116,183 +89,9 @@ def show(name: str = typer.Argument(..., help="Config name or path to a YAML fil
     sys.stdout.write(cfg.to_yaml())
 
 
-# ---------------------------------------------------------------- runs
+# ---------------------------------------------------------------- runs (cifar_tui/commands/runs.py)
 
-
-class DataSource(str, Enum):
-    cifar100 = "cifar100"
-    synthetic = "synthetic"
-
-
-def _cli_overrides(overrides: list[str], data: Optional[DataSource], device: Optional[str], epochs: Optional[int]) -> list[str]:
-    extra = list(overrides)
-    if data is not None:
-        extra.append(f"data.source={data.value}")
-    if device is not None:
-        extra.append(f"train.device={device}")
-    if epochs is not None:
-        extra.append(f"train.epochs={epochs}")
-    return extra
-
-
-def _finish(launched, code: int, end: dict | None, json_mode: bool) -> int:
-    from .launch import discard_unstarted, last_error_line
-
-    if code == EXIT_BAD_INPUT:
-        reason = last_error_line(launched.run_dir) or "the engine refused its input"
-        discard_unstarted(launched.run_dir)
-        err_console.print(f"[bold red]error:[/] {escape(reason)}", highlight=False, soft_wrap=True)
-        return code
-    if json_mode:
-        return code
-    where = f"run dir {launched.run_dir}  (store {state.ws.home / 'cifar_tui.db'})"
-    if end is None:
-        err_console.print(f"[red]run {launched.run_id} ended without an end event (exit {code}); "
-                          f"see {launched.run_dir / 'stdout.log'}; resume with: cifar-tui resume {launched.run_id}[/]")
-        return code if code else 1
-    status = end.get("status")
-    best = end.get("best_acc")
-    if status == "completed":
-        console.print(f"[green]completed[/] {launched.run_id}: best test acc {best if best is None else f'{best:.2f}'}"
-                      f" @ epoch {end.get('best_epoch')}; {where}")
-    elif status == "stopped":
-        console.print(f"[yellow]stopped[/] {launched.run_id} after {end.get('epochs_done')} epochs; "
-                      f"continue with: cifar-tui resume {launched.run_id}; {where}")
-    else:
-        err_console.print(f"[bold red]failed[/] {launched.run_id}: {escape(str(end.get('error')))}; {escape(where)}", highlight=False)
-    return code
-
-
-@app.command()
-def run(
-    names: List[str] = typer.Argument(..., help="Experiment names (or YAML paths); several run one after another."),
-    overrides: List[str] = typer.Option([], "--set", help="Override a key: a.b=value (repeatable)."),
-    data: Optional[DataSource] = typer.Option(None, "--data", help="Data source (overrides data.source)."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Overrides train.epochs."),
-    as_json: bool = typer.Option(False, "--json", help="Print the events as JSON lines instead of progress."),
-    nproc: int = typer.Option(1, "--nproc", min=1, help="Processes (GPUs) per node: runs under torchrun with DDP."),
-    nnodes: int = typer.Option(1, "--nnodes", min=1, help="Nodes for torchrun."),
-    node_rank: int = typer.Option(0, "--node-rank", min=0, help="This node's rank for torchrun."),
-    master_addr: Optional[str] = typer.Option(None, "--master-addr", help="torchrun rendezvous address."),
-    parallel: bool = typer.Option(False, "--parallel", help="Run the names side by side: one run per visible GPU "
-                                  "(--nproc GPUs for a DDP run), pinned with CUDA_VISIBLE_DEVICES."),
-    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", min=1, help="With --parallel: at most this many "
-                                               "runs at a time (default: one per GPU; 1 without GPUs)."),
-) -> None:
-    """Train in the foreground (headless). Ctrl-C stops cleanly and keeps the run resumable."""
-    from .follow import follow
-    from .launch import launch
-
-    extra = _cli_overrides(overrides, data, device, epochs)
-    requests = [LaunchRequest(n, extra) for n in names]
-    configs = [_load(r.config_ref, r.overrides) for r in requests]  # all checked before anything starts
-    torchrun_args = None
-    if nnodes > 1 or master_addr:
-        torchrun_args = [f"--nnodes={nnodes}", f"--node-rank={node_rank}"] + ([f"--master-addr={master_addr}"] if master_addr else [])
-    if parallel:
-        from .gpus import run_parallel
-
-        raise typer.Exit(run_parallel(state.ws, list(zip(requests, configs)), nproc=nproc, torchrun_args=torchrun_args,
-                                      max_parallel=max_parallel, json_mode=as_json, console=console,
-                                      finish=lambda launched, code, end: _finish(launched, code, end, as_json)))
-    final = 0
-    for request, cfg in zip(requests, configs):
-        try:
-            launched = launch(state.ws, request, cfg=cfg, nproc=nproc, torchrun_args=torchrun_args)
-        except ConfigError as exc:
-            fail(str(exc))
-        code, end = follow(launched, json_mode=as_json, console=console)
-        code = _finish(launched, code, end, as_json)
-        final = final or code
-        if code in (EXIT_BAD_INPUT, 130):
-            break
-    raise typer.Exit(final)
-
-
-@app.command()
-def resume(run_id: str = typer.Argument(..., help="Run id (see `cifar-tui runs`)."),
-           as_json: bool = typer.Option(False, "--json", help="Print the events as JSON lines.")) -> None:
-    """Continue a stopped or crashed run from its last checkpoint."""
-    from engine.paths import check_run_id
-
-    from .follow import follow
-    from .launch import resume as resume_run
-
-    try:
-        check_run_id(run_id)
-    except ConfigError as exc:
-        fail(str(exc))
-    run_dir = state.ws.home / run_id
-    if not (run_dir / "config.yaml").is_file():
-        fail(f"run {run_id!r}: not found in {state.ws.home} (see `cifar-tui runs`)")
-    store = state.ws.store()
-    row = store.run(run_id)
-    store.close()
-    if row and row["status"] == "running":
-        fail(f"run {run_id} is still running (pid {row['pid']}); stop it first: cifar-tui stop {run_id}")
-    if row and row["status"] == "completed":
-        fail(f"run {run_id} already completed all {row['epochs_total']} epochs")
-    # show only what this resume adds to the events file
-    offset = (run_dir / "events.jsonl").stat().st_size if (run_dir / "events.jsonl").exists() else 0
-    launched = resume_run(state.ws, run_id)
-    code, end = follow(launched, json_mode=as_json, console=console, from_offset=offset)
-    raise typer.Exit(_finish(launched, code, end, as_json))
-
-
-@app.command()
-def stop(run_id: str = typer.Argument(..., help="Run id."),
-         wait: float = typer.Option(60.0, "--wait", help="Seconds to wait for the run to write its checkpoint.")) -> None:
-    """Stop a run started elsewhere (TUI, another shell) gracefully, as Ctrl-C does."""
-    from engine.paths import check_run_id
-
-    from .launch import request_stop, wait_for_exit
-
-    try:
-        check_run_id(run_id)  # before the store is opened: a bad id writes nothing
-    except ConfigError as exc:
-        fail(str(exc))
-    store = state.ws.store()
-    row = store.run(run_id)
-    if row is None:
-        fail(f"run {run_id!r}: not found in {state.ws.home} (see `cifar-tui runs`)")
-    if row["status"] != "running":
-        fail(f"run {run_id} is not running (status {row['status']})")
-    if not request_stop(row["pid"]):
-        fail(f"run {run_id}: process {row['pid']} is gone")
-    console.print(f"stopping {run_id} (pid {row['pid']}) ...")
-    if wait_for_exit(row["pid"], wait):
-        row = store.run(run_id)
-        console.print(f"{run_id}: {row['status'] if row else 'stopped'}; resume with: cifar-tui resume {run_id}")
-    else:
-        fail(f"run {run_id} did not stop within {wait:.0f}s", code=1)
-
-
-@app.command()
-def runs(as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
-    """Every run with its status."""
-    from .report import fmt_acc, fmt_duration
-
-    store = state.ws.store()
-    rows = store.runs()
-    store.close()
-    if as_json:
-        for r in rows:
-            r.pop("config_json", None)
-            print(json.dumps(r))
-        return
-    table = Table(title=f"Runs in {state.ws.home}", title_justify="left")
-    table.add_column("run id", no_wrap=True)
-    for col in ("status", "data", "device", "epochs", "best acc", "wall", "started"):
-        table.add_column(col)
-    colors = {"running": "cyan", "completed": "green", "stopped": "yellow", "failed": "red", "crashed": "red"}
-    for r in rows:
-        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started_at"])) if r["started_at"] else "-"
-        st = r["status"]
-        table.add_row(r["run_id"], f"[{colors.get(st, 'white')}]{st}[/]", r["data_source"] or "-", r["device"] or "-",
-                      f"{r['epochs_done'] or 0}/{r['epochs_total'] or '?'}", fmt_acc(r["best_acc"]),
-                      fmt_duration(r["wall_s"]), started)
-    console.print(table)
+run_commands.register(app)
 
 
 class BoardFormat(str, Enum):
@@ -307,7 +106,7 @@ def leaderboard(fmt: BoardFormat = typer.Option(BoardFormat.table, "--format", h
     """Best test accuracy per run, with the seed's reference; synthetic runs ranked apart."""
     from .report import fmt_acc, leaderboard_csv, leaderboard_json, leaderboard_markdown, leaderboard_rows
 
-    store = state.ws.store()
+    store = open_store()
     rows = leaderboard_rows(store.leaderboard())
     store.close()
     if fmt is BoardFormat.markdown:
@@ -375,7 +174,7 @@ def data_synth(root: Optional[Path] = typer.Option(None, "--root", help="Data di
 
 
 @app.command()
-def plot(run_ids: List[str] = typer.Argument(..., help="Run ids to draw (accuracy and loss curves)."),
+def plot(run_ids: List[str] = typer.Argument(..., help="Run ids (or unique prefixes) to draw (accuracy and loss curves)."),
          out: Path = typer.Option(..., "--out", help="PNG file to write.")) -> None:
     """Write accuracy/loss curves of one or more runs as a PNG (matplotlib)."""
     from .plot import plot_runs
@@ -384,6 +183,9 @@ def plot(run_ids: List[str] = typer.Argument(..., help="Run ids to draw (accurac
         path = plot_runs(state.ws, list(run_ids), out)
     except ConfigError as exc:
         fail(str(exc))
+    finally:
+        for line in state.ws.take_warnings():
+            warn(line)
     console.print(f"wrote {path}")
 
 
@@ -413,6 +215,13 @@ def main() -> None:
         app()
     except ConfigError as exc:  # safety net: a user mistake is never a traceback
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except sqlite3.DatabaseError as exc:  # damaged beyond what opening it can tell (a bad page), or locked
+        db = str(getattr(getattr(state, "ws", None), "home", Path("runs")) / "cifar_tui.db")
+        advice = "" if isinstance(exc, sqlite3.OperationalError) else (
+            f"; move it aside (mv {db} {db}.bad) and cifar-tui rebuilds it from the run directories")
+        err_console.print(f"[bold red]error:[/] {escape(db)}: {escape(str(exc))}{escape(advice)}",
+                          highlight=False, soft_wrap=True)
         sys.exit(EXIT_BAD_INPUT)
 
 

@@ -1,6 +1,7 @@
-"""Foreground view of one engine process: a Rich progress display, or JSON lines.
+"""Foreground views of engine processes: one run as a Rich progress display (or JSON lines),
+several runs side by side as prefixed epoch lines (or JSON lines).
 
-Ctrl-C is forwarded to the engine (which is in its own session), which writes its
+Ctrl-C is forwarded to the engines (each in its own session), which write their
 checkpoint and `end` event; then we exit 130.
 """
 from __future__ import annotations
@@ -9,14 +10,20 @@ import json
 import signal
 import sys
 import time
+from typing import Callable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from engine.events import EventTail
+from engine.status import STOPPED
 
 from .launch import Launched
 from .report import fmt_acc, fmt_duration
+from .supervisor import Reaped, Started, Supervisor
+
+EXIT_BAD_INPUT, EXIT_STOPPED = 2, 130
 
 
 def _epoch_row(e: dict) -> str:
@@ -52,13 +59,16 @@ class _Forwarder:
 
 
 def follow(launched: Launched, *, json_mode: bool, console: Console, poll_s: float = 0.1,
-           from_offset: int = 0) -> tuple[int, dict | None]:
-    """Stream a run until its process exits. Returns (exit code, end event or None)."""
+           from_offset: int = 0, tick: Callable[[], None] = lambda: None) -> tuple[int, dict | None]:
+    """Stream a run until its process exits. Returns (exit code, end event or None).
+
+    tick: called every poll (the supervisor keeps the run's GPU lease fresh)."""
     tail = EventTail(launched.events_path, offset=from_offset)
     end_event = None
     with _Forwarder(launched) as fwd:
         if json_mode:
             while True:
+                tick()
                 done = launched.process.poll() is not None
                 for e in tail.poll():
                     sys.stdout.write(json.dumps(e) + "\n")
@@ -69,15 +79,16 @@ def follow(launched: Launched, *, json_mode: bool, console: Console, poll_s: flo
                     break
                 time.sleep(poll_s)
         else:
-            end_event = _follow_rich(launched, tail, console, poll_s)
+            end_event = _follow_rich(launched, tail, console, poll_s, tick)
         code = launched.process.wait()
         # a DDP run stopped gracefully exits 0 (torchrun treats non-zero as failure): the event says stopped
-        if code == 0 and (fwd.interrupted or (end_event or {}).get("status") == "stopped"):
-            code = 130
+        if code == 0 and (fwd.interrupted or (end_event or {}).get("status") == STOPPED):
+            code = EXIT_STOPPED
     return code, end_event
 
 
-def _follow_rich(launched: Launched, tail: EventTail, console: Console, poll_s: float) -> dict | None:
+def _follow_rich(launched: Launched, tail: EventTail, console: Console, poll_s: float,
+                 tick: Callable[[], None]) -> dict | None:
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]}  acc {task.fields[acc]}  {task.fields[ips]} img/s"),
@@ -86,6 +97,7 @@ def _follow_rich(launched: Launched, tail: EventTail, console: Console, poll_s: 
     end_event, task, total_epochs = None, None, None
     with progress:
         while True:
+            tick()
             done = launched.process.poll() is not None
             for e in tail.poll():
                 kind = e.get("type")
@@ -111,3 +123,67 @@ def _follow_rich(launched: Launched, tail: EventTail, console: Console, poll_s: 
                 break
             time.sleep(poll_s)
     return end_event
+
+
+def follow_many(sup: Supervisor, *, json_mode: bool, console: Console,
+                finish: Callable[[Reaped, int, dict | None], int], poll_s: float = 0.2) -> int:
+    """Start the supervisor's own queued items as slots free up and follow them side by side.
+
+    Prints where each run starts, why the next one waits (once per reason), each run's epochs
+    prefixed with its run id or, with json_mode, every event as a JSON line. `finish(reaped,
+    code, end_event) -> code` reports a finished run. Ctrl-C stops every running run gracefully
+    and starts no new one; so does bad input (exit 2). Returns 0 when all completed, else the
+    first non-zero code (130 on Ctrl-C)."""
+    say = console.print if not json_mode else (lambda *a, **k: None)
+    tails: dict[str, EventTail] = {}
+    ends: dict[str, dict] = {}
+    final, interrupted, said = 0, False, None
+
+    def on_sigint(signum, frame):  # noqa: ARG001
+        nonlocal interrupted
+        interrupted = True
+        sup.interrupt(signal.SIGINT)  # a second Ctrl-C: they stop at once
+
+    def read(run_id: str) -> None:
+        for e in tails[run_id].poll():
+            if json_mode:
+                sys.stdout.write(json.dumps(e) + "\n")
+            elif e.get("type") == "start":
+                say(f"{run_id}: {e.get('config_name')} on {e.get('device')}, data {e.get('data_source')}")
+            elif e.get("type") == "epoch":
+                say(f"{run_id}: {_epoch_row(e)}")
+            if e.get("type") == "end":
+                ends[run_id] = e
+        if json_mode:
+            sys.stdout.flush()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        while True:
+            for run_id in tails:
+                read(run_id)
+            for reaped in sup.reap():  # first: a GPU it frees goes to the next run in this round
+                read(reaped.run_id)  # what it wrote before exiting
+                tails.pop(reaped.run_id)
+                code = EXIT_STOPPED if interrupted and reaped.code == 0 else reaped.code
+                final = final or finish(reaped, code, ends.pop(reaped.run_id, None))
+            if interrupted or final in (EXIT_BAD_INPUT, EXIT_STOPPED):
+                sup.cancel_own()
+            else:
+                for outcome in sup.pump():
+                    if isinstance(outcome, Started):
+                        tails[outcome.run_id] = EventTail(outcome.launched.events_path)
+                        say(f"run [bold]{outcome.run_id}[/] on {outcome.label} -> {outcome.launched.run_dir}")
+                    else:
+                        console.print(f"[bold red]error:[/] {escape(outcome.config)}: {escape(outcome.reason)}",
+                                      highlight=False)
+                        final = final or EXIT_BAD_INPUT
+                if sup.blocked and sup.blocked != said:
+                    say(f"waiting for a slot: {sup.blocked}")
+                said = sup.blocked
+            if not sup.children and not sup.own_queued():
+                break
+            time.sleep(poll_s)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return EXIT_STOPPED if interrupted and final == 0 else final

@@ -1,21 +1,16 @@
-"""GPU scheduling: which GPUs there are, and which run gets which.
+"""Which GPUs there are, and how a run is pinned to its GPUs.
 
-One run per visible GPU (pinned with CUDA_VISIBLE_DEVICES), or several GPUs for one DDP run
-(`--nproc N` takes N GPUs). Without GPUs, runs go to the CPU one at a time (`max_parallel`).
-The CLI (`cifar-tui run A B C --parallel`) uses it; so can the TUI's queue. No torch import
-here: the device list comes from the environment or nvidia-smi.
+Which run gets which GPU is decided by cifar_tui.supervisor through the store's GPU leases
+(engine/leases.py), shared by every launcher on the machine. No torch import here: the
+device list comes from the environment or nvidia-smi.
 """
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
-import sys
 import threading
-import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from engine.config import ConfigError
 
@@ -45,6 +40,17 @@ def visible_gpus(env: Mapping[str, str] | None = None) -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip().isdigit()]
 
 
+def default_max_parallel(gpus: Sequence[str]) -> int:
+    """Runs at a time: CIFAR_TUI_MAX_PARALLEL, else one per visible GPU, else 1 (CPU)."""
+    env = os.environ.get("CIFAR_TUI_MAX_PARALLEL")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            pass
+    return max(1, len(gpus))
+
+
 @dataclass(frozen=True)
 class Slot:
     """What one run was given: GPU ids (empty: the CPU)."""
@@ -65,7 +71,10 @@ class Slot:
 
 
 class GpuScheduler:
-    """Hands out slots: a run of `n` processes gets `n` free GPUs, at most `max_parallel` runs
+    """COMPAT, to be removed when the TUI calls cifar_tui.supervisor.Supervisor: the TUI's
+    in-process slot pool (it does not see other launchers; the supervisor's leases do).
+
+    Hands out slots: a run of `n` processes gets `n` free GPUs, at most `max_parallel` runs
     at a time (default: as many as there are GPUs). Without GPUs every slot is the CPU and
     `max_parallel` defaults to 1. Thread-safe; allocate() never blocks (None: wait)."""
 
@@ -101,79 +110,3 @@ class GpuScheduler:
     @property
     def running(self) -> int:
         return self._running
-
-
-def run_parallel(ws, jobs: Sequence[tuple], *, nproc: int = 1, torchrun_args: list[str] | None = None,
-                 max_parallel: int | None = None, scheduler: GpuScheduler | None = None, json_mode: bool = False,
-                 console=None, finish: Callable[..., int] | None = None, poll_s: float = 0.2) -> int:
-    """Run `jobs` ([(LaunchRequest, config)]) side by side, each pinned to the GPUs of its slot.
-
-    Prints when each run starts and where, its epochs (prefixed with its run id) or, with
-    json_mode, every event as a JSON line. `finish(launched, code, end_event) -> code` reports
-    a finished run (the CLI's summary line). Ctrl-C stops every running run gracefully and
-    starts no new one. Returns 0 when all completed, else the first non-zero code (130 on Ctrl-C);
-    bad input (2) or Ctrl-C start no further runs."""
-    from engine.events import EventTail
-
-    from .follow import _epoch_row
-    from .launch import launch
-
-    scheduler = scheduler or GpuScheduler(visible_gpus(), max_parallel)
-    scheduler.check(nproc)
-    say = console.print if console is not None and not json_mode else (lambda *a, **k: None)
-    pending = list(jobs)
-    active: dict[str, tuple] = {}  # run_id -> (launched, slot, tail, end event)
-    final, interrupted = 0, False
-
-    def on_sigint(signum, frame):  # noqa: ARG001
-        nonlocal interrupted
-        interrupted = True
-        for launched, *_ in active.values():
-            if launched.process.poll() is None:
-                launched.process.send_signal(signal.SIGINT)  # a second Ctrl-C: they stop at once
-
-    def may_start() -> bool:
-        return bool(pending) and not interrupted and final not in (2, 130)
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        while active or may_start():
-            while may_start():
-                slot = scheduler.allocate(nproc)
-                if slot is None:
-                    break
-                request, cfg = pending.pop(0)
-                try:
-                    launched = launch(ws, request, cfg=cfg, nproc=nproc, torchrun_args=torchrun_args, env=slot.env())
-                except BaseException:
-                    scheduler.release(slot)
-                    raise
-                active[launched.run_id] = (launched, slot, EventTail(launched.events_path), None)
-                say(f"run [bold]{launched.run_id}[/] on {slot.label} -> {launched.run_dir}")
-            for run_id, (launched, slot, tail, end) in list(active.items()):
-                done = launched.process.poll() is not None
-                for e in tail.poll():
-                    if json_mode:
-                        sys.stdout.write(json.dumps(e) + "\n")
-                    elif e.get("type") == "start":
-                        say(f"{run_id}: {e.get('config_name')} on {e.get('device')}, data {e.get('data_source')}")
-                    elif e.get("type") == "epoch":
-                        say(f"{run_id}: {_epoch_row(e)}")
-                    if e.get("type") == "end":
-                        end = e
-                active[run_id] = (launched, slot, tail, end)
-                if json_mode:
-                    sys.stdout.flush()
-                if done:
-                    code = launched.process.wait()
-                    if interrupted and code == 0:
-                        code = 130
-                    scheduler.release(slot)
-                    del active[run_id]
-                    if finish is not None:
-                        code = finish(launched, code, end)
-                    final = final or code
-            time.sleep(poll_s)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    return 130 if interrupted and final == 0 else final

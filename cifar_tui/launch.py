@@ -1,4 +1,4 @@
-"""Starting, stopping and resuming engine processes (shared by the CLI and the TUI).
+"""Spawning, stopping and resuming engine processes (cifar_tui.supervisor decides when and where).
 
 An engine runs as its own OS process in its own session, stdin detached, stdout and
 stderr going to runs/<id>/stdout.log: it outlives the launcher, and no pipe held by
@@ -18,22 +18,9 @@ from pathlib import Path
 from engine.config import ConfigError, ExperimentConfig, load_config, resolve_config_path
 from engine.events import read_events
 from engine.paths import check_run_id, new_run_id
-from engine.store import Store, pid_alive
+from engine.status import pid_alive
 
-
-@dataclass
-class Workspace:
-    home: Path
-    data_root: Path
-    configs: Path | None = None
-
-    def store(self) -> Store:
-        store = Store(self.home)
-        # The run directories are the durable record: a copied-in or lost database
-        # is rebuilt from them.
-        if not store.conn.execute("SELECT 1 FROM runs LIMIT 1").fetchone() and any(self.home.glob("*/events.jsonl")):
-            store.rebuild()
-        return store
+from .workspace import Workspace  # noqa: F401 - re-exported: the TUI and tests import it from here
 
 
 @dataclass
@@ -120,11 +107,14 @@ def _spawn(cmd: list[str], run_dir: Path, env: dict[str, str] | None = None, *,
 
 
 def launch(ws: Workspace, request: LaunchRequest, *, cfg: ExperimentConfig | None = None, nproc: int = 1,
-           torchrun_args: list[str] | None = None, env: dict[str, str] | None = None) -> Launched:
-    """Validate (raises ConfigError on bad input, nothing written) and start an engine process."""
+           torchrun_args: list[str] | None = None, env: dict[str, str] | None = None,
+           run_id: str | None = None) -> Launched:
+    """Validate (raises ConfigError on bad input, nothing written) and start an engine process.
+
+    run_id: the id the launcher chose (the supervisor leases GPUs for it before spawning)."""
     cfg = cfg or request.load(ws)
     path = resolve_config_path(request.config_ref, ws.configs)
-    run_id = new_run_id(cfg.name)
+    run_id = check_run_id(run_id) if run_id else new_run_id(cfg.name)
     run_dir = ws.home / run_id
     cmd = engine_command(ws, "--config", str(path.resolve()), *[a for o in request.overrides for a in ("--set", o)],
                          "--run-id", run_id, nproc=nproc, torchrun_args=torchrun_args)

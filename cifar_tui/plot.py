@@ -6,7 +6,7 @@ from pathlib import Path
 
 from engine.config import ConfigError
 from engine.events import read_events, summarize
-from engine.paths import check_run_id
+from engine.paths import check_run_id, resolve_run_id
 
 IMAGE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
 
@@ -18,6 +18,8 @@ def _epochs_for(ws, store, run_id: str) -> tuple[dict, list[dict]]:
     events_file = Path(ws.home) / run_id / "events.jsonl"
     if not epochs and events_file.is_file():
         state = summarize(read_events(events_file))
+        if row is None and "start" not in state:
+            raise ConfigError(f"{events_file}: no readable `start` event (damaged?): nothing to plot for {run_id}")
         start = state.get("start") or {}
         epochs = [state["epochs"][k] for k in sorted(state["epochs"])]
         if row is None:
@@ -51,6 +53,8 @@ def plot_runs(ws, run_ids: list[str], out: Path) -> Path:
     out = _check_out(out)
     store = ws.store()
     try:
+        known = store.run_ids()
+        run_ids = [resolve_run_id(ws.home, rid, known) for rid in run_ids]  # unique prefixes too
         series = [(rid, *_epochs_for(ws, store, rid)) for rid in run_ids]
     finally:
         store.close()

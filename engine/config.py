@@ -139,8 +139,9 @@ class DataConfig(_Strict):
     source: Literal["cifar100", "synthetic"] = "cifar100"
     root: Optional[str] = None  # None: --data-root / CIFAR_TUI_DATA / ./data
     image_size: ImageSize = 32
-    # Multi-scale training: each training batch is resized to one of these sizes at
-    # random; evaluation uses image_size. Empty: single scale.
+    # Multi-scale training (the seed's mst): each training image is resized to one of these
+    # sizes, drawn per image; each step runs one forward per size group, smallest first, and
+    # one loss over all of them. Evaluation uses image_size. Empty: single scale.
     train_sizes: list[ImageSize] = []
     # none | flip | crop_flip run batched on the device; albumentations is the
     # seed's per-image CPU recipe, run in DataLoader workers.
@@ -174,6 +175,10 @@ class KDConfig(_Strict):
     teacher: Annotated[str, Field(min_length=1, max_length=256)]  # config name or run id of a finished run
     temperature: PosFloat = 4.0
     alpha: Annotated[float, Num, Field(ge=0, le=1)] = 0.7
+    # eval: the teacher normalises with its BatchNorm running statistics. train: it runs in
+    # training mode as in the seed (Lightning never switches the frozen teacher to evaluation mode), so
+    # BatchNorm uses each batch's statistics; its running statistics are left untouched.
+    teacher_mode: Literal["eval", "train"] = "eval"
 
 
 class LossConfig(_Strict):
@@ -191,6 +196,10 @@ class OptimConfig(_Strict):
     weight_decay: NonNegFloat = 1e-3
     momentum: Fraction = 0.9
     nesterov: bool = False
+    # Parameters that get weight decay 0 (engine/optim.py): none (every parameter decays),
+    # bias (Otter's rule, the seed's: names containing "bias"), bias_norm (timm's rule: biases
+    # and normalisation weights, i.e. 1-D tensors).
+    no_decay: Literal["none", "bias", "bias_norm"] = "none"
     sam: Optional[SamConfig] = None
 
 
@@ -249,6 +258,8 @@ class ExperimentConfig(_Strict):
             raise ValueError("model.head: margin needs loss.margin: arcface or cosface")
         if self.model.weights is not None and not self.model.pretrained:
             raise ValueError("model.weights: a weights file needs model.pretrained: true")
+        if len(set(self.data.train_sizes)) != len(self.data.train_sizes):
+            raise ValueError(f"data.train_sizes: each size once, got {self.data.train_sizes}")
         if self.data.augment == "albumentations" and self.data.train_sizes:
             raise ValueError("data.train_sizes: multi-scale is not available with augment: albumentations")
         if self.schedule.name == "multistep" and not self.schedule.milestones:

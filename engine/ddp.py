@@ -1,16 +1,124 @@
-"""What the trainer needs beyond torch to run under torchrun: synchronised BatchNorm that also
-works on CPU (gloo), and a readable name for the devices a run uses.
+"""What the trainer needs beyond torch to run under torchrun: which rank this process is and
+which device it trains on, the process group, the few collective steps of the loop (stop
+agreement, sums over ranks, rank 0's BatchNorm buffers, each rank's share of the loss),
+synchronised BatchNorm that also works on CPU (gloo), and a readable name for the devices.
 
 The distributed machinery itself is PyTorch's: torchrun (``torch.distributed.run``) starts
-the processes, ``DistributedDataParallel`` averages the gradients.
+the processes, ``DistributedDataParallel`` averages the gradients.  Every helper here is a
+no-op in a single process, so the trainer calls them unconditionally.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from .config import ConfigError
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1  # processes on this node
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def dist_info_from_env() -> DistInfo:
+    """What torchrun tells each process (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE)."""
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    return DistInfo(int(os.environ.get("RANK", 0)), world_size, int(os.environ.get("LOCAL_RANK", 0)),
+                    int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
+
+
+def init_distributed(info: DistInfo, device_hint: str) -> None:
+    """Join torchrun's process group: NCCL when the ranks train on GPUs, gloo on CPU."""
+    if not info.enabled or dist.is_initialized():
+        return
+    use_nccl = device_hint != "cpu" and torch.cuda.is_available()
+    dist.init_process_group(backend="nccl" if use_nccl else "gloo")
+
+
+def select_device(requested: str, info: DistInfo) -> torch.device:
+    """train.device resolved for this process: under DDP rank r of a node takes cuda:LOCAL_RANK."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device: {requested} asked for but no CUDA device is available (use cpu or auto)")
+        if requested == "cuda":
+            if info.local_rank >= torch.cuda.device_count():
+                raise ConfigError(f"train.device: local rank {info.local_rank} needs cuda:{info.local_rank} "
+                                  f"but {torch.cuda.device_count()} CUDA devices are visible (fewer processes per node?)")
+            return torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
+        if info.enabled:  # one GPU per process: rank r of a node uses cuda:LOCAL_RANK
+            raise ConfigError(f"train.device: {requested} with {info.world_size} processes; use cuda or auto "
+                              "(each process takes cuda:LOCAL_RANK; choose the GPUs with CUDA_VISIBLE_DEVICES)")
+        index = int(requested.split(":")[1])
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"train.device: {requested} does not exist ({torch.cuda.device_count()} CUDA devices)")
+        return torch.device(requested)
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("train.device: mps is not available on this machine")
+    return torch.device(requested)
+
+
+# ---------------------------------------------------------------------------
+# The collective steps of the training loop
+
+
+def wrap_ddp(model: nn.Module, device: torch.device, info: DistInfo) -> nn.Module:
+    """The module the loop calls forward on: DistributedDataParallel under torchrun, else `model`."""
+    if not info.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def sum_over_ranks(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """`t` summed over every rank, in place (unchanged in one process)."""
+    if info.enabled:
+        dist.all_reduce(t)
+    return t
+
+
+def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True on every rank when it is True on any: every rank must leave the loop at the same step."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+@torch.no_grad()
+def adopt_rank0_buffers(model: nn.Module, info: DistInfo, sync_bn: bool) -> None:
+    """Without SyncBN each rank's last step moved its own BatchNorm statistics: every rank
+    evaluates, stops and ends with rank 0's, the ones its checkpoint holds."""
+    if info.enabled and not sync_bn:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, 0)
+
+
+def share_of_global_batch(local_n: int, global_n: int, info: DistInfo) -> float:
+    """DDP averages the ranks' gradients of their own mean losses. When a global batch does not
+    divide evenly (250 on 4 GPUs: 63, 63, 62, 62) each rank's mean is weighted by its share, so
+    that the step follows the mean over the global batch, as in one process. 1.0 otherwise."""
+    if not info.enabled:
+        return 1.0
+    return local_n * info.world_size / global_n
 
 
 class _AllReduceSum(torch.autograd.Function):

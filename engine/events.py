@@ -10,11 +10,11 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+from .status import FAILED, RUNNING, UNKNOWN
 
 EVENTS_VERSION = 1
-EVENT_TYPES = ("start", "step", "epoch", "checkpoint", "heartbeat", "end")
-END_STATUSES = ("completed", "stopped", "failed")
 
 
 def _clean(value: Any) -> Any:
@@ -49,10 +49,6 @@ class EventWriter:
         self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
         self._file.flush()
         return event
-
-    def sync(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
 
     def close(self) -> None:
         if not self._file.closed:
@@ -115,32 +111,25 @@ class EventTail(LineTail):
         events = (parse_line(raw.decode("utf-8", errors="replace")) for raw in self.poll_lines(max_bytes))
         return [e for e in events if e is not None]
 
-    def follow(self, interval: float = 0.2, stop_on_end: bool = True) -> Iterator[dict]:
-        while True:
-            events = self.poll()
-            for e in events:
-                yield e
-                if stop_on_end and e.get("type") == "end":
-                    return
-            if not events:
-                time.sleep(interval)
-
 
 def summarize(events: list[dict]) -> dict:
     """Fold a run's events into its current state (used to rebuild the store and by readers)."""
-    state: dict[str, Any] = {"status": "unknown", "epochs": {}, "best_acc": None, "best_epoch": None}
+    state: dict[str, Any] = {"status": UNKNOWN, "epochs": {}, "best_acc": None, "best_epoch": None}
     for e in events:
         kind = e.get("type")
         if kind == "start":
             state["start"] = e
-            state["status"] = "running"
+            state["status"] = RUNNING
             state.setdefault("started_at", e.get("t"))
-        elif kind == "epoch":
+            state["progress_t"] = e.get("t")
+        elif kind in ("step", "epoch"):
+            state["progress_t"] = e.get("t", state.get("progress_t"))
+        if kind == "epoch":
             state["epochs"][e.get("epoch")] = e
             state["best_acc"] = e.get("best_acc", state["best_acc"])
             state["best_epoch"] = e.get("best_epoch", state["best_epoch"])
         elif kind == "end":
-            state["status"] = e.get("status", "failed")
+            state["status"] = e.get("status", FAILED)
             state["end"] = e
             if e.get("best_acc") is not None:
                 state["best_acc"] = e["best_acc"]

@@ -6,6 +6,7 @@ import re
 import secrets
 import time
 from pathlib import Path
+from typing import Iterable
 
 from .config import ConfigError
 
@@ -31,5 +32,30 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
-def run_dir(home: Path, run_id: str) -> Path:
-    return Path(home) / check_run_id(run_id)
+class UnknownRun(ConfigError):
+    pass
+
+
+class AmbiguousRun(ConfigError):
+    pass
+
+
+def resolve_run_id(home: Path, ref: str, known: Iterable[str] = ()) -> str:
+    """The run whose id is `ref` or starts with it, among the run directories in `home` and the
+    `known` ids (store rows). UnknownRun when none; AmbiguousRun, listing them, when several."""
+    ref = check_run_id(ref)
+    home = Path(home)
+    known = set(known)
+    if ref in known or (home / ref).is_dir():
+        return ref
+    try:
+        names = {n for n in os.listdir(home) if n.startswith(ref) and (home / n).is_dir()}
+    except OSError:  # no workspace yet
+        names = set()
+    matches = sorted(names | {k for k in known if k.startswith(ref)})
+    if not matches:
+        raise UnknownRun(f"run {ref!r}: not found in {home} (see `cifar-tui runs`)")
+    if len(matches) > 1:
+        shown = ", ".join(matches[:8]) + (f" and {len(matches) - 8} more" if len(matches) > 8 else "")
+        raise AmbiguousRun(f"run id {ref!r} is ambiguous: {len(matches)} runs match: {shown}")
+    return matches[0]

@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules from explicit registries."""
+"""Learning-rate schedules: one LambdaLR whose factor follows schedule.name."""
 from __future__ import annotations
 
 import bisect
@@ -7,23 +7,7 @@ from typing import Callable
 
 import torch
 
-from .config import OptimConfig, ScheduleConfig
-
-
-def _adamw(params, cfg: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-
-
-def _sgd(params, cfg: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                           nesterov=cfg.nesterov and cfg.momentum > 0)
-
-
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {"adamw": _adamw, "sgd": _sgd}
-
-
-def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
-    return OPTIMIZERS[cfg.name](params, cfg)
+from .config import ScheduleConfig
 
 
 def lr_factor(cfg: ScheduleConfig, base_lr: float, steps_per_epoch: int, total_steps: int) -> Callable[[int], float]:

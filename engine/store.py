@@ -1,13 +1,14 @@
-"""The SQLite store (runs/cifar_tui.db): runs, epochs and the launch queue.
+"""The SQLite store (runs/cifar_tui.db): runs, epochs, the launch queue and GPU leases.
 
 Engine processes write it in short transactions (WAL, busy timeout); the UI and the
-CLI read it. The run directories are the durable record: `rebuild()` recreates
-every row from them.
+CLI read it; launchers (cifar_tui.supervisor) queue and lease through it. The run
+directories are the durable record: `rebuild()` recreates every run row from them
+(engine/rebuild.py). Leases are engine/leases.py's; the engine only keeps its
+lease's heartbeat fresh (`heartbeat`).
 """
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sqlite3
 import time
@@ -15,10 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .events import read_events, summarize
+from .status import COMPLETED, ITEM_CANCELLED, ITEM_QUEUED, ITEM_REFUSED, ITEM_STARTED, RUNNING
+from .status import effective_status, pid_alive, stall_after_default  # noqa: F401 - pid_alive: re-exported
 
 DB_NAME = "cifar_tui.db"
-HEARTBEAT_STALE_S = 90.0  # a live engine beats every few seconds
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -61,7 +62,27 @@ CREATE TABLE IF NOT EXISTS queue (
     run_id      TEXT,
     nproc       INTEGER NOT NULL DEFAULT 1
 );
+CREATE TABLE IF NOT EXISTS leases (
+    slot          TEXT PRIMARY KEY,   -- 'gpu:<id>' (one per GPU) or 'cpu:<run_id>'
+    run_id        TEXT NOT NULL,
+    pid           INTEGER NOT NULL,   -- the holder: the launcher, then the engine process it spawned
+    host          TEXT NOT NULL,
+    pid_started   REAL,               -- the holder's process start time (a reused pid is not the holder)
+    acquired_at   REAL NOT NULL,
+    heartbeat_at  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lease_log (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    slot         TEXT NOT NULL,
+    run_id       TEXT NOT NULL,
+    pid          INTEGER,
+    host         TEXT,
+    acquired_at  REAL NOT NULL,
+    released_at  REAL,
+    reason       TEXT
+);
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
+CREATE INDEX IF NOT EXISTS leases_run ON leases(run_id);
 """
 
 EPOCH_FIELDS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_s")
@@ -86,7 +107,15 @@ def connect(home: Path, readonly: bool = False) -> sqlite3.Connection:
 
 
 # columns added after the first release: (table, column, definition); older stores get them on open
-ADDED_COLUMNS = (("queue", "nproc", "INTEGER NOT NULL DEFAULT 1"),)
+ADDED_COLUMNS = (
+    ("queue", "nproc", "INTEGER NOT NULL DEFAULT 1"),
+    ("queue", "owner_pid", "INTEGER"),     # a launcher's own item (the CLI's); NULL: any launcher may start it
+    ("queue", "owner_host", "TEXT"),
+    ("queue", "resume_of", "TEXT"),        # the run this item resumes (config then holds its id)
+    ("queue", "error", "TEXT"),            # why a refused item could not start
+    ("runs", "progress_at", "REAL"),       # last epoch (or start): a live run without progress is stalled
+    ("runs", "flag", "TEXT"),              # what is odd about a copied-in run (its events name another id)
+)
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
@@ -113,36 +142,11 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) is not alive for our purpose.
-    try:
-        with open(f"/proc/{int(pid)}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
-def effective_status(row: sqlite3.Row | dict, now: float | None = None) -> str:
-    """`running` rows whose process is gone (or silent too long) are `crashed`."""
-    status = row["status"]
-    if status != "running":
-        return status
-    now = now or time.time()
-    same_host = not row["host"] or row["host"] == socket.gethostname()
-    if same_host and not pid_alive(row["pid"]):
-        return "crashed"
-    beat = row["heartbeat_at"] or row["started_at"] or 0
-    if now - beat > HEARTBEAT_STALE_S:
-        return "crashed"
-    return "running"
+def claim_item(conn: sqlite3.Connection, item_id: int, run_id: str) -> bool:
+    """Inside a transaction: take a queued item for `run_id`; False when another launcher took it."""
+    cur = conn.execute(f"UPDATE queue SET state='{ITEM_STARTED}', run_id=? WHERE id=? AND state='{ITEM_QUEUED}'",
+                       (run_id, item_id))
+    return cur.rowcount == 1
 
 
 class Store:
@@ -156,36 +160,44 @@ class Store:
     # -- engine side -----------------------------------------------------
     def run_started(self, run_id: str, *, config: dict, device: str, pid: int, run_dir: str,
                     epochs_total: int, params: int | None, flops: float | None, world_size: int = 1) -> None:
+        now = time.time()
         with transaction(self.conn) as c:
             c.execute(
-                """INSERT INTO runs (run_id, config_name, status, data_source, device, pid, host, run_dir,
-                       started_at, heartbeat_at, epochs_total, reference_acc, params, flops, world_size, config_json)
-                   VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT(run_id) DO UPDATE SET status='running', device=excluded.device, pid=excluded.pid,
-                       host=excluded.host, heartbeat_at=excluded.heartbeat_at, epochs_total=excluded.epochs_total,
-                       world_size=excluded.world_size, ended_at=NULL, error=NULL""",
+                f"""INSERT INTO runs (run_id, config_name, status, data_source, device, pid, host, run_dir,
+                       started_at, heartbeat_at, progress_at, epochs_total, reference_acc, params, flops, world_size,
+                       config_json)
+                   VALUES (?, ?, '{RUNNING}', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(run_id) DO UPDATE SET status='{RUNNING}', device=excluded.device, pid=excluded.pid,
+                       host=excluded.host, heartbeat_at=excluded.heartbeat_at, progress_at=excluded.progress_at,
+                       epochs_total=excluded.epochs_total, world_size=excluded.world_size, ended_at=NULL, error=NULL""",
                 (run_id, config["name"], config["data"]["source"], device, pid, socket.gethostname(), run_dir,
-                 time.time(), time.time(), epochs_total, (config.get("reference") or {}).get("accuracy"),
+                 now, now, now, epochs_total, (config.get("reference") or {}).get("accuracy"),
                  params, flops, world_size, json.dumps(config)),
             )
+            c.execute("UPDATE leases SET heartbeat_at=? WHERE run_id=?", (now, run_id))
 
     def heartbeat(self, run_id: str, wall_s: float | None = None) -> None:
+        """The run is alive: its row and the GPU lease its launcher handed it stay fresh."""
+        now = time.time()
         with transaction(self.conn) as c:
             if wall_s is None:
-                c.execute("UPDATE runs SET heartbeat_at=? WHERE run_id=?", (time.time(), run_id))
+                c.execute("UPDATE runs SET heartbeat_at=? WHERE run_id=?", (now, run_id))
             else:
-                c.execute("UPDATE runs SET heartbeat_at=?, wall_s=? WHERE run_id=?", (time.time(), wall_s, run_id))
+                c.execute("UPDATE runs SET heartbeat_at=?, wall_s=? WHERE run_id=?", (now, wall_s, run_id))
+            c.execute("UPDATE leases SET heartbeat_at=? WHERE run_id=?", (now, run_id))
 
     def epoch_done(self, run_id: str, epoch: dict, wall_s: float) -> None:
+        now = time.time()
         with transaction(self.conn) as c:
             c.execute(
                 f"""INSERT OR REPLACE INTO epochs (run_id, epoch, {', '.join(EPOCH_FIELDS)}, t)
                     VALUES (?, ?, {', '.join('?' * len(EPOCH_FIELDS))}, ?)""",
-                (run_id, epoch["epoch"], *[epoch.get(k) for k in EPOCH_FIELDS], time.time()),
+                (run_id, epoch["epoch"], *[epoch.get(k) for k in EPOCH_FIELDS], now),
             )
             c.execute(
-                """UPDATE runs SET epochs_done=?, best_acc=?, best_epoch=?, wall_s=?, heartbeat_at=? WHERE run_id=?""",
-                (epoch["epoch"], epoch.get("best_acc"), epoch.get("best_epoch"), wall_s, time.time(), run_id),
+                """UPDATE runs SET epochs_done=?, best_acc=?, best_epoch=?, wall_s=?, heartbeat_at=?, progress_at=?
+                   WHERE run_id=?""",
+                (epoch["epoch"], epoch.get("best_acc"), epoch.get("best_epoch"), wall_s, now, now, run_id),
             )
 
     def run_ended(self, run_id: str, status: str, error: str | None, wall_s: float) -> None:
@@ -194,23 +206,27 @@ class Store:
                       (status, error, time.time(), wall_s, run_id))
 
     # -- readers ---------------------------------------------------------
-    def runs(self) -> list[dict]:
+    def runs(self, stall_after_s: float | None = None) -> list[dict]:
+        """Every run, newest first, with its effective status (engine.status.effective_status)."""
         rows = self.conn.execute("SELECT * FROM runs ORDER BY started_at DESC").fetchall()
-        now = time.time()
+        now, stall = time.time(), stall_after_s or stall_after_default()
         out = []
         for r in rows:
             d = dict(r)
-            d["status"] = effective_status(r, now)
+            d["status"] = effective_status(r, now=now, stall_after_s=stall)
             out.append(d)
         return out
 
-    def run(self, run_id: str) -> dict | None:
+    def run(self, run_id: str, stall_after_s: float | None = None) -> dict | None:
         r = self.conn.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
         if r is None:
             return None
         d = dict(r)
-        d["status"] = effective_status(r)
+        d["status"] = effective_status(r, stall_after_s=stall_after_s or stall_after_default())
         return d
+
+    def run_ids(self) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT run_id FROM runs")}
 
     def epochs(self, run_id: str) -> list[dict]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM epochs WHERE run_id=? ORDER BY epoch", (run_id,))]
@@ -222,7 +238,7 @@ class Store:
         return rows
 
     def latest_finished(self, config_name: str, data_source: str | None = None) -> dict | None:
-        q = "SELECT * FROM runs WHERE config_name=? AND status='completed'"
+        q = f"SELECT * FROM runs WHERE config_name=? AND status='{COMPLETED}'"
         args: list[Any] = [config_name]
         if data_source:
             q += " AND data_source=?"
@@ -236,71 +252,50 @@ class Store:
             c.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
 
     # -- queue -----------------------------------------------------------
-    def enqueue(self, config: str, overrides: list[str], nproc: int = 1) -> int:
-        """Queue a run of `config`; nproc > 1: a DDP run of that many processes (GPUs)."""
+    def enqueue(self, config: str, overrides: list[str], nproc: int = 1, *, owner_pid: int | None = None,
+                resume_of: str | None = None) -> int:
+        """Queue a run of `config`; nproc > 1: a DDP run of that many processes (GPUs).
+
+        owner_pid: the item belongs to that launcher (the CLI follows its own runs); None: any
+        launcher serving the shared queue (a TUI) may start it. resume_of: continue that run."""
         with transaction(self.conn) as c:
-            cur = c.execute("INSERT INTO queue (config, overrides, created_at, nproc) VALUES (?, ?, ?, ?)",
-                            (config, json.dumps(overrides), time.time(), int(nproc)))
+            cur = c.execute(
+                """INSERT INTO queue (config, overrides, created_at, nproc, owner_pid, owner_host, resume_of)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                (config, json.dumps(overrides), time.time(), int(nproc), owner_pid,
+                 socket.gethostname() if owner_pid else None, resume_of))
             return int(cur.lastrowid)
 
-    def queued(self) -> list[dict]:
-        rows = self.conn.execute("SELECT * FROM queue WHERE state='queued' ORDER BY id").fetchall()
+    def queued(self, include_owned: bool = False) -> list[dict]:
+        """Items waiting to start, oldest first: the shared queue, and with include_owned the
+        launchers' own items too."""
+        where = "" if include_owned else " AND owner_pid IS NULL"
+        rows = self.conn.execute(f"SELECT * FROM queue WHERE state='{ITEM_QUEUED}'{where} ORDER BY id").fetchall()
         return [dict(r, overrides=json.loads(r["overrides"])) for r in rows]
 
     def claim_queued(self, item_id: int, run_id: str) -> bool:
         with transaction(self.conn) as c:
-            cur = c.execute("UPDATE queue SET state='started', run_id=? WHERE id=? AND state='queued'", (run_id, item_id))
-            return cur.rowcount == 1
+            return claim_item(c, item_id, run_id)
 
     def set_queue_run_id(self, item_id: int, run_id: str) -> None:
         """Record which run a claimed queue item became."""
         with transaction(self.conn) as c:
             c.execute("UPDATE queue SET run_id=? WHERE id=?", (run_id, item_id))
 
-    def fail_queued(self, item_id: int) -> None:
+    def fail_queued(self, item_id: int, error: str | None = None) -> None:
         """A claimed item whose launch was refused (its config no longer validates): not retried."""
         with transaction(self.conn) as c:
-            c.execute("UPDATE queue SET state='failed' WHERE id=?", (item_id,))
+            c.execute(f"UPDATE queue SET state='{ITEM_REFUSED}', error=? WHERE id=?", (error, item_id))
 
-    def cancel_queued(self, item_id: int) -> None:
+    def cancel_queued(self, item_id: int) -> bool:
         with transaction(self.conn) as c:
-            c.execute("UPDATE queue SET state='cancelled' WHERE id=? AND state='queued'", (item_id,))
+            cur = c.execute(f"UPDATE queue SET state='{ITEM_CANCELLED}' WHERE id=? AND state='{ITEM_QUEUED}'",
+                            (item_id,))
+            return cur.rowcount == 1
 
     # -- recovery --------------------------------------------------------
     def rebuild(self) -> int:
         """Re-create run and epoch rows from the run directories (the durable record)."""
-        count = 0
-        for events_file in sorted(self.home.glob("*/events.jsonl")):
-            events = read_events(events_file)
-            state = summarize(events)
-            start = state.get("start")
-            if not start:
-                continue
-            run_id = start["run_id"]
-            cfg = start.get("config") or {}
-            end = state.get("end") or {}
-            last_t = state.get("last_t") or start["t"]
-            epochs = state["epochs"]
-            wall = sum((e.get("epoch_s") or 0) for e in epochs.values())
-            with transaction(self.conn) as c:
-                c.execute(
-                    """INSERT OR REPLACE INTO runs (run_id, config_name, status, data_source, device, pid, host, run_dir,
-                           started_at, ended_at, heartbeat_at, epochs_total, epochs_done, best_acc, best_epoch, wall_s,
-                           reference_acc, params, flops, world_size, error, config_json)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                    (run_id, cfg.get("name", start.get("config_name")), state["status"],
-                     start.get("data_source"), start.get("device"), start.get("pid"), start.get("host"),
-                     str(events_file.parent), state.get("started_at"), end.get("t"), last_t,
-                     (cfg.get("train") or {}).get("epochs"), max(epochs) if epochs else 0,
-                     state["best_acc"], state["best_epoch"], wall,
-                     (cfg.get("reference") or {}).get("accuracy"), start.get("params"), start.get("flops"),
-                     start.get("world_size", 1), end.get("error"), json.dumps(cfg)),
-                )
-                for e in epochs.values():
-                    c.execute(
-                        f"""INSERT OR REPLACE INTO epochs (run_id, epoch, {', '.join(EPOCH_FIELDS)}, t)
-                            VALUES (?, ?, {', '.join('?' * len(EPOCH_FIELDS))}, ?)""",
-                        (run_id, e["epoch"], *[e.get(k) for k in EPOCH_FIELDS], e.get("t")),
-                    )
-            count += 1
-        return count
+        from .rebuild import ingest_run_dirs
+
+        return ingest_run_dirs(self, replace=True).added

@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
 
         # torch is imported only now: bad input above is reported fast
         from .data import DataError
-        from .trainer import EXIT_BAD_INPUT, DistInfo, Trainer, dist_info_from_env, init_distributed
+        from .ddp import DistInfo, dist_info_from_env, init_distributed
+        from .lifecycle import EXIT_BAD_INPUT
+        from .trainer import Trainer
 
         info: DistInfo = dist_info_from_env()
         init_distributed(info, cfg.train.device)

@@ -30,13 +30,20 @@ Pipelines
     them any more (see _BufferPool): a fresh 150 MB batch costs more in page faults
     than the conversion itself.
 :class:`AlbumentationsPipeline`
-    The seed's per-image CPU recipe (``A.OneOf([...], p)``) in DataLoader workers;
+    The seed's per-image CPU recipe (``A.OneOf([...], p)``, the bare transforms with the
+    albumentations 2.0 defaults) in DataLoader workers;
     each worker returns a whole uint8 batch; resize/float/normalise are the same
     batched code as above (the resize to ``image_size`` runs batched on the device
     after collation, where the seed resized each image with cv2 bilinear).
 
+Multi-scale (``train_sizes``, the seed's mst): each image of a global batch gets a size drawn
+from the train sizes; a step yields ``x`` as a tuple with one tensor per size group (smallest
+first) and ``y`` as the labels in that order, and the trainer runs one forward per group.  A
+size that would leave some rank fewer than 2 images of it joins a larger group for that step
+(see pipeline.scale_groups), so every rank runs the same forwards.
+
 Sharding (DDP): ``batch_size`` is the global batch; rank r takes ``[r::world_size]`` of
-every global batch, with the crop/flip/size drawn for the global batch, so the union of
+every global batch, with the crop/flip/sizes drawn for the global batch, so the union of
 the ranks' batches is exactly the single-process batch.  A last global batch smaller than
 ``world_size`` is dropped (every rank must step together).  Test batches are split the
 same way; a rank whose share of the short last test batch is empty skips it.
@@ -67,11 +74,12 @@ from .formats import (
     _load_folder,
 )
 from .pipeline import DevicePipeline
-from .seed_augment import AlbumentationsPipeline
+from .seed_augment import AlbumentationsPipeline, build_seed_augment
 from .synthetic import synthetic_dataset, write_synthetic
 
 __all__ = [
     "AlbumentationsPipeline",
+    "build_seed_augment",
     "CIFAR100_FOLDER",
     "CIFAR100_MD5",
     "CIFAR100_TGZ",

@@ -97,20 +97,22 @@ class _BatchFinisher:
             self._rows[width] = (self._scale.repeat(width), self._bias.repeat(width))
         return self._rows[width]
 
-    def __call__(self, x: Tensor, size: int) -> Tensor:
+    def __call__(self, x: Tensor, size: int, pooled: bool = True) -> Tensor:
+        """`pooled=False` for batches whose shape changes from step to step (multi-scale groups):
+        a pool per shape would keep buffers for every group size it ever saw."""
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         if x.shape[-1] != size or x.shape[-2] != size:
             if self.uint8_resize:
                 x = F.interpolate(x.contiguous(memory_format=torch.channels_last), size=(size, size),
                                   mode="bilinear", align_corners=False, antialias=False)
             else:
-                x = self._to_float(x.contiguous(memory_format=fmt), fmt)
+                x = self._to_float(x.contiguous(memory_format=fmt), fmt, pooled)
                 return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
                                      antialias=False).contiguous(memory_format=fmt)
-        return self._to_float(x.contiguous(memory_format=fmt), fmt)
+        return self._to_float(x.contiguous(memory_format=fmt), fmt, pooled)
 
-    def _to_float(self, x: Tensor, fmt: torch.memory_format) -> Tensor:
-        y = self._buffers.get(tuple(x.shape), fmt)
+    def _to_float(self, x: Tensor, fmt: torch.memory_format, pooled: bool = True) -> Tensor:
+        y = self._buffers.get(tuple(x.shape), fmt) if pooled else None
         if y is None:
             y = x.float()  # keeps the (dense) layout
         else:
@@ -125,6 +127,29 @@ class _BatchFinisher:
         else:
             torch.addcmul(self._bias.view(1, c, 1, 1), y, self._scale.view(1, c, 1, 1), out=y)
         return y
+
+
+# BatchNorm in training needs more than one value per channel; the margin head's BatchNorm1d
+# sees one per image. A scale group smaller than this on any rank is not run on its own.
+MIN_SCALE_GROUP = 2
+
+
+def scale_groups(choice: Tensor, num_sizes: int, world_size: int) -> Tensor:
+    """The size group (an index into the sorted train sizes) of each image of a global batch, from
+    the per-image draws `choice`.  Rank r trains on images r, r + world_size, ...; every rank
+    must run the same forwards (DDP and SyncBN communicate in them), and each forward needs
+    MIN_SCALE_GROUP images.  A size that would give some rank fewer of its images than that
+    joins the largest size that gives every rank enough (the largest size if none does).
+    With the seed's batch of 250 and two sizes this practically never happens."""
+    n = choice.shape[0]
+    counts = torch.zeros(world_size, num_sizes, dtype=torch.int64)
+    counts.index_put_((torch.arange(n) % world_size, choice), torch.ones(n, dtype=torch.int64), accumulate=True)
+    enough = counts.min(0).values >= MIN_SCALE_GROUP
+    if bool(enough.all()):
+        return choice
+    kept = enough.nonzero().flatten()
+    target = int(kept[-1]) if kept.numel() else num_sizes - 1
+    return torch.where(enough[choice], choice, torch.full_like(choice, target))
 
 
 def _check_batch(batch_size: int, world_size: int) -> None:
@@ -158,7 +183,7 @@ class _PipelineBase:
         self.num_test = len(dataset.test)
         self.num_classes = len(dataset.classes)
         self.image_size = cfg.image_size
-        self.train_sizes = tuple(cfg.train_sizes)
+        self.train_sizes = tuple(sorted(cfg.train_sizes))  # the seed runs the smaller scale first
         self._finish = _BatchFinisher(cfg.normalize, self.device, channels_last)
         self._test_x = _to_nhwc(dataset.test.images, self.device, 0)
         self._test_y = torch.from_numpy(dataset.test.labels).to(self.device)
@@ -229,13 +254,17 @@ class DevicePipeline(_PipelineBase):
         # RandAugment / Random Erasing / MixUp-CutMix (engine/data/device_augment.py); None when off
         self.batch_augment = DeviceAugment.from_config(cfg, self.num_classes, self.device)
 
-    def _step_params(self, seed: int, epoch: int, step: int, n: int) -> tuple[int, Tensor, Tensor, Tensor]:
-        """Size, crop offsets and flips for a whole global batch of n, from (seed, epoch, step)."""
+    def _step_params(self, seed: int, epoch: int, step: int, n: int
+                     ) -> tuple[Optional[Tensor], Tensor, Tensor, Tensor]:
+        """Size groups (multi-scale only, else None), crop offsets and flips for a whole global
+        batch of n, from (seed, epoch, step). Each image's size is drawn uniformly from the train
+        sizes, as the seed's CIFAR100DatasetMultiScale does (np.random.rand() < 0.5 per image)."""
         g = torch.Generator(device="cpu")
         g.manual_seed(seed_int(seed, epoch, step, tag="step"))
-        size = self.image_size
+        groups = None
         if self.train_sizes:
-            size = self.train_sizes[int(torch.randint(len(self.train_sizes), (1,), generator=g))]
+            choice = torch.randint(len(self.train_sizes), (n,), generator=g)
+            groups = scale_groups(choice, len(self.train_sizes), self.world_size)
         if self.augment == "crop_flip":
             oy = torch.randint(0, 2 * self.pad + 1, (n,), generator=g)
             ox = torch.randint(0, 2 * self.pad + 1, (n,), generator=g)
@@ -245,7 +274,7 @@ class DevicePipeline(_PipelineBase):
             flip = torch.randint(0, 2, (n,), generator=g)
         else:
             flip = torch.zeros(n, dtype=torch.int64)
-        return size, oy, ox, flip
+        return groups, oy, ox, flip
 
     def _gather(self, idx: Tensor, oy: Tensor, ox: Tensor, flip: Tensor) -> Tensor:
         """One indexed copy: crop at (oy, ox) of the padded image, mirrored where flip == 1.
@@ -261,14 +290,21 @@ class DevicePipeline(_PipelineBase):
         return self._pixels.index_select(0, flat).view(b, 32, 32, 3).permute(0, 3, 1, 2)
 
     def train_batches(self, epoch: int, seed: int, batch_size: int, start_step: int = 0
-                      ) -> Iterator[tuple[Tensor, Tensor]]:
+                      ) -> Iterator[tuple[Tensor | tuple[Tensor, ...], Tensor]]:
+        """(x, y) per step of this rank. With train_sizes x is a tuple, one tensor per size group
+        (smallest size first, empty groups left out) and y the labels in the same order."""
         steps = self.steps_per_epoch(batch_size)
         order = self.epoch_order(epoch, seed)
         ws, r = self.world_size, self.rank
         for step in range(max(0, start_step), steps):
             gidx = self._global_batch(order, step, batch_size)
-            size, oy, ox, flip = self._step_params(seed, epoch, step, gidx.shape[0])
+            groups, oy, ox, flip = self._step_params(seed, epoch, step, gidx.shape[0])
             packed = torch.stack([gidx, oy, ox, flip])[:, r::ws]
+            counts = None
+            if groups is not None:  # this rank's images, grouped by size (stable: batch order within a group)
+                local = groups[r::ws]
+                packed = packed[:, torch.argsort(local, stable=True)]
+                counts = torch.bincount(local, minlength=len(self.train_sizes)).tolist()
             if self.device.type == "cuda":  # pinned + non_blocking: no host sync per step
                 packed = packed.pin_memory().to(self.device, non_blocking=True)
             else:
@@ -276,8 +312,11 @@ class DevicePipeline(_PipelineBase):
             idx, oy, ox, flip = packed.unbind(0)
             x = self._gather(idx, oy, ox, flip)
             y = self._train_y.index_select(0, idx)
-            if self.batch_augment is not None:  # targets are (n, classes) soft targets with mixup on
-                yield self.batch_augment.apply(x, y, lambda u8, s=size: self._finish(u8, s), seed=seed, epoch=epoch,
-                                               step=step, global_n=gidx.shape[0], rank=r, world_size=ws)
-                continue
-            yield self._finish(x, size), y
+            if counts is not None:
+                yield tuple(self._finish(part, size, pooled=False)
+                            for part, size in zip(x.split(counts), self.train_sizes) if part.shape[0]), y
+            elif self.batch_augment is not None:  # targets are (n, classes) soft targets with mixup on
+                yield self.batch_augment.apply(x, y, lambda u8: self._finish(u8, self.image_size), seed=seed,
+                                               epoch=epoch, step=step, global_n=gidx.shape[0], rank=r, world_size=ws)
+            else:
+                yield self._finish(x, self.image_size), y

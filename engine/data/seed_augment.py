@@ -19,31 +19,22 @@ from .rng import seed_int
 # The seed's albumentations recipe
 
 
-def _build_seed_aug(p: float) -> Any:
-    """``A.OneOf([ShiftScaleRotate, CoarseDropout, ColorJitter, HorizontalFlip, VerticalFlip], p)``.
+def build_seed_augment(p: float) -> Any:
+    """The seed's DefaultImageAug: ``A.OneOf([A.ShiftScaleRotate(), A.CoarseDropout(), A.ColorJitter(),
+    A.HorizontalFlip(), A.VerticalFlip()], p=p)``, every transform with the library's defaults.
 
-    albumentations 2.x changed several defaults; the seed ran 1.x, so the 1.x defaults are
-    spelled out: ShiftScaleRotate reflect-101 border, CoarseDropout 8 holes of 8x8 px,
-    ColorJitter hue 0.2."""
+    The seed's Docker image installs albumentations unpinned (``pip install -U`` on
+    nvcr.io/nvidia/pytorch:25.03-py3, May 2025), that is the 2.0 series, which pyproject.toml
+    pins: a constant black border for ShiftScaleRotate, 1-2 holes of 10-20% of the side for
+    CoarseDropout, hue jitter up to 0.5.  OneOf picks one transform (each has p=0.5, so all
+    are equally likely) and always applies it."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check on import
     import albumentations as A
-    import cv2
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # 2.0 deprecates ShiftScaleRotate in favour of Affine; the seed calls it
         warnings.filterwarnings("ignore", message=".*ShiftScaleRotate is a special case of Affine.*")
-        if hasattr(A, "ShiftScaleRotate"):
-            ssr = A.ShiftScaleRotate(shift_limit=0.0625, scale_limit=0.1, rotate_limit=45,
-                                     interpolation=cv2.INTER_LINEAR, border_mode=cv2.BORDER_REFLECT_101)
-        else:  # the documented equivalent
-            ssr = A.Affine(translate_percent={"x": (-0.0625, 0.0625), "y": (-0.0625, 0.0625)},
-                           scale=(0.9, 1.1), rotate=(-45, 45),
-                           interpolation=cv2.INTER_LINEAR, border_mode=cv2.BORDER_REFLECT_101)
-        try:
-            drop = A.CoarseDropout(num_holes_range=(8, 8), hole_height_range=(8, 8), hole_width_range=(8, 8), fill=0)
-        except TypeError:  # albumentations 1.x names
-            drop = A.CoarseDropout(max_holes=8, max_height=8, max_width=8)
-        jitter = A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.2)
-        return A.OneOf([ssr, drop, jitter, A.HorizontalFlip(), A.VerticalFlip()], p=p)
+        return A.OneOf([A.ShiftScaleRotate(), A.CoarseDropout(), A.ColorJitter(), A.HorizontalFlip(),
+                        A.VerticalFlip()], p=p)
 
 
 class _AlbuTrainSet(torch.utils.data.Dataset):
@@ -66,7 +57,7 @@ class _AlbuTrainSet(torch.utils.data.Dataset):
 
     def _augment(self, images: np.ndarray, i: int, sample_seed: int) -> np.ndarray:
         if self._aug is None:
-            self._aug = _build_seed_aug(self.p)
+            self._aug = build_seed_augment(self.p)
         self._aug.set_random_state(np.random.default_rng(sample_seed), random.Random(sample_seed))
         return self._aug(image=images[i])["image"]
 
@@ -133,7 +124,7 @@ class AlbumentationsPipeline(_PipelineBase):
         self.num_workers = _cpu_count() if cfg.num_workers < 0 else cfg.num_workers
         images_hwc = np.ascontiguousarray(dataset.train.images.transpose(0, 2, 3, 1))
         self._set = _AlbuTrainSet(images_hwc, dataset.train.labels, cfg.augment_p)
-        self._set._aug = _build_seed_aug(cfg.augment_p)  # imported once here, inherited by forked workers
+        self._set._aug = build_seed_augment(cfg.augment_p)  # imported once here, inherited by forked workers
         _single_threaded_cv2()
         self._sampler = _StepSampler()
         self._loader: Optional[torch.utils.data.DataLoader] = None

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from rich.console import Console
 
-from cifar_tui.bench import REQUIRED_KEYS, BenchPlan, SeedStyleDataset, render_bench, run_bench
+from cifar_tui.bench import REQUIRED_KEYS, BenchContext, BenchPlan, SeedStyleDataset, render_bench, run_bench
 from engine.config import ConfigError, DataConfig
 from engine.data import DevicePipeline, synthetic_dataset
 
@@ -101,10 +102,29 @@ def test_cli_bench_bad_device_exits_2():
 
 def test_tui_first_screen_without_tmux(tmp_path, monkeypatch):
     """Where tmux is missing the first screen is timed headless (run_test) in a fresh process."""
-    import cifar_tui.bench as bench
+    import cifar_tui.bench.startup as startup
+    from cifar_tui.bench.common import _Progress
 
-    monkeypatch.setattr(bench.shutil, "which", lambda name: None)
+    monkeypatch.setattr(startup.shutil, "which", lambda name: None)
     out: dict = {"samples": {}}
-    bench._bench_startup(BenchPlan.tiny(), out, bench._Progress(False), tmp_path)
+    startup.bench_startup(BenchContext(BenchPlan.tiny(), None, out, _Progress(False), tmp_path))
     assert out["tui_first_screen_method"].startswith("headless")
     assert _positive(out["tui_first_screen_s"]) and _positive(out["help_s"]) and _positive(out["list_s"])
+
+
+def test_a_new_section_plugs_in_and_renders(monkeypatch):
+    """Sections are a list: another module adds one without touching the others."""
+    import cifar_tui.bench as bench
+
+    def run(ctx: BenchContext) -> None:
+        with ctx.timed("extra"):
+            ctx.out["extra_figure"] = 1.5
+
+    extra = bench.Section("extra", run, lambda r: [("extra figure", str(r["extra_figure"]), "-")])
+    monkeypatch.setattr(bench, "SECTIONS", [*bench.SECTIONS, extra])
+    results = run_bench("cpu", progress=False, plan=replace(BenchPlan.tiny(), sections=("extra",)))
+    assert results["extra_figure"] == 1.5 and set(results["section_s"]) == {"extra"}
+    assert all(results[k] is None for k in REQUIRED_KEYS if k != "device")  # the other sections did not run
+    console = Console(record=True, width=160)
+    render_bench(results, console)
+    assert "extra figure" in console.export_text()

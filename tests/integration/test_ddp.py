@@ -55,19 +55,23 @@ def _events(home: Path) -> list[dict]:
     return read_events(files[0]) if files else []
 
 
-def test_two_gloo_ranks_match_one_process_with_sync_bn(workspace):
+@pytest.mark.parametrize("extra", [[], ["data.train_sizes=[32,48]"]], ids=["one-scale", "multi-scale"])
+def test_two_gloo_ranks_match_one_process_with_sync_bn(workspace, extra):
+    """Multi-scale: every rank runs one forward per size group (DDP and SyncBN communicate in
+    each), and the groups of the two ranks together are the one process's."""
     tmp = workspace["tmp"]
     dumps = {"ddp": tmp / "dump-ddp", "one": tmp / "dump-one"}
     for d in dumps.values():
         d.mkdir()
     ddp_env = {**workspace["env"], "CIFAR_TUI_DUMP_RANK_STATE": str(dumps["ddp"])}
     res = cli({**workspace, "env": ddp_env}, "run", "resnet18_baseline", "--nproc", "2",
-              *set_args([*TINY_DDP, "train.sync_bn=true"]))
+              *set_args([*TINY_DDP, "train.sync_bn=true", *extra]))
     assert res.returncode == 0, res.stdout + res.stderr + _logs(workspace["home"])
     # the same global batches in one process (one thread, as torchrun gives each rank)
     one_env = {**workspace["env"], "CIFAR_TUI_DUMP_RANK_STATE": str(dumps["one"]), "OMP_NUM_THREADS": "1",
                "CIFAR_TUI_HOME": str(tmp / "one-process")}
-    res_one = cli({**workspace, "env": one_env}, "run", "resnet18_baseline", *set_args([*TINY_DDP, "train.sync_bn=true"]))
+    res_one = cli({**workspace, "env": one_env}, "run", "resnet18_baseline",
+                  *set_args([*TINY_DDP, "train.sync_bn=true", *extra]))
     assert res_one.returncode == 0, res_one.stdout + res_one.stderr
 
     rank0, rank1 = _state(dumps["ddp"] / "rank0.pt"), _state(dumps["ddp"] / "rank1.pt")
@@ -232,3 +236,52 @@ def test_stop_request_goes_to_torchruns_workers_not_to_the_agent(tmp_path):
         if agent.poll() is None:
             agent.kill()
     assert sorted(record.read_text().split()) == ["worker", "worker"]
+
+
+TEACHER_RANK = r"""
+import os, sys, torch
+import torch.distributed as dist
+from pathlib import Path
+from engine.teacher import Teacher
+run_dir, batch_file, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+x, y = torch.load(batch_file, weights_only=True)
+teacher = Teacher(run_dir, torch.device("cpu"), channels_last=False, mode="train", sync_bn=True)
+torch.save(teacher.logits(x[rank::world], y[rank::world]), f"{out}.rank{rank}")
+dist.destroy_process_group()
+"""
+
+
+def test_a_train_mode_teacher_with_sync_bn_normalises_over_the_global_batch(tmp_path):
+    """KD under DDP with train.sync_bn: the teacher's batch statistics are the global batch's, so
+    the ranks' teacher logits are those of one process fed the whole batch."""
+    from engine.checkpoint import save_checkpoint
+    from engine.config import load_config
+    from engine.models import build_model
+    from engine.teacher import Teacher
+
+    cfg = load_config("resnet50_pretrained_arcface_224x224", ["model.backbone=test_resnet", "model.pretrained=false",
+                                                              "data.image_size=32"])
+    torch.manual_seed(0)
+    run_dir = tmp_path / "teacher"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    save_checkpoint({"model": build_model(cfg.model).state_dict(), "epoch": 1}, run_dir / "checkpoints" / "best.pt")
+    x, y = torch.rand(10, 3, 32, 32), torch.randint(0, 100, (10,))
+    torch.save((x, y), tmp_path / "batch.pt")
+    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29500 + os.getpid() % 1000),
+           "OMP_NUM_THREADS": "1"}
+    ranks = [subprocess.Popen([sys.executable, "-c", TEACHER_RANK, str(run_dir), str(tmp_path / "batch.pt"),
+                               str(tmp_path / "out")], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in (0, 1)]
+    for proc in ranks:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+    shards = [torch.load(tmp_path / f"out.rank{r}", weights_only=True) for r in (0, 1)]
+    together = torch.empty(10, 100)
+    together[0::2], together[1::2] = shards
+    whole = Teacher(run_dir, torch.device("cpu"), channels_last=False, mode="train").logits(x, y)
+    torch.testing.assert_close(together, whole, rtol=1e-4, atol=1e-5)
+    alone = Teacher(run_dir, torch.device("cpu"), channels_last=False, mode="train").logits(x[0::2], y[0::2])
+    assert not torch.allclose(shards[0], alone, atol=1e-3)  # a rank's share alone normalises differently

@@ -33,7 +33,7 @@ from engine.checkpoint import TEST_SLOW_ENV, load_checkpoint
 from engine.config import DataConfig
 from engine.events import EventTail, read_events
 from engine.store import Store, pid_alive
-from engine.trainer import failure_message
+from engine.lifecycle import failure_message
 
 from tests.conftest import CLI, cli
 from tests.support.reliability import drive, fast, one_error_line, procs, python_env, record, wait_until  # noqa: F401 - procs is a fixture

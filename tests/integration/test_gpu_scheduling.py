@@ -1,10 +1,14 @@
-"""GPU scheduling for queues, tested on the CPU with a simulated device list (CIFAR_TUI_GPUS)."""
+"""GPU scheduling, tested on the CPU with a simulated device list (CIFAR_TUI_GPUS): the device list,
+the side-by-side runner (cifar_tui.follow.follow_many over the supervisor) with stand-in runs, and the
+real engine through the CLI, including two CLIs sharing one GPU through the store's leases.
+The supervisor's slot rules themselves are unit-tested in tests/unit/test_supervisor.py."""
 from __future__ import annotations
 
-import itertools
+import io
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -12,13 +16,15 @@ import time
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
-from cifar_tui.gpus import GpuScheduler, Slot, run_parallel, visible_gpus
-from cifar_tui.launch import LaunchRequest, Launched, Workspace
-from engine.config import ConfigError
+from cifar_tui.follow import follow_many
+from cifar_tui.gpus import visible_gpus
+from cifar_tui.launch import Launched, Workspace
+from cifar_tui.supervisor import Supervisor
 from engine.events import read_events
 
-from tests.conftest import cli, set_args, tiny_overrides
+from tests.conftest import CLI, cli, set_args, tiny_overrides
 
 
 # ---------------------------------------------------------------- the device list
@@ -52,49 +58,6 @@ def test_no_nvidia_smi_or_a_failing_one_means_cpu(tmp_path):
     assert visible_gpus(_fake_nvidia_smi(tmp_path, "echo 'NVIDIA-SMI has failed' >&2; exit 9\n")) == []
 
 
-# ---------------------------------------------------------------- the scheduler
-
-
-def test_one_run_per_gpu_then_wait():
-    s = GpuScheduler(["0", "1"])
-    a, b = s.allocate(), s.allocate()
-    assert (a.gpus, b.gpus) == (("0",), ("1",)) and s.allocate() is None and s.running == 2
-    s.release(a)
-    c = s.allocate()
-    assert c.gpus == ("0",) and c.env() == {"CUDA_VISIBLE_DEVICES": "0", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
-    assert c.label == "GPU 0"
-
-
-def test_a_ddp_run_takes_several_gpus():
-    s = GpuScheduler(["0", "1", "2", "3"])
-    a = s.allocate(2)
-    b = s.allocate(2)
-    assert a.gpus == ("0", "1") and b.gpus == ("2", "3") and s.allocate(2) is None
-    assert a.env()["CUDA_VISIBLE_DEVICES"] == "0,1" and a.label == "GPUs 0,1"
-    s.release(b)
-    assert s.allocate(1).gpus == ("2",) and s.allocate(2) is None  # only GPU 3 is free
-    with pytest.raises(ConfigError, match="needs 8 GPUs but 4"):
-        s.allocate(8)
-
-
-def test_max_parallel_caps_gpu_runs():
-    s = GpuScheduler(["0", "1", "2"], max_parallel=2)
-    assert s.allocate() and s.allocate() and s.allocate() is None
-
-
-def test_without_gpus_runs_take_the_cpu_one_at_a_time_unless_told():
-    s = GpuScheduler([])
-    slot = s.allocate(2)  # a 2-process DDP run on the CPU
-    assert slot == Slot(()) and slot.env() == {} and slot.label == "CPU"
-    assert s.allocate() is None
-    s.release(slot)
-    assert s.allocate() is not None
-    two = GpuScheduler([], max_parallel=2)
-    assert two.allocate() and two.allocate() and two.allocate() is None
-    with pytest.raises(ConfigError):
-        GpuScheduler([], max_parallel=0)
-
-
 # ---------------------------------------------------------------- the parallel runner, with stand-in runs
 
 FAKE_RUN = r"""
@@ -114,13 +77,12 @@ emit("end", status="stopped" if stopped else "completed")
 
 
 @pytest.fixture
-def fake_launch(monkeypatch):
-    counter = itertools.count(1)
+def fake_spawn():
+    """A spawner for the supervisor that starts FAKE_RUN processes instead of engines."""
     launched: list[Launched] = []
     settings = {"seconds": 2.0}
 
-    def launch(ws, request, *, cfg=None, nproc=1, torchrun_args=None, env=None):
-        run_id = f"{request.config_ref}-{next(counter)}"
+    def spawn(ws, item, *, run_id, cfg, nproc, torchrun_args, env):
         run_dir = ws.home / run_id
         run_dir.mkdir(parents=True)
         proc = subprocess.Popen([sys.executable, "-c", FAKE_RUN, str(run_dir / "events.jsonl"), run_id,
@@ -128,16 +90,21 @@ def fake_launch(monkeypatch):
         launched.append(Launched(run_id, run_dir, proc))
         return launched[-1]
 
-    monkeypatch.setattr("cifar_tui.launch.launch", launch)
-    yield launched, settings
+    yield spawn, launched, settings
     for item in launched:
         if item.process.poll() is None:
             item.process.kill()
             item.process.wait()
 
 
-def _jobs(n: int) -> list:
-    return [(LaunchRequest(f"job{i}"), None) for i in range(n)]
+def _side_by_side(tmp_path: Path, spawn, n: int, gpus=("0", "1"), **kwargs) -> tuple[Supervisor, int]:
+    sup = Supervisor(Workspace(home=tmp_path / "runs", data_root=tmp_path / "data"), gpus=list(gpus),
+                     shared_queue=False, spawner=spawn)
+    for _ in range(n):
+        sup.enqueue("resnet18_baseline", ["data.source=synthetic"])
+    code = follow_many(sup, json_mode=False, console=Console(file=io.StringIO()), poll_s=0.05,
+                       finish=kwargs.get("finish", lambda reaped, code, end: code))
+    return sup, code
 
 
 def _interval(run: Launched) -> tuple[float, float, str | None]:
@@ -147,14 +114,14 @@ def _interval(run: Launched) -> tuple[float, float, str | None]:
     return start["t"], end["t"], start["visible_devices"]
 
 
-def test_parallel_runs_one_per_gpu_and_the_next_waits_for_a_free_one(tmp_path, fake_launch):
-    launched, _ = fake_launch
-    ws = Workspace(home=tmp_path / "runs", data_root=tmp_path / "data")
+def test_parallel_runs_one_per_gpu_and_the_next_waits_for_a_free_one(tmp_path, fake_spawn):
+    spawn, launched, _ = fake_spawn
     finished = []
-    code = run_parallel(ws, _jobs(3), scheduler=GpuScheduler(["0", "1"]), poll_s=0.05,
-                        finish=lambda run, code, end: finished.append((run.run_id, code, end["status"])) or code)
+    sup, code = _side_by_side(tmp_path, spawn, 3, finish=lambda reaped, code, end: finished.append(
+        (reaped.run_id, code, end["status"])) or code)
     assert code == 0
-    assert sorted(finished) == [("job0-1", 0, "completed"), ("job1-2", 0, "completed"), ("job2-3", 0, "completed")]
+    assert sorted(finished) == sorted((r.run_id, 0, "completed") for r in launched) and len(launched) == 3
+    assert sup.leases.held() == [] and all(h["released_at"] for h in sup.leases.history())
     (a0, a1, a_gpu), (b0, b1, b_gpu), (c0, c1, c_gpu) = (_interval(r) for r in launched)
     assert {a_gpu, b_gpu} == {"0", "1"}
     assert c0 >= min(a1, b1)  # the third waited for a GPU to be released
@@ -163,10 +130,9 @@ def test_parallel_runs_one_per_gpu_and_the_next_waits_for_a_free_one(tmp_path, f
             assert c_gpu != gpu
 
 
-def test_ctrl_c_stops_every_running_run_and_starts_no_more(tmp_path, fake_launch):
-    launched, settings = fake_launch
+def test_ctrl_c_stops_every_running_run_and_starts_no_more(tmp_path, fake_spawn):
+    spawn, launched, settings = fake_spawn
     settings["seconds"] = 60.0
-    ws = Workspace(home=tmp_path / "runs", data_root=tmp_path / "data")
 
     def interrupt_when_both_started():
         deadline = time.monotonic() + 60
@@ -177,9 +143,10 @@ def test_ctrl_c_stops_every_running_run_and_starts_no_more(tmp_path, fake_launch
             time.sleep(0.05)
 
     threading.Thread(target=interrupt_when_both_started, daemon=True).start()
-    code = run_parallel(ws, _jobs(3), scheduler=GpuScheduler(["0", "1"]), poll_s=0.05)
+    sup, code = _side_by_side(tmp_path, spawn, 3)
     assert code == 130 and len(launched) == 2
     assert [read_events(r.events_path)[-1]["status"] for r in launched] == ["stopped", "stopped"]
+    assert sup.queued() == []  # the third was dropped, not left waiting
 
 
 # ---------------------------------------------------------------- the real engine through the CLI
@@ -209,3 +176,42 @@ def test_cli_parallel_refuses_a_ddp_run_larger_than_the_gpus(workspace):
     assert res.returncode == 2
     assert "needs 3 GPUs but 2" in res.stderr and "Traceback" not in res.stderr
     assert not workspace["home"].exists() or not any(p.is_dir() for p in workspace["home"].iterdir())
+
+
+# ---------------------------------------------------------------- two launchers, one GPU (issue 10)
+
+
+def _lease_intervals(home: Path) -> list[tuple[float, float, str]]:
+    conn = sqlite3.connect(home / "cifar_tui.db")
+    rows = conn.execute("SELECT acquired_at, released_at, run_id FROM lease_log WHERE slot='gpu:0' ORDER BY acquired_at")
+    out = [(a, r, rid) for a, r, rid in rows]
+    conn.close()
+    return out
+
+
+def test_two_parallel_clis_started_together_never_share_the_one_gpu(workspace):
+    """Two `cifar-tui run A B --parallel` started at the same moment in two shells, one simulated GPU:
+    never two engines on it at once (by the runs' own start/end events and by the lease history)."""
+    env = {**workspace["env"], "CIFAR_TUI_GPUS": "0", "OMP_NUM_THREADS": "1"}
+    overrides = tiny_overrides(data__train_limit=64, data__test_limit=64, train__batch_size=32, train__epochs=1)
+    args = [*CLI, "run", "resnet18_baseline", "resnet18_baseline", "--parallel", *set_args(overrides)]
+    shells = [subprocess.Popen(args, env=env, cwd=workspace["tmp"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in shells]
+    assert [p.returncode for p in shells] == [0, 0], outputs
+    assert any("waiting for a slot: needs 1 GPU, 0 free: GPU 0 held by" in out for out, _ in outputs), outputs
+    spans = []
+    for events_file in workspace["home"].glob("*/events.jsonl"):
+        events = read_events(events_file)
+        start = next(e for e in events if e["type"] == "start")
+        end = next(e for e in events if e["type"] == "end")
+        assert (start["visible_devices"], end["status"]) == ("0", "completed")
+        spans.append((start["t"], end["t"]))
+    spans.sort()
+    assert len(spans) == 4
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        assert start >= end, spans  # the next engine started after the previous one ended
+    leases = _lease_intervals(workspace["home"])
+    assert len(leases) == 4 and all(released for _, released, _ in leases), leases
+    for (_, released, _), (acquired, _, _) in zip(leases, leases[1:]):
+        assert acquired >= released, leases  # one holder of GPU 0 at a time, across both processes

@@ -18,7 +18,7 @@ import torch
 
 from engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from engine.config import ConfigError, check_plain_name, load_config, parse_override, resolve_config_path
-from engine.paths import check_run_id, run_dir
+from engine.paths import check_run_id, resolve_run_id
 
 from tests.conftest import CLI, ROOT
 from tests.support.reliability import case_env, drive, one_error_line, record
@@ -279,7 +279,7 @@ def test_nul_and_escaping_names_at_the_api(tmp_path, request):
         with pytest.raises(ConfigError, match="run id"):
             check_run_id(rid)
         with pytest.raises(ConfigError):
-            run_dir(tmp_path, rid)
+            resolve_run_id(tmp_path, rid)
     for name in ["a\x00b", "../x", "a/b", "..", "", ".hidden"]:
         with pytest.raises(ConfigError, match="expected a plain name"):
             check_plain_name(name, "config")

@@ -33,6 +33,8 @@ def test_seed_common_settings_are_exact(name):
     assert cfg.schedule.milestones == [100000, 200000] and cfg.schedule.gamma == 0.316
     assert cfg.train.grad_clip == 5 and cfg.train.precision == "fp32"
     assert cfg.data.normalize == "none" and cfg.data.shuffle is False
+    assert cfg.optim.no_decay == "bias"  # Otter: parameters named *bias* get no weight decay
+    assert "Otter" in cfg.reference.source and "*bias*" in cfg.reference.source
     if "arcface" in name:
         assert cfg.model.head == "margin" and cfg.model.hid_dim == 512
         assert (cfg.loss.margin, cfg.loss.s, cfg.loss.m) == ("arcface", 8.0, 0.35)
@@ -46,14 +48,32 @@ def test_seed_specific_settings():
     assert load_config("resnet50_pretrained_arcface", configs_dir=CONFIGS).model.backbone == "resnet50"
     kd = load_config("resnet18_pretrained_arcface_kd", configs_dir=CONFIGS).loss.kd
     assert (kd.teacher, kd.temperature, kd.alpha) == ("resnet50_pretrained_arcface_224x224", 4.0, 0.7)
+    assert kd.teacher_mode == "train"  # the seed's frozen teacher is never put in eval mode
+    kd_source = load_config("resnet18_pretrained_arcface_kd", configs_dir=CONFIGS).reference.source
+    assert "epoch=177" in kd_source and "not its best" in kd_source
     mst = load_config("resnet18_pretrained_arcface_mst", configs_dir=CONFIGS)
     assert mst.data.train_sizes == [32, 64] and mst.data.image_size == 32
+    assert "warm start" in load_config("resnet18_pretrained_arcface_224x224", configs_dir=CONFIGS).reference.source
+
+
+def test_new_fields_default_to_what_earlier_runs_did():
+    """A run started before optim.no_decay / loss.kd.teacher_mode existed has a config.yaml
+    without them: resumed, it must train as it started (one decayed group, an eval-mode teacher)."""
+    cfg = ExperimentConfig.model_validate({"name": "old", "loss": {"kd": {"teacher": "t"}}})
+    assert cfg.optim.no_decay == "none" and cfg.loss.kd.teacher_mode == "eval"
+    with pytest.raises(ConfigError, match="optim.no_decay"):
+        load_config("resnet18_baseline", ["optim.no_decay=all"], CONFIGS)
+    with pytest.raises(ConfigError, match="train_sizes"):
+        load_config("resnet18_baseline", ["data.train_sizes=[32, 32]"], CONFIGS)
 
 
 def test_our_recipe_fixes_the_stem_and_cites_its_source():
     cfg = load_config("resnet18_cifar_sgd", configs_dir=CONFIGS)
     assert cfg.model.stem == "cifar" and cfg.optim.name == "sgd" and cfg.data.augment == "crop_flip"
     assert cfg.schedule.name == "cosine" and cfg.reference.accuracy and cfg.reference.source
+    # its figure comes from weiaicunzai/pytorch-cifar100, whose recipe differs: the reference says how
+    for difference in ("RandomRotation(15)", "60/120/160", "gamma 0.2", "without Nesterov"):
+        assert difference in cfg.reference.source
 
 
 def test_config_is_frozen():

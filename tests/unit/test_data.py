@@ -477,7 +477,15 @@ def small() -> D.Dataset:
 
 
 def batches(it):
-    return [(x.clone(), y.clone()) for x, y in it]
+    """Cloned (x, y) pairs; a multi-scale x (a tuple of size groups) stays a tuple."""
+    return [(tuple(g.clone() for g in x) if isinstance(x, tuple) else x.clone(), y.clone()) for x, y in it]
+
+
+def same_x(a, b) -> bool:
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        return isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b) and all(
+            torch.equal(u, v) for u, v in zip(a, b))
+    return torch.equal(a, b)
 
 
 def as_rows(xs, ys):
@@ -512,9 +520,9 @@ def test_device_batches_shapes_and_range(small, size):
 
 def test_multiscale_train_sizes(small):
     p = pipe(small, image_size=32, train_sizes=[32, 64])
-    sizes = [x.shape[-1] for x, _ in p.train_batches(0, 0, 10)]
-    assert set(sizes) == {32, 64}
-    assert sizes == [x.shape[-1] for x, _ in p.train_batches(0, 0, 10)]
+    sizes = [[g.shape[-1] for g in x] for x, _ in p.train_batches(0, 0, 10)]
+    assert all(s in ([32], [64], [32, 64]) for s in sizes) and sizes.count([32, 64]) >= len(sizes) - 2
+    assert sizes == [[g.shape[-1] for g in x] for x, _ in p.train_batches(0, 0, 10)]
     assert {x.shape[-1] for x, _ in p.test_batches(10)} == {32}
 
 
@@ -600,10 +608,14 @@ def test_resume_reproduces_the_tail(small, augment, sizes):
         tail = batches(p.train_batches(2, 7, 10, start_step=k))
         assert len(tail) == len(full) - k
         for (xa, ya), (xb, yb) in zip(full[k:], tail):
-            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+            assert same_x(xa, xb) and torch.equal(ya, yb)
     assert batches(p.train_batches(2, 7, 10, start_step=99)) == []
     other = batches(p.train_batches(3, 7, 10))
     assert not all(torch.equal(a[1], b[1]) for a, b in zip(full, other))
+
+
+def _split_like(y, groups):
+    return list(y.split([len(g) for g in groups]))
 
 
 @pytest.mark.parametrize("batch_size", [20, 7])
@@ -615,10 +627,22 @@ def test_world_size_two_shards_equal_one_process(small, batch_size):
     full = batches(one.train_batches(1, 3, batch_size))
     parts = [batches(r.train_batches(1, 3, batch_size)) for r in ranks]
     assert len(parts[0]) == len(parts[1]) == len(full)
+    comparable = 0
     for (x, y), (x0, y0), (x1, y1) in zip(full, parts[0], parts[1]):
         assert abs(len(y0) - len(y1)) <= 1 and len(y0) + len(y1) == len(y)
-        assert x0.shape[-1] == x1.shape[-1] == x.shape[-1]  # one size per global step
-        assert as_rows([x0, x1], [y0, y1]) == as_rows([x], [y])
+        assert sorted(torch.cat([y0, y1]).tolist()) == sorted(y.tolist())
+        sizes = [g.shape[-1] for g in x0]
+        assert sizes == [g.shape[-1] for g in x1]  # every rank runs the same forwards
+        if sizes != [g.shape[-1] for g in x]:
+            continue  # a group too small on one rank joined the larger size (rare; see scale_groups)
+        comparable += 1
+        for g, g0, g1 in zip(x, x0, x1):  # per size: the ranks' images are the single process's
+            n0, n1 = len(g0), len(g1)
+            assert n0 + n1 == len(g)
+        assert as_rows([*x0, *x1], [*_split_like(y0, x0), *_split_like(y1, x1)]) == as_rows(
+            list(x), _split_like(y, x))
+    # 7 on 2 ranks gives a rank 3 images: never 2 of each size, so its steps run at one size
+    assert comparable >= (len(full) - 2 if batch_size >= 20 else 1)
     # test: the union over ranks is the whole test set exactly once
     t_one = batches(one.test_batches(batch_size))
     t_parts = [batches(r.test_batches(batch_size)) for r in ranks]

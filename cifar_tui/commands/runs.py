@@ -1,0 +1,365 @@
+"""The run lifecycle on the command line: run, resume, stop, runs (list, rm, prune).
+
+Every start goes through cifar_tui.supervisor (the store's queue and GPU leases), so a CLI
+shares the GPUs with every other CLI and TUI on the machine. A RUN_ID may be a unique prefix.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from enum import Enum
+from typing import List, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from engine.config import ConfigError
+from engine.status import COMPLETED, CRASHED, FAILED, LIVE, PRUNED, QUEUED, RUNNING, STALLED, STOPPED, TERMINAL
+
+from .common import EXIT_BAD_INPUT, EXIT_STOPPED, console, err_console, fail, state, supervisor, warn
+
+STATUS_COLORS = {RUNNING: "cyan", STALLED: "magenta", QUEUED: "magenta", COMPLETED: "green", STOPPED: "yellow",
+                 FAILED: "red", CRASHED: "red", PRUNED: "yellow"}
+
+
+class DataSource(str, Enum):
+    cifar100 = "cifar100"
+    synthetic = "synthetic"
+
+
+def _cli_overrides(overrides: list[str], data: Optional[DataSource], device: Optional[str], epochs: Optional[int]) -> list[str]:
+    extra = list(overrides)
+    if data is not None:
+        extra.append(f"data.source={data.value}")
+    if device is not None:
+        extra.append(f"train.device={device}")
+    if epochs is not None:
+        extra.append(f"train.epochs={epochs}")
+    return extra
+
+
+def _load(name: str, overrides: list[str]):
+    from engine.config import load_config
+
+    try:
+        return load_config(name, overrides, state.ws.configs)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _resolve(ref: str) -> str:
+    """A run id from a unique prefix, looked up in the run directories (nothing is created)."""
+    from engine.paths import resolve_run_id
+
+    try:
+        return resolve_run_id(state.ws.home, ref)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _finish(reaped, code: int, end: dict | None, json_mode: bool) -> int:
+    """One line about a finished run (the summary under its progress)."""
+    if code == EXIT_BAD_INPUT:
+        err_console.print(f"[bold red]error:[/] {escape(reaped.refusal or 'the engine refused its input')}",
+                          highlight=False, soft_wrap=True)
+        return code
+    if json_mode:
+        return code
+    run_id, run_dir = reaped.run_id, reaped.launched.run_dir
+    where = f"run dir {run_dir}  (store {state.ws.home / 'cifar_tui.db'})"
+    if end is None:
+        err_console.print(f"[red]run {run_id} ended without an end event (exit {code}); "
+                          f"see {run_dir / 'stdout.log'}; resume with: cifar-tui resume {run_id}[/]")
+        return code if code else 1
+    status = end.get("status")
+    best = end.get("best_acc")
+    if status == COMPLETED:
+        console.print(f"[green]completed[/] {run_id}: best test acc {best if best is None else f'{best:.2f}'}"
+                      f" @ epoch {end.get('best_epoch')}; {where}")
+    elif status == STOPPED:
+        console.print(f"[yellow]stopped[/] {run_id} after {end.get('epochs_done')} epochs; "
+                      f"continue with: cifar-tui resume {run_id}; {where}")
+    else:
+        err_console.print(f"[bold red]failed[/] {run_id}: {escape(str(end.get('error')))}; {escape(where)}", highlight=False)
+    return code
+
+
+def _start_when_free(sup, item_id: int, json_mode: bool):
+    """Pump until our item starts (Started) or is refused (exit 2); Ctrl-C while waiting cancels it."""
+    from ..supervisor import Started
+
+    said = None
+    try:
+        while True:
+            for outcome in sup.pump():
+                if outcome.item_id != item_id:
+                    continue
+                if isinstance(outcome, Started):
+                    return outcome
+                fail(f"{outcome.config}: {outcome.reason}")
+            if not any(q["id"] == item_id for q in sup.own_queued()):
+                fail("the queued run was cancelled", code=1)
+            if sup.blocked and sup.blocked != said:
+                (err_console if json_mode else console).print(f"waiting for a slot: {escape(sup.blocked)}")
+            said = sup.blocked
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        sup.cancel(item_id)
+        raise typer.Exit(EXIT_STOPPED)
+
+
+def _follow_started(sup, started, json_mode: bool, from_offset: int = 0) -> int:
+    from ..follow import follow
+
+    code, end = follow(started.launched, json_mode=json_mode, console=console, from_offset=from_offset,
+                       tick=sup.keep_alive)
+    reaped = next(r for r in sup.reap() if r.run_id == started.run_id)  # the process has exited
+    return _finish(reaped, code, end, json_mode)
+
+
+def run(
+    names: List[str] = typer.Argument(..., help="Experiment names (or YAML paths); several run one after another."),
+    overrides: List[str] = typer.Option([], "--set", help="Override a key: a.b=value (repeatable)."),
+    data: Optional[DataSource] = typer.Option(None, "--data", help="Data source (overrides data.source)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Overrides train.epochs."),
+    as_json: bool = typer.Option(False, "--json", help="Print the events as JSON lines instead of progress."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Processes (GPUs) per node: runs under torchrun with DDP."),
+    nnodes: int = typer.Option(1, "--nnodes", min=1, help="Nodes for torchrun."),
+    node_rank: int = typer.Option(0, "--node-rank", min=0, help="This node's rank for torchrun."),
+    master_addr: Optional[str] = typer.Option(None, "--master-addr", help="torchrun rendezvous address."),
+    parallel: bool = typer.Option(False, "--parallel", help="Run the names side by side: one run per free GPU "
+                                  "(--nproc GPUs for a DDP run), pinned with CUDA_VISIBLE_DEVICES."),
+    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", min=1, help="With --parallel: at most this many "
+                                               "runs alive at a time on this host (default: one per GPU; 1 without GPUs)."),
+) -> None:
+    """Train in the foreground (headless). Ctrl-C stops cleanly and keeps the run resumable.
+
+    On GPUs each run takes free GPUs through the workspace's GPU leases (shared with every other
+    cifar-tui on this machine) and waits while none is free."""
+    from ..follow import follow_many
+
+    extra = _cli_overrides(overrides, data, device, epochs)
+    configs = [_load(n, extra) for n in names]  # all checked before anything starts
+    torchrun_args = None
+    if nnodes > 1 or master_addr:
+        torchrun_args = [f"--nnodes={nnodes}", f"--node-rank={node_rank}"] + ([f"--master-addr={master_addr}"] if master_addr else [])
+    try:
+        # one after another: no cap besides the GPU leases (the user asked for this run now)
+        sup = supervisor(max_parallel=max_parallel if parallel else sys.maxsize)
+        sup.check_fits(nproc)
+    except ConfigError as exc:
+        fail(str(exc))
+    try:
+        if parallel:
+            for name, cfg in zip(names, configs):
+                sup.enqueue(name, extra, nproc, cfg=cfg, torchrun_args=torchrun_args)
+            raise typer.Exit(follow_many(sup, json_mode=as_json, console=console,
+                                         finish=lambda reaped, code, end: _finish(reaped, code, end, as_json)))
+        final = 0
+        for name, cfg in zip(names, configs):
+            started = _start_when_free(sup, sup.enqueue(name, extra, nproc, cfg=cfg, torchrun_args=torchrun_args), as_json)
+            code = _follow_started(sup, started, as_json)
+            final = final or code
+            if code in (EXIT_BAD_INPUT, EXIT_STOPPED):
+                break
+        raise typer.Exit(final)
+    finally:
+        sup.close()
+
+
+def resume(run_id: str = typer.Argument(..., help="Run id or a unique prefix of it (see `cifar-tui runs`)."),
+           as_json: bool = typer.Option(False, "--json", help="Print the events as JSON lines.")) -> None:
+    """Continue a stopped, failed or crashed run from its last checkpoint."""
+    run_id = _resolve(run_id)
+    sup = supervisor(max_parallel=sys.maxsize)
+    try:
+        try:
+            item = sup.resume(run_id)
+        except ConfigError as exc:
+            fail(str(exc))
+        events = state.ws.home / run_id / "events.jsonl"
+        offset = events.stat().st_size if events.exists() else 0  # show only what this resume adds
+        started = _start_when_free(sup, item, as_json)
+        raise typer.Exit(_follow_started(sup, started, as_json, from_offset=offset))
+    finally:
+        sup.close()
+
+
+def stop(run_id: str = typer.Argument(..., help="Run id or a unique prefix of it."),
+         wait: float = typer.Option(60.0, "--wait", help="Seconds to wait for the run to write its checkpoint.")) -> None:
+    """Stop a run started elsewhere (TUI, another shell) gracefully, as Ctrl-C does."""
+    from ..launch import wait_for_exit
+
+    run_id = _resolve(run_id)  # before the store is opened: a bad id writes nothing
+    sup = supervisor(gpus=[])
+    try:
+        try:
+            pid = sup.stop(run_id)
+        except ConfigError as exc:
+            fail(str(exc))
+        console.print(f"stopping {run_id} (pid {pid}) ...")
+        if not wait_for_exit(pid, wait):
+            fail(f"run {run_id} did not stop within {wait:.0f}s", code=1)
+        row = sup.store.run(run_id)
+        console.print(f"{run_id}: {row['status'] if row else STOPPED}; resume with: cifar-tui resume {run_id}")
+    finally:
+        sup.close()
+
+
+# ---------------------------------------------------------------- runs: list, rm, prune
+
+runs_app = typer.Typer(help="Every run with its status (and the queue); `runs rm`, `runs prune` delete runs.",
+                       invoke_without_command=True, no_args_is_help=False)
+
+
+def _data_of(overrides: list[str]) -> str:
+    return next((o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("data.source=")), "-")
+
+
+@runs_app.callback(invoke_without_command=True)
+def runs_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
+    """Every run with its status, queued items first."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..report import fmt_acc, fmt_duration
+
+    sup = supervisor(gpus=[])
+    try:
+        queued, rows = sup.queued(), sup.runs()
+    finally:
+        sup.close()
+    if as_json:
+        for q in queued:
+            print(json.dumps({"queue_id": q["id"], "status": QUEUED, "config": q["config"], "overrides": q["overrides"],
+                              "nproc": q["nproc"], "resume_of": q["resume_of"], "queued_at": q["created_at"]}))
+        for r in rows:
+            r.pop("config_json", None)
+            print(json.dumps(r))
+        return
+    table = Table(title=f"Runs in {state.ws.home}", title_justify="left")
+    table.add_column("run id", no_wrap=True)
+    for col in ("status", "data", "device", "epochs", "best acc", "wall", "started"):
+        table.add_column(col)
+    flagged = any(r.get("flag") for r in rows)
+    if flagged:
+        table.add_column("note")
+    for q in queued:
+        what = f"resume {q['resume_of']}" if q["resume_of"] else f"queue #{q['id']} {q['config']}"
+        queued_at = time.strftime("%Y-%m-%d %H:%M", time.localtime(q["created_at"]))
+        table.add_row(what, f"[magenta]{QUEUED}[/]", _data_of(q["overrides"]), "-", "-", "-", "-", queued_at,
+                      *([""] if flagged else []))
+    for r in rows:
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started_at"])) if r.get("started_at") else "-"
+        st = r["status"]
+        table.add_row(r["run_id"], f"[{STATUS_COLORS.get(st, 'white')}]{st}[/]", r.get("data_source") or "-",
+                      r.get("device") or "-", f"{r.get('epochs_done') or 0}/{r.get('epochs_total') or '?'}",
+                      fmt_acc(r.get("best_acc")), fmt_duration(r.get("wall_s")), started,
+                      *([escape(r.get("flag") or "")] if flagged else []))
+    console.print(table)
+
+
+def _delete(sup, run_ids: list[str], yes: bool) -> None:
+    """Ask, then delete; live runs are skipped and named. Exit 1 when any was skipped."""
+    from ..supervisor import RunIsLive
+
+    skipped = []
+    deletable = []
+    for rid in run_ids:
+        status = sup.status(rid)
+        if status in LIVE or sup.leases.held_by(rid):
+            skipped.append((rid, status))
+        else:
+            deletable.append(rid)
+    for rid, status in skipped:
+        warn(f"skipped {rid}: it is {status} (stop it first: cifar-tui stop {rid})")
+    if deletable:
+        console.print("\n".join(f"  {rid}" for rid in deletable))
+        if not yes and not typer.confirm(f"Delete {len(deletable)} run{'s' if len(deletable) != 1 else ''} "
+                                         "(directories, checkpoints, store rows)? This cannot be undone"):
+            console.print("nothing deleted")
+            raise typer.Exit(1)
+        for rid in deletable:
+            try:
+                sup.delete(rid)
+            except RunIsLive as exc:  # it came alive while we asked
+                warn(f"skipped {rid}: {exc}")
+                skipped.append((rid, "live"))
+                continue
+            except OSError as exc:
+                fail(f"could not delete {state.ws.home / rid}: {exc.strerror or exc}", code=1)
+            console.print(f"deleted {rid}")
+    elif not skipped:
+        console.print("nothing to delete")
+    raise typer.Exit(1 if skipped else 0)
+
+
+@runs_app.command("rm")
+def runs_rm(run_ids: List[str] = typer.Argument(..., help="Run ids or unique prefixes."),
+            yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask (for scripts).")) -> None:
+    """Delete runs: their directories, checkpoints and store rows. Live runs are never touched."""
+    for ref in run_ids:  # every id is checked before the store is opened
+        try:
+            from engine.paths import check_run_id
+
+            check_run_id(ref)
+        except ConfigError as exc:
+            fail(str(exc))
+    sup = supervisor(gpus=[])
+    try:
+        try:
+            resolved = list(dict.fromkeys(sup.resolve(ref) for ref in run_ids))
+        except ConfigError as exc:
+            fail(str(exc))
+        _delete(sup, resolved, yes)
+    finally:
+        sup.close()
+
+
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str) -> float:
+    """'30m', '12h', '7d', '2w' -> seconds (ConfigError otherwise)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text or "")
+    if not m:
+        raise ConfigError(f"--older-than {text!r}: expected a duration like 30m, 12h, 7d or 2w")
+    return float(m.group(1)) * _AGE_UNITS[m.group(2)]
+
+
+@runs_app.command("prune")
+def runs_prune(status: str = typer.Option(..., "--status", help=f"Comma list of statuses to delete: {', '.join(TERMINAL)}."),
+               older_than: Optional[str] = typer.Option(None, "--older-than", help="Only runs that ended (or last "
+                                                         "beat) longer ago than this: 30m, 12h, 7d, 2w."),
+               yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask (for scripts).")) -> None:
+    """Delete every run with one of the given statuses (e.g. --status failed,stopped --older-than 7d)."""
+    wanted = [s.strip() for s in status.split(",") if s.strip()]
+    for s in wanted:
+        if s not in TERMINAL:
+            fail(f"--status {s}: prune deletes ended runs only; expected some of {', '.join(TERMINAL)}")
+    if not wanted:
+        fail(f"--status: expected some of {', '.join(TERMINAL)}")
+    try:
+        cutoff = time.time() - parse_age(older_than) if older_than else None
+    except ConfigError as exc:
+        fail(str(exc))
+    sup = supervisor(gpus=[])
+    try:
+        chosen = []
+        for r in sup.runs():
+            when = r.get("ended_at") or r.get("heartbeat_at") or r.get("started_at") or 0
+            if r["status"] in wanted and (cutoff is None or when <= cutoff):
+                chosen.append(r["run_id"])
+        _delete(sup, chosen, yes)
+    finally:
+        sup.close()
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(run)
+    app.command()(resume)
+    app.command()(stop)
+    app.add_typer(runs_app, name="runs")

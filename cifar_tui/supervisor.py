@@ -1,0 +1,395 @@
+"""The run supervisor: the one owner of launching, the queue, GPU slots, reaping,
+stop / resume / delete and run status. Plain Python (no Textual, no torch): the CLI uses it
+(`run`, `run --parallel`, `resume`, `stop`, `runs`), and so does the TUI.
+
+Every start goes through the store's queue and the store's GPU leases (engine/leases.py),
+so any number of TUIs and CLIs on one machine share the same GPUs: a run holds its GPUs
+through a lease that the launcher takes before spawning and hands to the engine process;
+it is released when the process is reaped, or frees itself when the process is gone.
+
+API
+---
+``sup = Supervisor(ws, *, gpus=None, max_parallel=None, shared_queue=True, stall_after_s=None)``
+    gpus: the GPU ids runs may use (default `visible_gpus()`: CIFAR_TUI_GPUS simulates them).
+    max_parallel: runs alive at a time on this host, counting every launcher's and bare ones
+    (default `default_max_parallel`: CIFAR_TUI_MAX_PARALLEL, else one per GPU, else 1;
+    `sys.maxsize`: no cap, GPU leases only). shared_queue: True for a TUI (its items persist
+    and any TUI may start them); False for a CLI (its items are its own: it follows them, and
+    they are dropped when it dies).
+``sup.enqueue(config, overrides=(), nproc=1, *, cfg=None, torchrun_args=None) -> item id``
+    queue a new run (ConfigError when it could never start: more processes than GPUs).
+``sup.resume(run_id) -> item id``
+    queue the continuation of a stopped / failed / crashed run (ConfigError otherwise).
+``sup.pump() -> [Started | Refused]``
+    start whatever may start now, in queue order (the head waits for its GPUs; `sup.blocked`
+    says why); an item whose launch is refused (bad config) is marked and returned as Refused.
+``sup.reap() -> [Reaped]``
+    the processes this supervisor started that have exited (their leases released); a run
+    that refused its input before starting is removed and its reason returned.
+``sup.stop(run_id) -> pid``      graceful stop (checkpoint + `end`); NotLive when not alive.
+``sup.delete(run_id)``           directory + store rows; RunIsLive for a live run.
+``sup.cancel(item_id) -> bool``  drop a queued item.
+``sup.status(run_id) -> str``    the effective status (engine.status), `starting`/`stopping` too.
+``sup.runs() -> [dict]``         store rows with effective statuses; ``sup.queued() -> [dict]``.
+``sup.resolve(ref) -> run_id``   a unique prefix to its run id (UnknownRun / AmbiguousRun).
+``sup.children``, ``sup.interrupt(sig)``, ``sup.keep_alive()``, ``sup.close()``.
+Call `pump()` and `reap()` periodically (the CLI every 0.2 s, the TUI once a second).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+from engine.config import ConfigError, ExperimentConfig, load_config
+from engine.leases import LEASE_STALE_S, Busy, Leases, RunAlreadyLive  # noqa: F401 - RunAlreadyLive: raised by pump
+from engine.paths import AmbiguousRun, UnknownRun, check_run_id, new_run_id, resolve_run_id  # noqa: F401
+from engine.status import (COMPLETED, LIVE, QUEUED, RESUMABLE, STARTING, STOPPING, UNKNOWN, pid_alive,
+                           stall_after_default, this_host)
+
+from . import launch as launching
+from .gpus import Slot, default_max_parallel, visible_gpus
+from .launch import Launched, LaunchRequest, discard_unstarted, last_error_line, recorded_processes, request_stop
+from .workspace import Workspace
+
+EXIT_BAD_INPUT = 2
+LEASE_REFRESH_S = LEASE_STALE_S / 10  # the launcher keeps a starting engine's lease fresh this often
+
+
+class NotLive(ConfigError):
+    """stop: the run is not alive."""
+
+
+class RunIsLive(ConfigError):
+    """delete / resume: the run is alive (or starting)."""
+
+
+@dataclass
+class Started:
+    item_id: int
+    launched: Launched
+    gpus: tuple[str, ...]
+    resumed: bool
+
+    @property
+    def run_id(self) -> str:
+        return self.launched.run_id
+
+    @property
+    def label(self) -> str:
+        return Slot(self.gpus).label
+
+
+@dataclass
+class Refused:
+    item_id: int
+    config: str
+    reason: str
+
+
+@dataclass
+class Reaped:
+    run_id: str
+    code: int
+    launched: Launched
+    refusal: str | None  # the engine refused its input (bad config, damaged checkpoint): why
+
+
+@dataclass
+class Child:
+    launched: Launched
+    item_id: int
+    gpus: tuple[str, ...]
+    resumed: bool
+    spawned_at: float = field(default_factory=time.time)
+    stop_requested: bool = False
+
+
+class Spawner(Protocol):
+    def __call__(self, ws: Workspace, item: dict, *, run_id: str, cfg: ExperimentConfig | None,
+                 nproc: int | None, torchrun_args: list[str] | None, env: dict[str, str]) -> Launched: ...
+
+
+def spawn_engine(ws: Workspace, item: dict, *, run_id: str, cfg: ExperimentConfig | None, nproc: int | None,
+                 torchrun_args: list[str] | None, env: dict[str, str]) -> Launched:
+    """Start the engine process of a queue item (cifar_tui.launch does the spawning)."""
+    if item.get("resume_of"):
+        return launching.resume(ws, run_id, nproc=nproc, torchrun_args=torchrun_args, env=env)
+    return launching.launch(ws, LaunchRequest(item["config"], list(item["overrides"])), cfg=cfg,
+                            nproc=nproc or 1, torchrun_args=torchrun_args, env=env, run_id=run_id)
+
+
+class Supervisor:
+    def __init__(self, ws: Workspace, *, gpus: Sequence[str] | None = None, max_parallel: int | None = None,
+                 shared_queue: bool = True, stall_after_s: float | None = None, spawner: Spawner = spawn_engine,
+                 lease_stale_s: float = LEASE_STALE_S):
+        if max_parallel is not None and max_parallel < 1:
+            raise ConfigError(f"--max-parallel: must be at least 1, got {max_parallel}")
+        self.ws = ws
+        self.gpus = visible_gpus() if gpus is None else list(gpus)
+        self.max_parallel = max_parallel or default_max_parallel(self.gpus)
+        self.shared_queue = shared_queue
+        self.stall_after_s = stall_after_s if stall_after_s is not None else stall_after_default()
+        self.spawner = spawner
+        self.store = ws.store()
+        self.leases = Leases(self.store.conn, stale_s=lease_stale_s)
+        self.children: dict[str, Child] = {}
+        self.blocked: str | None = None     # why the head of the queue waits (None: it does not)
+        self._stopping: set[str] = set()    # runs started elsewhere that we asked to stop
+        self._own: set[int] = set()         # items this supervisor queued for itself (shared_queue=False)
+        self._configs: dict[int, ExperimentConfig] = {}
+        self._torchrun: dict[int, list[str]] = {}
+        self._refreshed = time.monotonic()
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ------------------------------------------------------------------ queue
+    def check_fits(self, nproc: int) -> None:
+        """ConfigError when a run of `nproc` processes could never get its GPUs."""
+        if self.gpus and nproc > len(self.gpus):
+            raise ConfigError(f"--nproc {nproc}: a run needs {nproc} GPUs but {len(self.gpus)} are visible "
+                              f"({','.join(self.gpus)})")
+
+    def _enqueue(self, config: str, overrides: list[str], nproc: int, resume_of: str | None = None) -> int:
+        if self.shared_queue:
+            return self.store.enqueue(config, overrides, nproc, resume_of=resume_of)
+        item_id = self.store.enqueue(config, overrides, nproc, owner_pid=os.getpid(), resume_of=resume_of)
+        self._own.add(item_id)
+        return item_id
+
+    def enqueue(self, config: str, overrides: Sequence[str] = (), nproc: int = 1, *,
+                cfg: ExperimentConfig | None = None, torchrun_args: list[str] | None = None) -> int:
+        self.check_fits(nproc)
+        item_id = self._enqueue(config, list(overrides), nproc)
+        if cfg is not None:
+            self._configs[item_id] = cfg
+        if torchrun_args:
+            self._torchrun[item_id] = list(torchrun_args)
+        return item_id
+
+    def resume(self, run_id: str, *, torchrun_args: list[str] | None = None) -> int:
+        """Queue the continuation of a run from its last checkpoint, with as many processes as it had."""
+        run_id = check_run_id(run_id)
+        run_dir = self.ws.home / run_id
+        self._check_resumable(run_id)
+        if not (run_dir / "config.yaml").is_file():
+            raise UnknownRun(f"run {run_id}: no config.yaml in {run_dir}: nothing to resume")
+        _, nproc = recorded_processes(run_dir)
+        self.check_fits(nproc)
+        item_id = self._enqueue(run_id, [], nproc, resume_of=run_id)
+        if torchrun_args:
+            self._torchrun[item_id] = list(torchrun_args)
+        return item_id
+
+    def _check_resumable(self, run_id: str) -> None:
+        status = self.status(run_id)
+        if status in LIVE:
+            row = self.store.run(run_id) or {}
+            raise RunIsLive(f"run {run_id} is still {status} (pid {row.get('pid')}); stop it first: cifar-tui stop {run_id}")
+        if status == QUEUED:
+            raise RunIsLive(f"run {run_id} is already queued to resume")
+        if status == COMPLETED:
+            row = self.store.run(run_id) or {}
+            raise ConfigError(f"run {run_id} already completed all {row.get('epochs_total')} epochs")
+        if status not in RESUMABLE + (UNKNOWN,):
+            raise ConfigError(f"run {run_id} is {status}: only {', '.join(RESUMABLE)} runs can be resumed")
+
+    def cancel(self, item_id: int) -> bool:
+        self._configs.pop(item_id, None)
+        return self.store.cancel_queued(item_id)
+
+    def cancel_own(self) -> int:
+        """Drop every item this supervisor queued that has not started (Ctrl-C, bad input)."""
+        return sum(self.cancel(q["id"]) for q in self.own_queued())
+
+    def own_queued(self) -> list[dict]:
+        """The items this supervisor queued for itself that have not started."""
+        return [q for q in self.store.queued(include_owned=True) if q["id"] in self._own]
+
+    def queued(self) -> list[dict]:
+        """Items waiting to start: the shared queue and every live launcher's own items."""
+        return [q for q in self.store.queued(include_owned=True) if self._owner_alive(q)]
+
+    def _owner_alive(self, item: dict) -> bool:
+        if item["owner_pid"] is None:
+            return True
+        return item["owner_host"] != this_host() or pid_alive(item["owner_pid"])
+
+    def _serving(self) -> list[dict]:
+        items = []
+        for q in self.store.queued(include_owned=True):
+            if q["id"] in self._own:
+                items.append(q)
+            elif q["owner_pid"] is None:
+                if self.shared_queue:
+                    items.append(q)
+            elif not self._owner_alive(q):
+                self.store.cancel_queued(q["id"])  # its launcher died: nobody follows it
+        return items
+
+    # ------------------------------------------------------------------ starting
+    def pump(self) -> list[Started | Refused]:
+        """Start queued items while slots allow; the queue keeps its order."""
+        out: list[Started | Refused] = []
+        self.blocked = None
+        for item in self._serving():
+            try:
+                run_id, cfg = self._plan(item)
+                grant = self.leases.acquire(run_id, gpus=self.gpus, n=int(item["nproc"] or 1) if self.gpus else 0,
+                                            max_parallel=self.max_parallel, claim=item["id"])
+            except ConfigError as exc:  # its config no longer validates, or the run came alive elsewhere
+                out.append(self._refuse(item, str(exc)))
+                continue
+            if grant is None:
+                continue  # another launcher took it
+            if isinstance(grant, Busy):
+                self.blocked = grant.reason
+                break
+            env = Slot(grant.gpus).env()
+            try:
+                launched = self.spawner(self.ws, item, run_id=run_id, cfg=cfg, nproc=None if item["resume_of"] else
+                                        int(item["nproc"] or 1), torchrun_args=self._torchrun.pop(item["id"], None), env=env)
+            except (ConfigError, OSError) as exc:
+                self.leases.release(run_id, reason="launch refused")
+                out.append(self._refuse(item, str(exc)))
+                continue
+            self.leases.transfer(run_id, launched.process.pid)
+            self.store.set_queue_run_id(item["id"], run_id)
+            self.children[run_id] = Child(launched, item["id"], grant.gpus, bool(item["resume_of"]))
+            out.append(Started(item["id"], launched, grant.gpus, bool(item["resume_of"])))
+        return out
+
+    def _plan(self, item: dict) -> tuple[str, ExperimentConfig | None]:
+        self.check_fits(int(item["nproc"] or 1))
+        if item["resume_of"]:
+            run_id = check_run_id(item["resume_of"])
+            self._check_resumable_now(run_id)
+            return run_id, None
+        cfg = self._configs.pop(item["id"], None) or load_config(item["config"], item["overrides"], self.ws.configs)
+        return new_run_id(cfg.name), cfg
+
+    def _check_resumable_now(self, run_id: str) -> None:
+        status = self.status(run_id, ignore_queue=True)
+        if status in LIVE or status == COMPLETED:
+            raise RunIsLive(f"run {run_id} is {status}: not resumed")
+
+    def _refuse(self, item: dict, reason: str) -> Refused:
+        self._configs.pop(item["id"], None)
+        self._torchrun.pop(item["id"], None)
+        self.store.fail_queued(item["id"], reason)
+        return Refused(item["id"], item["config"], reason)
+
+    # ------------------------------------------------------------------ reaping
+    def reap(self) -> list[Reaped]:
+        """Processes this supervisor started that have exited; their leases are released."""
+        done = []
+        for run_id, child in list(self.children.items()):
+            code = child.launched.process.poll()
+            if code is None:
+                continue
+            del self.children[run_id]
+            self.leases.release(run_id, pid=child.launched.process.pid, reason=f"exit {code}")
+            run_dir = child.launched.run_dir
+            refusal = None
+            if code == EXIT_BAD_INPUT or not (run_dir / "events.jsonl").exists():
+                refusal = last_error_line(run_dir) or f"the engine exited with code {code} before starting"
+            if code == EXIT_BAD_INPUT:  # refused its input, wrote nothing: only a dir holding its stdout.log goes
+                discard_unstarted(run_dir)
+            done.append(Reaped(run_id, code, child.launched, refusal))
+        self.keep_alive()
+        return done
+
+    def keep_alive(self) -> None:
+        """Refresh the leases of our engines now and then (they beat themselves once running)."""
+        if time.monotonic() - self._refreshed < LEASE_REFRESH_S:
+            return
+        self._refreshed = time.monotonic()
+        self.leases.refresh([rid for rid, c in self.children.items() if c.launched.process.poll() is None])
+
+    def interrupt(self, sig: int = signal.SIGINT) -> None:
+        """Pass a signal to every live engine this supervisor started (Ctrl-C in the CLI)."""
+        for child in self.children.values():
+            if child.launched.process.poll() is None:
+                child.stop_requested = True
+                child.launched.process.send_signal(sig)
+
+    # ------------------------------------------------------------------ stop / delete
+    def stop(self, run_id: str) -> int:
+        """Ask a live run to stop gracefully (it checkpoints, writes `end`). Returns the pid signalled."""
+        child = self.children.get(run_id)
+        if child is not None and child.launched.process.poll() is None:
+            child.launched.process.send_signal(signal.SIGTERM)  # a DDP run: its ranks (TorchrunProcess)
+            child.stop_requested = True
+            return child.launched.process.pid
+        row = self.store.run(run_id, stall_after_s=self.stall_after_s)
+        if row is None:
+            raise UnknownRun(f"run {run_id!r}: not found in {self.ws.home} (see `cifar-tui runs`)")
+        if row["status"] not in LIVE:
+            raise NotLive(f"run {run_id} is not running (status {row['status']})")
+        if not request_stop(row["pid"]):
+            raise NotLive(f"run {run_id}: process {row['pid']} is gone")
+        self._stopping.add(run_id)
+        return int(row["pid"])
+
+    def delete(self, run_id: str) -> None:
+        """Remove a run's directory and store rows. RunIsLive for a run that is alive or starting."""
+        run_id = check_run_id(run_id)
+        status = self.status(run_id)
+        if status in LIVE or self.leases.held_by(run_id):
+            raise RunIsLive(f"run {run_id} is {status if status in LIVE else STARTING}: stop it first")
+        run_dir = self.ws.home / run_id
+        if run_dir.is_symlink():
+            run_dir.unlink()  # never follow a link out of the workspace
+        elif run_dir.is_dir():
+            shutil.rmtree(run_dir)
+        for q in self.store.queued(include_owned=True):
+            if q["resume_of"] == run_id:
+                self.store.cancel_queued(q["id"])
+        self.store.delete_run(run_id)
+
+    # ------------------------------------------------------------------ status
+    def status(self, run_id: str, *, ignore_queue: bool = False) -> str:
+        child = self.children.get(run_id)
+        row = self.store.run(run_id, stall_after_s=self.stall_after_s)
+        if child is not None and child.launched.process.poll() is None:
+            if child.stop_requested:
+                return STOPPING
+            # a resumed run's row says its old status until the engine writes `running` again
+            fresh = row is not None and row["status"] in LIVE and (row["heartbeat_at"] or 0) >= child.spawned_at - 1
+            return row["status"] if fresh else STARTING
+        if row is not None:
+            if row["status"] in LIVE and run_id in self._stopping:
+                return STOPPING
+            self._stopping.discard(run_id)
+            status = row["status"]
+        else:
+            status = UNKNOWN
+        if not ignore_queue and status not in LIVE and any(q["resume_of"] == run_id for q in self.queued()):
+            return QUEUED
+        return status
+
+    def runs(self) -> list[dict]:
+        """Store rows (newest first) with effective statuses; our starting runs first."""
+        rows = self.store.runs(stall_after_s=self.stall_after_s)
+        known = {r["run_id"] for r in rows}
+        for r in rows:
+            if r["run_id"] in self.children or r["run_id"] in self._stopping:
+                r["status"] = self.status(r["run_id"])
+        starting = [{"run_id": rid, "status": self.status(rid), "config_name": c.launched.run_id.rsplit("-", 2)[0]}
+                    for rid, c in self.children.items() if rid not in known]
+        return starting + rows
+
+    def resolve(self, ref: str) -> str:
+        return resolve_run_id(self.ws.home, ref, sorted(self.store.run_ids()))
+
+    def live_count(self) -> int:
+        """Runs alive on this host (every launcher's), as max_parallel counts them."""
+        alive = {lease["run_id"] for lease in self.leases.held()}
+        alive |= {r["run_id"] for r in self.store.runs() if r["status"] in LIVE and (r["host"] or this_host()) == this_host()}
+        alive |= {rid for rid, c in self.children.items() if c.launched.process.poll() is None}
+        return len(alive)
+

@@ -1,0 +1,97 @@
+"""A run's life around the training loop: exit codes, graceful stop on signals, store writes that
+never kill a run, the heartbeat thread, and one readable line for each kind of failure."""
+from __future__ import annotations
+
+import errno
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .config import ExperimentConfig
+from .events import EventWriter
+from .store import Store
+
+HEARTBEAT_INTERVAL_S = 5.0
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 130
+
+
+def failure_message(exc: BaseException, cfg: ExperimentConfig) -> str:
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        return (f"out of memory with train.batch_size={cfg.train.batch_size}; try a smaller batch, "
+                f"e.g. --set train.batch_size={max(1, cfg.train.batch_size // 2)}")
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # EFBIG: ulimit -f
+        return (f"disk full while writing {getattr(exc, 'filename', None) or 'the run directory'} ({exc.strerror}): "
+                f"free space, then `cifar-tui resume`")
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return f"cannot write {getattr(exc, 'filename', None) or 'the run directory'} ({exc.strerror}); fix permissions, then `cifar-tui resume`"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+class StopRequested:
+    """SIGINT/SIGTERM ask for a graceful stop; a second signal stops at once."""
+
+    def __init__(self) -> None:
+        self.flag = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        if self.flag:
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class SafeStore:
+    """Store writes never kill a run: the events file is the durable record."""
+
+    def __init__(self, home: Path):
+        self.store: Store | None = None
+        try:
+            self.store = Store(home)
+        except Exception as exc:  # noqa: BLE001
+            print(f"warning: store unavailable ({exc}); events are still written", file=sys.stderr)
+
+    def __getattr__(self, name: str):
+        method = getattr(self.store, name, None) if self.store else None
+
+        def call(*args, **kwargs):
+            if method is None:
+                return None
+            try:
+                return method(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001
+                print(f"warning: store write {name} failed: {exc}", file=sys.stderr)
+                return None
+
+        return call
+
+
+class Heartbeat(threading.Thread):
+    def __init__(self, writer: EventWriter, lock: threading.Lock, home: Path, run_id: str,
+                 wall_clock: Callable[[], float]):
+        super().__init__(daemon=True, name="heartbeat")
+        self.writer, self.lock, self.home, self.run_id, self.wall_clock = writer, lock, home, run_id, wall_clock
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        store = SafeStore(self.home)
+        while not self.stop_event.wait(HEARTBEAT_INTERVAL_S):
+            with self.lock:
+                self.writer.emit("heartbeat")
+            store.heartbeat(self.run_id, self.wall_clock())
+        store.close()

@@ -1,0 +1,62 @@
+"""The one status function (engine/status.py) on store rows and on event summaries."""
+from __future__ import annotations
+
+import os
+import time
+
+from engine.events import summarize
+from engine.status import (COMPLETED, CRASHED, HEARTBEAT_STALE_S, LIVE, RESUMABLE, RUNNING, STALLED, STATUSES,
+                           TERMINAL, UNKNOWN, effective_status, summary_facts, this_host)
+
+from tests.support.tui import DEAD_PID
+
+NOW = time.time()
+
+
+def row(**kw) -> dict:
+    base = {"status": RUNNING, "pid": os.getpid(), "host": this_host(), "heartbeat_at": NOW, "started_at": NOW - 60,
+            "progress_at": NOW}
+    return {**base, **kw}
+
+
+def test_the_vocabulary_is_whole_and_its_groups_do_not_overlap():
+    assert set(STATUSES) == {"queued", "running", "completed", "stopped", "failed", "crashed", "stalled", "pruned"}
+    assert not set(TERMINAL) & set(LIVE) and set(RESUMABLE) <= set(TERMINAL)
+
+
+def test_a_running_row_is_running_while_its_process_lives_and_beats():
+    assert effective_status(row(), now=NOW) == RUNNING
+    assert effective_status(row(host=None), now=NOW) == RUNNING  # rows from before the host column
+
+
+def test_a_dead_process_on_this_host_or_a_silent_one_anywhere_is_crashed():
+    assert effective_status(row(pid=DEAD_PID), now=NOW) == CRASHED
+    assert effective_status(row(host="elsewhere", pid=DEAD_PID), now=NOW) == RUNNING  # pid not checkable there
+    silent = NOW - HEARTBEAT_STALE_S - 1
+    assert effective_status(row(host="elsewhere", heartbeat_at=silent), now=NOW) == CRASHED
+    assert effective_status(row(heartbeat_at=None, started_at=silent), now=NOW) == CRASHED
+
+
+def test_stalled_only_with_a_threshold_and_only_while_alive():
+    quiet = row(progress_at=NOW - 600)
+    assert effective_status(quiet, now=NOW) == RUNNING  # off by default
+    assert effective_status(quiet, now=NOW, stall_after_s=300) == STALLED
+    assert effective_status(row(progress_at=NOW - 10), now=NOW, stall_after_s=300) == RUNNING
+    assert effective_status(row(progress_at=NOW - 600, pid=DEAD_PID), now=NOW, stall_after_s=300) == CRASHED
+
+
+def test_recorded_end_statuses_pass_through():
+    for status in (COMPLETED, "stopped", "failed", "pruned"):
+        assert effective_status(row(status=status, pid=DEAD_PID), now=NOW) == status
+    assert effective_status({}, now=NOW) == UNKNOWN
+
+
+def test_an_events_summary_gives_the_same_answer():
+    start = {"type": "start", "t": NOW - 30, "pid": DEAD_PID, "host": this_host()}
+    assert effective_status(summary_facts(summarize([start])), now=NOW) == CRASHED
+    alive = {**start, "pid": os.getpid()}
+    step = {"type": "step", "t": NOW - 1}
+    assert effective_status(summary_facts(summarize([alive, step])), now=NOW, stall_after_s=20) == RUNNING
+    assert effective_status(summary_facts(summarize([alive])), now=NOW, stall_after_s=20) == STALLED
+    end = {"type": "end", "t": NOW, "status": COMPLETED}
+    assert effective_status(summary_facts(summarize([alive, step, end])), now=NOW) == COMPLETED
