@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 STEPS_PER_EPOCH = 20  # a measured "epoch" of the check: short, so that a time window can end it
+NEVER = 1_000_000     # eval.every / train.checkpoint_every: the check neither evaluates nor checkpoints per epoch
 
 
 @dataclass
@@ -36,31 +37,20 @@ class Measurement:
         return asdict(self)
 
 
-def _check_trainer_class():
-    from engine.trainer import Trainer
+def _epoch_timer(on_epoch: Any) -> Any:
+    """A TrainerHook timing each epoch's steps (device-synchronised) for `on_epoch(trainer, seconds)`."""
+    from engine.hooks import TrainerHook
 
-    class CheckTrainer(Trainer):
-        """The engine's training loop, timed per epoch; no evaluation, no checkpoints; it asks
-        itself to stop once enough steps or seconds have been measured."""
+    class EpochTimer(TrainerHook):
+        def epoch_start(self, trainer: Any) -> None:
+            _sync(trainer.device)
+            self.t0 = time.perf_counter()
 
-        def _train_epoch(self) -> bool:
-            _sync(self.device)
-            self._t0 = time.perf_counter()
-            return super()._train_epoch()
+        def epoch_trained(self, trainer: Any, totals: Any) -> None:
+            _sync(trainer.device)
+            on_epoch(trainer, time.perf_counter() - self.t0)
 
-        def _finish_epoch(self, train_s: float) -> bool:
-            _sync(self.device)
-            elapsed = time.perf_counter() - self._t0
-            self.epoch += 1
-            self.step_in_epoch = 0
-            self.partial.zero_()
-            self.check_hook(self, elapsed)
-            return True
-
-        def _checkpoint(self, is_best: bool) -> None:
-            return None
-
-    return CheckTrainer
+    return EpochTimer()
 
 
 def _sync(device: Any) -> None:
@@ -72,23 +62,26 @@ def _sync(device: Any) -> None:
 
 def measure(name: str, overrides: list[str], *, compiled: bool, steps: int, window_s: float, home: Path,
             device: str) -> Measurement:
-    """Run `name` (with the check's overrides) until `steps` steps or `window_s` seconds have been
-    measured after one warm-up epoch. Never raises: a failure is recorded in the result."""
+    """Run `name` (with the check's overrides) through the engine's own Trainer until `steps` steps or
+    `window_s` seconds have been measured after one warm-up epoch; a TrainerHook times the epochs
+    and asks for a stop. Never raises: a failure is recorded in the result."""
     import torch
 
     from engine.config import load_config
     from engine.paths import new_run_id
+    from engine.trainer import Trainer
 
     result = Measurement(config=name, compiled=compiled)
     trainer = None
     try:
         base = load_config(name, overrides)
         cfg = load_config(name, overrides + sized_overrides(base.train.batch_size, steps) +
-                          [f"train.compile={str(compiled).lower()}", f"train.device={device}"])
+                          [f"train.compile={str(compiled).lower()}", f"train.device={device}",
+                           f"eval.every={NEVER}", f"train.checkpoint_every={NEVER}"])
         result.batch, result.image_size, result.precision = cfg.train.batch_size, cfg.data.image_size, cfg.train.precision
         seen = {"steps": 0, "s": 0.0}
 
-        def hook(trainer: Any, elapsed: float) -> None:
+        def on_epoch(trainer: Any, elapsed: float) -> None:
             if trainer.epoch == 1:
                 result.warmup_s = round(elapsed, 2)
                 if trainer.device.type == "cuda":
@@ -98,12 +91,12 @@ def measure(name: str, overrides: list[str], *, compiled: bool, steps: int, wind
             seen["steps"] += trainer.steps_per_epoch
             seen["s"] += elapsed
             if seen["steps"] >= steps or seen["s"] >= window_s:
-                trainer.stop.flag = True  # the loop ends at the next check, as on Ctrl-C
+                trainer.stop.flag = True  # the loop ends after this epoch (one checkpoint), as on Ctrl-C
 
-        trainer = _check_trainer_class()(cfg, run_id=new_run_id(cfg.name), home=home, data_root=home / "data")
-        trainer.check_hook = hook
+        trainer = Trainer(cfg, run_id=new_run_id(cfg.name), home=home, data_root=home / "data",
+                          hooks=[_epoch_timer(on_epoch)])
         trainer.prepare()
-        result.compile_mode = getattr(trainer, "compile_mode", "default" if compiled else None)
+        result.compile_mode = trainer.compile_mode
         if trainer.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(trainer.device)
         code = trainer.run()

@@ -275,8 +275,8 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"data.{on[0]}: runs in the device pipeline, not with augment: albumentations")
         if data.mixup.enabled and self.loss.margin != "none":
             raise ValueError(f"data.mixup: needs one class per image, not loss.margin: {self.loss.margin}")
-        if data.mixup.enabled and self.loss.kd is not None:
-            raise ValueError("data.mixup: is not combined with loss.kd (distillation)")
+        if on and self.data.train_sizes:
+            raise ValueError(f"data.{on[0]}: runs on single-size batches; not combined with data.train_sizes (multi-scale)")
 
     @property
     def is_synthetic(self) -> bool:

@@ -39,13 +39,17 @@ class Divergence:
 
     def message(self, steps_per_epoch: int, lr: float) -> str:
         epoch, in_epoch = divmod(self.step - 1, max(1, steps_per_epoch))
-        where = f"at step {self.step} (epoch {epoch + 1}, step {in_epoch + 1}/{steps_per_epoch})"
+        where = f"at step {self.step} (epoch {epoch + 1}, step {in_epoch + 1} of {steps_per_epoch})"
         if math.isfinite(self.loss):
-            what = (f"the loss exploded to {self.loss:.4g} {where} (the limit is {self.limit:.4g}: "
-                    f"train.divergence.max_loss_ratio times the loss of a uniform guess)")
+            what = (f"the loss reached {self.loss:.4g} {where}, above {self.limit:.4g} "
+                    f"(train.divergence.max_loss_ratio x the loss of a uniform guess)")
         else:
             what = f"the loss became {'NaN' if math.isnan(self.loss) else 'infinite'} {where}"
-        return f"{what}: training diverged; try a lower learning rate, e.g. --set optim.lr={lr / 10:.3g} (now {lr:.3g})"
+        return f"training diverged: {what}; try a lower learning rate, e.g. --set optim.lr={lr / 10:g} (now {lr:g})"
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised by the trainer when the guard saw a bad loss; its text is the run's error message."""
 
 
 class DivergenceGuard:
@@ -102,4 +106,4 @@ class EarlyStopping:
         self.best, self.best_epoch, self.stale = state["best"], state["best_epoch"], int(state["stale"])
 
 
-__all__ = ["Divergence", "DivergenceGuard", "EarlyStopping", "chance_loss"]
+__all__ = ["Divergence", "DivergenceGuard", "EarlyStopping", "TrainingDiverged", "chance_loss"]
