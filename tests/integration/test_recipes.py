@@ -146,7 +146,7 @@ RECIPES = ["resnet18_fast", "resnet18_cutmix", "wrn28_10_cutout", "wrn28_10_triv
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_each_recipe_config_runs_one_tiny_epoch(workspace, name):
-    overrides = TINY + ["data.train_limit=32", "data.test_limit=16", "train.batch_size=16", "train.epochs=1",
+    overrides = TINY + ["data.train_limit=16", "data.test_limit=16", "train.batch_size=16", "train.epochs=1",
                         "train.compile=false", *SMALLER.get(name, [])]
     res = cli(workspace, "run", name, *set_args(overrides))
     assert res.returncode == 0, res.stdout[-1000:] + res.stderr[-2000:]
