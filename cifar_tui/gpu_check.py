@@ -4,7 +4,7 @@ command and one table, in under 8 minutes on one H200.
 1. environment: the GPU, driver, torch / CUDA / cuDNN / NCCL versions;
 2. NCCL: a 1-process NCCL process group under torchrun (all_reduce checked, a DDP-wrapped ResNet-18
    stepping), in its own process;
-3. the GPU bench: `cifar-tui bench`'s data-pipeline and training sections on the GPU (quick plan);
+3. the GPU bench: `cifar-tui bench`'s data-pipeline, training and augmentation sections on the GPU (quick plan);
 4. every config (or --configs), compile off and on: the engine's own Trainer on synthetic data at
    the config's batch size and precision; one warm-up epoch (compile, cuDNN autotuning, CUDA graph
    capture), then up to --steps steps or --window-s seconds measured; img/s and peak GPU memory.
@@ -85,7 +85,7 @@ def describe_plan(args: argparse.Namespace, cfgs: list[ExperimentConfig], worker
              f"{args.window_s:g} s measured each after a warm-up epoch; budget {args.budget_s:g} s",
              "phases: environment" + ("" if "nccl" in args.skip else ", NCCL probe (torchrun, 1 process)")
              + ("" if "warm" in args.skip or args.compile == "off" else f", compile-cache warming ({workers} process{'es' if workers != 1 else ''})")
-             + ("" if "bench" in args.skip else ", GPU bench (pipeline + training, quick)")
+             + ("" if "bench" in args.skip else ", GPU bench (pipeline + training + augmentation, quick)")
              + ("" if "configs" in args.skip else ", every config")]
     groups = len({graph_key(c) for c in cfgs})
     lines.append(f"{groups} distinct networks to compile")
@@ -191,7 +191,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"waiting for {len(procs)} compile-cache warmers ...", flush=True)
             results["warm"] = wait_warmers(procs, t_start + 0.45 * args.budget_s)
         if "bench" not in args.skip:
-            print("GPU bench (quick: pipeline + training) ...", flush=True)
+            print("GPU bench (quick: pipeline + training + augmentation) ...", flush=True)
             results["bench"] = _bench(args.device)
         if "configs" not in args.skip:
             settings = {"both": [False, True], "on": [True], "off": [False]}[args.compile]
@@ -219,7 +219,8 @@ def _bench(device: str) -> dict[str, Any]:
     from .bench import BenchPlan, run_bench
 
     try:
-        return run_bench(device=device, progress=False, plan=replace(BenchPlan.quick(), sections=("pipeline", "train")))
+        return run_bench(device=device, progress=False,
+                         plan=replace(BenchPlan.quick(), sections=("pipeline", "train", "augment")))
     except Exception as exc:  # noqa: BLE001 - the rest of the check still runs
         return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
 

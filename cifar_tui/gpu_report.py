@@ -75,7 +75,10 @@ def render(results: dict[str, Any], console: Optional[Console] = None) -> None:
                               f">= {GOAL_TRAIN_VS_CEILING}"),
                              ("train_vs_ceiling_224", "resnet18 training vs model-only ceiling, 224px",
                               f">= {GOAL_TRAIN_VS_CEILING}"),
-                             ("train_vs_ceiling_32_amp", "resnet18 training vs ceiling, 32px, autocast", "")):
+                             ("train_vs_ceiling_32_amp", "resnet18 training vs ceiling, 32px, autocast", ""),
+                             ("augment_ratio_32", "RandAugment+erasing+MixUp/CutMix vs v2 per sample, 32px", ">= 10"),
+                             ("train_augment_vs_plain_32", "training with RandAugment+MixUp/CutMix vs without",
+                              ">= 0.95")):
         if bench.get(key) is not None:
             goals.add_row(label, _fmt(bench[key], ".3g"), goal)
     goals.add_row("the seed's 200-epoch resnet18_baseline, training only (s)", _fmt(seed_run_seconds(results), ".0f"),

@@ -157,3 +157,37 @@ def test_each_recipe_config_runs_one_tiny_epoch(workspace, name):
     shipped = start["config"]
     assert ("ema_test_acc" in epoch) == (shipped["train"]["ema"] is not None)
     assert events(run_dir, "end")[-1]["status"] == "completed"
+
+
+def test_two_gloo_ranks_with_sam_ema_and_mixing_end_with_the_same_weights(workspace):
+    """Under DDP: SAM's first pass skips the all-reduce (each rank perturbs with its own batch), the
+    EMA is updated on every rank and evaluated with rank 0's buffers; the ranks must still end
+    with identical weights, and rank 0's checkpoint holds them."""
+    dump = workspace["tmp"] / "dump"
+    dump.mkdir()
+    env = {**workspace["env"], "CIFAR_TUI_DUMP_RANK_STATE": str(dump)}
+    overrides = ["data.source=synthetic", "data.train_limit=64", "data.test_limit=32", "train.batch_size=32",
+                 "train.device=cpu", "train.epochs=1", "optim.name=sgd", "optim.lr=0.01", "optim.sam.rho=0.05",
+                 "train.ema.decay=0.9", "data.auto_augment.policy=trivialaugment", "data.mixup.mixup_alpha=0.8",
+                 "data.mixup.cutmix_alpha=1.0"]
+    res = cli({**workspace, "env": env}, "run", "resnet18_baseline", "--nproc", "2", *set_args(overrides))
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    rank0, rank1 = (torch.load(dump / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), f"ranks differ in {key}"
+    run_dir = only_run_dir(workspace["home"])
+    (epoch,) = events(run_dir, "epoch")
+    assert epoch["ema_test_acc"] is not None and events(run_dir, "start")[0]["world_size"] == 2
+    last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert all(torch.equal(last["model"][k], rank0[k]) for k in rank0) and last["ema"]["updates"] == 2
+
+
+def test_divergence_under_ddp_fails_every_rank_at_the_same_step(workspace):
+    res = cli(workspace, "run", "resnet18_baseline", "--nproc", "2", "--data", "synthetic",
+              *set_args(["optim.name=sgd", "optim.lr=1e6", "data.train_limit=64", "data.test_limit=32",
+                         "train.batch_size=16", "train.device=cpu", "train.epochs=2"]))
+    assert res.returncode == 1, res.stdout[-2000:] + res.stderr[-2000:]
+    run_dir = only_run_dir(workspace["home"])
+    end = events(run_dir, "end")[-1]
+    assert end["status"] == "failed" and end["error"].startswith("training diverged: the loss")
+    assert end["epochs_done"] == 0 and not events(run_dir, "epoch")
