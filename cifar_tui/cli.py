@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import sys
 from enum import Enum
@@ -16,7 +17,11 @@ from engine.config import ConfigError
 from engine.paths import default_data_root, default_home
 
 from .commands import runs as run_commands
-from .commands.common import EXIT_BAD_INPUT, console, err_console, fail, open_store, state, warn
+from .commands import model as model_commands
+from .commands import search as search_commands
+from .commands import studies as study_commands
+from .commands import watch as watch_commands
+from .commands.common import EXIT_BAD_INPUT, command_line, console, err_console, fail, open_store, state, warn
 from .workspace import Workspace
 
 app = typer.Typer(
@@ -82,9 +87,11 @@ def _load(name: str, overrides: list[str]):
 
 
 @app.command()
-def show(name: str = typer.Argument(..., help="Config name or path to a YAML file."),
+def show(name: str = typer.Argument(..., help="Config name or path to a YAML file, or a run id (or unique prefix)."),
          overrides: List[str] = typer.Option([], "--set", help="Override a key: a.b=value (repeatable).")) -> None:
-    """The resolved config as YAML."""
+    """The resolved config as YAML; for a run, its config as run, then its study, group and provenance."""
+    if not overrides and study_commands.show_run_if_run(name):
+        return
     cfg = _load(name, overrides)
     sys.stdout.write(cfg.to_yaml())
 
@@ -92,6 +99,9 @@ def show(name: str = typer.Argument(..., help="Config name or path to a YAML fil
 # ---------------------------------------------------------------- runs (cifar_tui/commands/runs.py)
 
 run_commands.register(app)
+watch_commands.register(app)  # wait, serve (cifar_tui/commands/watch.py)
+study_commands.register(app)   # reproduce, studies
+search_commands.register(app)  # tune, report
 
 
 class BoardFormat(str, Enum):
@@ -101,13 +111,24 @@ class BoardFormat(str, Enum):
     json = "json"
 
 
+class BoardBy(str, Enum):
+    run = "run"
+    group = "group"
+
+
 @app.command()
-def leaderboard(fmt: BoardFormat = typer.Option(BoardFormat.table, "--format", help="table | markdown | csv | json")) -> None:
-    """Best test accuracy per run, with the seed's reference; synthetic runs ranked apart."""
+def leaderboard(fmt: BoardFormat = typer.Option(BoardFormat.table, "--format", help="table | markdown | csv | json"),
+                by: BoardBy = typer.Option(BoardBy.run, "--by", help="run | group (n, mean ± std, 95% interval per "
+                                           "group: config + overrides, seed left out)"),
+                study: Optional[str] = typer.Option(None, "--study", help="Only the runs of this study.")) -> None:
+    """Best test accuracy per run (or per group), with the seed's reference; synthetic runs ranked apart."""
     from .report import fmt_acc, leaderboard_csv, leaderboard_json, leaderboard_markdown, leaderboard_rows
 
+    if by is BoardBy.group:
+        study_commands.print_groups(study, fmt.value)
+        return
     store = open_store()
-    rows = leaderboard_rows(store.leaderboard())
+    rows = leaderboard_rows([r for r in store.leaderboard() if not study or r.get("study") == study])
     store.close()
     if fmt is BoardFormat.markdown:
         sys.stdout.write(leaderboard_markdown(rows))
@@ -194,8 +215,16 @@ def bench(as_json: bool = typer.Option(False, "--json", help="One JSON object wi
           device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
           quick: bool = typer.Option(False, "--quick", help="Fewer repeats and smaller sizes (about 3 minutes on a 2-core CPU)."),
           sections: Optional[List[str]] = typer.Option(None, "--section", help="Only this section (repeatable): "
-                                                       "startup, pipeline, train, tui, augment.")) -> None:
+                                                       "startup, pipeline, train, tui, augment."),
+          workspace: Optional[List[int]] = typer.Option(
+              None, "--workspace", metavar="N",
+              help="Instead: the TUI and `runs`/`leaderboard` with a workspace of N copied runs (repeat for several N)."),
+          template: Optional[Path] = typer.Option(
+              None, "--template", help="With --workspace: the run directory to copy (default: a tiny engine run).")) -> None:
     """Throughput figures as ratios measured in one process (see docs/BENCHMARKS.md)."""
+    if workspace:
+        bench_workspace_sizes(list(workspace), template, quick, as_json)
+        return
     from dataclasses import replace
 
     from .bench import BenchPlan, render_bench, run_bench
@@ -220,7 +249,31 @@ def bench(as_json: bool = typer.Option(False, "--json", help="One JSON object wi
         render_bench(results, console)
 
 
+def bench_workspace_sizes(sizes: list[int], template: Optional[Path], quick: bool, as_json: bool) -> None:
+    from .bench.workspace import bench_workspace, render_workspace
+
+    if any(n < 0 for n in sizes):
+        fail(f"--workspace: expected a number of runs (0 or more), got {min(sizes)}")
+    if template is not None and not (template / "events.jsonl").is_file():
+        fail(f"--template {template}: expected a run directory with an events.jsonl")
+    try:
+        results = bench_workspace(sizes, quick=quick, template=template, progress=not as_json)
+    except KeyboardInterrupt:
+        fail("bench interrupted", code=130)
+    except RuntimeError as exc:  # the template run or the TUI failed: say so, no traceback
+        fail(f"bench failed: {exc}", code=1)
+    if as_json:
+        print(json.dumps(results))
+    else:
+        render_workspace(results, console)
+
+
+model_commands.register(app)  # eval, predict, export (commands/model.py)
+
+
 def main() -> None:
+    # the engines this command starts record it in their provenance (launcher_command)
+    os.environ["CIFAR_TUI_COMMAND"] = command_line()
     try:
         app()
     except ConfigError as exc:  # safety net: a user mistake is never a traceback

@@ -21,7 +21,7 @@ from engine.status import STOPPED
 
 from .launch import Launched
 from .report import fmt_acc, fmt_duration
-from .supervisor import Reaped, Started, Supervisor
+from .supervisor import ALERT_EVERY_S, Reaped, Started, Supervisor
 
 EXIT_BAD_INPUT, EXIT_STOPPED = 2, 130
 
@@ -183,6 +183,9 @@ def follow_many(sup: Supervisor, *, json_mode: bool, console: Console,
                 if sup.blocked and sup.blocked != said:
                     say(f"waiting for a slot: {sup.blocked}")
                 said = sup.blocked
+            for notice in sup.alerts(every_s=ALERT_EVERY_S):  # stalled runs: said here, notified once
+                if notice.run_id in tails:
+                    say(f"{notice.run_id}: [magenta]{notice.status}[/] {escape(notice.detail or '')}")
             if not sup.children and not sup.own_queued():
                 break
             time.sleep(poll_s)

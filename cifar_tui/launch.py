@@ -17,6 +17,7 @@ from pathlib import Path
 
 from engine.config import ConfigError, ExperimentConfig, load_config, resolve_config_path
 from engine.events import read_events
+from engine.job import child_pids
 from engine.paths import check_run_id, new_run_id
 from engine.status import pid_alive
 
@@ -57,17 +58,6 @@ def engine_command(ws: Workspace, *extra: str, nproc: int = 1, torchrun_args: li
     return [sys.executable, "-m", "engine.train", *extra, *base]
 
 
-def _children(pid: int) -> list[int]:
-    """The child processes of pid (Linux /proc); [] where that cannot be read."""
-    found: list[int] = []
-    for path in Path(f"/proc/{pid}/task").glob("*/children"):
-        try:
-            found += [int(p) for p in path.read_text().split()]
-        except (OSError, ValueError):
-            pass
-    return found
-
-
 class TorchrunProcess(subprocess.Popen):
     """A DDP run's process: torchrun's agent, whose children are the ranks of this node.
 
@@ -80,7 +70,7 @@ class TorchrunProcess(subprocess.Popen):
     effect. Other signals, or no readable /proc, go to the agent."""
 
     def send_signal(self, sig: int) -> None:
-        workers = _children(self.pid) if sig in (signal.SIGINT, signal.SIGTERM) and self.poll() is None else []
+        workers = child_pids(self.pid) if sig in (signal.SIGINT, signal.SIGTERM) and self.poll() is None else []
         for pid in workers:
             try:
                 os.kill(pid, sig)
@@ -106,18 +96,30 @@ def _spawn(cmd: list[str], run_dir: Path, env: dict[str, str] | None = None, *,
         log.close()
 
 
+def run_arguments(ws: Workspace, request: LaunchRequest, run_id: str, *, study: str | None = None,
+                  group: str | None = None) -> list[str]:
+    """The engine's arguments for a new run of `request` (config by absolute path, overrides, labels)."""
+    path = resolve_config_path(request.config_ref, ws.configs)
+    args = ["--config", str(path.resolve()), *[a for o in request.overrides for a in ("--set", o)], "--run-id", run_id]
+    if study:
+        args += ["--study", study]
+    if group:
+        args += ["--group", group]
+    return args
+
+
 def launch(ws: Workspace, request: LaunchRequest, *, cfg: ExperimentConfig | None = None, nproc: int = 1,
            torchrun_args: list[str] | None = None, env: dict[str, str] | None = None,
-           run_id: str | None = None) -> Launched:
+           run_id: str | None = None, study: str | None = None, group: str | None = None) -> Launched:
     """Validate (raises ConfigError on bad input, nothing written) and start an engine process.
 
-    run_id: the id the launcher chose (the supervisor leases GPUs for it before spawning)."""
+    run_id: the id the launcher chose (the supervisor leases GPUs for it before spawning).
+    study, group: recorded in the run's `start` event and store row."""
     cfg = cfg or request.load(ws)
-    path = resolve_config_path(request.config_ref, ws.configs)
     run_id = check_run_id(run_id) if run_id else new_run_id(cfg.name)
     run_dir = ws.home / run_id
-    cmd = engine_command(ws, "--config", str(path.resolve()), *[a for o in request.overrides for a in ("--set", o)],
-                         "--run-id", run_id, nproc=nproc, torchrun_args=torchrun_args)
+    cmd = engine_command(ws, *run_arguments(ws, request, run_id, study=study, group=group), nproc=nproc,
+                         torchrun_args=torchrun_args)
     return Launched(run_id, run_dir, _spawn(cmd, run_dir, env, distributed=nproc > 1 or bool(torchrun_args)))
 
 
@@ -131,11 +133,12 @@ def recorded_processes(run_dir: Path) -> tuple[int, int]:
 
 
 def resume(ws: Workspace, run_id: str, *, nproc: int | None = None, torchrun_args: list[str] | None = None,
-           env: dict[str, str] | None = None) -> Launched:
+           env: dict[str, str] | None = None, epochs: int | None = None) -> Launched:
     """Continue a run from its last checkpoint; by default with as many processes as it had.
 
     The batch size is the global batch, so any process count continues the same batches;
-    a run that spanned several nodes needs the torchrun options again (ConfigError otherwise)."""
+    a run that spanned several nodes needs the torchrun options again (ConfigError otherwise).
+    `epochs`: train to that many epochs in all (extends a completed run that kept last.pt)."""
     run_id = check_run_id(run_id)
     run_dir = ws.home / run_id
     if nproc is None:
@@ -146,7 +149,8 @@ def resume(ws: Workspace, run_id: str, *, nproc: int | None = None, torchrun_arg
                 f"python -m torch.distributed.run --nnodes={world // local} --node-rank=R --master-addr=HOST "
                 f"--nproc-per-node={local} -m engine.train --resume {run_id} --home {ws.home}")
         nproc = local
-    cmd = engine_command(ws, "--resume", run_id, nproc=nproc, torchrun_args=torchrun_args)
+    extra = ["--epochs", str(epochs)] if epochs is not None else []
+    cmd = engine_command(ws, "--resume", run_id, *extra, nproc=nproc, torchrun_args=torchrun_args)
     return Launched(run_id, run_dir, _spawn(cmd, run_dir, env, distributed=nproc > 1 or bool(torchrun_args)))
 
 

@@ -101,3 +101,44 @@ def leaderboard_csv(rows: list[dict]) -> str:
 
 def leaderboard_json(rows: list[dict]) -> str:
     return json.dumps(rows, indent=None)
+
+
+GROUP_COLUMNS = ("group", "config", "data", "n", "mean_acc", "std_acc", "ci95_low", "ci95_high", "reference",
+                 "ref_in_ci", "diff", "epochs", "wall_s", "runs", "unfinished")
+
+
+def groups_text(groups: list[dict], fmt: str) -> str:
+    """`leaderboard --by group` (cifar_tui.studies.group_stats rows) as markdown, csv or json."""
+    if fmt == "json":
+        return json.dumps(groups) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=GROUP_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for g in groups:
+            low, high = g["ci95"] or (None, None)
+            writer.writerow({**g, "ci95_low": low, "ci95_high": high, "runs": " ".join(g["runs"]),
+                             "unfinished": " ".join(g["unfinished"])})
+        return buf.getvalue()
+    lines = []
+    for source in ("cifar100", "synthetic"):
+        part = [g for g in groups if g["data"] == source]
+        if not part:
+            continue
+        if source == "synthetic":
+            lines += ["", "Synthetic data (not CIFAR-100; not compared with the seed):", ""]
+        lines += ["| Group | n | Mean ± std | 95% interval | Seed | Seed inside | Diff | Epochs | Wall time |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for g in part:
+            lines.append("| " + " | ".join(group_cells(g)).replace("\n", " ") + " |")
+    return "\n".join(lines).strip() + "\n"
+
+
+def group_cells(g: dict) -> list[str]:
+    """One group as table cells: group, n, mean ± std, interval, seed, seed inside, diff, epochs, wall."""
+    mean = "-" if g["mean_acc"] is None else fmt_acc(g["mean_acc"]) + (f" ± {g['std_acc']:.2f}" if g["std_acc"] is not None else "")
+    ci = "-" if g["ci95"] is None else f"[{g['ci95'][0]:.2f}, {g['ci95'][1]:.2f}]"
+    inside = "-" if g["ref_in_ci"] is None else ("yes" if g["ref_in_ci"] else "no")
+    diff = "-" if g["diff"] is None else f"{g['diff']:+.2f}"
+    n = str(g["n"]) + (f" (+{len(g['unfinished'])} unfinished)" if g["unfinished"] else "")
+    return [g["group"], n, mean, ci, fmt_acc(g["reference"]), inside, diff, g["epochs"], fmt_duration(g["wall_s"])]

@@ -226,6 +226,10 @@ class TrainConfig(_Strict):
     compile_mode: CompileMode = "auto"  # auto: reduce-overhead on one GPU, no CUDA graphs under DDP
     sync_bn: bool = False  # DDP: synchronised BatchNorm across ranks
     checkpoint_every: PosInt = 1  # epochs
+    # What a completed run keeps in checkpoints/ (engine/keep.py): best = best.pt (weights only);
+    # best+last = also last.pt (resume state, so `resume --epochs` can extend it); all = also
+    # the weights of every checkpointed epoch. A stopped, failed or crashed run keeps last.pt always.
+    keep: Literal["best", "best+last", "all"] = "best"
     ema: Optional[EmaConfig] = None
     divergence: DivergenceConfig = DivergenceConfig()
     early_stop: Optional[EarlyStopConfig] = None
@@ -427,9 +431,15 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 def apply_overrides(raw: dict, overrides: list[str], origin: str | None = None) -> dict:
     """Set each KEY.PATH=VALUE in a copy of raw; `origin` (the file) is named when the file is what stands in the way."""
+    return apply_parsed(raw, [(item, *parse_override(item)) for item in overrides], origin)
+
+
+def apply_parsed(raw: dict, parsed: list[tuple[str, list[str], Any]], origin: str | None = None) -> dict:
+    """apply_overrides with each override already parsed: (text, key path, value). A sweep parses
+    each value once and applies it to many grid points."""
     raw = copy.deepcopy(raw)
-    for item in overrides:
-        path, value = parse_override(item)
+    for item, path, value in parsed:
+        value = copy.deepcopy(value)  # a parsed list is shared by the grid points
         node = raw
         for i, part in enumerate(path[:-1]):
             child = node.get(part)

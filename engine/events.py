@@ -124,6 +124,8 @@ def summarize(events: list[dict]) -> dict:
             state["progress_t"] = e.get("t")
         elif kind in ("step", "epoch"):
             state["progress_t"] = e.get("t", state.get("progress_t"))
+        elif kind == "heartbeat" and e.get("progress_t"):  # the last step or evaluation batch, as of this beat
+            state["progress_t"] = max(e["progress_t"], state.get("progress_t") or 0)
         if kind == "epoch":
             state["epochs"][e.get("epoch")] = e
             state["best_acc"] = e.get("best_acc", state["best_acc"])

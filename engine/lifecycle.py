@@ -1,5 +1,5 @@
 """A run's life around the training loop: exit codes, graceful stop on signals, store writes that
-never kill a run, the heartbeat thread, and one readable line for each kind of failure."""
+never kill a run, and one readable line for each kind of failure."""
 from __future__ import annotations
 
 import errno
@@ -7,16 +7,15 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from .config import ExperimentConfig
-from .events import EventWriter
 from .guard import TrainingDiverged
+from .dataloader_failure import dataloader_failure
 from .store import Store
 
-HEARTBEAT_INTERVAL_S = 5.0
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 130
 
@@ -32,6 +31,8 @@ def failure_message(exc: BaseException, cfg: ExperimentConfig) -> str:
                 f"free space, then `cifar-tui resume`")
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
         return f"cannot write {getattr(exc, 'filename', None) or 'the run directory'} ({exc.strerror}); fix permissions, then `cifar-tui resume`"
+    if (dead_worker := dataloader_failure(exc)) is not None:
+        return dead_worker
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}"[:500]
 
@@ -83,18 +84,3 @@ class SafeStore:
 
         return call
 
-
-class Heartbeat(threading.Thread):
-    def __init__(self, writer: EventWriter, lock: threading.Lock, home: Path, run_id: str,
-                 wall_clock: Callable[[], float]):
-        super().__init__(daemon=True, name="heartbeat")
-        self.writer, self.lock, self.home, self.run_id, self.wall_clock = writer, lock, home, run_id, wall_clock
-        self.stop_event = threading.Event()
-
-    def run(self) -> None:
-        store = SafeStore(self.home)
-        while not self.stop_event.wait(HEARTBEAT_INTERVAL_S):
-            with self.lock:
-                self.writer.emit("heartbeat")
-            store.heartbeat(self.run_id, self.wall_clock())
-        store.close()

@@ -59,3 +59,22 @@ def resolve_run_id(home: Path, ref: str, known: Iterable[str] = ()) -> str:
         shown = ", ".join(matches[:8]) + (f" and {len(matches) - 8} more" if len(matches) > 8 else "")
         raise AmbiguousRun(f"run id {ref!r} is ambiguous: {len(matches)} runs match: {shown}")
     return matches[0]
+
+
+def read_run_config(run_dir: Path):
+    """The ExperimentConfig of runs/<id>/config.yaml (validated), or ConfigError."""
+    from .config import config_from_dict, read_config_file
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"run {Path(run_dir).name!r}: no config.yaml in {run_dir} (see `cifar-tui runs`)")
+    return config_from_dict(read_config_file(path), str(path))
+
+
+def write_run_config(run_dir: Path, cfg) -> Path:
+    """Replace runs/<id>/config.yaml atomically (a resume that extends the run's epochs)."""
+    path = Path(run_dir) / "config.yaml"
+    tmp = path.with_name(f".config.yaml.tmp-{os.getpid()}")
+    tmp.write_text(cfg.to_yaml())
+    os.replace(tmp, path)
+    return path

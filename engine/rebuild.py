@@ -49,13 +49,13 @@ def _run_row(run_id: str, events_file: Path) -> tuple[tuple, list[dict], str | N
               state.get("progress_t"), (cfg.get("train") or {}).get("epochs"), max((e["epoch"] for e in epochs), default=0),
               state["best_acc"], state["best_epoch"], wall, (cfg.get("reference") or {}).get("accuracy"),
               start.get("params"), start.get("flops"), start.get("world_size", 1), end.get("error"), json.dumps(cfg),
-              flag)
+              flag, _text(start.get("study")), _text(start.get("group")))
     return values, epochs, flag
 
 
 _COLUMNS = ("run_id, config_name, status, data_source, device, pid, host, run_dir, started_at, ended_at, heartbeat_at, "
             "progress_at, epochs_total, epochs_done, best_acc, best_epoch, wall_s, reference_acc, params, flops, "
-            "world_size, error, config_json, flag")
+            "world_size, error, config_json, flag, study, group_key")
 
 
 def ingest_run_dirs(store: Store, *, replace: bool = False) -> IngestReport:
@@ -101,6 +101,10 @@ def ingest_run_dirs(store: Store, *, replace: bool = False) -> IngestReport:
         if flag:
             report.flagged.append((entry.name, flag))
     return report
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _number(value: object) -> float | None:

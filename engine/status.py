@@ -38,13 +38,13 @@ ITEM_QUEUED, ITEM_STARTED, ITEM_REFUSED, ITEM_CANCELLED = "queued", "started", "
 HEARTBEAT_STALE_S = 90.0  # a live engine beats every 5 s; silence this long means it is gone
 
 
-def stall_after_default() -> float | None:
-    """Seconds without a step before a live run counts as stalled: CIFAR_TUI_STALL_AFTER_S, else off."""
-    try:
-        value = float(os.environ.get("CIFAR_TUI_STALL_AFTER_S") or 0)
-    except ValueError:
-        return None
-    return value if value > 0 else None
+def stall_after_default(home=None) -> float | None:
+    """Seconds without a step before a live run counts as stalled (None: never): the workspace's
+    watch.yaml `stall_after`, overridden by CIFAR_TUI_STALL_AFTER_S; 10 minutes when neither says
+    (engine/watch_config.py tells why)."""
+    from .watch_config import watch_settings  # pydantic and yaml only when a status is computed
+
+    return watch_settings(home).stall_after_s
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -86,7 +86,11 @@ def effective_status(known: Mapping | Any, *, now: float | None = None, stall_af
     pid, host, heartbeat_at, started_at and optionally progress_at (last step or epoch).
     A recorded `running` becomes `crashed` when its process is gone (checked on this host) or
     its heartbeat is older than `heartbeat_stale_s`, and `stalled` when `stall_after_s` is given
-    and no progress was made for that long. Anything else is returned as recorded."""
+    and its latest heartbeat came longer than that after its last progress. The engine's
+    heartbeat (every 5 s) records the time of the last training step or evaluation batch, so the
+    gap is exact as of that beat, with no lag between beats to mistake for a stall; a run whose
+    process is alive but whose loop is stuck (a hung DataLoader, GPU or collective) keeps
+    beating and its gap grows. Anything else is returned as recorded."""
     status = _get(known, "status") or UNKNOWN
     if status != RUNNING:
         return status
@@ -98,8 +102,8 @@ def effective_status(known: Mapping | Any, *, now: float | None = None, stall_af
     if now - beat > heartbeat_stale_s:
         return CRASHED
     if stall_after_s:
-        progress = _get(known, "progress_at") or _get(known, "started_at") or now
-        if now - progress > stall_after_s:
+        progress = _get(known, "progress_at") or _get(known, "started_at") or beat
+        if beat - progress > stall_after_s:
             return STALLED
     return RUNNING
 

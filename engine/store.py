@@ -1,4 +1,5 @@
-"""The SQLite store (runs/cifar_tui.db): runs, epochs, the launch queue and GPU leases.
+"""The SQLite store (runs/cifar_tui.db): runs, epochs, the launch queue, GPU leases, studies
+and batch jobs.
 
 Engine processes write it in short transactions (WAL, busy timeout); the UI and the
 CLI read it; launchers (cifar_tui.supervisor) queue and lease through it. The run
@@ -50,7 +51,7 @@ CREATE TABLE IF NOT EXISTS epochs (
     run_id     TEXT NOT NULL,
     epoch      INTEGER NOT NULL,
     train_loss REAL, train_acc REAL, test_loss REAL, test_acc REAL,
-    lr REAL, epoch_s REAL, t REAL,
+    lr REAL, epoch_s REAL, t REAL, test_top5 REAL,
     PRIMARY KEY (run_id, epoch)
 );
 CREATE TABLE IF NOT EXISTS queue (
@@ -81,11 +82,43 @@ CREATE TABLE IF NOT EXISTS lease_log (
     released_at  REAL,
     reason       TEXT
 );
+CREATE TABLE IF NOT EXISTS studies (
+    name        TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,        -- sweep | tune | seed
+    config      TEXT,                 -- the config (or configs, comma-separated) it runs
+    spec_json   TEXT NOT NULL DEFAULT '{}',  -- what it was asked to run (sets, seeds, params, trials, ...)
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL,
+    command     TEXT
+);
+CREATE TABLE IF NOT EXISTS jobs (     -- runs submitted through submitit (SLURM, or its local executor)
+    run_id        TEXT PRIMARY KEY,
+    launcher      TEXT NOT NULL,      -- slurm | local-submitit
+    job_id        TEXT NOT NULL,
+    folder        TEXT NOT NULL,      -- submitit's folder: the job's pickles and logs
+    submitted_at  REAL NOT NULL,
+    state         TEXT NOT NULL DEFAULT 'submitted',  -- submitted | cancelled | lost (ended, its engine never started)
+    state_at      REAL
+);
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
 CREATE INDEX IF NOT EXISTS leases_run ON leases(run_id);
+CREATE TABLE IF NOT EXISTS evals (
+    key         TEXT NOT NULL,       -- the run id, or ensemble-<hash> of several runs
+    ckpt        TEXT NOT NULL,       -- best | last | epoch number
+    tta         TEXT NOT NULL,       -- none | flip
+    members     TEXT NOT NULL,       -- JSON list of run ids
+    data_source TEXT,
+    n           INTEGER,
+    top1        REAL,
+    top5        REAL,
+    loss        REAL,
+    result_json TEXT NOT NULL,       -- the whole result: per class, confused pairs, file paths
+    t           REAL NOT NULL,
+    PRIMARY KEY (key, ckpt, tta)
+);
 """
 
-EPOCH_FIELDS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_s")
+EPOCH_FIELDS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_s", "test_top5")
 
 
 def db_path(home: Path) -> Path:
@@ -113,8 +146,13 @@ ADDED_COLUMNS = (
     ("queue", "owner_host", "TEXT"),
     ("queue", "resume_of", "TEXT"),        # the run this item resumes (config then holds its id)
     ("queue", "error", "TEXT"),            # why a refused item could not start
-    ("runs", "progress_at", "REAL"),       # last epoch (or start): a live run without progress is stalled
+    ("runs", "progress_at", "REAL"),       # last step (or start): a live run beating without progress is stalled
     ("runs", "flag", "TEXT"),              # what is odd about a copied-in run (its events name another id)
+    ("epochs", "test_top5", "REAL"),
+    ("runs", "study", "TEXT"),             # the study the run belongs to (start.study)
+    ("runs", "group_key", "TEXT"),         # its group: config + overrides, seed left out (start.group)
+    ("queue", "study", "TEXT"),
+    ("queue", "group_key", "TEXT"),
 )
 
 
@@ -159,31 +197,32 @@ class Store:
 
     # -- engine side -----------------------------------------------------
     def run_started(self, run_id: str, *, config: dict, device: str, pid: int, run_dir: str,
-                    epochs_total: int, params: int | None, flops: float | None, world_size: int = 1) -> None:
+                    epochs_total: int, params: int | None, flops: float | None, world_size: int = 1,
+                    study: str | None = None, group: str | None = None) -> None:
         now = time.time()
         with transaction(self.conn) as c:
             c.execute(
                 f"""INSERT INTO runs (run_id, config_name, status, data_source, device, pid, host, run_dir,
                        started_at, heartbeat_at, progress_at, epochs_total, reference_acc, params, flops, world_size,
-                       config_json)
-                   VALUES (?, ?, '{RUNNING}', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       config_json, study, group_key)
+                   VALUES (?, ?, '{RUNNING}', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(run_id) DO UPDATE SET status='{RUNNING}', device=excluded.device, pid=excluded.pid,
                        host=excluded.host, heartbeat_at=excluded.heartbeat_at, progress_at=excluded.progress_at,
-                       epochs_total=excluded.epochs_total, world_size=excluded.world_size, ended_at=NULL, error=NULL""",
+                       epochs_total=excluded.epochs_total, world_size=excluded.world_size, ended_at=NULL, error=NULL,
+                       study=COALESCE(excluded.study, runs.study), group_key=COALESCE(excluded.group_key, runs.group_key)""",
                 (run_id, config["name"], config["data"]["source"], device, pid, socket.gethostname(), run_dir,
                  now, now, now, epochs_total, (config.get("reference") or {}).get("accuracy"),
-                 params, flops, world_size, json.dumps(config)),
+                 params, flops, world_size, json.dumps(config), study, group),
             )
             c.execute("UPDATE leases SET heartbeat_at=? WHERE run_id=?", (now, run_id))
 
-    def heartbeat(self, run_id: str, wall_s: float | None = None) -> None:
-        """The run is alive: its row and the GPU lease its launcher handed it stay fresh."""
+    def heartbeat(self, run_id: str, wall_s: float | None = None, progress_at: float | None = None) -> None:
+        """The run is alive: its row and the GPU lease its launcher handed it stay fresh.
+        progress_at: when it last made a step (a stalled run beats on without progress)."""
         now = time.time()
         with transaction(self.conn) as c:
-            if wall_s is None:
-                c.execute("UPDATE runs SET heartbeat_at=? WHERE run_id=?", (now, run_id))
-            else:
-                c.execute("UPDATE runs SET heartbeat_at=?, wall_s=? WHERE run_id=?", (now, wall_s, run_id))
+            c.execute("UPDATE runs SET heartbeat_at=?, wall_s=COALESCE(?, wall_s), progress_at=COALESCE(?, progress_at) "
+                      "WHERE run_id=?", (now, wall_s, progress_at, run_id))
             c.execute("UPDATE leases SET heartbeat_at=? WHERE run_id=?", (now, run_id))
 
     def epoch_done(self, run_id: str, epoch: dict, wall_s: float) -> None:
@@ -209,7 +248,7 @@ class Store:
     def runs(self, stall_after_s: float | None = None) -> list[dict]:
         """Every run, newest first, with its effective status (engine.status.effective_status)."""
         rows = self.conn.execute("SELECT * FROM runs ORDER BY started_at DESC").fetchall()
-        now, stall = time.time(), stall_after_s or stall_after_default()
+        now, stall = time.time(), self.stall_threshold(stall_after_s)
         out = []
         for r in rows:
             d = dict(r)
@@ -222,8 +261,14 @@ class Store:
         if r is None:
             return None
         d = dict(r)
-        d["status"] = effective_status(r, stall_after_s=stall_after_s or stall_after_default())
+        d["status"] = effective_status(r, stall_after_s=self.stall_threshold(stall_after_s))
         return d
+
+    def stall_threshold(self, stall_after_s: float | None = None) -> float | None:
+        """stall_after_s as given (0: never stalled), or the workspace's setting when None."""
+        if stall_after_s is None:
+            return stall_after_default(self.home)
+        return stall_after_s or None
 
     def run_ids(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT run_id FROM runs")}
@@ -250,20 +295,24 @@ class Store:
         with transaction(self.conn) as c:
             c.execute("DELETE FROM epochs WHERE run_id=?", (run_id,))
             c.execute("DELETE FROM runs WHERE run_id=?", (run_id,))
+            c.execute("DELETE FROM evals WHERE key=?", (run_id,))
+            c.execute("DELETE FROM jobs WHERE run_id=?", (run_id,))
 
     # -- queue -----------------------------------------------------------
     def enqueue(self, config: str, overrides: list[str], nproc: int = 1, *, owner_pid: int | None = None,
-                resume_of: str | None = None) -> int:
+                resume_of: str | None = None, study: str | None = None, group: str | None = None) -> int:
         """Queue a run of `config`; nproc > 1: a DDP run of that many processes (GPUs).
 
         owner_pid: the item belongs to that launcher (the CLI follows its own runs); None: any
-        launcher serving the shared queue (a TUI) may start it. resume_of: continue that run."""
+        launcher serving the shared queue (a TUI) may start it. resume_of: continue that run.
+        study, group: what the run will record (None: no study; the group computed at launch)."""
         with transaction(self.conn) as c:
             cur = c.execute(
-                """INSERT INTO queue (config, overrides, created_at, nproc, owner_pid, owner_host, resume_of)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                """INSERT INTO queue (config, overrides, created_at, nproc, owner_pid, owner_host, resume_of, study,
+                                      group_key)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (config, json.dumps(overrides), time.time(), int(nproc), owner_pid,
-                 socket.gethostname() if owner_pid else None, resume_of))
+                 socket.gethostname() if owner_pid else None, resume_of, study, group))
             return int(cur.lastrowid)
 
     def queued(self, include_owned: bool = False) -> list[dict]:
@@ -293,9 +342,96 @@ class Store:
                             (item_id,))
             return cur.rowcount == 1
 
+    # -- studies and batch jobs --------------------------------------------
+    def save_study(self, name: str, kind: str, config: str | None, spec: dict, command: str | None = None) -> None:
+        """Create a study, or update the spec of an existing one (a study continued with more runs)."""
+        now = time.time()
+        with transaction(self.conn) as c:
+            c.execute("""INSERT INTO studies (name, kind, config, spec_json, created_at, updated_at, command)
+                         VALUES (?, ?, ?, ?, ?, ?, ?)
+                         ON CONFLICT(name) DO UPDATE SET spec_json=excluded.spec_json, updated_at=excluded.updated_at,
+                             config=excluded.config, command=excluded.command""",
+                      (name, kind, config, json.dumps(spec), now, now, command))
+
+    def study(self, name: str) -> dict | None:
+        r = self.conn.execute("SELECT * FROM studies WHERE name=?", (name,)).fetchone()
+        return None if r is None else dict(r, spec=json.loads(r["spec_json"] or "{}"))
+
+    def studies(self) -> list[dict]:
+        """Every recorded study, newest first."""
+        rows = self.conn.execute("SELECT * FROM studies ORDER BY created_at DESC").fetchall()
+        return [dict(r, spec=json.loads(r["spec_json"] or "{}")) for r in rows]
+
+    def study_runs(self, study: str, stall_after_s: float | None = None) -> list[dict]:
+        """The runs of a study, oldest first, with effective statuses."""
+        rows = self.conn.execute("SELECT * FROM runs WHERE study=? ORDER BY started_at", (study,)).fetchall()
+        stall = stall_after_s or stall_after_default()
+        return [dict(r, status=effective_status(r, stall_after_s=stall)) for r in rows]
+
+    def add_job(self, run_id: str, launcher: str, job_id: str, folder: str) -> None:
+        with transaction(self.conn) as c:
+            c.execute("INSERT OR REPLACE INTO jobs (run_id, launcher, job_id, folder, submitted_at) VALUES (?, ?, ?, ?, ?)",
+                      (run_id, launcher, job_id, folder, time.time()))
+
+    def job(self, run_id: str) -> dict | None:
+        r = self.conn.execute("SELECT * FROM jobs WHERE run_id=?", (run_id,)).fetchone()
+        return None if r is None else dict(r)
+
+    def jobs(self) -> list[dict]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM jobs ORDER BY submitted_at")]
+
+    def set_job_state(self, run_id: str, state: str) -> None:
+        with transaction(self.conn) as c:
+            c.execute("UPDATE jobs SET state=?, state_at=? WHERE run_id=?", (state, time.time(), run_id))
+
+    def pending_jobs(self) -> list[dict]:
+        """Submitted jobs whose engine has not started (no run row yet), oldest first."""
+        return [dict(r) for r in self.conn.execute(
+            "SELECT * FROM jobs WHERE state='submitted' AND run_id NOT IN (SELECT run_id FROM runs) ORDER BY submitted_at")]
+
     # -- recovery --------------------------------------------------------
     def rebuild(self) -> int:
         """Re-create run and epoch rows from the run directories (the durable record)."""
         from .rebuild import ingest_run_dirs
 
-        return ingest_run_dirs(self, replace=True).added
+        added = ingest_run_dirs(self, replace=True).added
+        self._rebuild_evals()
+        return added
+
+    # -- evaluations (cifar-tui eval; engine/evaluate.py) ------------------
+    def eval_recorded(self, key: str, members: list[str], result: dict) -> None:
+        """Keep an evaluation result (the latest per run or ensemble, checkpoint and TTA)."""
+        with transaction(self.conn) as c:
+            c.execute(
+                """INSERT OR REPLACE INTO evals (key, ckpt, tta, members, data_source, n, top1, top5, loss, result_json, t)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (key, str(result.get("ckpt", "best")), str(result.get("tta", "none")), json.dumps(members),
+                 result.get("data_source"), result.get("n"), result.get("top1"), result.get("top5"), result.get("loss"),
+                 json.dumps(result), result.get("t") or time.time()),
+            )
+
+    def evals(self, run_id: str | None = None) -> list[dict]:
+        """Evaluation rows, newest first: all, or those of `run_id` (its own and the ensembles it is in)."""
+        rows = [dict(r, members=json.loads(r["members"]))
+                for r in self.conn.execute("SELECT * FROM evals ORDER BY t DESC")]
+        return [r for r in rows if run_id is None or r["key"] == run_id or run_id in r["members"]]
+
+    def eval_result(self, key: str, ckpt: str = "best", tta: str = "none") -> dict | None:
+        r = self.conn.execute("SELECT result_json FROM evals WHERE key=? AND ckpt=? AND tta=?", (key, ckpt, tta)).fetchone()
+        return json.loads(r["result_json"]) if r else None
+
+    def _rebuild_evals(self) -> None:
+        """Evaluation results from their JSON files in the run dirs (runs/<id>/eval, runs/ensembles/<key>)."""
+        files = sorted(self.home.glob("*/eval/*.json")) + sorted(self.home.glob("ensembles/*/*.json"))
+        for path in files:
+            try:
+                result = json.loads(path.read_text(encoding="utf-8"))
+                key = result["run_id"]
+                members = [m["run_id"] for m in result.get("members") or []] or [key]
+                self.eval_recorded(key, members, {**result, "t": path.stat().st_mtime})
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue  # a damaged or foreign file is not a result
+
+    # -- change signal
+    def data_version(self) -> int:
+        return self.conn.execute("PRAGMA data_version").fetchone()[0]

@@ -15,8 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import ConfigError, config_from_dict, load_config, read_config_file
-from .paths import check_run_id, default_data_root, default_home, new_run_id
+from .config import ConfigError, apply_overrides, config_from_dict, load_config, read_config_file
+from .keep import check_resumable
+from .paths import check_run_id, default_data_root, default_home, new_run_id, write_run_config
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -26,12 +27,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--configs", type=Path, default=None, help="configs directory")
     p.add_argument("--run-id", default=None)
     p.add_argument("--resume", default=None, metavar="RUN_ID", help="continue RUN_ID from its last checkpoint")
+    p.add_argument("--epochs", type=int, default=None, metavar="N",
+                   help="with --resume: train to N epochs in all (extends a completed run that kept last.pt)")
     p.add_argument("--home", type=Path, default=None)
     p.add_argument("--data-root", type=Path, default=None)
+    p.add_argument("--study", default=None, help="the study this run belongs to (recorded in `start`)")
+    p.add_argument("--group", default=None, help="its group: config + overrides, seed left out (recorded in `start`)")
     args = p.parse_args(argv)
     if not args.config and not args.resume:
         p.error("one of --config or --resume is required")
+    if args.epochs is not None and not args.resume:
+        p.error("--epochs goes with --resume (a new run takes --set train.epochs=N)")
     return args
+
+
+def study_labels(args: argparse.Namespace, run_dir: Path) -> dict:
+    """`start.study` / `start.group`: as given, or on resume as the run's previous start said."""
+    study, group = args.study, args.group
+    if args.resume and (study is None or group is None):
+        from .events import read_events
+
+        starts = [e for e in read_events(run_dir / "events.jsonl") if e.get("type") == "start"]
+        if starts:
+            study = study if study is not None else starts[-1].get("study")
+            group = group if group is not None else starts[-1].get("group")
+    return {k: v for k, v in (("study", study), ("group", group)) if v is not None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
             if not config_file.is_file():
                 raise ConfigError(f"{config_file}: no such run to resume")
             cfg = config_from_dict(read_config_file(config_file), str(config_file))
+            check_resumable(run_id, home / run_id)
+            if args.epochs is not None:
+                cfg = config_from_dict(apply_overrides(cfg.to_dict(), [f"train.epochs={args.epochs}"]),
+                                       f"{config_file} (--epochs {args.epochs})")
         else:
             cfg = load_config(args.config, args.overrides, args.configs)
             run_id = check_run_id(args.run_id or new_run_id(cfg.name))
@@ -57,13 +81,21 @@ def main(argv: list[str] | None = None) -> int:
 
         info: DistInfo = dist_info_from_env()
         init_distributed(info, cfg.train.device)
-        trainer = Trainer(cfg, run_id=run_id, home=home, data_root=data_root, resume=bool(args.resume), info=info)
+        start_info = study_labels(args, home / run_id) if info.is_main else {}
+        if info.is_main:
+            from .provenance import collect
+
+            start_info["provenance"] = collect(argv)
+        trainer = Trainer(cfg, run_id=run_id, home=home, data_root=data_root, resume=bool(args.resume), info=info,
+                          start_info=start_info)
         try:
             trainer.prepare()
         except (ConfigError, DataError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
         if info.is_main:
+            if args.epochs is not None:  # the run dir's config says how long the run now trains
+                write_run_config(home / run_id, cfg)
             print(f"run {run_id}: {home / run_id}", flush=True)
         return trainer.run()
     except ConfigError as exc:

@@ -27,17 +27,24 @@ from .data import load_dataset, make_pipeline
 from .ddp import (DistInfo, adopt_rank0_buffers, any_rank, convert_sync_batchnorm, device_label, select_device,
                   share_of_global_batch, sum_over_ranks, wrap_ddp)
 from .ema import WeightEma, better_of
+from .evaluate import topk_hits
 from .events import EventWriter
 from .fast import compile_mode, compile_module, configure_backends
 from .guard import DivergenceGuard, EarlyStopping, TrainingDiverged, chance_loss
+from .heartbeat import Heartbeat, peak_memory, reset_peak_memory, run_gpu_devices
 from .hooks import EpochTotals, TrainerHook
-from .lifecycle import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, Heartbeat, SafeStore,  # noqa: F401
+from .keep import finalize as finalize_checkpoints
+from .keep import save_epoch_weights
+from .lifecycle import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, SafeStore,  # noqa: F401
                         StopRequested, failure_message)
 from .losses import Criterion
 from .models import build_model, count_flops, count_params
+from .notify import Notice, notify_run_end
 from .optim import build_optimizer
 from .schedule import build_scheduler
 from .step import Batch, TrainStep
+from .stop_request import StopRequestWatcher
+from .summary import RunSummaries
 from .teacher import Teacher, resolve_teacher
 from .train_state import LoopPosition, restore_option, restore_training_state, seed_everything, training_state
 
@@ -58,9 +65,12 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 class Trainer:
     def __init__(self, cfg: ExperimentConfig, *, run_id: str, home: Path, data_root: Path,
-                 resume: bool = False, info: DistInfo | None = None, hooks: Iterable[TrainerHook] = ()):
+                 resume: bool = False, info: DistInfo | None = None, hooks: Iterable[TrainerHook] = (),
+                 start_info: dict | None = None):
         self.cfg, self.run_id, self.home, self.data_root = cfg, run_id, Path(home), Path(data_root)
         self.run_dir = self.home / run_id
+        self.start_info = dict(start_info or {})  # extra `start` fields: study, group, provenance
+        self.stop_requests = StopRequestWatcher(self.run_dir)  # a stop / prune asked for through the run dir
         self.resume = resume
         self.info = info or DistInfo()
         self.hooks = list(hooks)
@@ -69,6 +79,7 @@ class Trainer:
         self.lock = threading.Lock()
         self.wall_s = 0.0
         self._wall_t0 = time.monotonic()
+        self.last_step_at = time.time()  # the heartbeat reports it: a live run without steps is stalled
 
     # ---------------------------------------------------------------- setup
     def prepare(self) -> None:
@@ -172,8 +183,10 @@ class Trainer:
                 tmp.write_text(self.cfg.to_yaml())
                 os.replace(tmp, config_file)
             self.writer = EventWriter(self.run_dir / "events.jsonl", self.run_id)
+            self.stop_requests.clear()
             self.store = SafeStore(self.home)
             self.tb = self._tensorboard()
+            self.summaries = RunSummaries(self.run_dir, self.cfg, self.tb)  # summary.csv, TensorBoard hparams
         self.stop.install()
         status, error, reason, code = "completed", None, None, EXIT_OK
         heartbeat = None
@@ -185,11 +198,15 @@ class Trainer:
                           local_world_size=self.info.local_world_size,
                           visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"), resumed_from=self.resumed_from,
                           steps_per_epoch=self.steps_per_epoch, num_train=self.pipeline.num_train,
-                          num_test=self.pipeline.num_test)
+                          num_test=self.pipeline.num_test, **self.start_info)
                 self.store.run_started(self.run_id, config=self.cfg.to_dict(), device=self.device_label, pid=os.getpid(),
                                        run_dir=str(self.run_dir), epochs_total=self.cfg.train.epochs, params=self.params,
-                                       flops=self.flops, world_size=self.info.world_size)
-                heartbeat = Heartbeat(self.writer, self.lock, self.home, self.run_id, self.wall_clock)
+                                       flops=self.flops, world_size=self.info.world_size,
+                                       study=self.start_info.get("study"), group=self.start_info.get("group"))
+                self.summaries.started()
+                heartbeat = Heartbeat(self.emit, lambda: SafeStore(self.home), self.run_id, self.wall_clock,
+                                      progress_at=lambda: self.last_step_at, gpus=run_gpu_devices(
+                                          self.device, self.info.local_world_size if self.info.enabled else 1))
                 heartbeat.start()
             while self.epoch < self.cfg.train.epochs and self._train_epoch():
                 pass
@@ -213,17 +230,24 @@ class Trainer:
                 heartbeat.join(timeout=10)
             self.stop.restore()
             if main:
+                status, end_extra = self.stop_requests.end_status(status)  # stopped on request: perhaps pruned
+                kept = finalize_checkpoints(self.run_dir, self.cfg.train.keep, status)  # the disk rule (train.keep)
+                self.summaries.ended(status)
                 # store first: a reader that sees the `end` event then finds the final status in the store
                 self.store.run_ended(self.run_id, status, error, self.wall_clock())
                 try:
-                    self.emit("end", status=status, error=error, reason=reason, best_acc=self.best_acc,
-                              best_epoch=self.best_epoch, best_model=self.best_model, epochs_done=self.epoch,
-                              steps_done=self.global_step, wall_s=round(self.wall_clock(), 3))
+                    end_fields = {"reason": reason, **end_extra}  # a pruned run's reason comes from its request
+                    self.emit("end", status=status, error=error, best_acc=self.best_acc, best_epoch=self.best_epoch,
+                              best_model=self.best_model, epochs_done=self.epoch, steps_done=self.global_step,
+                              wall_s=round(self.wall_clock(), 3), checkpoints=kept, **end_fields)
                 except OSError as exc:  # the disk is full: the store already has the final status
                     print(f"warning: could not write the end event: {exc}", file=sys.stderr)
                 if self.tb is not None:
                     self.tb.close()
                 self.writer.close()
+                notify_run_end(self.home, Notice(self.run_id, status, self.cfg.name, self.best_acc, error=error,
+                                                 data_source=self.cfg.data.source, epochs_done=self.epoch,
+                                                 epochs_total=self.cfg.train.epochs, run_dir=str(self.run_dir)))
         if error:
             print(f"error: {error}", file=sys.stderr)
         return code
@@ -236,7 +260,7 @@ class Trainer:
         return SummaryWriter(str(self.run_dir / "tb"))
 
     def _stop_requested(self) -> bool:
-        return any_rank(self.stop.flag, self.info, self.device)
+        return any_rank(self.stop.flag or self.stop_requests.requested(), self.info, self.device)
 
     def _forward(self, x: Batch) -> torch.Tensor:
         """Model outputs for a batch. A multi-scale batch runs one forward per scale group, smallest
@@ -253,6 +277,7 @@ class Trainer:
             hook.epoch_start(self)
         self.forward_model.train()
         t_epoch = time.monotonic()
+        reset_peak_memory(self.device)
         t_emit, seen_at_emit = time.monotonic(), float(self.partial[2])
         batches = self.pipeline.train_batches(self.epoch, cfg.train.seed, cfg.train.batch_size, self.step_in_epoch)
         check_every = 1 if not self.info.enabled else 10
@@ -272,6 +297,7 @@ class Trainer:
                 self.guard.observe(loss, self.global_step)
             for hook in self.hooks:
                 hook.step_end(self, loss, n)
+            self.last_step_at = time.time()
             if self.global_step == _TEST_OOM_AT_STEP:
                 raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (CIFAR_TUI_TEST_OOM_AT_STEP={self.global_step})")
             now, emitted = time.monotonic(), False
@@ -328,23 +354,24 @@ class Trainer:
         return share_of_global_batch(local_n, global_n, self.info)
 
     @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module | None = None) -> tuple[float, float]:
-        """(test loss, test accuracy) of `model` (default: the trained model; the EMA's is the other)."""
+    def evaluate(self, model: torch.nn.Module | None = None) -> tuple[float, float, float]:
+        """(test loss, top-1 %, top-5 %) of `model` (default: the trained model; the EMA's is the other)."""
         if model is None:
             model = self.model
             self.forward_model.train(False)
         adopt_rank0_buffers(model, self.info, self.cfg.train.sync_bn)  # EMA buffers average each rank's own
         amp = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
-        totals = torch.zeros(3, dtype=torch.float64, device=self.device)
+        totals = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss sum, top-1 hits, seen, top-5 hits
         bs = self.cfg.eval.batch_size or self.cfg.train.batch_size
         for x, y in self.pipeline.test_batches(bs):
             with amp:
                 output = model(x)
             totals[0] += self.criterion.eval_loss(output, y).double()
-            totals[1] += (output.argmax(1) == y).sum().double()
+            totals[[1, 3]] += topk_hits(output, y)
             totals[2] += y.shape[0]
-        loss_sum, correct, seen = sum_over_ranks(totals, self.info).tolist()
-        return loss_sum / max(seen, 1), 100.0 * correct / max(seen, 1)
+            self.last_step_at = time.time()  # evaluation is progress too
+        loss_sum, correct, seen, correct5 = sum_over_ranks(totals, self.info).tolist()
+        return loss_sum / max(seen, 1), 100.0 * correct / max(seen, 1), 100.0 * correct5 / max(seen, 1)
 
     def _close_epoch(self, train_s: float) -> EpochTotals:
         """The epoch's training sums over all ranks; the loop moves to the next epoch."""
@@ -360,12 +387,12 @@ class Trainer:
         for hook in self.hooks:
             hook.epoch_trained(self, totals)
         evaluated = self.epoch % self.cfg.eval.every == 0 or self.epoch == self.cfg.train.epochs
-        test_loss = test_acc = ema_loss = ema_acc = None
+        test_loss = test_acc = test_top5 = ema_loss = ema_acc = None
         t_eval = time.monotonic()
         if evaluated:
-            test_loss, test_acc = self.evaluate()
+            test_loss, test_acc, test_top5 = self.evaluate()
             if self.ema is not None:
-                ema_loss, ema_acc = self.evaluate(self.ema.module)
+                ema_loss, ema_acc, _ = self.evaluate(self.ema.module)
             acc, which = better_of(test_acc, ema_acc)
             if self.best_acc is None or acc > self.best_acc:
                 self.best_acc, self.best_epoch, self.best_model = acc, self.epoch, which
@@ -374,15 +401,17 @@ class Trainer:
         epoch_s = train_s + (time.monotonic() - t_eval)
         record = {
             "epoch": self.epoch, "train_loss": totals.train_loss, "train_acc": totals.train_acc,
-            "test_loss": test_loss, "test_acc": test_acc, "best_acc": self.best_acc, "best_epoch": self.best_epoch,
-            "best_model": self.best_model, "lr": self.optimizer.param_groups[0]["lr"], "epoch_s": round(epoch_s, 3),
-            "epochs": self.cfg.train.epochs,
+            "test_loss": test_loss, "test_acc": test_acc, "test_top5": test_top5,
+            "best_acc": self.best_acc, "best_epoch": self.best_epoch, "best_model": self.best_model,
+            "lr": self.optimizer.param_groups[0]["lr"], "epoch_s": round(epoch_s, 3),
+            "epochs": self.cfg.train.epochs, **peak_memory(self.device),
         }
         if self.ema is not None:
             record.update(ema_test_loss=ema_loss, ema_test_acc=ema_acc)
         if self.info.is_main:
             self.emit("epoch", **record)
             self.store.epoch_done(self.run_id, record, self.wall_clock())
+            self.summaries.epoch(record)
             if self.tb is not None:
                 for key in ("train_loss", "train_acc", "test_loss", "test_acc", "ema_test_acc", "lr"):
                     if record.get(key) is not None:
@@ -412,3 +441,4 @@ class Trainer:
             save_checkpoint({"run_id": self.run_id, "config": state["config"], "model": weights,
                              "epoch": self.epoch, "best_acc": self.best_acc, "best_model": self.best_model}, best)
             self.emit("checkpoint", path=str(best), epoch=self.epoch, is_best=True)
+        save_epoch_weights(self.run_dir, self.cfg.train.keep, state)  # train.keep: all

@@ -27,12 +27,17 @@ def set_args(overrides: list[str]) -> list[str]:
     return [a for o in overrides for a in ("--set", o)]
 
 
-@pytest.fixture
-def workspace(tmp_path: Path) -> dict:
+def new_workspace(tmp_path: Path) -> dict:
+    """A workspace (runs home, data root, CLI environment) under tmp_path; for module-scoped fixtures too."""
     home, data = tmp_path / "runs", tmp_path / "data"
     env = {**os.environ, "CIFAR_TUI_HOME": str(home), "CIFAR_TUI_DATA": str(data), "PYTHONUNBUFFERED": "1"}
     env.pop("CIFAR_TUI_CONFIGS", None)
     return {"home": home, "data": data, "env": env, "tmp": tmp_path}
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> dict:
+    return new_workspace(tmp_path)
 
 
 def cli(ws: dict, *args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:

@@ -6,6 +6,7 @@ import os
 import platform
 import re
 import statistics
+import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -168,3 +169,22 @@ def cpu_seconds(pid: int) -> Optional[float]:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return None
+
+
+def time_command(cmd: list[str], env: dict, cwd: Path) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-300:]}")
+    return elapsed
+
+
+class Tmux:
+    def __init__(self, tmux: str):
+        self.base = [tmux, "-L", f"cifar-tui-bench-{os.getpid()}"]
+        self.env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "TMUX")}
+
+    def __call__(self, *args: str) -> str:
+        return subprocess.run([*self.base, *args], check=True, capture_output=True, text=True, timeout=30,
+                              env=self.env).stdout

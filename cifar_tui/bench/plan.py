@@ -16,6 +16,7 @@ GOALS_CPU: list[tuple[str, str, str, float]] = [
     ("tui_vs_headless", "training with the TUI attached vs headless", ">=", 0.98),
     ("help_s", "`cifar-tui --help` wall time (s)", "<=", 0.5),
     ("list_s", "`cifar-tui list` wall time (s)", "<=", 0.5),
+    ("sweep_plan_1000_s", "`cifar-tui run --dry-run` of a 1,000-run grid (s)", "<=", 1.0),
     ("tui_first_screen_s", "TUI first screen (s)", "<=", 1.5),
     ("augment_ratio_32", "RandAugment+erasing+MixUp/CutMix batched vs v2 per sample, 32x32", ">=", 10.0),
     ("randaugment_ratio_32", "RandAugment alone, batched vs v2 per image, 32x32", ">=", 10.0),

@@ -1,5 +1,5 @@
-"""Section 4: start-up wall time of ``cifar-tui --help``, ``cifar-tui list`` (fresh processes) and
-of the TUI's first screen: a fresh ``cifar-tui`` in tmux until the experiments table is on
+"""Section 4: start-up wall time of ``cifar-tui --help``, ``cifar-tui list``, the plan of a 1,000-run
+sweep (``run --dry-run``; fresh processes) and of the TUI's first screen: a fresh ``cifar-tui`` in tmux until the experiments table is on
 screen (headless ``run_test()`` in a fresh process when tmux is missing)."""
 from __future__ import annotations
 
@@ -11,22 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-from .common import BenchContext, Section, cli_command, median, rounded
-
-
-def _time_command(cmd: list[str], env: dict, cwd: Path) -> float:
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
-    elapsed = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.decode(errors='replace')[-300:]}")
-    return elapsed
+from .common import BenchContext, Section, Tmux, cli_command, median, rounded, time_command
 
 
 _TUI_FIRST_SCREEN = r"""
 import asyncio, sys
 from pathlib import Path
-from cifar_tui.app import CifarTUI
+from cifar_tui.tui.app import CifarTUI
 from cifar_tui.launch import Workspace
 
 async def main():
@@ -60,21 +51,11 @@ def _tui_first_screen_headless(env: dict, home: Path, data_root: Path, cwd: Path
     return elapsed
 
 
-class _Tmux:
-    def __init__(self, tmux: str):
-        self.base = [tmux, "-L", f"cifar-tui-bench-{os.getpid()}"]
-        self.env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "TMUX")}
-
-    def __call__(self, *args: str) -> str:
-        return subprocess.run([*self.base, *args], check=True, capture_output=True, text=True, timeout=30,
-                              env=self.env).stdout
-
-
 def _tui_first_screens_tmux(tmux_bin: str, repeats: int, env: dict, home: Path, data_root: Path, cwd: Path,
                             marker: str) -> list[float]:
     """A fresh `cifar-tui` in a new tmux window per repeat: process start until `marker`
     (a row of the experiments table) is on the screen (capture-pane every 10 ms)."""
-    tmux = _Tmux(tmux_bin)
+    tmux = Tmux(tmux_bin)
     q = shlex.quote
     envs = " ".join(f"{k}={q(env[k])}" for k in ("CIFAR_TUI_HOME", "CIFAR_TUI_DATA", "PATH") if k in env)
     cmd = f"cd {q(str(cwd))} && env {envs} {' '.join(q(c) for c in cli_command())}; sleep 60"
@@ -112,10 +93,13 @@ def bench_startup(ctx: BenchContext) -> None:
     cwd = workdir
     cli = cli_command()
     out["cli_command"] = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cli))
-    for key, args in (("help_s", ["--help"]), ("list_s", ["list"])):
-        with prog.step(f"start-up: cifar-tui {' '.join(args)}") as note:
-            _time_command(cli + args, env, cwd)  # warm the file cache
-            times = [_time_command(cli + args, env, cwd) for _ in range(plan.startup_repeats)]
+    grid = [a for key in ("optim.lr", "optim.weight_decay", "loss.label_smoothing")
+            for a in ("--set", f"{key}=" + ",".join(f"0.0{i}" for i in range(1, 10)) + ",0.099")]  # 10 x 10 x 10
+    for key, args in (("help_s", ["--help"]), ("list_s", ["list"]),
+                      ("sweep_plan_1000_s", ["run", "resnet18_baseline", *grid, "--dry-run"])):
+        with prog.step(f"start-up: cifar-tui {' '.join(args[:1] + ['...'] if len(args) > 2 else args)}") as note:
+            time_command(cli + args, env, cwd)  # warm the file cache
+            times = [time_command(cli + args, env, cwd) for _ in range(plan.startup_repeats)]
             out[key] = rounded(median(times), 3)
             out["samples"][key] = [round(v, 3) for v in times]
             note(f"{out[key]:.3f} s")

@@ -22,9 +22,9 @@ from .training import bench_config, check_exit, make_trainer
 _TUI_ATTACH = r"""
 import asyncio, sys
 from pathlib import Path
-from cifar_tui.app import CifarTUI
+from cifar_tui.tui.app import CifarTUI
 from cifar_tui.launch import Workspace
-from cifar_tui.tui_support import pane_id_for
+from cifar_tui.tui.support import pane_id_for
 
 home, data, rid = sys.argv[1:4]
 

@@ -35,6 +35,13 @@ class _State:
 state = _State()
 
 
+def command_line() -> str:
+    """This command as typed (recorded with a study, and by the engines it starts)."""
+    import shlex
+
+    return " ".join(["cifar-tui", shlex.join(sys.argv[1:])]).strip()
+
+
 def open_store():
     """The workspace's store; what opening it found (a damaged database, an unreadable run) is printed."""
     store = state.ws.store()

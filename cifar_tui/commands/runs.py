@@ -20,7 +20,9 @@ from engine.config import ConfigError
 from engine.status import COMPLETED, CRASHED, FAILED, LIVE, PRUNED, QUEUED, RUNNING, STALLED, STOPPED, TERMINAL
 
 from .common import EXIT_BAD_INPUT, EXIT_STOPPED, console, err_console, fail, state, supervisor, warn
+from .studies import Launcher
 
+STALLED_STOP_GRACE_S = 3.0  # stop: how long a stalled run gets to honour the first request
 STATUS_COLORS = {RUNNING: "cyan", STALLED: "magenta", QUEUED: "magenta", COMPLETED: "green", STOPPED: "yellow",
                  FAILED: "red", CRASHED: "red", PRUNED: "yellow"}
 
@@ -83,6 +85,9 @@ def _finish(reaped, code: int, end: dict | None, json_mode: bool) -> int:
     elif status == STOPPED:
         console.print(f"[yellow]stopped[/] {run_id} after {end.get('epochs_done')} epochs; "
                       f"continue with: cifar-tui resume {run_id}; {where}")
+    elif status == PRUNED:
+        console.print(f"[yellow]pruned[/] {run_id} after {end.get('epochs_done')} epochs: "
+                      f"{escape(str(end.get('reason') or 'a search ended it'))}; {where}")
     else:
         err_console.print(f"[bold red]failed[/] {run_id}: {escape(str(end.get('error')))}; {escape(where)}", highlight=False)
     return code
@@ -114,9 +119,15 @@ def _start_when_free(sup, item_id: int, json_mode: bool):
 
 def _follow_started(sup, started, json_mode: bool, from_offset: int = 0) -> int:
     from ..follow import follow
+    from ..supervisor import ALERT_EVERY_S
 
-    code, end = follow(started.launched, json_mode=json_mode, console=console, from_offset=from_offset,
-                       tick=sup.keep_alive)
+    def tick() -> None:
+        sup.keep_alive()
+        for notice in sup.alerts(every_s=ALERT_EVERY_S):  # our run stalled: say so (and notify)
+            if notice.run_id == started.run_id:
+                err_console.print(f"[magenta]{notice.status}[/] {escape(notice.message)}", highlight=False)
+
+    code, end = follow(started.launched, json_mode=json_mode, console=console, from_offset=from_offset, tick=tick)
     reaped = next(r for r in sup.reap() if r.run_id == started.run_id)  # the process has exited
     return _finish(reaped, code, end, json_mode)
 
@@ -136,13 +147,32 @@ def run(
                                   "(--nproc GPUs for a DDP run), pinned with CUDA_VISIBLE_DEVICES."),
     max_parallel: Optional[int] = typer.Option(None, "--max-parallel", min=1, help="With --parallel: at most this many "
                                                "runs alive at a time on this host (default: one per GPU; 1 without GPUs)."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="A study: each run repeated with seeds train.seed+0..N-1."),
+    study: Optional[str] = typer.Option(None, "--study", help="A study's name (default: config name + time); "
+                                        "an existing one continues (done runs skipped, stopped ones resumed)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (grid x seeds); start nothing."),
+    launcher: Launcher = typer.Option(Launcher.local, "--launcher", help="local | local-submitit | slurm (submitit)."),
+    slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="SLURM partition."),
+    slurm_gpus_per_node: Optional[int] = typer.Option(None, "--slurm-gpus-per-node", min=1,
+                                                      help="GPUs per node of each job (default: --nproc)."),
+    slurm_time: int = typer.Option(24 * 60, "--slurm-time", min=1, help="Time limit of each job, minutes."),
 ) -> None:
     """Train in the foreground (headless). Ctrl-C stops cleanly and keeps the run resumable.
 
     On GPUs each run takes free GPUs through the workspace's GPU leases (shared with every other
-    cifar-tui on this machine) and waits while none is free."""
+    cifar-tui on this machine) and waits while none is free. A comma list in --set
+    (optim.lr=1e-3,3e-3) or --seeds N makes a study: the grid times the seeds, queued one run per
+    GPU (one at a time on the CPU); --dry-run prints the plan."""
     from ..follow import follow_many
+    from .studies import LaunchOptions, is_sweep, sweep
 
+    if is_sweep(overrides, seeds, study, dry_run, launcher):
+        opts = LaunchOptions(launcher=launcher, nproc=nproc, nnodes=nnodes, max_parallel=max_parallel,
+                             slurm_partition=slurm_partition, slurm_gpus_per_node=slurm_gpus_per_node,
+                             slurm_time=slurm_time)
+        sweep(names, overrides, _cli_overrides([], data, device, epochs), seeds=seeds, study=study, dry_run=dry_run,
+              opts=opts, as_json=as_json)
+        return
     extra = _cli_overrides(overrides, data, device, epochs)
     configs = [_load(n, extra) for n in names]  # all checked before anything starts
     torchrun_args = None
@@ -173,15 +203,45 @@ def run(
 
 
 def resume(run_id: str = typer.Argument(..., help="Run id or a unique prefix of it (see `cifar-tui runs`)."),
-           as_json: bool = typer.Option(False, "--json", help="Print the events as JSON lines.")) -> None:
-    """Continue a stopped, failed or crashed run from its last checkpoint."""
+           as_json: bool = typer.Option(False, "--json", help="Print the events as JSON lines."),
+           epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Train to N epochs in all; extends a "
+                                                "completed run that kept its resume state (train.keep: best+last)."),
+           launcher: Launcher = typer.Option(Launcher.local, "--launcher", help="local | local-submitit | slurm "
+                                             "(a run stopped by its SLURM time limit continues as a new job)."),
+           slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="SLURM partition."),
+           slurm_gpus_per_node: Optional[int] = typer.Option(None, "--slurm-gpus-per-node", min=1),
+           slurm_time: int = typer.Option(24 * 60, "--slurm-time", min=1, help="Time limit of the job, minutes.")) -> None:
+    """Continue a stopped, failed or crashed run from its last checkpoint (or extend a completed one with --epochs)."""
+    from .model import check_resume_epochs
+    from .studies import LaunchOptions
+
     run_id = _resolve(run_id)
-    sup = supervisor(max_parallel=sys.maxsize)
+    if launcher is Launcher.slurm:
+        from ..launch import recorded_processes
+
+        world, local = recorded_processes(state.ws.home / run_id)
+        opts = LaunchOptions(launcher=launcher, nproc=local, nnodes=max(1, world // local),
+                             slurm_partition=slurm_partition, slurm_gpus_per_node=slurm_gpus_per_node,
+                             slurm_time=slurm_time)
+        sup = opts.supervisor()
+    elif launcher is Launcher.local_submitit:
+        sup = LaunchOptions(launcher=launcher, max_parallel=sys.maxsize).supervisor()
+    else:
+        sup = supervisor(max_parallel=sys.maxsize)
     try:
         try:
-            item = sup.resume(run_id)
+            check_resume_epochs(run_id, sup.store.run(run_id), epochs)
+            item = sup.resume(run_id, epochs=epochs)
         except ConfigError as exc:
             fail(str(exc))
+        if sup.schedules_itself:
+            from ..supervisor import Submitted
+
+            for outcome in sup.submit_queued():
+                if not isinstance(outcome, Submitted):
+                    fail(f"{run_id}: {outcome.reason}")
+                console.print(f"resuming {run_id} as SLURM job {outcome.job_id}; follow it with: cifar-tui runs")
+            return
         events = state.ws.home / run_id / "events.jsonl"
         offset = events.stat().st_size if events.exists() else 0  # show only what this resume adds
         started = _start_when_free(sup, item, as_json)
@@ -198,17 +258,42 @@ def stop(run_id: str = typer.Argument(..., help="Run id or a unique prefix of it
     run_id = _resolve(run_id)  # before the store is opened: a bad id writes nothing
     sup = supervisor(gpus=[])
     try:
+        was = sup.status(run_id)
         try:
             pid = sup.stop(run_id)
         except ConfigError as exc:
             fail(str(exc))
-        console.print(f"stopping {run_id} (pid {pid}) ...")
-        if not wait_for_exit(pid, wait):
-            fail(f"run {run_id} did not stop within {wait:.0f}s", code=1)
+        if pid is None:  # a batch job, or a run on another host: asked through its run dir, its job cancelled
+            console.print(f"stopping {run_id} (stop requested in its run dir; its job, if any, cancelled) ...")
+            if sup.store.run(run_id) is None:
+                console.print(f"{run_id}: cancelled before it started")
+                return
+            if not _wait_not_live(sup, run_id, wait):
+                fail(f"run {run_id} did not stop within {wait:.0f}s", code=1)
+        else:
+            console.print(f"stopping {run_id} (pid {pid}) ...")
+            if was == STALLED and not wait_for_exit(pid, STALLED_STOP_GRACE_S):
+                # its loop never reaches the next step, where a stop request is honoured; a second
+                # request stops it at once (`end` event written, resumable from its last checkpoint)
+                console.print(f"{run_id} is stalled: asking again; it stops at once, from its last checkpoint")
+                sup.stop(run_id)
+            if not wait_for_exit(pid, wait):
+                stuck = (f"; it may be stuck inside the GPU driver or a collective: kill -9 {pid} ends it (it then "
+                         f"shows as crashed and resumes from its last checkpoint)") if was == STALLED else ""
+                fail(f"run {run_id} did not stop within {wait:.0f}s{stuck}", code=1)
         row = sup.store.run(run_id)
         console.print(f"{run_id}: {row['status'] if row else STOPPED}; resume with: cifar-tui resume {run_id}")
     finally:
         sup.close()
+
+
+def _wait_not_live(sup, run_id: str, wait: float) -> bool:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if (sup.store.run(run_id) or {}).get("status") not in LIVE:
+            return True
+        time.sleep(0.5)
+    return False
 
 
 # ---------------------------------------------------------------- runs: list, rm, prune
@@ -222,17 +307,35 @@ def _data_of(overrides: list[str]) -> str:
 
 
 @runs_app.callback(invoke_without_command=True)
-def runs_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
-    """Every run with its status, queued items first."""
+def runs_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+              stall_after: Optional[str] = typer.Option(None, "--stall-after", help="A live run without a step for "
+                                                        "this long is stalled (90s, 10m, off; default: watch.yaml or 10m).")) -> None:
+    """Every run with its status, queued items first. A run newly seen stalled or crashed is
+    notified (webhook, desktop), once per workspace."""
     if ctx.invoked_subcommand is not None:
         return
+    from engine.watch_config import load_watch_settings, parse_duration
+
     from ..report import fmt_acc, fmt_duration
 
-    sup = supervisor(gpus=[])
     try:
+        load_watch_settings(state.ws.home)
+        stall_s = None if stall_after is None else parse_duration(stall_after, "--stall-after")
+    except ConfigError as exc:
+        fail(str(exc))
+    sup = supervisor(gpus=[], stall_after_s=stall_s)
+    try:
+        if sup.store.pending_jobs():  # batch jobs not started: ask the scheduler whether they still wait
+            from ..launchers import refresh_pending
+
+            for run_id in refresh_pending(sup.store):
+                warn(f"{run_id}: its batch job ended before the engine started (see {state.ws.home}/.jobs/)")
         queued, rows = sup.queued(), sup.runs()
+        sup.alerts(rows)
     finally:
         sup.close()
+        for line in state.ws.take_warnings():
+            warn(line)
     if as_json:
         for q in queued:
             print(json.dumps({"queue_id": q["id"], "status": QUEUED, "config": q["config"], "overrides": q["overrides"],
@@ -256,8 +359,9 @@ def runs_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", 
     for r in rows:
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started_at"])) if r.get("started_at") else "-"
         st = r["status"]
+        device = r.get("device") or (f"{r['launcher']} job {r['job_id']}" if r.get("job_id") else "-")
         table.add_row(r["run_id"], f"[{STATUS_COLORS.get(st, 'white')}]{st}[/]", r.get("data_source") or "-",
-                      r.get("device") or "-", f"{r.get('epochs_done') or 0}/{r.get('epochs_total') or '?'}",
+                      device, f"{r.get('epochs_done') or 0}/{r.get('epochs_total') or '?'}",
                       fmt_acc(r.get("best_acc")), fmt_duration(r.get("wall_s")), started,
                       *([escape(r.get("flag") or "")] if flagged else []))
     console.print(table)

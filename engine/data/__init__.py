@@ -73,7 +73,7 @@ from .formats import (
     Split,
     _load_folder,
 )
-from .pipeline import DevicePipeline
+from .pipeline import DevicePipeline, EvalPipeline
 from .seed_augment import AlbumentationsPipeline, build_seed_augment
 from .synthetic import synthetic_dataset, write_synthetic
 
@@ -87,6 +87,7 @@ __all__ = [
     "DataError",
     "Dataset",
     "DevicePipeline",
+    "EvalPipeline",
     "NORMALIZE_STATS",
     "SYNTHETIC_FOLDER",
     "Split",

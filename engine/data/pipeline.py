@@ -320,3 +320,8 @@ class DevicePipeline(_PipelineBase):
                                                epoch=epoch, step=step, global_n=gidx.shape[0], rank=r, world_size=ws)
             else:
                 yield self._finish(x, self.image_size), y
+
+
+class EvalPipeline(_PipelineBase):
+    """Test batches only (evaluation after training, predict, export parity): the very code
+    the trainer's evaluation runs, without copying a training set to the device."""

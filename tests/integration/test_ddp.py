@@ -65,7 +65,7 @@ def test_two_gloo_ranks_match_one_process_with_sync_bn(workspace, extra):
         d.mkdir()
     ddp_env = {**workspace["env"], "CIFAR_TUI_DUMP_RANK_STATE": str(dumps["ddp"])}
     res = cli({**workspace, "env": ddp_env}, "run", "resnet18_baseline", "--nproc", "2",
-              *set_args([*TINY_DDP, "train.sync_bn=true", *extra]))
+              *set_args([*TINY_DDP, "train.sync_bn=true", "train.keep=best+last", *extra]))
     assert res.returncode == 0, res.stdout + res.stderr + _logs(workspace["home"])
     # the same global batches in one process (one thread, as torchrun gives each rank)
     one_env = {**workspace["env"], "CIFAR_TUI_DUMP_RANK_STATE": str(dumps["one"]), "OMP_NUM_THREADS": "1",

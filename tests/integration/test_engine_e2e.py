@@ -56,9 +56,10 @@ def test_run_end_to_end_writes_events_checkpoints_store_and_leaderboard(workspac
     assert end["best_acc"] == max(e["test_acc"] for e in epochs)
 
     assert (run_dir / "config.yaml").is_file() and (run_dir / "stdout.log").is_file()
-    last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    # a completed run keeps its best weights only (train.keep: best); the resume state is dropped
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt"] == end["checkpoints"]
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
-    assert last["epoch"] == 2 and best["best_acc"] == end["best_acc"]
+    assert best["epoch"] == end["best_epoch"] and best["best_acc"] == end["best_acc"] and "optimizer" not in best
     assert list((run_dir / "tb").glob("events.out.tfevents.*")), "TensorBoard scalars missing"
 
     db = sqlite3.connect(workspace["home"] / "cifar_tui.db")
@@ -136,7 +137,7 @@ def _epoch_metrics(run_dir: Path) -> list[tuple]:
 
 def test_ctrl_c_leaves_a_resumable_run_that_matches_an_uninterrupted_one(workspace, tmp_path):
     overrides = tiny_overrides(data__train_limit=512, train__batch_size=32, data__augment="crop_flip",
-                               data__shuffle="true", schedule__name="cosine")
+                               data__shuffle="true", schedule__name="cosine", train__keep="best+last")
     proc = _start_engine(workspace, "run", "resnet18_baseline", *set_args(overrides))
     run_dir = _wait_for_step(workspace["home"])
     proc.send_signal(signal.SIGINT)

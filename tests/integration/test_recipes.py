@@ -64,7 +64,7 @@ def test_divergence_guard_fails_the_run_within_a_few_steps(workspace):
 def test_early_stop_ends_the_run_completed_with_its_reason(workspace):
     # min_delta 50 points: no epoch of a tiny run improves that much, so it stops after `patience` more
     overrides = TINY + ["data.train_limit=32", "data.test_limit=16", "train.batch_size=16", "train.epochs=10",
-                        "train.early_stop.patience=2", "train.early_stop.min_delta=50"]
+                        "train.early_stop.patience=2", "train.early_stop.min_delta=50", "train.keep=best+last"]
     res = cli(workspace, "run", "resnet18_baseline", *set_args(overrides))
     assert res.returncode == 0, res.stderr
     run_dir = only_run_dir(workspace["home"])
@@ -84,7 +84,7 @@ EVERY_OPTION = TINY + [
     "data.auto_augment.policy=randaugment", "data.erasing.p=0.5", "data.erasing.mode=pixel",
     "data.mixup.mixup_alpha=0.8", "data.mixup.cutmix_alpha=1.0", "loss.label_smoothing=0.1",
     "optim.name=sgd", "optim.lr=0.05", "optim.sam.rho=0.05", "train.ema.decay=0.9", "train.ema.warmup=false",
-    "train.early_stop.patience=5", "schedule.name=cosine",
+    "train.early_stop.patience=5", "schedule.name=cosine", "train.keep=best+last",
 ]
 
 
@@ -169,7 +169,7 @@ def test_two_gloo_ranks_with_sam_ema_and_mixing_end_with_the_same_weights(worksp
     overrides = ["data.source=synthetic", "data.train_limit=64", "data.test_limit=32", "train.batch_size=32",
                  "train.device=cpu", "train.epochs=1", "optim.name=sgd", "optim.lr=0.01", "optim.sam.rho=0.05",
                  "train.ema.decay=0.9", "data.auto_augment.policy=trivialaugment", "data.mixup.mixup_alpha=0.8",
-                 "data.mixup.cutmix_alpha=1.0"]
+                 "data.mixup.cutmix_alpha=1.0", "train.keep=best+last"]
     res = cli({**workspace, "env": env}, "run", "resnet18_baseline", "--nproc", "2", *set_args(overrides))
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     rank0, rank1 = (torch.load(dump / f"rank{r}.pt", weights_only=True) for r in (0, 1))

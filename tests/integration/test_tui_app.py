@@ -19,14 +19,14 @@ import pytest
 from textual import events
 from textual.widgets import DataTable, Input, Select, Static
 
-from cifar_tui.app import CifarTUI
+from cifar_tui.tui.app import CifarTUI
 from cifar_tui.launch import LaunchRequest, Workspace, launch
-from cifar_tui.tui_screens import LaunchScreen, QuitScreen
-from cifar_tui.tui_support import pane_id_for
+from cifar_tui.tui.screens import LaunchScreen, QuitScreen
+from cifar_tui.tui.support import pane_id_for
 from engine.events import read_events
 from engine.store import Store, pid_alive
 
-from tests.support.tui import until_loaded
+from tests.support.tui import footer_keys, until_loaded
 
 SIZE = (160, 48)
 LIMITS = "data.train_limit=256 data.test_limit=128"
@@ -87,7 +87,7 @@ def test_launch_watch_stop_resume_leaderboard(engine_ws):
             await pilot.press("slash", *"resnet18_baseline", "enter")
             exp = app.query_one("#exp-table", DataTable)
             assert exp.row_count == 3  # baseline, baseline_lbsmooth, baseline_wd01
-            assert app.highlighted_experiment() == "resnet18_baseline"
+            assert app.experiments_pane.highlighted() == "resnet18_baseline"
             await pilot.press("l")
             form = app.screen
             assert isinstance(form, LaunchScreen)
@@ -159,7 +159,7 @@ def test_reattach_after_restart_and_queue_survives(engine_ws):
             await until_loaded(pilot, app)
             await pilot.press("slash", *"resnet18_baseline", "enter")
             await pilot.press("space", "space")  # marks baseline and baseline_lbsmooth
-            assert app.marked == {"resnet18_baseline", "resnet18_baseline_lbsmooth"}
+            assert app.experiments_pane.marked == {"resnet18_baseline", "resnet18_baseline_lbsmooth"}
             await pilot.press("l")
             form = app.screen
             assert isinstance(form, LaunchScreen) and form.names == ["resnet18_baseline", "resnet18_baseline_lbsmooth"]
@@ -238,7 +238,7 @@ def test_killed_engine_shows_crashed_and_resumes(engine_ws):
             assert rid not in app.views  # a dead run is not re-attached as live
             runs.move_cursor(row=runs.get_row_index(rid))
             await pilot.pause()
-            assert app.check_action("resume", ()) is True
+            assert footer_keys(app)["r"] is True  # resume shown enabled
             await pilot.press("r")
             view = app.views[rid]
             await wait_for(pilot, lambda: view.status == "completed", 300, "the resumed run to complete")

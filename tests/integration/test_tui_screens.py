@@ -14,12 +14,12 @@ import pytest
 from textual.command import CommandPalette
 from textual.widgets import DataTable, Input, Static
 
-from cifar_tui.app import CifarTUI
-from cifar_tui.tui_screens import CompareScreen, ConfirmScreen, LaunchScreen, QuitScreen
+from cifar_tui.tui.app import CifarTUI
+from cifar_tui.tui.screens import CompareScreen, ConfirmScreen, LaunchScreen, QuitScreen
 from engine.config import list_config_paths
 from engine.store import pid_alive
 
-from tests.support.tui import ROOT, fake_workspace, until_loaded
+from tests.support.tui import ROOT, fake_workspace, footer_keys, until_loaded
 
 SIZE = (160, 48)
 
@@ -54,10 +54,10 @@ def test_experiment_list_filter_and_yaml(tmp_path):
                                                      "resnet50_pretrained_arcface_224x224"}
             await pilot.press("enter")
             assert app.focused is table
-            yaml_text = app.yaml_text
+            yaml_text = app.experiments_pane.yaml_text
             assert "image_size: 224" in yaml_text and "margin: arcface" in yaml_text
             await pilot.press("down")
-            assert "backbone: resnet50" in app.yaml_text
+            assert "backbone: resnet50" in app.experiments_pane.yaml_text
             await pilot.press("slash", "escape")  # escape clears the filter
             assert table.row_count == len(list_config_paths(ROOT / "configs"))
 
@@ -87,7 +87,7 @@ def test_launch_form_validates_before_anything_starts(tmp_path):
             assert "unknown key" in str(form.query_one("#form-error", Static).render())
             await pilot.press("escape")
             assert not isinstance(app.screen, LaunchScreen)
-            assert app.store.queued() == [] and app.procs == {}
+            assert app.store.queued() == [] and app.control.procs == {}
 
     run(scenario())
 
@@ -112,7 +112,7 @@ def test_command_palette_runs_main_actions(tmp_path):
             await pilot.press("enter")
             await pilot.pause(0.2)
             assert ids["c_pre"] in app.views and app.current_view_run() == ids["c_pre"]
-            from cifar_tui.tui_commands import CifarCommands
+            from cifar_tui.tui.commands import CifarCommands
 
             names = [c[0] for c in CifarCommands(app.screen)._commands(with_items=True)]
             for expected in ("Launch experiment", "Show leaderboard", "Compare marked runs", "Stop run", "Resume run",
@@ -131,7 +131,7 @@ def test_leaderboard_groups_sorts_and_compares(tmp_path):
             await until_loaded(pilot, app)
             await pilot.press("3")
             lb = app.query_one("#lb-table", DataTable)
-            keys = [k.value for k in lb.rows]
+            keys = [r.key.value for r in lb.ordered_rows]  # as listed
             # CIFAR-100 first (best first), synthetic ranked apart after it
             assert keys == [ids["c_pre"], ids["c_base"], ids["s_base"], ids["s_stop"], ids["s_crash"]]
             assert [row_dict(lb, k)["rank"] for k in keys] == ["1", "2", "S1", "S2", "S3"]
@@ -141,16 +141,16 @@ def test_leaderboard_groups_sorts_and_compares(tmp_path):
             # click the "config" header: sorted by config, groups never mixed
             x = sum(c.get_render_width(lb) for c in list(lb.columns.values())[:2]) + 2
             await pilot.click("#lb-table", offset=(x, 0))
-            assert app.lb_sort == ("config", False)
-            keys = [k.value for k in lb.rows]
+            assert app.leaderboard_pane.sort == ("config", False)
+            keys = [r.key.value for r in lb.ordered_rows]  # as listed
             assert keys[:2] == [ids["c_base"], ids["c_pre"]]
             assert set(keys[2:]) == {ids["s_base"], ids["s_stop"], ids["s_crash"]}
             assert keys[2:] == sorted(keys[2:], key=lambda k: row_dict(lb, k)["config"])
             assert "▲" in cell_text(lb.columns[next(c for c in lb.columns if c.value == "config")].label)
             await pilot.press("o")  # next column
-            assert app.lb_sort[0] == "data"
+            assert app.leaderboard_pane.sort[0] == "data"
             # compare two marked runs: overlaid curves + only the differing config keys
-            app.set_sort("best_acc", True)
+            app.leaderboard_pane.set_sort("best_acc", True)
             lb.move_cursor(row=0)
             await pilot.press("space", "space", "c")
             screen = app.screen
@@ -226,10 +226,11 @@ def test_busy_slot_holds_queue_delete_refused_and_quit_stops(live_fake_run):
             await pilot.pause(0.5)
             assert rid in app.views and app.views[rid].status == "running"  # re-attached
             await pilot.pause(1.2)  # a queue pump happened: the slot is busy, nothing starts
-            assert app.procs == {} and [q["id"] for q in app.store.queued()] == [item]
+            assert app.control.procs == {} and [q["id"] for q in app.store.queued()] == [item]
             # delete is refused while the run is running
             await app.open_run(rid, True)
-            assert app.check_action("delete", ()) is None  # shown disabled in the footer
+            await pilot.pause()  # the run view takes the focus
+            assert footer_keys(app)["d"] is False  # shown disabled in the footer
             await pilot.press("d")
             assert not isinstance(app.screen, ConfirmScreen) and (ws.home / rid).is_dir()
             # the queued item is listed and can be cancelled
@@ -271,7 +272,7 @@ def test_queue_gives_each_run_its_own_gpu(tmp_path, monkeypatch):
         started.append((rid, dict(env or {})))
         return Launched(rid, run_dir, proc)
 
-    monkeypatch.setattr("cifar_tui.app.launch", fake_launch)
+    monkeypatch.setattr("cifar_tui.tui.control.launch", fake_launch)
     store = ws.store()
     for name in ("resnet18_baseline", "resnet18_baseline_wd01", "resnet18_baseline_lbsmooth"):
         store.enqueue(name, ["data.source=synthetic"])
@@ -280,7 +281,7 @@ def test_queue_gives_each_run_its_own_gpu(tmp_path, monkeypatch):
     async def scenario():
         app = CifarTUI(ws)
         async with app.run_test(size=SIZE) as pilot:
-            assert app.max_parallel == 2
+            assert app.control.max_parallel == 2
             deadline = time.monotonic() + 10
             while len(started) < 2 and time.monotonic() < deadline:
                 await pilot.pause(0.1)
@@ -347,8 +348,8 @@ def test_ddp_runs_from_the_launch_form_get_several_gpus_and_resume_on_as_many(tm
         started.append({"run": run_id, "gpus": (env or {}).get("CUDA_VISIBLE_DEVICES"), "resumed": True})
         return Launched(run_id, ws_.home / run_id, sleeper(ws_.home / run_id))
 
-    monkeypatch.setattr("cifar_tui.app.launch", fake_launch)
-    monkeypatch.setattr("cifar_tui.app.resume_engine", fake_resume)
+    monkeypatch.setattr("cifar_tui.tui.control.launch", fake_launch)
+    monkeypatch.setattr("cifar_tui.tui.control.resume_engine", fake_resume)
 
     async def launch_from_form(pilot, app, nproc: str) -> LaunchScreen:
         await pilot.press("1", "l")
@@ -368,7 +369,7 @@ def test_ddp_runs_from_the_launch_form_get_several_gpus_and_resume_on_as_many(tm
         app = CifarTUI(ws)
         async with app.run_test(size=SIZE) as pilot:
             await until_loaded(pilot, app)
-            assert app.max_parallel == 3
+            assert app.control.max_parallel == 3
             form = await launch_from_form(pilot, app, "4")
             assert app.screen is form
             assert "4 GPUs, 3 are visible" in str(form.query_one("#form-error", Static).render())
@@ -393,7 +394,7 @@ def test_ddp_runs_from_the_launch_form_get_several_gpus_and_resume_on_as_many(tm
             procs[2].terminate()
             for p in procs[1:3]:
                 p.wait(5)
-            await until(pilot, lambda: app.scheduler.running == 0, "the reap to give every GPU back")
+            await until(pilot, lambda: app.control.scheduler.running == 0, "the reap to give every GPU back")
             await pilot.press("2")
             runs.move_cursor(row=runs.get_row_index(stopped), animate=False)
             await pilot.press("r")
@@ -401,7 +402,7 @@ def test_ddp_runs_from_the_launch_form_get_several_gpus_and_resume_on_as_many(tm
             assert started[3] == {"run": stopped, "gpus": "0,1", "resumed": True}
             procs[3].terminate()
             procs[3].wait(5)
-            await until(pilot, lambda: app.scheduler.running == 0, "the resumed run's GPUs to come back")
+            await until(pilot, lambda: app.control.scheduler.running == 0, "the resumed run's GPUs to come back")
 
     try:
         run(scenario())

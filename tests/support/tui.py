@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cifar_tui.launch import Workspace
-from cifar_tui.tui_support import (LogTail, RunState, config_diff, flatten, fmt_eta, matches_filter,
+from cifar_tui.tui.support import (LogTail, RunState, config_diff, flatten, fmt_eta, matches_filter,
                                    parse_override_text, pane_id_for, short_run)
 from engine.config import load_config
 
@@ -86,9 +86,14 @@ def fake_workspace(tmp: Path) -> tuple[Workspace, dict[str, str]]:
 async def until_loaded(pilot, app, timeout: float = 10.0) -> None:
     """The experiment list is loaded off the main thread after the first frame."""
     deadline = time.monotonic() + timeout
-    while not app.experiments_loaded and time.monotonic() < deadline:
+    while not app.experiments_pane.loaded and time.monotonic() < deadline:
         await pilot.pause(0.05)
-    assert app.experiments_loaded
+    assert app.experiments_pane.loaded
+
+
+def footer_keys(app) -> dict[str, bool]:
+    """The keys the footer shows now: key -> enabled (False: shown dimmed, it cannot act now)."""
+    return {key: active.enabled for key, active in app.screen.active_bindings.items() if active.binding.show}
 
 
 # ---------------------------------------------------------------- tests

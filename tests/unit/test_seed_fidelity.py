@@ -28,7 +28,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 # A tiny, fast stand-in for the seed's models: timm's test_resnet, on a few synthetic images.
 TINY_TRAINER = ["data.source=synthetic", "data.train_limit=32", "data.test_limit=16", "train.batch_size=16",
-                "train.device=cpu", "train.epochs=1", "model.pretrained=false", "model.backbone=test_resnet"]
+                "train.device=cpu", "train.epochs=1", "model.pretrained=false", "model.backbone=test_resnet",
+                "train.keep=best+last"]  # the tests read last.pt of a finished run
 
 
 @pytest.fixture(autouse=True)

@@ -45,6 +45,14 @@ def test_stalled_only_with_a_threshold_and_only_while_alive():
     assert effective_status(row(progress_at=NOW - 600, pid=DEAD_PID), now=NOW, stall_after_s=300) == CRASHED
 
 
+def test_the_stall_gap_is_measured_at_the_last_heartbeat_not_now():
+    """Between two beats the store's last step lags (the heartbeat writes it every 5 s): measured
+    from now, a healthy run would look stalled for a moment under a short threshold."""
+    beat_4s_ago = row(heartbeat_at=NOW - 4, progress_at=NOW - 4.1)
+    assert effective_status(beat_4s_ago, now=NOW, stall_after_s=2) == RUNNING
+    assert effective_status(row(heartbeat_at=NOW - 4, progress_at=NOW - 7), now=NOW, stall_after_s=2) == STALLED
+
+
 def test_recorded_end_statuses_pass_through():
     for status in (COMPLETED, "stopped", "failed", "pruned"):
         assert effective_status(row(status=status, pid=DEAD_PID), now=NOW) == status
@@ -57,6 +65,10 @@ def test_an_events_summary_gives_the_same_answer():
     alive = {**start, "pid": os.getpid()}
     step = {"type": "step", "t": NOW - 1}
     assert effective_status(summary_facts(summarize([alive, step])), now=NOW, stall_after_s=20) == RUNNING
-    assert effective_status(summary_facts(summarize([alive])), now=NOW, stall_after_s=20) == STALLED
+    # the engine beats on while its loop is stuck; each beat says when the last step was
+    stuck = {"type": "heartbeat", "t": NOW - 1, "progress_t": NOW - 29}
+    assert effective_status(summary_facts(summarize([alive, stuck])), now=NOW, stall_after_s=20) == STALLED
+    moving = {"type": "heartbeat", "t": NOW - 1, "progress_t": NOW - 2}  # e.g. evaluation batches
+    assert effective_status(summary_facts(summarize([alive, moving])), now=NOW, stall_after_s=20) == RUNNING
     end = {"type": "end", "t": NOW, "status": COMPLETED}
     assert effective_status(summary_facts(summarize([alive, step, end])), now=NOW) == COMPLETED

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Input, Static
 
-from cifar_tui.app import CifarTUI
-from cifar_tui.tui_screens import CompareScreen, LaunchScreen
+from cifar_tui.tui.app import CifarTUI
+from cifar_tui.tui.screens import CompareScreen, LaunchScreen
 
 from engine.config import list_config_paths
 from tests.conftest import CONFIGS
@@ -69,9 +69,9 @@ def check_snapshot(snap_compare, app, name: str, before) -> None:
 
 async def settle(pilot, cond=lambda: True, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
-    while not (cond() and pilot.app.experiments_loaded) and time.monotonic() < deadline:
+    while not (cond() and pilot.app.experiments_pane.loaded) and time.monotonic() < deadline:
         await pilot.pause(0.05)
-    assert cond() and pilot.app.experiments_loaded
+    assert cond() and pilot.app.experiments_pane.loaded
     await pilot.pause(0.3)
 
 
@@ -84,7 +84,7 @@ def test_snapshot_experiments(snap_ws, snap_compare):
         await settle(pilot)
         table = app.query_one("#exp-table", DataTable)
         seen["rows"] = table.row_count
-        seen["yaml"] = app.yaml_text
+        seen["yaml"] = app.experiments_pane.yaml_text
         seen["counts"] = str(app.query_one("#counts", Static).render())
 
     check_snapshot(snap_compare, app, "test_snapshot_experiments", before)
@@ -141,7 +141,7 @@ def test_snapshot_leaderboard(snap_ws, snap_compare):
         await pilot.press("3")
         await settle(pilot)
         table = app.query_one("#lb-table", DataTable)
-        seen["order"] = [k.value for k in table.rows]
+        seen["order"] = [r.key.value for r in table.ordered_rows]  # as listed
         seen["note"] = str(app.query_one("#lb-note", Static).render())
 
     check_snapshot(snap_compare, app, "test_snapshot_leaderboard", before)

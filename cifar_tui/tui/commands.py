@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Callable
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from .tui_support import RESUMABLE
+from .support import RESUMABLE
 
 if TYPE_CHECKING:
     from .app import CifarTUI
@@ -17,31 +17,41 @@ class CifarCommands(Provider):
 
     def _commands(self, with_items: bool) -> list[tuple[str, Callable, str]]:
         app: CifarTUI = self.app  # type: ignore[assignment]
+        experiments = app.experiments_pane
+
+        def on_experiments(action: Callable[[], None]) -> Callable[[], None]:
+            def run() -> None:
+                app.action_show_tab("experiments")
+                action()
+            return run
+
         cmds: list[tuple[str, Callable, str]] = [
-            ("Launch experiment", app.action_launch, "Open the launch form for the highlighted (or marked) experiments"),
+            ("Launch experiment", on_experiments(experiments.action_launch),
+             "Open the launch form for the highlighted (or marked) experiments"),
             ("Show experiments", partial(app.action_show_tab, "experiments"), "The experiment list (1)"),
             ("Show runs", partial(app.action_show_tab, "runs"), "Every run with its status, and the queue (2)"),
             ("Show leaderboard", partial(app.action_show_tab, "leaderboard"), "Best accuracy per run (3)"),
-            ("Compare marked runs", app.action_compare, "Overlay accuracy curves and diff the configs of marked runs"),
-            ("Stop run", app.action_stop, "Stop the current run gracefully (checkpoint + end event)"),
-            ("Resume run", app.action_resume, "Continue the current stopped or crashed run"),
-            ("Delete run", app.action_delete, "Delete the current run's directory and rows (asks first)"),
-            ("Filter experiments", app.action_filter, "Type to filter the experiment list (/)"),
+            ("Compare marked runs", app.leaderboard_pane.action_compare,
+             "Overlay accuracy curves and diff the configs of marked runs"),
+            ("Stop run", partial(app.pane_action, "stop"), "Stop the current run gracefully (checkpoint + end event)"),
+            ("Resume run", partial(app.pane_action, "resume"), "Continue the current stopped or crashed run"),
+            ("Delete run", partial(app.pane_action, "delete"), "Delete the current run's directory and rows (asks first)"),
+            ("Filter experiments", on_experiments(experiments.action_filter), "Type to filter the experiment list (/)"),
         ]
         if not with_items:
             return cmds
-        for row in app.experiments:
+        for row in experiments.experiments:
             if not row.get("error"):
-                cmds.append((f"Launch {row['name']}", partial(app.launch_names, [row["name"]]),
+                cmds.append((f"Launch {row['name']}", partial(experiments.launch, [row["name"]]),
                              f"{row['model']} · {row['head_loss']} · {row['input']}px"))
-        for r in app.runs_cache:
-            rid, status = r["run_id"], r["status"]
+        for rid in app.index.newest_first():
+            status = app.index.runs[rid]["status"]
             cmds.append((f"Open run {rid}", partial(app.open_run, rid, True), f"status {status}"))
             if status == "running":
                 cmds.append((f"Stop run {rid}", partial(app.stop_run, rid), "graceful stop: checkpoint, then end"))
             if status in RESUMABLE:
                 cmds.append((f"Resume run {rid}", partial(app.resume_run, rid), f"continue this {status} run"))
-        for q in app.queue_cache:
+        for q in app.index.queue:
             cmds.append((f"Cancel queued {q['config']} #{q['id']}", partial(app.cancel_queue_item, q["id"]),
                          "remove it from the queue"))
         return cmds

@@ -1,4 +1,8 @@
-"""Widgets of the Textual app: the live run view (progress, epoch table, charts, log)."""
+"""The run view: one tab per run, updated from its events file (progress, epoch table, charts, log).
+
+Its keys (s stop, r resume, d delete, w close the tab) post messages the App routes; the view
+itself only reads the run's files.
+"""
 from __future__ import annotations
 
 import time
@@ -6,15 +10,18 @@ from pathlib import Path
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.widgets import DataTable, Log, ProgressBar, Static
 from textual_plotext import PlotextPlot
 
 from engine.events import EventTail
 
-from .report import fmt_duration
-from .tui_support import STATUS_ICON, STATUS_RICH, LogTail, RunState, fmt_eta, fmt_num, short_run
+from ...report import fmt_duration
+from ..messages import CloseRun, RunStatusChanged
+from ..support import STATUS_RICH, LogTail, RunState, fmt_eta, fmt_num, short_run
+from ..widgets.text import show, status_text
+from .run_actions import RUN_BINDINGS, RunActions
 
 POLL_MAX_BYTES = 64 * 1024    # per tick (~300 events): a burst of events never stalls the UI
 CHART_MIN_INTERVAL_S = 1.0    # redraw charts at most this often for step updates
@@ -29,20 +36,6 @@ def thin(items: list, limit: int) -> list:
     out = [items[int(i * step)] for i in range(limit - 1)]
     out.append(items[-1])
     return out
-
-
-def show(static: Static, content: Text | str, layout: bool = True) -> None:
-    """Static.update only when the content changed: the app refreshes its tables and hints on
-    timers, and each update of a Static costs a layout pass (CPU taken from a training run on the
-    same machine: docs/BENCHMARKS.md). Pass layout=False where the widget's size is fixed."""
-    if getattr(static, "_shown_content", None) == content:
-        return
-    static._shown_content = content
-    static.update(content, layout=layout)
-
-
-def status_text(status: str) -> Text:
-    return Text(f"{STATUS_ICON.get(status, '?')} {status}", style=STATUS_RICH.get(status, "bold"))
 
 
 EPOCH_COLUMNS = (("epoch", "epoch"), ("train_loss", "train loss"), ("train_acc", "train acc"),
@@ -64,15 +57,10 @@ def epoch_cells(e: dict, best_epoch: int | None) -> list:
     ]
 
 
-class RunView(Vertical):
+class RunView(RunActions, Vertical):
     """Everything about one run, updated from its events file by `poll()` (called on a timer)."""
 
-    class StatusChanged(Message):
-        """The run's shown status changed (the app updates the tab label and the footer)."""
-
-        def __init__(self, run_id: str, status: str):
-            super().__init__()
-            self.run_id, self.status = run_id, status
+    BINDINGS = [*RUN_BINDINGS, Binding("w", "close_tab", "Close tab")]
 
     def __init__(self, run_id: str, run_dir: Path, **kw):
         super().__init__(**kw)
@@ -123,8 +111,15 @@ class RunView(Vertical):
         self._draw_charts(force=True)
         self.run_worker(self._catch_up, thread=True, name=f"catch-up {self.run_id}", group="catch-up")
 
-    def focus_table(self) -> None:
+    def focus_main(self) -> None:
         self.query_one("#epochs", DataTable).focus()
+
+    # ------------------------------------------------------------------ keys
+    def current_run(self) -> str | None:
+        return self.run_id
+
+    def action_close_tab(self) -> None:
+        self.post_message(CloseRun(self.run_id))
 
     # ------------------------------------------------------------------ data
     def _catch_up(self) -> None:
@@ -228,7 +223,7 @@ class RunView(Vertical):
         self._show("#run-status", text, layout=True)  # width: auto
         if status != self._shown_status:
             self._shown_status = status
-            self.post_message(self.StatusChanged(self.run_id, status))
+            self.post_message(RunStatusChanged(self.run_id, status))
 
     def _draw_progress(self) -> None:
         st = self.state

@@ -1,7 +1,6 @@
-"""Modal screens of the Textual app: launch form, confirmations, quit, run comparison."""
+"""The launch form: the common knobs of one or several experiments, validated before anything starts."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,13 +9,12 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, DataTable, Footer, Input, Label, Select, Static
+from textual.screen import ModalScreen
+from textual.widgets import Button, Footer, Input, Label, Select, Static
 
 from engine.config import ConfigError, load_config, resolve_config_path
 
-from .report import fmt_acc
-from .tui_support import config_diff, fmt_value, parse_override_text, short_run
+from ..support import parse_override_text
 
 
 @dataclass
@@ -187,140 +185,3 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
     @on(Button.Pressed, "#cancel")
     def _cancel(self) -> None:
         self.dismiss(None)
-
-
-class ConfirmScreen(ModalScreen[bool]):
-    BINDINGS = [
-        Binding("y", "answer(True)", "Yes"),
-        Binding("n,escape", "answer(False)", "No"),
-    ]
-
-    def __init__(self, title: str, message: str, yes: str = "Delete"):
-        super().__init__()
-        self.title_text, self.message, self.yes = title, message, yes
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="dialog", classes="confirm-dialog"):
-            yield Label(self.title_text, classes="dialog-title")
-            yield Static(self.message, classes="dialog-body")
-            with Horizontal(classes="buttons"):
-                yield Button(f"{self.yes} (y)", variant="error", id="yes")
-                yield Button("Cancel (n)", id="no")
-        yield Footer()
-
-    def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
-
-    def action_answer(self, value: bool) -> None:
-        self.dismiss(value)
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-
-class QuitScreen(ModalScreen[str | None]):
-    """Runs are still going: leave them running, stop them, or stay."""
-
-    BINDINGS = [
-        Binding("l", "answer('leave')", "Leave running"),
-        Binding("s", "answer('stop')", "Stop them"),
-        Binding("escape,c", "answer(None)", "Cancel"),
-    ]
-
-    def __init__(self, live: list[str], queued: int):
-        super().__init__()
-        self.live, self.queued = live, queued
-
-    def compose(self) -> ComposeResult:
-        n = len(self.live)
-        with Vertical(id="dialog", classes="quit-dialog"):
-            yield Label(f"{n} run{'s are' if n != 1 else ' is'} still training", classes="dialog-title")
-            yield Static("\n".join(f"  ▶ {r}" for r in self.live[:8]) + (f"\n  … and {n - 8} more" if n > 8 else ""),
-                         classes="dialog-body")
-            note = ("Runs are separate processes: left running, they keep training and this app re-attaches "
-                    "when you open it again. Stopping writes a checkpoint; resume later with r.")
-            if self.queued:
-                note += f" {self.queued} queued run{'s' if self.queued != 1 else ''} will start when the app is open again."
-            yield Static(note, classes="dialog-sub")
-            with Horizontal(classes="buttons"):
-                yield Button("Leave running (l)", variant="primary", id="leave")
-                yield Button("Stop them (s)", variant="warning", id="stop")
-                yield Button("Cancel (esc)", id="cancel")
-        yield Footer()
-
-    def on_mount(self) -> None:
-        self.query_one("#leave", Button).focus()
-
-    def action_answer(self, value: str | None) -> None:
-        self.dismiss(value)
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(None if event.button.id == "cancel" else event.button.id)
-
-
-class CompareScreen(Screen):
-    """Accuracy curves of several runs overlaid, and the config keys that differ."""
-
-    BINDINGS = [Binding("escape,q", "app.pop_screen", "Back")]
-
-    def __init__(self, runs: list[dict], epochs: dict[str, list[dict]]):
-        super().__init__()
-        self.runs = runs
-        self.epochs = epochs
-
-    def compose(self) -> ComposeResult:
-        from textual_plotext import PlotextPlot
-
-        with Vertical(classes="compare"):
-            yield Static(Text(f"Comparing {len(self.runs)} runs", style="bold"), classes="compare-title")
-            summary = DataTable(id="compare-summary", cursor_type="none", zebra_stripes=True)
-            summary.border_title = "Runs"
-            yield summary
-            plot = PlotextPlot(id="compare-plot")
-            plot.border_title = "Test accuracy % per epoch"
-            yield plot
-            diff = DataTable(id="compare-diff", cursor_type="row", zebra_stripes=True)
-            diff.border_title = "Config keys that differ"
-            yield diff
-        yield Footer()
-
-    def on_mount(self) -> None:
-        from textual_plotext import PlotextPlot
-
-        colors = ["cyan", "orange", "green", "magenta", "red", "blue", "yellow", "white"]
-        summary = self.query_one("#compare-summary", DataTable)
-        summary.add_columns("", "run", "config", "data", "best acc", "best ep", "epochs", "status")
-        for i, r in enumerate(self.runs):
-            syn = r.get("data_source") == "synthetic"
-            summary.add_row(Text("━━", style=colors[i % len(colors)]), r["run_id"], r["config_name"],
-                            Text(r.get("data_source") or "?", style="magenta" if syn else "cyan"),
-                            fmt_acc(r.get("best_acc")), str(r.get("best_epoch") or "-"),
-                            f"{r.get('epochs_done') or 0}/{r.get('epochs_total') or '?'}", r.get("status") or "-")
-        plot = self.query_one("#compare-plot", PlotextPlot)
-        plt = plot.plt
-        plt.clear_figure()
-        for i, r in enumerate(self.runs):
-            eps = [e for e in self.epochs.get(r["run_id"], []) if e.get("test_acc") is not None]
-            if eps:
-                plt.plot([e["epoch"] for e in eps], [e["test_acc"] for e in eps], marker="braille" if len(eps) > 1 else "hd",
-                         color=colors[i % len(colors)], label=short_run(r["run_id"]))
-        plt.xlabel("epoch")
-        plot.refresh()
-        diff = self.query_one("#compare-diff", DataTable)
-        configs = []
-        for r in self.runs:
-            try:
-                configs.append(json.loads(r.get("config_json") or "{}"))
-            except json.JSONDecodeError:
-                configs.append({})
-        rows = config_diff(configs)
-        diff.add_column("key", key="key")
-        for i, r in enumerate(self.runs):
-            diff.add_column(Text(short_run(r["run_id"]), style=colors[i % len(colors)]), key=f"r{i}")
-        if not rows:
-            diff.add_row("(the configs are identical)", *[""] * len(self.runs))
-        for key, values in rows:
-            diff.add_row(Text(key, style="bold"), *[fmt_value(v) for v in values], key=key)
-        self.diff_rows = rows

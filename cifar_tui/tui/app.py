@@ -1,0 +1,465 @@
+"""The Textual app: pick experiments, launch them in the background, watch them live, compare
+them on a leaderboard.
+
+The App composes the panes (panes/), routes what they ask (messages.py) to the run lifecycle
+(control.RunControl) and to the screens (screens/), passes the store's changes (runs_index) to
+the panes, and holds the global keys: tabs (1 2 3 [ ]), help (?), quit (q), the palette (ctrl+p).
+Each pane holds its own keys.
+
+Runs are separate engine processes: the app only tails their events.jsonl / stdout.log and reads
+the SQLite store, so it can quit and re-attach. torch is never imported here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import on
+from textual.app import App, ComposeResult, ScreenStackError
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.css.query import NoMatches
+from textual.screen import Screen
+from textual.widgets import Footer, Static, TabbedContent, TabPane
+
+from engine.store import Store
+
+from ..launch import Workspace
+from . import messages as msg
+from .commands import CifarCommands
+from .control import Refused, RunControl
+from .panes.experiments import ExperimentsPane
+from .panes.leaderboard import LeaderboardPane
+from .panes.run_actions import BUSY
+from .panes.run_view import RunView
+from .panes.runs import RunsPane
+from .run_tabs import RunTabs
+from .runs_index import Changes, RunsIndex
+from .screens import CompareScreen, ConfirmScreen, LaunchPlan, LaunchScreen, MainScreen, QuitScreen
+from .screens.main import TAB_GROUP
+from .support import pane_id_for, short_run
+from .widgets.text import show
+
+FIXED_TABS = ("experiments", "runs", "leaderboard")
+
+
+class CifarTUI(App):
+    """cifar-tui: experiments, live runs, leaderboard."""
+
+    CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses elsewhere still find it
+    TITLE = "cifar-tui"
+    COMMANDS = App.COMMANDS | {CifarCommands}
+    COMMAND_PALETTE_BINDING = "ctrl+p"
+
+    BINDINGS = [
+        Binding("1", "show_tab('experiments')", "Experiments", group=TAB_GROUP),
+        Binding("2", "show_tab('runs')", "Runs", group=TAB_GROUP),
+        Binding("3", "show_tab('leaderboard')", "Leaderboard", group=TAB_GROUP),
+        Binding("left_square_bracket", "prev_tab", "Previous tab", show=False),
+        Binding("right_square_bracket", "next_tab", "Next tab", show=False),
+        Binding("question_mark", "toggle_keys", "Keys"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, ws: Workspace, *, max_parallel: int | None = None, poll_interval: float = 0.25,
+                 store_interval: float = 1.0, theme: str = "tokyo-night"):
+        super().__init__()
+        self.ws = ws
+        self.poll_interval = poll_interval
+        self.store_interval = store_interval
+        self._max_parallel = max_parallel
+        self._theme_name = theme
+        self.store: Store | None = None
+        self.index: RunsIndex | None = None
+        self.control: RunControl | None = None
+        self.run_tabs = RunTabs(self)
+        self.views = self.run_tabs.views       # run id -> its view (one tab each)
+        self._activate: set[int] = set()       # queue ids whose tab opens in front when they start
+        self._bindings_state: tuple | None = None
+
+    def get_default_screen(self) -> Screen:
+        return MainScreen(id="_default")
+
+    # ------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="topbar"):
+            yield Static(Text("◆ cifar-tui", style="bold"), id="brand")
+            yield Static(self._workspace_text(), id="workspace")
+            yield Static("", id="counts")
+        with TabbedContent(id="tabs", initial="experiments"):
+            with TabPane("Experiments", id="experiments"):
+                yield ExperimentsPane(self.ws.configs, id="exp-pane")
+            with TabPane("Runs", id="runs"):
+                yield RunsPane(id="runs-pane")
+            with TabPane("Leaderboard", id="leaderboard"):
+                yield LeaderboardPane(id="lb-pane")
+        yield Footer()
+
+    def _workspace_text(self) -> Text:
+        home = str(self.ws.home)
+        user_home = str(Path.home())
+        if home.startswith(user_home + "/"):
+            home = "~" + home[len(user_home):]
+        text = Text("workspace ", style="dim", no_wrap=True, overflow="ellipsis")
+        text.append(home)
+        return text
+
+    @property
+    def experiments_pane(self) -> ExperimentsPane:
+        return self.query_one(ExperimentsPane)
+
+    @property
+    def runs_pane(self) -> RunsPane:
+        return self.query_one(RunsPane)
+
+    @property
+    def leaderboard_pane(self) -> LeaderboardPane:
+        return self.query_one(LeaderboardPane)
+
+    def on_mount(self) -> None:
+        if self._theme_name in self.available_themes:
+            self.theme = self._theme_name
+        self.sub_title = str(self.ws.home)
+        self.store = self.ws.store()
+        self.index = RunsIndex(self.store)
+        self.control = RunControl(self.ws, self.store, max_parallel=self._max_parallel)
+        self.refresh_store()
+        # re-attach: every live run gets its tab back; crashed ones are reported
+        newest = self.index.newest_first()
+        for rid in newest:
+            if self.index.runs[rid]["status"] == "running":
+                self.call_later(self.open_run, rid, False)
+        crashed = [rid for rid in newest if self.index.runs[rid]["status"] == "crashed"]
+        if crashed:
+            self.notify(f"{len(crashed)} run(s) crashed (process gone): {', '.join(map(short_run, crashed[:3]))}. "
+                        "Resume from the Runs tab with r.", severity="warning", timeout=8)
+        self.set_interval(self.poll_interval, self.tick, name="poll events")
+        self.set_interval(self.store_interval, self.slow_tick, name="store + queue")
+        self.experiments_pane.focus_main()
+        self.call_later(self.slow_tick)
+
+    def on_unmount(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+    # ------------------------------------------------------------------ periodic work
+    def tick(self) -> None:
+        self.run_tabs.poll()
+
+    async def slow_tick(self) -> None:
+        """Processes, store changes, queue: once a second. Reads the store only when it changed."""
+        if self.store is None:
+            return
+        for exited in self.control.reap():
+            if exited.reason:
+                self.notify(f"{short_run(exited.run_id)} did not start: {exited.reason}", severity="error", timeout=10)
+                view = self.views.get(exited.run_id)
+                if view is not None:
+                    view.set_external("failed", exited.reason)
+                    self.run_tabs.relabel(exited.run_id)
+            self.runs_pane.status_changed(exited.run_id)
+        try:
+            self.refresh_store()
+        except NoMatches:  # the app is exiting: its screen's widgets are already gone
+            return
+        await self.pump_queue()
+        self.run_tabs.follow_liveness(self.index.runs, set(self.control.procs))
+
+    def refresh_store(self, force: bool = False) -> Changes:
+        """Read what changed in the store (nothing when nothing did) and pass it to the panes."""
+        changes = self.index.refresh(force)
+        if changes:
+            for pane in (self.experiments_pane, self.runs_pane, self.leaderboard_pane):
+                pane.runs_changed(self.index, changes)
+            running, queued = len(self.index.running()), len(self.index.queue)
+            counts = Text()
+            counts.append(f"▶ {running} running", style="bold cyan" if running else "dim")
+            counts.append("   ")
+            counts.append(f"◷ {queued} queued", style="bold magenta" if queued else "dim")
+            counts.append(f"   {self.control.max_parallel} at a time on {self.control.where}", style="dim")
+            show(self.query_one("#counts", Static), counts)
+            self.update_bindings()
+        return changes
+
+    # ------------------------------------------------------------------ status
+    def run_status(self, run_id: str) -> str:
+        """What the app shows for a run: its live view's status, else the lifecycle's."""
+        view = self.views.get(run_id)
+        if view is not None and view.loaded:
+            return view.status
+        return self.control.status(run_id, self.index.runs.get(run_id))
+
+    def shown_status(self, run_id: str, row: dict) -> str:
+        """A listed run's status: from its view when it has a tab, else from the store row."""
+        return self.run_status(run_id) if run_id in self.views else row["status"]
+
+    def live_runs(self) -> list[str]:
+        self.refresh_store()
+        return self.control.live_runs(self.index.running(), self.run_tabs.ended())
+
+    @on(msg.RunStatusChanged)
+    async def _run_status_changed(self, event: msg.RunStatusChanged) -> None:
+        if self.store is not None and event.status in ("completed", "stopped", "failed"):
+            # the engine writes the store before its `end` event: show the final row now, not a second later
+            self.refresh_store()
+        self.run_tabs.relabel(event.run_id)
+        self.runs_pane.status_changed(event.run_id)
+        self.update_bindings()
+
+    # ------------------------------------------------------------------ launching + queue
+    @on(msg.LaunchRequested)
+    def _launch_requested(self, event: msg.LaunchRequested) -> None:
+        self.push_screen(LaunchScreen(event.names, self.ws.configs, self.ws.data_root, gpus=len(self.control.gpus)),
+                         self._launch_planned)
+
+    async def _launch_planned(self, plan: LaunchPlan | None) -> None:
+        if plan is not None:
+            await self.queue_plan(plan)
+
+    async def queue_plan(self, plan: LaunchPlan, activate: bool = True) -> list[int]:
+        """Put the plan's experiments in the persistent queue and start what the slots allow."""
+        ids = self.control.enqueue(plan.names, plan.overrides, plan.nproc)
+        if activate and ids:
+            self._activate.add(ids[0])
+        if len(plan.names) > 1:
+            self.experiments_pane.clear_marks()
+        self.refresh_store(force=True)  # our own writes do not move our connection's data_version
+        started = await self.pump_queue()
+        waiting = [i for i in ids if i not in started]
+        if waiting:
+            busy = len(self.control.live_runs(self.index.running(), self.run_tabs.ended()))
+            self.notify(f"{len(waiting)} queued: starts when a slot frees ({busy}/{self.control.max_parallel} busy)",
+                        title="Queued", timeout=5)
+        return ids
+
+    async def pump_queue(self) -> list[int]:
+        """Start queued items while slots are free. Returns the queue ids started."""
+        if not self.index.queue:
+            return []
+        pumped = self.control.pump(self.index.queue, self.index.running(), self.run_tabs.ended())
+        for reason in pumped.refused:
+            self.notify(reason, severity="error", timeout=10)
+        for item_id, launched in pumped.started:
+            activate = item_id in self._activate
+            self._activate.discard(item_id)
+            await self.open_run(launched.run_id, activate)
+            self.notify(f"started {launched.run_id}", title="Launched", timeout=4)
+        if pumped.started or pumped.refused:
+            self.refresh_store(force=True)
+        return [item_id for item_id, _ in pumped.started]
+
+    @on(msg.CancelQueued)
+    def _cancel_queued(self, event: msg.CancelQueued) -> None:
+        self.cancel_queue_item(event.item_id)
+
+    def cancel_queue_item(self, item_id: int) -> None:
+        self.control.cancel(item_id)
+        self.refresh_store(force=True)
+        self.notify(f"removed #{item_id} from the queue")
+
+    # ------------------------------------------------------------------ stop / resume / delete
+    @on(msg.StopRequested)
+    def _stop_requested(self, event: msg.StopRequested) -> None:
+        self.stop_run(event.run_id)
+
+    def stop_run(self, run_id: str) -> bool:
+        status = self.run_status(run_id)
+        if status not in ("running", "starting", "stopping"):
+            self.notify(f"{short_run(run_id)} is not running ({status})", severity="warning")
+            return False
+        view = self.views.get(run_id)
+        row = self.index.runs.get(run_id)
+        pid = (view.state.pid if view is not None else None) or (row or {}).get("pid")
+        try:
+            self.control.stop(run_id, pid)
+        except Refused as exc:
+            self.notify(str(exc), severity=exc.severity)
+            return False
+        if view is not None:
+            view.set_external("stopping")
+            self.run_tabs.relabel(run_id)
+        self.notify(f"stopping {short_run(run_id)}: it writes a checkpoint, then ends", title="Stop", timeout=4)
+        self.update_bindings()
+        return True
+
+    @on(msg.ResumeRequested)
+    async def _resume_requested(self, event: msg.ResumeRequested) -> None:
+        await self.resume_run(event.run_id)
+
+    async def resume_run(self, run_id: str) -> bool:
+        try:
+            self.control.resume(run_id, self.run_status(run_id))
+        except Refused as exc:
+            self.notify(str(exc), severity=exc.severity, timeout=10)
+            return False
+        view = await self.open_run(run_id, True)
+        if view.loaded:  # until the new `start` event arrives, the run is starting again
+            view.state.end = None
+            view.state.status = "starting"
+            view.state.status_dirty = True
+            view.refresh_view()
+        view.set_external(None)
+        self.run_tabs.relabel(run_id)
+        self.runs_pane.status_changed(run_id)
+        self.notify(f"resuming {short_run(run_id)} from its last checkpoint", title="Resume", timeout=4)
+        self.update_bindings()
+        return True
+
+    @on(msg.DeleteRequested)
+    def _delete_requested(self, event: msg.DeleteRequested) -> None:
+        rid = event.run_id
+        status = self.run_status(rid)
+        if status in BUSY:
+            self.notify(f"{short_run(rid)} is {status}: stop it first (s)", severity="error")
+            return
+
+        async def confirmed(yes: bool | None) -> None:
+            if yes:
+                await self.delete_run(rid)
+
+        self.push_screen(ConfirmScreen("Delete run?", f"{rid}\n\nIts directory ({self.ws.home / rid}), checkpoints "
+                                       "and store rows are removed. This cannot be undone."), confirmed)
+
+    async def delete_run(self, run_id: str) -> None:
+        await self.run_tabs.close(run_id)
+        self.control.delete(run_id)
+        self.refresh_store(force=True)
+        self.notify(f"deleted {run_id}", title="Delete", timeout=4)
+
+    # ------------------------------------------------------------------ compare
+    @on(msg.CompareRuns)
+    def _compare(self, event: msg.CompareRuns) -> None:
+        self.push_screen(self.compare_screen(event.run_ids))
+
+    def compare_screen(self, run_ids: list[str]) -> CompareScreen:
+        runs = [r for r in (self.store.run(rid) for rid in run_ids) if r is not None]
+        return CompareScreen(runs, {r["run_id"]: self.store.epochs(r["run_id"]) for r in runs})
+
+    # ------------------------------------------------------------------ run tabs
+    @on(msg.OpenRun)
+    async def _open_requested(self, event: msg.OpenRun) -> None:
+        await self.open_run(event.run_id, True)
+
+    async def open_run(self, run_id: str, activate: bool = True) -> RunView:
+        view = await self.run_tabs.open(run_id, activate)
+        self.update_bindings()
+        return view
+
+    @on(msg.CloseRun)
+    async def _close_requested(self, event: msg.CloseRun) -> None:
+        await self.run_tabs.close(event.run_id)
+        self.action_show_tab("runs")
+
+    @property
+    def active_tab(self) -> str:
+        try:
+            return self.query_one("#tabs", TabbedContent).active
+        except Exception:  # noqa: BLE001 - during start-up/shutdown
+            return ""
+
+    def active_pane(self):
+        """The pane of the tab in front (a fixed pane or a run view), or None."""
+        tab = self.active_tab
+        fixed = {"experiments": ExperimentsPane, "runs": RunsPane, "leaderboard": LeaderboardPane}.get(tab)
+        if fixed is not None:
+            return self.query_one(fixed)
+        return self.run_tabs.view_in(tab)
+
+    def current_view_run(self) -> str | None:
+        view = self.active_pane()
+        return view.run_id if isinstance(view, RunView) else None
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = tab
+        self._front(self.active_pane())
+
+    def _front(self, pane) -> None:
+        """A pane comes to the front: it catches up with the store and gets the focus, unless the
+        focus is in it already (the filter, say)."""
+        if pane is None:
+            return
+        if hasattr(pane, "redraw"):
+            pane.redraw()
+        focused = self.focused
+        if focused is None or pane not in focused.ancestors_with_self:
+            pane.focus_main()
+
+    def _cycle_tab(self, step: int) -> None:
+        tabs = self.query_one("#tabs", TabbedContent)
+        ids = list(FIXED_TABS) + [pane_id_for(r) for r in self.views]
+        try:
+            i = ids.index(tabs.active)
+        except ValueError:
+            i = 0
+        self.action_show_tab(ids[(i + step) % len(ids)])
+
+    def action_next_tab(self) -> None:
+        self._cycle_tab(1)
+
+    def action_prev_tab(self) -> None:
+        self._cycle_tab(-1)
+
+    @on(TabbedContent.TabActivated)
+    def _tab_activated(self) -> None:
+        # also a click on a tab: the pane takes the focus, so its keys work at once
+        self._front(self.active_pane())
+        self.update_bindings()
+
+    def pane_action(self, action: str) -> None:
+        """Run a pane's action on the tab in front (the palette's Stop / Resume / Delete run)."""
+        handler = getattr(self.active_pane(), f"action_{action}", None)
+        if handler is None:
+            self.notify("No run selected", severity="warning")
+            return
+        handler()
+
+    # ------------------------------------------------------------------ keys shown per context
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("show_tab", "prev_tab", "next_tab"):
+            try:  # the tab keys belong to the main screen, not to the compare screen over it
+                return self.screen is self.screen_stack[0]
+            except (ScreenStackError, IndexError):  # shutting down
+                return False
+        return True
+
+    def update_bindings(self) -> None:
+        """Refresh the footer only when what it shows changes (a footer rebuild is not free)."""
+        try:
+            screen = self.screen
+        except ScreenStackError:  # shutting down
+            return
+        state = (id(screen), tuple((k, b.enabled) for k, b in screen.active_bindings.items()))
+        if state != self._bindings_state:
+            self._bindings_state = state
+            self.refresh_bindings()
+
+    def action_toggle_keys(self) -> None:
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
+
+    # ------------------------------------------------------------------ quitting
+    async def action_quit(self) -> None:
+        if isinstance(self.screen, QuitScreen):
+            return
+        live = self.live_runs() if self.store else []
+        if not live:
+            self.exit()
+            return
+
+        def chosen(answer: str | None) -> None:
+            if answer == "stop":
+                for rid in live:
+                    self.stop_run(rid)
+                self.exit(result="stopped")
+            elif answer == "leave":
+                self.exit(result="left running")
+
+        self.push_screen(QuitScreen(live, len(self.index.queue)), chosen)
+
+
+def run_app(ws: Workspace, *, max_parallel: int | None = None) -> None:
+    """Entry point used by `cifar-tui` with no subcommand. max_parallel: runs at a time
+    (default CIFAR_TUI_MAX_PARALLEL, else one per visible GPU, else 1)."""
+    CifarTUI(ws, max_parallel=max_parallel).run()

@@ -1,0 +1,63 @@
+"""What the panes ask of the App. A pane never starts, stops or deletes a run itself: it posts
+one of these; the App routes it to the run lifecycle (`control.RunControl`) and the screens."""
+from __future__ import annotations
+
+from textual.message import Message
+
+
+class RunMessage(Message):
+    def __init__(self, run_id: str):
+        super().__init__()
+        self.run_id = run_id
+
+
+class LaunchRequested(Message):
+    """Open the launch form for these experiments (config names)."""
+
+    def __init__(self, names: list[str]):
+        super().__init__()
+        self.names = names
+
+
+class OpenRun(RunMessage):
+    """Open (or bring to the front) the run's tab."""
+
+
+class CloseRun(RunMessage):
+    """Close the run's tab (the run keeps going)."""
+
+
+class StopRequested(RunMessage):
+    """Stop the run gracefully."""
+
+
+class ResumeRequested(RunMessage):
+    """Resume the run from its last checkpoint."""
+
+
+class DeleteRequested(RunMessage):
+    """Delete the run (the App asks first)."""
+
+
+class CancelQueued(Message):
+    """Remove a queued item."""
+
+    def __init__(self, item_id: int):
+        super().__init__()
+        self.item_id = item_id
+
+
+class CompareRuns(Message):
+    """Show the compare screen for these runs."""
+
+    def __init__(self, run_ids: list[str]):
+        super().__init__()
+        self.run_ids = run_ids
+
+
+class RunStatusChanged(RunMessage):
+    """A run view's shown status changed (the App updates the tab label, the lists, the footer)."""
+
+    def __init__(self, run_id: str, status: str):
+        super().__init__(run_id)
+        self.status = status

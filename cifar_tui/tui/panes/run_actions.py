@@ -1,0 +1,59 @@
+"""The stop / resume / delete keys of the panes that have a current run (runs list, leaderboard,
+run view). Each pane lists RUN_BINDINGS in its own BINDINGS; this mixin decides when they apply
+and posts the request."""
+from __future__ import annotations
+
+from textual.binding import Binding
+
+from ..messages import DeleteRequested, ResumeRequested, StopRequested
+from ..support import RESUMABLE
+
+RUN_BINDINGS = [
+    Binding("s", "stop", "Stop run"),
+    Binding("r", "resume", "Resume"),
+    Binding("d", "delete", "Delete"),
+]
+BUSY = ("running", "starting", "stopping")
+
+
+def run_action_state(action: str, status: str) -> bool:
+    """May `action` (stop, resume, delete) act on a run of this status?"""
+    if action == "stop":
+        return status in ("running", "starting")
+    if action == "resume":
+        return status in RESUMABLE
+    return status not in BUSY
+
+
+class RunActions:
+    """Mixin for a Widget with `current_run()`: s / r / d enabled by the run's status (shown
+    dimmed when they cannot act), and posted as messages to the App."""
+
+    def current_run(self) -> str | None:
+        raise NotImplementedError
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action not in ("stop", "resume", "delete"):
+            return True
+        rid = self.current_run()
+        if rid is None:
+            return None
+        return True if run_action_state(action, self.app.run_status(rid)) else None
+
+    def _current_or_warn(self) -> str | None:
+        rid = self.current_run()
+        if rid is None:
+            self.notify("No run selected", severity="warning")
+        return rid
+
+    def action_stop(self) -> None:
+        if rid := self._current_or_warn():
+            self.post_message(StopRequested(rid))
+
+    def action_resume(self) -> None:
+        if rid := self._current_or_warn():
+            self.post_message(ResumeRequested(rid))
+
+    def action_delete(self) -> None:
+        if rid := self._current_or_warn():
+            self.post_message(DeleteRequested(rid))

@@ -1,0 +1,167 @@
+"""The Runs tab: the queue, then every run newest first; s / r / d on the highlighted run, d on a
+queued item cancels it. Redrawn row by row from the store's changes, only while in front."""
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
+
+from ...report import fmt_acc, fmt_duration
+from ..messages import CancelQueued, OpenRun
+from ..runs_index import Changes, RunsIndex
+from ..widgets.table_sync import LazyRows, TableSync
+from ..widgets.text import cell, show, status_text
+from .run_actions import RUN_BINDINGS, RunActions
+
+RUNS_COLUMNS = (("status", "status"), ("run_id", "run id"), ("config", "config"), ("data", "data"),
+                ("device", "device"), ("epochs", "epochs"), ("best", "best acc"), ("wall", "wall"),
+                ("started", "started"))
+QUEUE_PREFIX = "queue:"
+HINT = "enter open · s stop · r resume · d delete (or cancel a queued item)"
+EMPTY_HINT = "no runs yet: pick an experiment in the Experiments tab (1) and press l"
+
+
+def _when(t: float | None) -> str:
+    return time.strftime("%m-%d %H:%M", time.localtime(t)) if t else "-"
+
+
+def run_values(row: dict, status: str) -> tuple:
+    return (status, row["run_id"], row["config_name"], row.get("data_source") or "-", row.get("device") or "-",
+            f"{row.get('epochs_done') or 0}/{row.get('epochs_total') or '?'}", fmt_acc(row.get("best_acc")),
+            fmt_duration(row.get("wall_s")), _when(row.get("started_at")))
+
+
+def queue_values(item: dict) -> tuple:
+    source = next((o.split("=", 1)[1] for o in reversed(item["overrides"]) if o.startswith("data.source=")), "-")
+    nproc = item.get("nproc", 1)
+    return ("queued", f"queue #{item['id']}", item["config"], source, f"{nproc} procs" if nproc > 1 else "-",
+            "-", "-", "-", _when(item["created_at"]))
+
+
+def runs_cells(key: str, values: tuple) -> list:
+    status, run_id, config, source, device, epochs, best, wall, started = values
+    if key.startswith(QUEUE_PREFIX):
+        return [Text("◷ queued", style="bold magenta"), Text(run_id, style="dim"), config, source, device,
+                epochs, best, wall, started]
+    return [status_text(status), cell(run_id), cell(config),
+            Text(source, style="magenta" if source == "synthetic" else ""), cell(device), cell(epochs), cell(best),
+            cell(wall), cell(started)]
+
+
+class RunsPane(RunActions, Vertical):
+    BINDINGS = list(RUN_BINDINGS)
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self._values = LazyRows(self._row_values)     # key -> row values, made when a row is drawn
+        self._started: dict[str, float | None] = {}   # run id -> started_at (the order: newest first)
+        self._queue: dict[str, dict] = {}             # key -> queued item, in queue order
+        self._pending = Changes()                     # what changed since the last redraw
+        self._index: RunsIndex | None = None
+        self._stale = True                            # nothing drawn yet: draw every row
+
+    def compose(self) -> ComposeResult:
+        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="runs-hint", classes="hint")
+
+    def on_mount(self) -> None:
+        self.table = self.query_one("#runs-table", DataTable)
+        for key, label in RUNS_COLUMNS:
+            self.table.add_column(label, key=key)
+        self.sync = TableSync(self.table, runs_cells, id_column="run_id")
+
+    def focus_main(self) -> None:
+        self.table.focus()
+
+    @property
+    def in_front(self) -> bool:
+        return self.app.active_tab == "runs"
+
+    # ------------------------------------------------------------------ data
+    def runs_changed(self, index: RunsIndex, changes: Changes) -> None:
+        """Note what changed; redraw now when in front, else when next shown."""
+        self._index = index
+        p = self._pending
+        p.added |= changes.added
+        p.changed |= changes.changed
+        p.removed |= changes.removed
+        p.queue |= changes.queue
+        if self.in_front:
+            self.redraw()
+
+    def status_changed(self, run_id: str) -> None:
+        """The status the app shows for a run changed (stopping, starting, ...): its row follows."""
+        self._pending.changed.add(run_id)
+        if self.in_front:
+            self.redraw()
+
+    def redraw(self) -> None:
+        """Bring the table up to date with what changed since the last redraw."""
+        index = self._index
+        if index is None or not (self._pending or self._stale):
+            return
+        p, self._pending = self._pending, Changes()
+        reorder = self._stale or bool(p.added or p.removed or p.queue)
+        if self._stale:
+            self._values.clear()
+            self._started = {rid: row["started_at"] for rid, row in index.runs.items()}
+        for rid in p.removed:
+            self._values.pop(rid, None)
+            self._started.pop(rid, None)
+        for rid in p.runs:
+            self._values.pop(rid, None)
+            row = index.runs.get(rid)
+            if row is not None:
+                reorder = reorder or self._started.get(rid) != row["started_at"]
+                self._started[rid] = row["started_at"]
+        if p.queue or self._stale:
+            for key in self._queue:
+                self._values.pop(key, None)
+            self._queue = {f"{QUEUE_PREFIX}{item['id']}": item for item in index.queue}
+        if reorder:
+            self.sync.show(list(self._queue) + index.newest_first(), self._values)
+        else:
+            self.sync.update({rid: self._values[rid] for rid in p.runs if rid in index.runs})
+        self._stale = False
+        show(self.query_one("#runs-hint", Static), HINT if self._queue or index.runs else EMPTY_HINT)
+
+    def _row_values(self, key: str) -> tuple:
+        if key.startswith(QUEUE_PREFIX):
+            return queue_values(self._queue[key])
+        row = self._index.runs[key]
+        return run_values(row, self.app.shown_status(key, row))
+
+    # ------------------------------------------------------------------ keys
+    def highlighted(self) -> str | None:
+        return self.sync.cursor_key()
+
+    def current_run(self) -> str | None:
+        key = self.highlighted()
+        return None if key is None or key.startswith(QUEUE_PREFIX) else key
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        key = self.highlighted()
+        if action == "delete" and key and key.startswith(QUEUE_PREFIX):
+            return True
+        return super().check_action(action, parameters)
+
+    def action_delete(self) -> None:
+        key = self.highlighted()
+        if key and key.startswith(QUEUE_PREFIX):
+            self.post_message(CancelQueued(int(key[len(QUEUE_PREFIX):])))
+            return
+        super().action_delete()
+
+    @on(DataTable.RowSelected, "#runs-table")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        key = event.row_key.value
+        if key and not key.startswith(QUEUE_PREFIX):
+            self.post_message(OpenRun(key))
+
+    @on(DataTable.RowHighlighted, "#runs-table")
+    def _highlighted(self) -> None:
+        self.app.update_bindings()

@@ -1,0 +1,94 @@
+"""The app's run tabs: one RunView per opened run, its tab label (status icon + short id), and the
+status a view shows when what its events say is not the whole story (engine gone, stopping)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual.content import Content
+from textual.widgets import TabbedContent, TabPane
+
+from engine.store import pid_alive
+
+from .panes.run_view import RunView
+from .support import STATUS_RICH, pane_id_for, short_run
+from .widgets.text import status_text
+
+if TYPE_CHECKING:
+    from .app import CifarTUI
+
+
+class RunTabs:
+    def __init__(self, app: CifarTUI):
+        self.app = app
+        self.views: dict[str, RunView] = {}    # run id -> its view (one tab each)
+
+    @property
+    def _tabs(self) -> TabbedContent:
+        return self.app.query_one("#tabs", TabbedContent)
+
+    async def open(self, run_id: str, activate: bool) -> RunView:
+        view = self.views.get(run_id)
+        pane_id = pane_id_for(run_id)
+        if view is None:
+            view = RunView(run_id, self.app.ws.home / run_id, id=f"view-{pane_id}")
+            self.views[run_id] = view
+            await self._tabs.add_pane(TabPane(self.label(run_id), view, id=pane_id))
+        if activate:
+            self._tabs.active = pane_id
+            view.focus_main()
+        return view
+
+    async def close(self, run_id: str) -> None:
+        if self.views.pop(run_id, None) is not None:
+            await self._tabs.remove_pane(pane_id_for(run_id))
+
+    def view_in(self, tab_id: str) -> RunView | None:
+        return next((v for rid, v in self.views.items() if pane_id_for(rid) == tab_id), None)
+
+    def label(self, run_id: str) -> Content:
+        view = self.views.get(run_id)
+        status = view.status if view else "starting"
+        label = Text(f"{status_text(status).plain.split()[0]} ", style=STATUS_RICH.get(status, ""))
+        label.append(short_run(run_id))
+        return Content.from_rich_text(label)
+
+    def relabel(self, run_id: str) -> None:
+        try:
+            self._tabs.get_tab(pane_id_for(run_id)).label = self.label(run_id)
+        except Exception:  # noqa: BLE001 - tab closed meanwhile
+            pass
+
+    def poll(self) -> None:
+        """Tail every open run's events (bounded reads); cheap enough for 4 Hz."""
+        for view in list(self.views.values()):
+            view.poll()
+
+    def ended(self) -> set[str]:
+        """Runs whose `end` event was read: done, even while their process is still exiting."""
+        return {rid for rid, v in self.views.items() if v.state.end is not None}
+
+    def follow_liveness(self, rows: dict[str, dict], started_here: set[str]) -> None:
+        """A view whose engine is gone without an `end` event says crashed; one that never got
+        its events follows the store. `rows`: the store's rows; `started_here`: runs whose engine
+        this app started and has not reaped yet."""
+        for rid, view in self.views.items():
+            view.poll()  # read an end event before judging liveness
+            if view.state.status != "running":
+                if view.state.status == "starting" and rid not in started_here and view.external != "failed":
+                    # not started by us, no events yet: trust the store if it knows better
+                    row = rows.get(rid)
+                    if row and row["status"] in ("crashed", "failed", "stopped", "completed"):
+                        view.set_external(row["status"])
+                continue
+            if rid in started_here:
+                status = "stopping" if view.external == "stopping" else None
+            else:
+                row = rows.get(rid)
+                status = "crashed" if (row is None or row["status"] == "crashed") else None
+                if status is None and view.external == "stopping":
+                    status = "stopping"
+                if row is None:
+                    status = None if pid_alive(view.state.pid) else "crashed"
+            if view.set_external(status):
+                self.relabel(rid)

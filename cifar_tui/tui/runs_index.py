@@ -1,0 +1,162 @@
+"""What the TUI knows of the store: the run rows and the queue, kept current from cheap signals.
+
+The app asks `refresh()` once a second. When no other connection has committed since the last
+read (SQLite's `PRAGMA data_version` did not move) it reads nothing; otherwise it reads only the
+rows that changed:
+
+- rows stamped since the last read: every engine write to a run row stamps `heartbeat_at`
+  (start, heartbeat, epoch) or `ended_at` (end). The window starts `SLACK_S` before the last
+  read, because a writer stamps its row before it gets the write lock (busy timeout: 60 s);
+- rows inserted since the last read (`rowid` above the highest seen): a rebuild writes old
+  timestamps, and INSERT OR REPLACE gives a row a new rowid;
+- rows deleted: the row count says when to compare the ids (a covering index scan).
+
+A writer that changes a run row without stamping it (none does today) is seen only when the
+count of rows changes; `refresh(force=True)` reads every row. The app's own writes (queue,
+delete) do not move its own connection's data_version: it forces a read after them.
+
+Liveness (is the pid alive, is the heartbeat fresh) is checked only for the rows the store says
+are running, on every refresh, with the store's own `effective_status`.
+
+No textual import: unit-tested on a plain Store.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from engine.status import LIVE, RUNNING, effective_status, stall_after_default
+from engine.store import Store
+
+LEFT_OUT = ("config_json",)  # the bulk of a row: read on demand (compare screen)
+SLACK_S = 120.0       # > the store's busy timeout: a row stamped at t may commit up to 60 s later
+ID_BATCH = 500        # ids per `IN (...)` query (SQLite allows 999 parameters in old builds)
+
+
+@dataclass
+class Changes:
+    """What one refresh found: run ids added, changed (stored values or shown status), removed."""
+
+    added: set[str] = field(default_factory=set)
+    changed: set[str] = field(default_factory=set)
+    removed: set[str] = field(default_factory=set)
+    queue: bool = False
+
+    @property
+    def runs(self) -> set[str]:
+        """Ids whose row is new or different (not the removed ones)."""
+        return self.added | self.changed
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.changed or self.removed or self.queue)
+
+
+class RunsIndex:
+    """The run rows (`runs`: run id -> row, status = effective status) and the queued items."""
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time, stall_after_s: float | None = None):
+        self.store = store
+        # seconds without a step before a live run shows as stalled: the workspace's setting by default
+        self.stall_after_s = stall_after_default(store.home) if stall_after_s is None else stall_after_s
+        self.runs: dict[str, dict] = {}
+        self.queue: list[dict] = []
+        self.rows_read = 0            # run rows fetched from the store so far (tests, bench)
+        self._stored: dict[str, dict] = {}  # rows as stored (status as written)
+        self._running: set[str] = set()     # ids the store says are running
+        self._version: int | None = None
+        self._since: float | None = None    # rows stamped at or after this are re-read
+        self._max_rowid = 0
+        self._clock = clock
+        self._columns = [r[1] for r in store.conn.execute("PRAGMA table_info(runs)") if r[1] not in LEFT_OUT]
+        self._select = f"SELECT rowid, {', '.join(self._columns)} FROM runs"
+
+    # ------------------------------------------------------------------ reading
+    def refresh(self, force: bool = False) -> Changes:
+        changes = Changes()
+        version = self.store.data_version()  # before reading: a commit during the read moves it again
+        if force or version != self._version:
+            self._version = version
+            self._read(changes, everything=force or self._since is None)
+        self._check_liveness(changes)
+        return changes
+
+    def _read(self, changes: Changes, everything: bool) -> None:
+        now = self._clock()
+        conn = self.store.conn
+        select = self._select
+        if everything:
+            gone = set(self._stored) - self._absorb(self._fetch(select), changes)
+        else:
+            self._absorb(self._fetch(f"{select} WHERE rowid > ? OR heartbeat_at >= ? OR ended_at >= ?",
+                                     (self._max_rowid, self._since, self._since)), changes)
+            gone = set()
+        if not everything and conn.execute("SELECT count(*) FROM runs").fetchone()[0] != len(self._stored):
+            ids = {r[0] for r in conn.execute("SELECT run_id FROM runs")}
+            gone = set(self._stored) - ids
+            missing = sorted(ids - set(self._stored))
+            for i in range(0, len(missing), ID_BATCH):
+                batch = missing[i:i + ID_BATCH]
+                self._absorb(self._fetch(f"{select} WHERE run_id IN ({','.join('?' * len(batch))})", batch), changes)
+        for rid in gone:
+            self._stored.pop(rid, None)
+            self.runs.pop(rid, None)
+            self._running.discard(rid)
+            changes.removed.add(rid)
+        queue = self.store.queued()
+        if queue != self.queue or everything:  # a full read tells every reader everything
+            self.queue = queue
+            changes.queue = True
+        self._since = now - SLACK_S
+
+    def _fetch(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        cursor = self.store.conn.cursor()
+        cursor.row_factory = None  # plain tuples: 10,000 rows are read at start-up
+        return cursor.execute(sql, params).fetchall()
+
+    def _absorb(self, rows: list[tuple], changes: Changes) -> set[str]:
+        """Take rows (rowid, columns...) in; returns their run ids."""
+        self.rows_read += len(rows)
+        columns, stored, seen = self._columns, self._stored, set()
+        for values in rows:
+            self._max_rowid = max(self._max_rowid, values[0])
+            row = dict(zip(columns, values[1:]))
+            rid = row["run_id"]
+            seen.add(rid)
+            before = stored.get(rid)
+            if before == row:
+                continue
+            stored[rid] = row
+            (changes.changed if before is not None else changes.added).add(rid)
+            if row["status"] == RUNNING:
+                self._running.add(rid)
+                status = effective_status(row, stall_after_s=self.stall_after_s)
+                self.runs[rid] = row if status == RUNNING else dict(row, status=status)  # never mutated
+            else:
+                self._running.discard(rid)
+                self.runs[rid] = row
+        return seen
+
+    def _check_liveness(self, changes: Changes) -> None:
+        now = self._clock()
+        for rid in self._running:
+            status = effective_status(self._stored[rid], now=now, stall_after_s=self.stall_after_s)
+            if status != self.runs[rid]["status"]:
+                self.runs[rid] = dict(self.runs[rid], status=status)
+                if rid not in changes.added:
+                    changes.changed.add(rid)
+
+    # ------------------------------------------------------------------ views of the rows
+    def running(self) -> set[str]:
+        """Ids shown as live (running, or stalled: alive but making no progress)."""
+        return {rid for rid in self._running if self.runs[rid]["status"] in LIVE}
+
+    def newest_first(self) -> list[str]:
+        """Run ids as `Store.runs()` orders them: latest start first, never-started last."""
+        return sorted(self.runs, key=lambda rid: -(self.runs[rid]["started_at"] or float("-inf")))
+
+    def leaderboard(self) -> list[dict]:
+        """As `Store.leaderboard()`: runs with a result, CIFAR-100 first, best accuracy first."""
+        rows = [self.runs[rid] for rid in self.newest_first() if self.runs[rid]["best_acc"] is not None]
+        rows.sort(key=lambda r: (r["data_source"] != "cifar100", -(r["best_acc"] or 0)))
+        return rows

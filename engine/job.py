@@ -1,0 +1,74 @@
+"""What a batch job runs: the engine command as a child process (submitit pickles `run_engine`).
+
+Used by cifar-tui's submitit launchers (a SLURM job, or submitit's local executor, which runs
+the same code without a cluster). The engine runs as in any other launch: its own process,
+stdout and stderr in runs/<id>/stdout.log, events and checkpoints in its run dir, the store on
+the shared file system. This function only passes signals on and returns the engine's exit code:
+
+- SIGTERM / SIGINT (scancel, `cifar-tui stop`, the local executor's controller) and SIGUSR2
+  (SLURM's warning before the time limit, sent by submitit's `--signal`) become one graceful
+  stop: the engine checkpoints and writes its `end` event, and the run can be resumed;
+- a DDP run runs under torchrun: its agent is the child, the signal goes to its workers (ranks),
+  which stop at the same step (signalled, the agent itself would tear the group down).
+
+A multi-node DDP job runs one task per node; each task starts torchrun with the c10d rendezvous
+on the job's first node (`{master}` in the command is replaced by its host name here).
+No torch, no UI imports.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+MASTER_PLACEHOLDER = "{master}"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+
+
+def child_pids(pid: int) -> list[int]:
+    """The child processes of pid (Linux /proc); [] where that cannot be read."""
+    found: list[int] = []
+    for path in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(p) for p in path.read_text().split()]
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+def _resolve_master(cmd: list[str]) -> list[str]:
+    if not any(MASTER_PLACEHOLDER in part for part in cmd):
+        return cmd
+    import submitit  # only multi-node jobs need the job's host list
+
+    master = submitit.JobEnvironment().hostnames[0]
+    return [part.replace(MASTER_PLACEHOLDER, master) for part in cmd]
+
+
+def run_engine(cmd: list[str], env: dict[str, str], cwd: str, log_file: str, distributed: bool = False) -> int:
+    """Run the engine command to its end; returns its exit code (0 completed, 1 failed, 2 bad
+    input, 130 stopped)."""
+    cmd = _resolve_master(list(cmd))
+    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, **env, "PYTHONUNBUFFERED": "1"}, cwd=cwd)
+
+    def stop(signum, frame):  # noqa: ARG001
+        if proc.poll() is not None:
+            return
+        targets = child_pids(proc.pid) if distributed else []
+        for pid in targets or [proc.pid]:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, stop)
+    while True:
+        try:
+            return proc.wait()
+        except InterruptedError:  # pragma: no cover - wait() retries EINTR itself since Python 3.5
+            continue

@@ -1,0 +1,150 @@
+"""Each pane holds its own keys (Pilot, in process, on the fake workspace): the footer shows a
+pane's keys only while it is in front, enabled only when they can act on what is highlighted, and
+a key of another pane does nothing. The App keeps the tab keys, help and quit."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from textual.widgets import DataTable
+
+from cifar_tui.tui.app import CifarTUI
+from cifar_tui.tui.panes import LeaderboardPane, RunView
+from cifar_tui.tui.screens import CompareScreen, ConfirmScreen, LaunchScreen
+from engine.store import Store
+
+from tests.support.tui import fake_workspace, footer_keys, until_loaded
+
+SIZE = (160, 48)
+TABS = {"1", "2", "3"}
+GLOBAL = TABS | {"question_mark", "q"}
+PANE_KEYS = {"l", "space", "slash", "s", "r", "d", "c", "o", "w"}
+
+
+def pane_keys(app) -> dict[str, bool]:
+    return {k: v for k, v in footer_keys(app).items() if k in PANE_KEYS}
+
+
+async def wait_for(pilot, cond, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        await pilot.pause(0.05)
+    assert cond(), f"timed out waiting for {what}"
+
+
+async def highlight(pilot, table: DataTable, key: str) -> None:
+    table.move_cursor(row=table.get_row_index(key), animate=False)
+    await pilot.pause()
+
+
+def test_each_tab_shows_its_own_keys(tmp_path):
+    ws, ids = fake_workspace(tmp_path)
+
+    async def scenario():
+        app = CifarTUI(ws, max_parallel=1)
+        async with app.run_test(size=SIZE) as pilot:
+            await until_loaded(pilot, app)
+            assert app.focused.id == "exp-table"
+            assert pane_keys(app) == {"l": True, "space": True, "slash": True}
+            assert GLOBAL <= footer_keys(app).keys()
+            assert list(footer_keys(app))[:3] == ["1", "2", "3"]  # tab keys first, as before the panes
+
+            await pilot.press("2")
+            runs = app.query_one("#runs-table", DataTable)
+            await highlight(pilot, runs, ids["s_crash"])
+            assert pane_keys(app) == {"s": False, "r": True, "d": True}  # crashed: resume or delete
+            await highlight(pilot, runs, ids["c_base"])
+            assert pane_keys(app) == {"s": False, "r": False, "d": True}  # completed: delete only
+
+            await pilot.press("3")
+            lb = app.query_one("#lb-table", DataTable)
+            await highlight(pilot, lb, ids["s_stop"])
+            assert pane_keys(app) == {"space": True, "s": False, "r": True, "d": True, "c": False, "o": True}
+            await pilot.press("space", "space")
+            assert pane_keys(app)["c"] is True  # two marked: compare can act
+            await pilot.press("c")
+            assert isinstance(app.screen, CompareScreen)
+            assert not TABS & footer_keys(app).keys()  # the tab keys belong to the main screen
+            await pilot.press("escape")
+
+            await app.open_run(ids["s_stop"], True)
+            await pilot.pause()
+            assert isinstance(app.active_pane(), RunView)
+            assert pane_keys(app) == {"s": False, "r": True, "d": True, "w": True}
+            assert GLOBAL <= footer_keys(app).keys()
+
+            await pilot.press("1", "slash")  # typing in the filter: letters are text, not keys
+            keys = footer_keys(app)
+            assert "escape" in keys and not (PANE_KEYS | GLOBAL) - {"slash"} & keys.keys()
+
+    asyncio.run(scenario())
+
+
+def test_a_key_acts_only_in_its_own_pane(tmp_path):
+    ws, ids = fake_workspace(tmp_path)
+
+    async def scenario():
+        app = CifarTUI(ws, max_parallel=1)
+        async with app.run_test(size=SIZE) as pilot:
+            await until_loaded(pilot, app)
+            await pilot.press("d", "c", "w")  # run keys on the Experiments tab
+            assert app.screen is app.screen_stack[0] and app.active_tab == "experiments"
+            await pilot.press("2", "l", "space")  # experiment keys on the Runs tab
+            assert app.screen is app.screen_stack[0] and app.experiments_pane.marked == set()
+            runs = app.query_one("#runs-table", DataTable)
+            await highlight(pilot, runs, ids["s_stop"])
+            await pilot.press("d")
+            assert isinstance(app.screen, ConfirmScreen)  # the pane asked, the App asks first
+            await pilot.press("n")
+            await pilot.press("1", "l")
+            assert isinstance(app.screen, LaunchScreen)
+
+    asyncio.run(scenario())
+
+
+def test_a_click_on_a_tab_puts_its_keys_to_work(tmp_path):
+    ws, ids = fake_workspace(tmp_path)
+
+    async def scenario():
+        app = CifarTUI(ws, max_parallel=1)
+        async with app.run_test(size=SIZE) as pilot:
+            await until_loaded(pilot, app)
+            await pilot.click("#tabs Tab#--content-tab-leaderboard")
+            await wait_for(pilot, lambda: app.active_tab == "leaderboard", "the leaderboard tab")
+            await wait_for(pilot, lambda: isinstance(app.focused.parent, LeaderboardPane), "the focus in the pane")
+            await pilot.press("space")
+            assert app.leaderboard_pane.marked == {ids["c_pre"]}
+
+    asyncio.run(scenario())
+
+
+def test_run_actions_reach_the_lifecycle_through_the_app(tmp_path, monkeypatch):
+    """s / r / d post messages; the App routes them to its RunControl (no process starts here)."""
+    ws, ids = fake_workspace(tmp_path)
+    asked: list[tuple] = []
+
+    async def scenario():
+        app = CifarTUI(ws, max_parallel=1)
+        async with app.run_test(size=SIZE) as pilot:
+            await until_loaded(pilot, app)
+            monkeypatch.setattr(app.control, "resume", lambda rid, status: asked.append(("resume", rid, status)))
+            monkeypatch.setattr(app.control, "delete", lambda rid: asked.append(("delete", rid)))
+            await pilot.press("2")
+            runs = app.query_one("#runs-table", DataTable)
+            await highlight(pilot, runs, ids["s_crash"])
+            await pilot.press("r")
+            await wait_for(pilot, lambda: asked, "the resume request")
+            assert asked == [("resume", ids["s_crash"], "crashed")]
+            await pilot.press("2")
+            await highlight(pilot, runs, ids["c_base"])
+            await pilot.press("d", "y")
+            await wait_for(pilot, lambda: len(asked) == 2, "the delete request")
+            assert asked[1] == ("delete", ids["c_base"])
+
+    asyncio.run(scenario())
+    store = Store(ws.home)
+    try:
+        assert store.run(ids["c_base"]) is not None  # the stand-in deleted nothing: the App only routed
+    finally:
+        store.close()
+
