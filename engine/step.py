@@ -28,6 +28,15 @@ from .sam import SAM
 Batch = torch.Tensor | tuple[torch.Tensor, ...]  # a tuple: one tensor per scale group (data.train_sizes)
 
 
+def forward_groups(model: nn.Module, x: Batch) -> torch.Tensor:
+    """Model outputs for a batch. A multi-scale batch runs one forward per scale group, smallest
+    first, as the seed does: BatchNorm normalises each group by itself and the largest group
+    moves the running statistics last. The outputs are concatenated in the labels' order."""
+    if isinstance(x, torch.Tensor):
+        return model(x)
+    return torch.cat([model(group) for group in x])
+
+
 def hard_labels(y: torch.Tensor) -> torch.Tensor:
     """Class indices: the labels themselves, or each mixed target's largest share."""
     return y.argmax(1) if y.dim() == 2 else y
@@ -36,11 +45,11 @@ def hard_labels(y: torch.Tensor) -> torch.Tensor:
 class TrainStep:
     """Built once per run by the Trainer; ``step(x, y, share)`` trains on one batch.
 
-    ``forward`` runs the (DDP-wrapped, compiled) model on a batch; ``model`` is the bare module
+    ``forward`` is the (DDP-wrapped, compiled) model the batches go through; ``model`` the bare module
     (its parameters are clipped, its BatchNorm statistics frozen in SAM's second pass);
     ``ddp`` the DistributedDataParallel wrapper or None (SAM's first pass skips its all-reduce)."""
 
-    def __init__(self, *, model: nn.Module, forward: Callable[[Batch], torch.Tensor],
+    def __init__(self, *, model: nn.Module, forward: nn.Module,
                  optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, criterion: Criterion,
                  teacher: Any = None, amp_dtype: Optional[torch.dtype], device: torch.device,
                  grad_clip: Optional[float], sam: Any = None, ddp: Optional[nn.Module] = None,
@@ -61,7 +70,7 @@ class TrainStep:
         `teacher` caches the teacher's logits for SAM's second pass (a frozen teacher gives the same)."""
         mark_step(self.compile_mode)
         with self._amp():
-            output = self.forward(x)
+            output = forward_groups(self.forward, x)
             logits = self.criterion.train_logits(output, y)
             if self.teacher is not None and "logits" not in teacher:  # after the student, as before SAM existed
                 teacher["logits"] = self.teacher.logits(x, y)
@@ -88,4 +97,4 @@ class TrainStep:
         return result
 
 
-__all__ = ["Batch", "TrainStep", "hard_labels"]
+__all__ = ["Batch", "TrainStep", "forward_groups", "hard_labels"]

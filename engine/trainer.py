@@ -24,8 +24,8 @@ import torch
 from .checkpoint import load_checkpoint, repair_best, save_checkpoint
 from .config import ExperimentConfig
 from .data import load_dataset, make_pipeline
-from .ddp import (DistInfo, adopt_rank0_buffers, any_rank, convert_sync_batchnorm, device_label, select_device,
-                  share_of_global_batch, sum_over_ranks, wrap_ddp)
+from .ddp import (DistInfo, adopt_rank0_buffers, any_rank_each, convert_sync_batchnorm, device_label,
+                  select_device, share_of_global_batch, sum_over_ranks, wrap_ddp)
 from .ema import WeightEma, better_of
 from .evaluate import topk_hits
 from .events import EventWriter
@@ -42,7 +42,7 @@ from .models import build_model, count_flops, count_params
 from .notify import Notice, notify_run_end
 from .optim import build_optimizer
 from .schedule import build_scheduler
-from .step import Batch, TrainStep
+from .step import TrainStep
 from .stop_request import StopRequestWatcher
 from .summary import RunSummaries
 from .teacher import Teacher, resolve_teacher
@@ -118,7 +118,9 @@ class Trainer:
         ddp = wrap_ddp(self.model, self.device, info)
         self.compile_mode = compile_mode(cfg.train.compile_mode, self.device, info.enabled) if cfg.train.compile else None
         self.forward_model: torch.nn.Module = compile_module(ddp, self.compile_mode) if self.compile_mode else ddp
-        self.train_step = TrainStep(model=self.model, forward=self._forward, optimizer=self.optimizer, scaler=self.scaler,
+        # the step holds the modules, never the trainer: no reference cycle keeps DDP's process group
+        # alive until the interpreter's teardown (a gloo rank then aborted at exit)
+        self.train_step = TrainStep(model=self.model, forward=self.forward_model, optimizer=self.optimizer, scaler=self.scaler,
                                     criterion=self.criterion, teacher=self.teacher, amp_dtype=self.amp_dtype,
                                     device=self.device, grad_clip=cfg.train.grad_clip, sam=cfg.optim.sam,
                                     ddp=ddp if info.enabled else None, compile_mode=self.compile_mode)
@@ -259,16 +261,21 @@ class Trainer:
             return None
         return SummaryWriter(str(self.run_dir / "tb"))
 
-    def _stop_requested(self) -> bool:
-        return any_rank(self.stop.flag or self.stop_requests.requested(), self.info, self.device)
-
-    def _forward(self, x: Batch) -> torch.Tensor:
-        """Model outputs for a batch. A multi-scale batch runs one forward per scale group, smallest
-        first, as the seed does: BatchNorm normalises each group by itself and the largest group
-        moves the running statistics last. The outputs are concatenated in the labels' order."""
-        if isinstance(x, torch.Tensor):
-            return self.forward_model(x)
-        return torch.cat([self.forward_model(group) for group in x])
+    def _stop_requested(self, guard: bool = True) -> bool:
+        """Whether any rank was asked to stop; first, a divergence (TrainingDiverged) when the guard
+        saw a bad loss. Reading the guard syncs with the device, so it is read where the loop syncs
+        anyway: here on the CPU (nothing to save) and under DDP (every 10 steps, one all-reduce for
+        both answers, so every rank acts at the same step); on one GPU with each step event
+        (`guard`), about 5 a second, or when a stop was asked for."""
+        stop = self.stop.flag or self.stop_requests.requested()
+        found = None
+        if self.guard is not None and (guard or stop or self.info.enabled or self.device.type == "cpu"):
+            found = self.guard.check()
+        diverged, stop = any_rank_each((found is not None, stop), self.info, self.device)
+        if diverged:
+            raise TrainingDiverged(found.message(self.steps_per_epoch, self.cfg.optim.lr) if found else
+                                   "training diverged on another rank; try a lower learning rate (optim.lr)")
+        return stop
 
     def _train_epoch(self) -> bool:
         """One epoch from self.step_in_epoch; False when stopped part-way or ended early."""
@@ -303,15 +310,11 @@ class Trainer:
             now, emitted = time.monotonic(), False
             if self.info.is_main and now - t_emit >= STEP_EVENT_INTERVAL_S:
                 seen_at_emit, t_emit, emitted = self._emit_step(now - t_emit, seen_at_emit), now, True
-            agree = self.step_in_epoch % check_every == 0
-            if self.info.enabled and agree or not self.info.enabled and (emitted or self.device.type == "cpu"):
-                self._raise_if_diverged()
-            if agree and self._stop_requested():
+            if self.step_in_epoch % check_every == 0 and self._stop_requested(guard=emitted):
                 if self.step_in_epoch < self.steps_per_epoch:
                     # rank 0's checkpoint carries the epoch's sums over all ranks
                     sum_over_ranks(self.partial, self.info)
                     adopt_rank0_buffers(self.model, self.info, cfg.train.sync_bn)
-                    self._raise_if_diverged()
                     self._checkpoint(is_best=False)
                     return False
         self._raise_if_diverged()  # a diverged epoch is neither evaluated nor checkpointed
@@ -325,17 +328,9 @@ class Trainer:
         return True
 
     def _raise_if_diverged(self) -> None:
-        """Fail the run when the divergence guard saw a bad loss. Reading the guard syncs with the
-        device, so the loop asks where it syncs anyway: every step on the CPU (nothing to save),
-        at the ~5/s step event on one GPU, at the ranks' stop agreement under DDP (where every
-        rank must raise at the same step)."""
-        if self.guard is None:
-            return
-        found = self.guard.check()
-        if any_rank(found is not None, self.info, self.device):
-            if found is None:
-                raise TrainingDiverged("the loss diverged on another rank; try a lower learning rate (optim.lr)")
-            raise TrainingDiverged(found.message(self.steps_per_epoch, self.cfg.optim.lr))
+        """At an epoch's end (every rank): a diverged epoch is neither evaluated nor checkpointed."""
+        if self.guard is not None:
+            self._stop_requested(guard=True)
 
     def _emit_step(self, interval_s: float, seen_at_emit: float) -> float:
         """A `step` event (rank 0); returns the images seen so far this epoch."""
