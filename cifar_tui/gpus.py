@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 from dataclasses import dataclass
 from typing import Mapping, Sequence
-
-from engine.config import ConfigError
 
 
 def visible_gpus(env: Mapping[str, str] | None = None) -> list[str]:
@@ -68,45 +65,3 @@ class Slot:
         if not self.gpus:
             return "CPU"
         return ("GPU " if len(self.gpus) == 1 else "GPUs ") + ",".join(self.gpus)
-
-
-class GpuScheduler:
-    """COMPAT, to be removed when the TUI calls cifar_tui.supervisor.Supervisor: the TUI's
-    in-process slot pool (it does not see other launchers; the supervisor's leases do).
-
-    Hands out slots: a run of `n` processes gets `n` free GPUs, at most `max_parallel` runs
-    at a time (default: as many as there are GPUs). Without GPUs every slot is the CPU and
-    `max_parallel` defaults to 1. Thread-safe; allocate() never blocks (None: wait)."""
-
-    def __init__(self, gpus: Sequence[str], max_parallel: int | None = None):
-        if max_parallel is not None and max_parallel < 1:
-            raise ConfigError(f"--max-parallel: must be at least 1, got {max_parallel}")
-        self.gpus = list(gpus)
-        self.max_parallel = max_parallel or max(1, len(self.gpus))
-        self._free = list(self.gpus)
-        self._running = 0
-        self._lock = threading.Lock()
-
-    def check(self, n: int) -> None:
-        """ConfigError when a run of `n` processes could never get its GPUs."""
-        if self.gpus and n > len(self.gpus):
-            raise ConfigError(f"--nproc {n}: a run needs {n} GPUs but {len(self.gpus)} are visible ({','.join(self.gpus)})")
-
-    def allocate(self, n: int = 1) -> Slot | None:
-        self.check(n)
-        with self._lock:
-            if self._running >= self.max_parallel or (self.gpus and len(self._free) < n):
-                return None
-            taken = self._free[:n] if self.gpus else []
-            self._free = [g for g in self._free if g not in taken]
-            self._running += 1
-            return Slot(tuple(taken))
-
-    def release(self, slot: Slot) -> None:
-        with self._lock:
-            self._running -= 1
-            self._free = [g for g in self.gpus if g in self._free or g in slot.gpus]
-
-    @property
-    def running(self) -> int:
-        return self._running

@@ -74,7 +74,7 @@ EXTRA = [
 
 def make_template(workdir: Path) -> Path:
     """A real run directory: the engine trains resnet18 for 2 epochs on 256 synthetic images."""
-    from .launch import LaunchRequest, Workspace, launch
+    from ..launch import LaunchRequest, Workspace, launch
 
     ws = Workspace(home=workdir / "template", data_root=workdir / "data")
     launched = launch(ws, LaunchRequest(TEMPLATE_CONFIG, list(TEMPLATE_OVERRIDES)))

@@ -1,10 +1,12 @@
 """The Textual app: pick experiments, launch them in the background, watch them live, compare
 them on a leaderboard.
 
-The App composes the panes (panes/), routes what they ask (messages.py) to the run lifecycle
-(control.RunControl) and to the screens (screens/), passes the store's changes (runs_index) to
-the panes, and holds the global keys: tabs (1 2 3 [ ]), help (?), quit (q), the palette (ctrl+p).
-Each pane holds its own keys.
+The App composes the panes (panes/), routes what they ask (messages.py) to the run supervisor
+(cifar_tui.supervisor: the queue, GPU leases shared with every TUI and CLI on the machine,
+launching, reaping, stop / resume / delete, status) and to the screens (screens/), passes the
+store's changes (runs_index) to the panes, tells the user when runs end or break (notices.py), and
+holds the global keys: tabs (1 2 3 [ ]), help (?), quit (q), the palette (ctrl+p). Each pane holds
+its own keys.
 
 Runs are separate engine processes: the app only tails their events.jsonl / stdout.log and reads
 the SQLite store, so it can quit and re-attach. torch is never imported here.
@@ -22,15 +24,18 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
+from engine.config import ConfigError
+from engine.status import CRASHED, END_STATUSES, LIVE
 from engine.store import Store
 
 from ..launch import Workspace
+from ..supervisor import Supervisor
 from . import messages as msg
 from .commands import CifarCommands
-from .control import Refused, RunControl
+from .lifecycle import Lifecycle
+from .notices import Announcer
 from .panes.experiments import ExperimentsPane
 from .panes.leaderboard import LeaderboardPane
-from .panes.run_actions import BUSY
 from .panes.run_view import RunView
 from .panes.runs import RunsPane
 from .run_tabs import RunTabs
@@ -38,12 +43,13 @@ from .runs_index import Changes, RunsIndex
 from .screens import CompareScreen, ConfirmScreen, LaunchPlan, LaunchScreen, MainScreen, QuitScreen
 from .screens.main import TAB_GROUP
 from .support import pane_id_for, short_run
+from .widgets.gpu_bar import GpuBar
 from .widgets.text import show
 
 FIXED_TABS = ("experiments", "runs", "leaderboard")
 
 
-class CifarTUI(App):
+class CifarTUI(Lifecycle, App):
     """cifar-tui: experiments, live runs, leaderboard."""
 
     CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses elsewhere still find it
@@ -69,12 +75,14 @@ class CifarTUI(App):
         self.store_interval = store_interval
         self._max_parallel = max_parallel
         self._theme_name = theme
-        self.store: Store | None = None
+        self.store: Store | None = None        # the index's connection (the supervisor has its own)
         self.index: RunsIndex | None = None
-        self.control: RunControl | None = None
+        self.sup: Supervisor | None = None
+        self.notices: Announcer | None = None
         self.run_tabs = RunTabs(self)
         self.views = self.run_tabs.views       # run id -> its view (one tab each)
         self._activate: set[int] = set()       # queue ids whose tab opens in front when they start
+        self.resume_pending: set[str] = set()  # runs to resume once their exiting process is gone
         self._bindings_state: tuple | None = None
 
     def get_default_screen(self) -> Screen:
@@ -86,6 +94,7 @@ class CifarTUI(App):
             yield Static(Text("◆ cifar-tui", style="bold"), id="brand")
             yield Static(self._workspace_text(), id="workspace")
             yield Static("", id="counts")
+        yield GpuBar([], id="gpu-bar")
         with TabbedContent(id="tabs", initial="experiments"):
             with TabPane("Experiments", id="experiments"):
                 yield ExperimentsPane(self.ws.configs, id="exp-pane")
@@ -122,14 +131,16 @@ class CifarTUI(App):
         self.sub_title = str(self.ws.home)
         self.store = self.ws.store()
         self.index = RunsIndex(self.store)
-        self.control = RunControl(self.ws, self.store, max_parallel=self._max_parallel)
+        self.sup = Supervisor(self.ws, max_parallel=self._max_parallel, shared_queue=True)
+        self.notices = Announcer(self, self.sup)
+        self.gpu_bar.gpus = list(self.sup.gpus)
         self.refresh_store()
         # re-attach: every live run gets its tab back; crashed ones are reported
         newest = self.index.newest_first()
         for rid in newest:
-            if self.index.runs[rid]["status"] == "running":
+            if self.index.runs[rid]["status"] in LIVE:
                 self.call_later(self.open_run, rid, False)
-        crashed = [rid for rid in newest if self.index.runs[rid]["status"] == "crashed"]
+        crashed = [rid for rid in newest if self.index.runs[rid]["status"] == CRASHED]
         if crashed:
             self.notify(f"{len(crashed)} run(s) crashed (process gone): {', '.join(map(short_run, crashed[:3]))}. "
                         "Resume from the Runs tab with r.", severity="warning", timeout=8)
@@ -139,31 +150,36 @@ class CifarTUI(App):
         self.call_later(self.slow_tick)
 
     def on_unmount(self) -> None:
+        if self.sup is not None:
+            self.sup.close()
         if self.store is not None:
             self.store.close()
 
+    @property
+    def gpu_bar(self) -> GpuBar:
+        return self.query_one(GpuBar)
+
     # ------------------------------------------------------------------ periodic work
     def tick(self) -> None:
-        self.run_tabs.poll()
+        try:
+            self.run_tabs.poll()
+        except NoMatches:  # the app is exiting: the views' widgets are going
+            pass
 
     async def slow_tick(self) -> None:
-        """Processes, store changes, queue: once a second. Reads the store only when it changed."""
+        """Processes, store changes, queue, statuses, GPU holders: once a second. Reads the store
+        only when it changed."""
         if self.store is None:
             return
-        for exited in self.control.reap():
-            if exited.reason:
-                self.notify(f"{short_run(exited.run_id)} did not start: {exited.reason}", severity="error", timeout=10)
-                view = self.views.get(exited.run_id)
-                if view is not None:
-                    view.set_external("failed", exited.reason)
-                    self.run_tabs.relabel(exited.run_id)
-            self.runs_pane.status_changed(exited.run_id)
         try:
+            self.reap_engines()
             self.refresh_store()
+            await self.resume_exited()
+            await self.pump_queue()
+            self.run_tabs.sync(self.sup.status)
+            self.gpu_bar.set_holders(self.gpu_holders())
         except NoMatches:  # the app is exiting: its screen's widgets are already gone
             return
-        await self.pump_queue()
-        self.run_tabs.follow_liveness(self.index.runs, set(self.control.procs))
 
     def refresh_store(self, force: bool = False) -> Changes:
         """Read what changed in the store (nothing when nothing did) and pass it to the panes."""
@@ -171,45 +187,42 @@ class CifarTUI(App):
         if changes:
             for pane in (self.experiments_pane, self.runs_pane, self.leaderboard_pane):
                 pane.runs_changed(self.index, changes)
-            running, queued = len(self.index.running()), len(self.index.queue)
-            counts = Text()
-            counts.append(f"▶ {running} running", style="bold cyan" if running else "dim")
-            counts.append("   ")
-            counts.append(f"◷ {queued} queued", style="bold magenta" if queued else "dim")
-            counts.append(f"   {self.control.max_parallel} at a time on {self.control.where}", style="dim")
-            show(self.query_one("#counts", Static), counts)
+            self._draw_counts()
             self.update_bindings()
+        self.notices.store_changed(self.index, changes, set(self.views))
         return changes
 
-    # ------------------------------------------------------------------ status
-    def run_status(self, run_id: str) -> str:
-        """What the app shows for a run: its live view's status, else the lifecycle's."""
-        view = self.views.get(run_id)
-        if view is not None and view.loaded:
-            return view.status
-        return self.control.status(run_id, self.index.runs.get(run_id))
-
-    def shown_status(self, run_id: str, row: dict) -> str:
-        """A listed run's status: from its view when it has a tab, else from the store row."""
-        return self.run_status(run_id) if run_id in self.views else row["status"]
-
-    def live_runs(self) -> list[str]:
-        self.refresh_store()
-        return self.control.live_runs(self.index.running(), self.run_tabs.ended())
+    def _draw_counts(self) -> None:
+        running, queued = len(self.index.running()), len(self.index.queue)
+        counts = Text()
+        counts.append(f"▶ {running} running", style="bold cyan" if running else "dim")
+        counts.append("   ")
+        counts.append(f"◷ {queued} queued", style="bold magenta" if queued else "dim")
+        n = len(self.sup.gpus)
+        where = f"{n} GPU" + ("s" if n != 1 else "") if n else "CPU"
+        counts.append(f"   {self.sup.max_parallel} at a time on {where}", style="dim")
+        show(self.query_one("#counts", Static), counts)
 
     @on(msg.RunStatusChanged)
     async def _run_status_changed(self, event: msg.RunStatusChanged) -> None:
-        if self.store is not None and event.status in ("completed", "stopped", "failed"):
+        if self.store is not None and event.status in END_STATUSES:
             # the engine writes the store before its `end` event: show the final row now, not a second later
             self.refresh_store()
         self.run_tabs.relabel(event.run_id)
-        self.runs_pane.status_changed(event.run_id)
+        try:
+            self.runs_pane.status_changed(event.run_id)
+        except NoMatches:  # the app is exiting: the pane is gone already
+            return
         self.update_bindings()
+
+    @on(msg.RunEnded)
+    def _run_ended(self, event: msg.RunEnded) -> None:
+        self.notices.announce(event.notice)
 
     # ------------------------------------------------------------------ launching + queue
     @on(msg.LaunchRequested)
     def _launch_requested(self, event: msg.LaunchRequested) -> None:
-        self.push_screen(LaunchScreen(event.names, self.ws.configs, self.ws.data_root, gpus=len(self.control.gpus)),
+        self.push_screen(LaunchScreen(event.names, self.ws.configs, self.ws.data_root, gpus=len(self.sup.gpus)),
                          self._launch_planned)
 
     async def _launch_planned(self, plan: LaunchPlan | None) -> None:
@@ -218,7 +231,11 @@ class CifarTUI(App):
 
     async def queue_plan(self, plan: LaunchPlan, activate: bool = True) -> list[int]:
         """Put the plan's experiments in the persistent queue and start what the slots allow."""
-        ids = self.control.enqueue(plan.names, plan.overrides, plan.nproc)
+        try:
+            ids = [self.sup.enqueue(name, plan.overrides, plan.nproc) for name in plan.names]
+        except ConfigError as exc:  # more processes than GPUs (the form checks it first)
+            self.notify(str(exc), severity="error", timeout=10)
+            return []
         if activate and ids:
             self._activate.add(ids[0])
         if len(plan.names) > 1:
@@ -227,89 +244,28 @@ class CifarTUI(App):
         started = await self.pump_queue()
         waiting = [i for i in ids if i not in started]
         if waiting:
-            busy = len(self.control.live_runs(self.index.running(), self.run_tabs.ended()))
-            self.notify(f"{len(waiting)} queued: starts when a slot frees ({busy}/{self.control.max_parallel} busy)",
+            self.notify(f"{len(waiting)} queued: starts when a slot frees ({self.sup.blocked or 'next in line'})",
                         title="Queued", timeout=5)
         return ids
-
-    async def pump_queue(self) -> list[int]:
-        """Start queued items while slots are free. Returns the queue ids started."""
-        if not self.index.queue:
-            return []
-        pumped = self.control.pump(self.index.queue, self.index.running(), self.run_tabs.ended())
-        for reason in pumped.refused:
-            self.notify(reason, severity="error", timeout=10)
-        for item_id, launched in pumped.started:
-            activate = item_id in self._activate
-            self._activate.discard(item_id)
-            await self.open_run(launched.run_id, activate)
-            self.notify(f"started {launched.run_id}", title="Launched", timeout=4)
-        if pumped.started or pumped.refused:
-            self.refresh_store(force=True)
-        return [item_id for item_id, _ in pumped.started]
 
     @on(msg.CancelQueued)
     def _cancel_queued(self, event: msg.CancelQueued) -> None:
         self.cancel_queue_item(event.item_id)
-
-    def cancel_queue_item(self, item_id: int) -> None:
-        self.control.cancel(item_id)
-        self.refresh_store(force=True)
-        self.notify(f"removed #{item_id} from the queue")
 
     # ------------------------------------------------------------------ stop / resume / delete
     @on(msg.StopRequested)
     def _stop_requested(self, event: msg.StopRequested) -> None:
         self.stop_run(event.run_id)
 
-    def stop_run(self, run_id: str) -> bool:
-        status = self.run_status(run_id)
-        if status not in ("running", "starting", "stopping"):
-            self.notify(f"{short_run(run_id)} is not running ({status})", severity="warning")
-            return False
-        view = self.views.get(run_id)
-        row = self.index.runs.get(run_id)
-        pid = (view.state.pid if view is not None else None) or (row or {}).get("pid")
-        try:
-            self.control.stop(run_id, pid)
-        except Refused as exc:
-            self.notify(str(exc), severity=exc.severity)
-            return False
-        if view is not None:
-            view.set_external("stopping")
-            self.run_tabs.relabel(run_id)
-        self.notify(f"stopping {short_run(run_id)}: it writes a checkpoint, then ends", title="Stop", timeout=4)
-        self.update_bindings()
-        return True
-
     @on(msg.ResumeRequested)
     async def _resume_requested(self, event: msg.ResumeRequested) -> None:
         await self.resume_run(event.run_id)
-
-    async def resume_run(self, run_id: str) -> bool:
-        try:
-            self.control.resume(run_id, self.run_status(run_id))
-        except Refused as exc:
-            self.notify(str(exc), severity=exc.severity, timeout=10)
-            return False
-        view = await self.open_run(run_id, True)
-        if view.loaded:  # until the new `start` event arrives, the run is starting again
-            view.state.end = None
-            view.state.status = "starting"
-            view.state.status_dirty = True
-            view.refresh_view()
-        view.set_external(None)
-        self.run_tabs.relabel(run_id)
-        self.runs_pane.status_changed(run_id)
-        self.notify(f"resuming {short_run(run_id)} from its last checkpoint", title="Resume", timeout=4)
-        self.update_bindings()
-        return True
 
     @on(msg.DeleteRequested)
     def _delete_requested(self, event: msg.DeleteRequested) -> None:
         rid = event.run_id
         status = self.run_status(rid)
-        if status in BUSY:
+        if status in LIVE:
             self.notify(f"{short_run(rid)} is {status}: stop it first (s)", severity="error")
             return
 
@@ -319,12 +275,6 @@ class CifarTUI(App):
 
         self.push_screen(ConfirmScreen("Delete run?", f"{rid}\n\nIts directory ({self.ws.home / rid}), checkpoints "
                                        "and store rows are removed. This cannot be undone."), confirmed)
-
-    async def delete_run(self, run_id: str) -> None:
-        await self.run_tabs.close(run_id)
-        self.control.delete(run_id)
-        self.refresh_store(force=True)
-        self.notify(f"deleted {run_id}", title="Delete", timeout=4)
 
     # ------------------------------------------------------------------ compare
     @on(msg.CompareRuns)

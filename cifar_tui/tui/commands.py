@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING, Callable
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from .support import RESUMABLE
+from engine.status import RESUMABLE
+
+from .panes.run_actions import STOPPABLE
 
 if TYPE_CHECKING:
     from .app import CifarTUI
@@ -47,7 +49,7 @@ class CifarCommands(Provider):
         for rid in app.index.newest_first():
             status = app.index.runs[rid]["status"]
             cmds.append((f"Open run {rid}", partial(app.open_run, rid, True), f"status {status}"))
-            if status == "running":
+            if status in STOPPABLE:
                 cmds.append((f"Stop run {rid}", partial(app.stop_run, rid), "graceful stop: checkpoint, then end"))
             if status in RESUMABLE:
                 cmds.append((f"Resume run {rid}", partial(app.resume_run, rid), f"continue this {status} run"))

@@ -1,8 +1,14 @@
 """What the panes ask of the App. A pane never starts, stops or deletes a run itself: it posts
-one of these; the App routes it to the run lifecycle (`control.RunControl`) and the screens."""
+one of these; the App routes it to the run supervisor (`cifar_tui.supervisor.Supervisor`) and the
+screens."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.message import Message
+
+if TYPE_CHECKING:
+    from engine.notify import Notice
 
 
 class RunMessage(Message):
@@ -61,3 +67,11 @@ class RunStatusChanged(RunMessage):
     def __init__(self, run_id: str, status: str):
         super().__init__(run_id)
         self.status = status
+
+
+class RunEnded(RunMessage):
+    """A run view read the run's `end` event as it came (not from the history): the App tells the user."""
+
+    def __init__(self, run_id: str, notice: Notice):
+        super().__init__(run_id)
+        self.notice = notice

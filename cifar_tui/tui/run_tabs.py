@@ -1,14 +1,15 @@
 """The app's run tabs: one RunView per opened run, its tab label (status icon + short id), and the
-status a view shows when what its events say is not the whole story (engine gone, stopping)."""
+supervisor's status passed to each view once a second (starting, stopping, queued, stalled, crashed:
+what the events alone do not say)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from rich.text import Text
 from textual.content import Content
 from textual.widgets import TabbedContent, TabPane
 
-from engine.store import pid_alive
+from engine.status import STARTING
 
 from .panes.run_view import RunView
 from .support import STATUS_RICH, pane_id_for, short_run
@@ -48,7 +49,7 @@ class RunTabs:
 
     def label(self, run_id: str) -> Content:
         view = self.views.get(run_id)
-        status = view.status if view else "starting"
+        status = view.status if view else STARTING
         label = Text(f"{status_text(status).plain.split()[0]} ", style=STATUS_RICH.get(status, ""))
         label.append(short_run(run_id))
         return Content.from_rich_text(label)
@@ -68,27 +69,10 @@ class RunTabs:
         """Runs whose `end` event was read: done, even while their process is still exiting."""
         return {rid for rid, v in self.views.items() if v.state.end is not None}
 
-    def follow_liveness(self, rows: dict[str, dict], started_here: set[str]) -> None:
-        """A view whose engine is gone without an `end` event says crashed; one that never got
-        its events follows the store. `rows`: the store's rows; `started_here`: runs whose engine
-        this app started and has not reaped yet."""
-        for rid, view in self.views.items():
-            view.poll()  # read an end event before judging liveness
-            if view.state.status != "running":
-                if view.state.status == "starting" and rid not in started_here and view.external != "failed":
-                    # not started by us, no events yet: trust the store if it knows better
-                    row = rows.get(rid)
-                    if row and row["status"] in ("crashed", "failed", "stopped", "completed"):
-                        view.set_external(row["status"])
-                continue
-            if rid in started_here:
-                status = "stopping" if view.external == "stopping" else None
-            else:
-                row = rows.get(rid)
-                status = "crashed" if (row is None or row["status"] == "crashed") else None
-                if status is None and view.external == "stopping":
-                    status = "stopping"
-                if row is None:
-                    status = None if pid_alive(view.state.pid) else "crashed"
-            if view.set_external(status):
+    def sync(self, status_of: Callable[[str], str]) -> None:
+        """Each view gets the supervisor's status of its run (`status_of`: Supervisor.status) after
+        reading its latest events; a changed status relabels its tab."""
+        for rid, view in list(self.views.items()):
+            view.poll()  # an end event read now wins over a live status said before it
+            if view.set_supervised(status_of(rid)):
                 self.relabel(rid)

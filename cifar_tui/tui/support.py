@@ -1,12 +1,11 @@
 """Plain logic behind the Textual app (no textual import): run state folding,
-filters, config diffs, queue helpers, slot counting.
+filters, config diffs, formats, how statuses are drawn.
 
 Kept apart from the widgets so it can be unit-tested and reused by the CLI.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -14,33 +13,25 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from engine.events import LineTail
+from engine.status import (COMPLETED, CRASHED, FAILED, PRUNED, QUEUED, RUNNING, STALLED, STARTING, STOPPED, STOPPING,
+                           UNKNOWN)
 
+from .telemetry import TelemetrySeries
 
-RESUMABLE = ("stopped", "crashed", "failed")
-
+# The statuses are engine.status's; these say how the TUI draws them.
 STATUS_ICON = {
-    "running": "▶", "starting": "…", "queued": "◷", "completed": "✔", "stopped": "■",
-    "failed": "✖", "crashed": "✖", "stopping": "■",
+    RUNNING: "▶", STARTING: "…", QUEUED: "◷", COMPLETED: "✔", STOPPED: "■", FAILED: "✖", CRASHED: "✖",
+    STOPPING: "■", STALLED: "⧗", PRUNED: "⊘", UNKNOWN: "?",
 }
 
 # Rich styles (not Textual variables) for Text objects rendered in tables.
 STATUS_RICH = {
-    "running": "bold cyan", "starting": "italic grey62", "queued": "bold magenta", "completed": "bold green",
-    "stopped": "bold yellow", "failed": "bold red", "crashed": "bold red", "stopping": "bold yellow",
+    RUNNING: "bold cyan", STARTING: "italic grey62", QUEUED: "bold magenta", COMPLETED: "bold green",
+    STOPPED: "bold yellow", FAILED: "bold red", CRASHED: "bold red", STOPPING: "bold yellow",
+    STALLED: "bold dark_orange", PRUNED: "bold grey62", UNKNOWN: "grey62",
 }
 
 MAX_STEP_POINTS = 3000
-
-
-def default_max_parallel(gpus: list[str]) -> int:
-    """Runs at a time: CIFAR_TUI_MAX_PARALLEL, else one per visible GPU, else 1 (CPU)."""
-    env = os.environ.get("CIFAR_TUI_MAX_PARALLEL")
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            pass
-    return max(1, len(gpus))
 
 
 def short_run(run_id: str) -> str:
@@ -148,7 +139,7 @@ class RunState:
     """A run folded from its events, incrementally (what a run view shows)."""
 
     run_id: str
-    status: str = "starting"          # from events: starting | running | completed | stopped | failed
+    status: str = STARTING            # from events: starting | running | an end status (engine.status.END_STATUSES)
     config_name: str | None = None
     config: dict = field(default_factory=dict)
     data_source: str | None = None
@@ -167,6 +158,8 @@ class RunState:
     best_epoch: int | None = None
     error: str | None = None
     end: dict | None = None
+    start: dict | None = None         # the latest `start` event (a resumed run has one per start)
+    telemetry: TelemetrySeries = field(default_factory=TelemetrySeries)
     last_t: float | None = None
     starts: int = 0
     # what changed since the view last drew (the view clears these)
@@ -188,11 +181,13 @@ class RunState:
                 self._add_step_point(e)
             elif kind == "epoch":
                 self._on_epoch(e)
+            elif kind == "heartbeat":
+                self.telemetry.add(e)
             elif kind == "start":
                 self._on_start(e)
             elif kind == "end":
                 self.end = e
-                self.status = e.get("status") or "failed"
+                self.status = e.get("status") or FAILED
                 self.error = e.get("error")
                 if e.get("best_acc") is not None:
                     self.best_acc = e["best_acc"]
@@ -202,6 +197,7 @@ class RunState:
     def _on_start(self, e: dict) -> None:
         cfg = e.get("config") or {}
         self.starts += 1
+        self.start = e
         self.config = cfg
         self.config_name = e.get("config_name") or cfg.get("name")
         self.data_source = e.get("data_source") or (cfg.get("data") or {}).get("source")
@@ -213,7 +209,7 @@ class RunState:
         self.epochs_total = (cfg.get("train") or {}).get("epochs")
         self.batch_size = (cfg.get("train") or {}).get("batch_size")
         self.steps_per_epoch = e.get("steps_per_epoch") or self.steps_per_epoch
-        self.status = "running"
+        self.status = RUNNING
         self.end = None
         self.error = None
         self.step = None

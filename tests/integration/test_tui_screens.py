@@ -87,7 +87,7 @@ def test_launch_form_validates_before_anything_starts(tmp_path):
             assert "unknown key" in str(form.query_one("#form-error", Static).render())
             await pilot.press("escape")
             assert not isinstance(app.screen, LaunchScreen)
-            assert app.store.queued() == [] and app.control.procs == {}
+            assert app.store.queued() == [] and app.sup.children == {}
 
     run(scenario())
 
@@ -226,7 +226,8 @@ def test_busy_slot_holds_queue_delete_refused_and_quit_stops(live_fake_run):
             await pilot.pause(0.5)
             assert rid in app.views and app.views[rid].status == "running"  # re-attached
             await pilot.pause(1.2)  # a queue pump happened: the slot is busy, nothing starts
-            assert app.control.procs == {} and [q["id"] for q in app.store.queued()] == [item]
+            assert app.sup.children == {} and [q["id"] for q in app.store.queued()] == [item]
+            assert "1 run alive on this host, 1 at a time" in app.runs_pane.blocked  # the supervisor says why
             # delete is refused while the run is running
             await app.open_run(rid, True)
             await pilot.pause()  # the run view takes the focus
@@ -263,8 +264,8 @@ def test_queue_gives_each_run_its_own_gpu(tmp_path, monkeypatch):
     started: list[tuple[str, dict]] = []
     procs: list[subprocess.Popen] = []
 
-    def fake_launch(ws_, request, *, env=None, **kw):
-        rid = f"{request.config_ref}-20260101T000000Z-{len(started):04x}"
+    def fake_launch(ws_, request, *, run_id, env=None, **kw):  # the supervisor's spawner calls cifar_tui.launch.launch
+        rid = run_id
         run_dir = ws_.home / rid
         run_dir.mkdir(parents=True)
         proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
@@ -272,7 +273,7 @@ def test_queue_gives_each_run_its_own_gpu(tmp_path, monkeypatch):
         started.append((rid, dict(env or {})))
         return Launched(rid, run_dir, proc)
 
-    monkeypatch.setattr("cifar_tui.tui.control.launch", fake_launch)
+    monkeypatch.setattr("cifar_tui.launch.launch", fake_launch)
     store = ws.store()
     for name in ("resnet18_baseline", "resnet18_baseline_wd01", "resnet18_baseline_lbsmooth"):
         store.enqueue(name, ["data.source=synthetic"])
@@ -281,7 +282,7 @@ def test_queue_gives_each_run_its_own_gpu(tmp_path, monkeypatch):
     async def scenario():
         app = CifarTUI(ws)
         async with app.run_test(size=SIZE) as pilot:
-            assert app.control.max_parallel == 2
+            assert app.sup.max_parallel == 2
             deadline = time.monotonic() + 10
             while len(started) < 2 and time.monotonic() < deadline:
                 await pilot.pause(0.1)
@@ -339,8 +340,8 @@ def test_ddp_runs_from_the_launch_form_get_several_gpus_and_resume_on_as_many(tm
         procs.append(proc)
         return proc
 
-    def fake_launch(ws_, request, *, env=None, nproc=1, **kw):
-        rid = f"{request.config_ref}-20260101T000000Z-{len(started):04x}"
+    def fake_launch(ws_, request, *, run_id, env=None, nproc=1, **kw):
+        rid = run_id
         started.append({"run": rid, "gpus": (env or {}).get("CUDA_VISIBLE_DEVICES"), "nproc": nproc})
         return Launched(rid, ws_.home / rid, sleeper(ws_.home / rid))
 
@@ -348,8 +349,8 @@ def test_ddp_runs_from_the_launch_form_get_several_gpus_and_resume_on_as_many(tm
         started.append({"run": run_id, "gpus": (env or {}).get("CUDA_VISIBLE_DEVICES"), "resumed": True})
         return Launched(run_id, ws_.home / run_id, sleeper(ws_.home / run_id))
 
-    monkeypatch.setattr("cifar_tui.tui.control.launch", fake_launch)
-    monkeypatch.setattr("cifar_tui.tui.control.resume_engine", fake_resume)
+    monkeypatch.setattr("cifar_tui.launch.launch", fake_launch)  # what the supervisor's spawner calls
+    monkeypatch.setattr("cifar_tui.launch.resume", fake_resume)
 
     async def launch_from_form(pilot, app, nproc: str) -> LaunchScreen:
         await pilot.press("1", "l")
@@ -369,7 +370,7 @@ def test_ddp_runs_from_the_launch_form_get_several_gpus_and_resume_on_as_many(tm
         app = CifarTUI(ws)
         async with app.run_test(size=SIZE) as pilot:
             await until_loaded(pilot, app)
-            assert app.control.max_parallel == 3
+            assert app.sup.max_parallel == 3
             form = await launch_from_form(pilot, app, "4")
             assert app.screen is form
             assert "4 GPUs, 3 are visible" in str(form.query_one("#form-error", Static).render())
@@ -394,7 +395,8 @@ def test_ddp_runs_from_the_launch_form_get_several_gpus_and_resume_on_as_many(tm
             procs[2].terminate()
             for p in procs[1:3]:
                 p.wait(5)
-            await until(pilot, lambda: app.control.scheduler.running == 0, "the reap to give every GPU back")
+            await until(pilot, lambda: not app.sup.children and not app.sup.leases.held(),
+                        "the reap to give every GPU back")
             await pilot.press("2")
             runs.move_cursor(row=runs.get_row_index(stopped), animate=False)
             await pilot.press("r")
@@ -402,7 +404,8 @@ def test_ddp_runs_from_the_launch_form_get_several_gpus_and_resume_on_as_many(tm
             assert started[3] == {"run": stopped, "gpus": "0,1", "resumed": True}
             procs[3].terminate()
             procs[3].wait(5)
-            await until(pilot, lambda: app.control.scheduler.running == 0, "the resumed run's GPUs to come back")
+            await until(pilot, lambda: not app.sup.children and not app.sup.leases.held(),
+                        "the resumed run's GPUs to come back")
 
     try:
         run(scenario())

@@ -119,7 +119,7 @@ def test_a_click_on_a_tab_puts_its_keys_to_work(tmp_path):
 
 
 def test_run_actions_reach_the_lifecycle_through_the_app(tmp_path, monkeypatch):
-    """s / r / d post messages; the App routes them to its RunControl (no process starts here)."""
+    """s / r / d post messages; the App routes them to its run supervisor (no process starts here)."""
     ws, ids = fake_workspace(tmp_path)
     asked: list[tuple] = []
 
@@ -127,14 +127,14 @@ def test_run_actions_reach_the_lifecycle_through_the_app(tmp_path, monkeypatch):
         app = CifarTUI(ws, max_parallel=1)
         async with app.run_test(size=SIZE) as pilot:
             await until_loaded(pilot, app)
-            monkeypatch.setattr(app.control, "resume", lambda rid, status: asked.append(("resume", rid, status)))
-            monkeypatch.setattr(app.control, "delete", lambda rid: asked.append(("delete", rid)))
+            monkeypatch.setattr(app.sup, "resume", lambda rid, **kw: asked.append(("resume", rid)) or 999)
+            monkeypatch.setattr(app.sup, "delete", lambda rid: asked.append(("delete", rid)))
             await pilot.press("2")
             runs = app.query_one("#runs-table", DataTable)
             await highlight(pilot, runs, ids["s_crash"])
             await pilot.press("r")
             await wait_for(pilot, lambda: asked, "the resume request")
-            assert asked == [("resume", ids["s_crash"], "crashed")]
+            assert asked == [("resume", ids["s_crash"])]
             await pilot.press("2")
             await highlight(pilot, runs, ids["c_base"])
             await pilot.press("d", "y")

@@ -5,24 +5,25 @@ from __future__ import annotations
 
 from textual.binding import Binding
 
+from engine.status import LIVE, RESUMABLE, RUNNING, STALLED, STARTING
+
 from ..messages import DeleteRequested, ResumeRequested, StopRequested
-from ..support import RESUMABLE
 
 RUN_BINDINGS = [
     Binding("s", "stop", "Stop run"),
     Binding("r", "resume", "Resume"),
     Binding("d", "delete", "Delete"),
 ]
-BUSY = ("running", "starting", "stopping")
+STOPPABLE = (RUNNING, STALLED, STARTING)  # stopping: asked already
 
 
 def run_action_state(action: str, status: str) -> bool:
     """May `action` (stop, resume, delete) act on a run of this status?"""
     if action == "stop":
-        return status in ("running", "starting")
+        return status in STOPPABLE
     if action == "resume":
         return status in RESUMABLE
-    return status not in BUSY
+    return status not in LIVE
 
 
 class RunActions:

@@ -1,7 +1,12 @@
-"""The run view: one tab per run, updated from its events file (progress, epoch table, charts, log).
+"""The run view: one tab per run, updated from its events file (progress, telemetry, epoch table,
+charts, the Classes panel of a finished run, log).
 
-Its keys (s stop, r resume, d delete, w close the tab) post messages the App routes; the view
-itself only reads the run's files.
+Its keys (s stop, r resume, d delete, w close the tab, e evaluate) post messages the App routes or
+start the Classes panel's worker; the view itself only reads the run's files and the store.
+
+Its status: what the run supervisor says (the App passes `sup.status(run_id)` once a second:
+starting, stopping, queued, stalled, crashed, the store's end status), except that an `end` event
+read since then wins over a live status the supervisor gave before it.
 """
 from __future__ import annotations
 
@@ -16,16 +21,23 @@ from textual.widgets import DataTable, Log, ProgressBar, Static
 from textual_plotext import PlotextPlot
 
 from engine.events import EventTail
+from engine.notify import notice_from_end
+from engine.status import (COMPLETED, CRASHED, FAILED, QUEUED, RUNNING, STALLED, STARTING, STOPPED, STOPPING,
+                           TERMINAL, UNKNOWN, effective_status)
 
 from ...report import fmt_duration
-from ..messages import CloseRun, RunStatusChanged
+from ..messages import CloseRun, RunEnded, RunStatusChanged
 from ..support import STATUS_RICH, LogTail, RunState, fmt_eta, fmt_num, short_run
+from ..widgets.telemetry import RunTelemetry
 from ..widgets.text import show, status_text
+from .classes import ClassesPanel
 from .run_actions import RUN_BINDINGS, RunActions
 
 POLL_MAX_BYTES = 64 * 1024    # per tick (~300 events): a burst of events never stalls the UI
 CHART_MIN_INTERVAL_S = 1.0    # redraw charts at most this often for step updates
 MAX_PLOT_POINTS = 400         # a terminal chart has ~2 points per cell: more only costs time
+NARROW = 130                  # a view narrower than this shows the Classes panel instead of the charts
+SHORT = 30                    # a view lower than this spares the blank line under the telemetry
 
 
 def thin(items: list, limit: int) -> list:
@@ -60,7 +72,7 @@ def epoch_cells(e: dict, best_epoch: int | None) -> list:
 class RunView(RunActions, Vertical):
     """Everything about one run, updated from its events file by `poll()` (called on a timer)."""
 
-    BINDINGS = [*RUN_BINDINGS, Binding("w", "close_tab", "Close tab")]
+    BINDINGS = [*RUN_BINDINGS, Binding("w", "close_tab", "Close tab"), Binding("e", "evaluate", "Classes")]
 
     def __init__(self, run_id: str, run_dir: Path, **kw):
         super().__init__(**kw)
@@ -70,8 +82,8 @@ class RunView(RunActions, Vertical):
         self.tail = EventTail(self.run_dir / "events.jsonl")
         self.log_tail = LogTail(self.run_dir / "stdout.log")
         self.loaded = False            # the catch-up read of existing events is done
-        self.external: str | None = None  # status decided by the app: crashed / stopping / failed to start
-        self.start_error: str | None = None
+        self.supervised: str | None = None  # the supervisor's status of the run (set by the App)
+        self.start_error: str | None = None  # why its engine never started (the App says)
         self._chart_t = 0.0
         self._shown_status: str | None = None
         self._best_shown: int | None = None
@@ -86,6 +98,7 @@ class RunView(RunActions, Vertical):
             yield Static("epoch -/-", id="epoch-label", classes="epoch-label")
             yield ProgressBar(total=None, show_eta=False, id="bar")
             yield Static("", id="progress-info", classes="progress-info")
+        yield RunTelemetry(id="run-telemetry")
         with Horizontal(classes="run-body"):
             table = DataTable(id="epochs", cursor_type="row", zebra_stripes=True)
             table.border_title = "Epochs"
@@ -97,6 +110,7 @@ class RunView(RunActions, Vertical):
                 acc = PlotextPlot(id="acc-plot", classes="chart")
                 acc.border_title = "Accuracy %"
                 yield acc
+            yield ClassesPanel(self.run_id, id="classes")
         log = Log(id="run-log", max_lines=400, auto_scroll=True, classes="run-log")
         log.border_title = "stdout.log"
         yield log
@@ -120,6 +134,29 @@ class RunView(RunActions, Vertical):
 
     def action_close_tab(self) -> None:
         self.post_message(CloseRun(self.run_id))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "evaluate":
+            return True if self.finished else None
+        return super().check_action(action, parameters)
+
+    def action_evaluate(self) -> None:
+        """The Classes panel: evaluate the run's best checkpoint (again)."""
+        if self.finished:
+            self.classes_panel.compute()
+
+    @property
+    def finished(self) -> bool:
+        return self.loaded and self.status in TERMINAL
+
+    @property
+    def classes_panel(self) -> ClassesPanel:
+        return self.query_one(ClassesPanel)
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.width < NARROW, "-narrow")
+        self.set_class(self.size.height < SHORT, "-short")
+        self._draw_telemetry()
 
     # ------------------------------------------------------------------ data
     def _catch_up(self) -> None:
@@ -151,7 +188,11 @@ class RunView(RunActions, Vertical):
             return False
         events = self.tail.poll(max_bytes=POLL_MAX_BYTES)
         if events:
+            end_before = self.state.end
             self.state.apply(events)
+            end = self.state.end
+            if end is not None and end is not end_before:  # seen live, not read from the history
+                self.post_message(RunEnded(self.run_id, notice_from_end(end, self.state.start)))
         lines = self.log_tail.poll()
         if lines:
             self.query_one("#run-log", Log).write_lines(lines)
@@ -162,23 +203,39 @@ class RunView(RunActions, Vertical):
 
     @property
     def status(self) -> str:
-        s = self.state.status
-        if s in ("completed", "stopped", "failed"):
-            return s
-        if self.external:
-            return self.external
-        return s
+        """The supervisor's status, or what the events say when it knows nothing of the run (or
+        when an `end` event arrived after it last said the run was live)."""
+        told, own = self.supervised, self.state.status
+        if told is None or told == UNKNOWN:
+            if self.start_error and own == STARTING:
+                return FAILED
+            if own == RUNNING and told == UNKNOWN:  # no store row: the events' facts, judged the same way
+                return effective_status({"status": own, "pid": self.state.pid, "host": self.state.host,
+                                         "heartbeat_at": self.state.last_t, "started_at": self.state.last_t})
+            return own
+        if self.state.end is not None and told in (RUNNING, STALLED, STOPPING):
+            return own
+        return told
 
-    def set_external(self, status: str | None, error: str | None = None) -> bool:
-        if error:
-            self.start_error = error
-        if status == self.external:
+    def set_supervised(self, status: str | None) -> bool:
+        """The supervisor's status of the run; True when what the view shows changed."""
+        if status == self.supervised:
             return False
-        self.external = status
+        before = self.status
+        self.supervised = status
         if self._ready:
             self._draw_status()
             self._draw_progress()
-        return True
+            self._draw_telemetry()
+        return before != self.status
+
+    def refused(self, reason: str) -> None:
+        """Its engine exited before it started (bad input): the view says failed, and why."""
+        self.start_error = reason
+        self.supervised = None
+        if self._ready:
+            self._draw_status()
+            self._draw_progress()
 
     # ------------------------------------------------------------------ drawing
     def _show(self, selector: str, text: Text, layout: bool = False) -> None:
@@ -195,6 +252,8 @@ class RunView(RunActions, Vertical):
             self._draw_epochs(force)
         if st.progress_dirty or st.status_dirty or force:
             self._draw_progress()
+        if st.telemetry.dirty or force:
+            self._draw_telemetry()
         self._draw_status()
         if st.chart_dirty or force:
             now = time.monotonic()
@@ -224,6 +283,12 @@ class RunView(RunActions, Vertical):
         if status != self._shown_status:
             self._shown_status = status
             self.post_message(RunStatusChanged(self.run_id, status))
+            if self.finished:
+                self.classes_panel.load()  # a result kept by `cifar-tui eval` (or an earlier `e`) is shown
+
+    def _draw_telemetry(self) -> None:
+        if self._ready:
+            self.query_one(RunTelemetry).draw(self.state.telemetry, live=self.status in (RUNNING, STALLED))
 
     def _draw_progress(self) -> None:
         st = self.state
@@ -236,19 +301,20 @@ class RunView(RunActions, Vertical):
 
         total_epochs = st.epochs_total or "?"
         status = self.status
-        if status == "starting":
-            label(Text("starting…", style="italic"))
+        if status in (STARTING, QUEUED):
+            label(Text("starting…" if status == STARTING else "queued", style="italic"))
             bar.update(total=None)
-            info(Text("waiting for the engine (importing torch, preparing data)", style="dim"))
+            info(Text("waiting for the engine (importing torch, preparing data)" if status == STARTING else
+                      "waits in the queue for a free slot (the Runs tab says why)", style="dim"))
             return
-        if status in ("completed", "stopped", "failed", "crashed") or st.end:
+        if status in TERMINAL or st.end:
             done = st.epochs_done
             label(Text(f"epoch {done}/{total_epochs}", style="bold"))
             frac_total = st.epochs_total or max(done, 1)
             bar.update(total=frac_total, progress=min(done, frac_total))
-            msg = {"completed": "finished", "stopped": "stopped: resume with r", "crashed":
+            msg = {COMPLETED: "finished", STOPPED: "stopped: resume with r", CRASHED:
                    "the engine process died without an end event: resume with r",
-                   "failed": f"failed: {st.error or self.start_error or 'see the log below'}"}.get(status, status)
+                   FAILED: f"failed: {st.error or self.start_error or 'see the log below'}"}.get(status, status)
             info(Text(msg, style=STATUS_RICH.get(status, "")))
             return
         epoch = st.current_epoch
@@ -265,9 +331,11 @@ class RunView(RunActions, Vertical):
         epoch_left, run_left = st.eta()
         parts.append(f"ETA {fmt_eta(epoch_left)}")
         parts.append(f"run {fmt_eta(run_left)}")
-        if status == "stopping":
+        if status == STOPPING:
             parts.insert(0, "stopping after this step…")
-        info(Text("  ·  ".join(parts)))
+        if status == STALLED:
+            parts.insert(0, "stalled: alive, no step lately (s stops it)")
+        info(Text("  ·  ".join(parts), style=STATUS_RICH[STALLED] if status == STALLED else ""))
 
     def _draw_epochs(self, force: bool) -> None:
         st = self.state

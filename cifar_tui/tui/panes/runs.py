@@ -63,6 +63,7 @@ class RunsPane(RunActions, Vertical):
         self._pending = Changes()                     # what changed since the last redraw
         self._index: RunsIndex | None = None
         self._stale = True                            # nothing drawn yet: draw every row
+        self.blocked: str | None = None               # why the head of the queue waits (the supervisor says)
 
     def compose(self) -> ComposeResult:
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
@@ -127,7 +128,22 @@ class RunsPane(RunActions, Vertical):
         else:
             self.sync.update({rid: self._values[rid] for rid in p.runs if rid in index.runs})
         self._stale = False
-        show(self.query_one("#runs-hint", Static), HINT if self._queue or index.runs else EMPTY_HINT)
+        self._draw_hint()
+
+    def set_blocked(self, reason: str | None) -> None:
+        """Why the queue's next item waits (None: it does not): shown under the table."""
+        if reason != self.blocked:
+            self.blocked = reason
+            if self._index is not None:
+                self._draw_hint()
+
+    def _draw_hint(self) -> None:
+        hint = Text(HINT if self._queue or self._index.runs else EMPTY_HINT)
+        if self._queue and self.blocked:
+            hint = Text("◷ the queue waits: ", style="bold magenta")
+            hint.append(self.blocked, style="")
+            hint.append(f"   ·   {HINT}", style="dim")
+        show(self.query_one("#runs-hint", Static), hint)
 
     def _row_values(self, key: str) -> tuple:
         if key.startswith(QUEUE_PREFIX):

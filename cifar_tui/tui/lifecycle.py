@@ -1,0 +1,163 @@
+"""The run lifecycle as the App drives it: what the panes ask (start, stop, resume, delete, cancel)
+goes to the run supervisor (cifar_tui.supervisor), and what the supervisor answers goes to the tabs,
+the lists and notifications. A mixin of the App (it uses the App's views, panes and notify); the
+supervisor holds the logic: the queue, the GPU leases every launcher on the machine shares,
+reaping and statuses.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from engine.config import ConfigError
+from engine.status import LIVE
+
+from ..supervisor import Refused, Started
+from .support import short_run
+
+if TYPE_CHECKING:
+    from .app import CifarTUI
+
+
+class Lifecycle:
+    """Mixed into CifarTUI."""
+
+    # ------------------------------------------------------------------ processes
+    def reap_engines(self: CifarTUI) -> None:
+        """Engines this app started that exited: one that never started says why."""
+        for reaped in self.sup.reap():
+            if reaped.refusal:
+                self.notify(f"{short_run(reaped.run_id)} did not start: {reaped.refusal}", severity="error",
+                            timeout=10)
+                view = self.views.get(reaped.run_id)
+                if view is not None:
+                    view.refused(reaped.refusal)
+                    self.run_tabs.relabel(reaped.run_id)
+            self.runs_pane.status_changed(reaped.run_id)
+
+    # ------------------------------------------------------------------ status
+    def run_status(self: CifarTUI, run_id: str) -> str:
+        """What the app shows for a run: its view's status (the supervisor's, kept current by the
+        events it reads), else the supervisor's."""
+        view = self.views.get(run_id)
+        if view is not None and view.loaded:
+            return view.status
+        return self.sup.status(run_id)
+
+    def shown_status(self: CifarTUI, run_id: str, row: dict) -> str:
+        """A listed run's status: the store row's (effective) status, unless the supervisor knows more
+        (a tab, an engine it started, a live run it may be stopping, a queued resume)."""
+        if (run_id in self.views or run_id in self.sup.children or row["status"] in LIVE
+                or any(q.get("resume_of") == run_id for q in self.index.queue)):
+            return self.run_status(run_id)
+        return row["status"]
+
+    def live_runs(self: CifarTUI) -> list[str]:
+        """Runs with a live process (this app's engines and every other launcher's), less those whose
+        `end` event was read already (done, while their process exits)."""
+        self.refresh_store()
+        ended, running = self.run_tabs.ended(), self.index.running()
+        live = [rid for rid in self.index.newest_first() if rid in running and rid not in ended]
+        live += [rid for rid, child in self.sup.children.items()
+                 if child.launched.process.poll() is None and rid not in live and rid not in ended]
+        return live
+
+    # ------------------------------------------------------------------ queue
+    async def pump_queue(self: CifarTUI) -> list[int]:
+        """Start queued items while GPUs and slots are free (the supervisor's leases: every TUI and
+        CLI on the machine counts). Returns the queue ids started."""
+        if not self.index.queue:
+            self.runs_pane.set_blocked(None)
+            return []
+        pumped = self.sup.pump()
+        self.runs_pane.set_blocked(self.sup.blocked)
+        for out in pumped:
+            if isinstance(out, Refused):
+                self.notify(f"queued {out.config} cannot start: {out.reason}", severity="error", timeout=10)
+                continue
+            activate = out.item_id in self._activate
+            self._activate.discard(out.item_id)
+            view = await self.open_run(out.run_id, activate)
+            view.set_supervised(self.sup.status(out.run_id))
+            self.run_tabs.relabel(out.run_id)
+            self.notify(f"{'resumed' if out.resumed else 'started'} {out.run_id} on {out.label}", title="Launched",
+                        timeout=4)
+        if pumped:
+            self.refresh_store(force=True)
+        return [out.item_id for out in pumped if isinstance(out, Started)]
+
+    def cancel_queue_item(self: CifarTUI, item_id: int) -> None:
+        self.sup.cancel(item_id)
+        self.refresh_store(force=True)
+        self.notify(f"removed #{item_id} from the queue")
+
+    # ------------------------------------------------------------------ stop / resume / delete
+    def stop_run(self: CifarTUI, run_id: str) -> bool:
+        status = self.run_status(run_id)
+        if status not in LIVE:
+            self.notify(f"{short_run(run_id)} is not running ({status})", severity="warning")
+            return False
+        try:
+            self.sup.stop(run_id)
+        except ConfigError as exc:  # not live (any more), its process gone
+            self.notify(str(exc), severity="warning")
+            return False
+        self._status_changed(run_id)
+        self.notify(f"stopping {short_run(run_id)}: it writes a checkpoint, then ends", title="Stop", timeout=4)
+        return True
+
+    def _status_changed(self: CifarTUI, run_id: str) -> None:
+        """After a request to the supervisor: the run's tab and row show its new status now."""
+        view = self.views.get(run_id)
+        if view is not None:
+            view.set_supervised(self.sup.status(run_id))
+            self.run_tabs.relabel(run_id)
+        self.runs_pane.status_changed(run_id)
+        self.update_bindings()
+
+    async def resume_run(self: CifarTUI, run_id: str) -> bool:
+        """Queue the run's continuation from its last checkpoint (same run id, same tab); it starts
+        at once when a slot and its GPUs are free."""
+        view = self.views.get(run_id)
+        if view is not None and view.state.end is not None and self.sup.status(run_id) in LIVE:
+            # its `end` is written but its process is still exiting (and holds its GPUs): once it is gone
+            self.resume_pending.add(run_id)
+            self.notify(f"{short_run(run_id)} resumes once its process has exited", title="Resume", timeout=4)
+            return True
+        try:
+            item_id = self.sup.resume(run_id)
+        except ConfigError as exc:  # live, queued already, not resumable, its GPUs not visible
+            self.notify(str(exc), severity="warning", timeout=10)
+            return False
+        self._activate.add(item_id)
+        self.refresh_store(force=True)  # our own writes do not move our connection's data_version
+        started = await self.pump_queue()
+        if item_id not in started:
+            await self.open_run(run_id, True)
+            self.notify(f"{short_run(run_id)} resumes when a slot frees ({self.sup.blocked or 'queued'})",
+                        title="Resume", timeout=6)
+        else:
+            self.notify(f"resuming {short_run(run_id)} from its last checkpoint", title="Resume", timeout=4)
+        self._status_changed(run_id)
+        return True
+
+    async def resume_exited(self: CifarTUI) -> None:
+        """Resumes asked for while the run's process was still exiting, now that it is gone."""
+        for run_id in list(self.resume_pending):
+            if self.sup.status(run_id) not in LIVE:
+                self.resume_pending.discard(run_id)
+                await self.resume_run(run_id)
+
+    async def delete_run(self: CifarTUI, run_id: str) -> None:
+        try:
+            self.sup.delete(run_id)
+        except ConfigError as exc:  # it came alive meanwhile
+            self.notify(str(exc), severity="error")
+            return
+        await self.run_tabs.close(run_id)
+        self.refresh_store(force=True)
+        self.notify(f"deleted {run_id}", title="Delete", timeout=4)
+
+    def gpu_holders(self: CifarTUI) -> dict[str, str]:
+        """GPU id -> the run holding its lease (any launcher's: the store's leases)."""
+        return {lease["slot"].split(":", 1)[1]: lease["run_id"] for lease in self.sup.leases.held()
+                if lease["slot"].startswith("gpu:")}
