@@ -166,7 +166,8 @@ def repair_best(best: Path, last_state: dict[str, Any]) -> bool:
 
     The trainer writes last.pt, then best.pt. A crash between the two leaves a last.pt
     whose best epoch is its own epoch and a best.pt that is older (or missing). On
-    resume, last.pt's model is exactly that best model: write it to best.pt. Returns
+    resume, last.pt's model (or its EMA, when that was the better one) is exactly that best
+    model: write it to best.pt. Returns
     True when best.pt was (re)written."""
     epoch, best_epoch = last_state.get("epoch"), last_state.get("best_epoch")
     if best_epoch is None or best_epoch != epoch or last_state.get("step_in_epoch", 0) != 0:
@@ -176,9 +177,11 @@ def repair_best(best: Path, last_state: dict[str, Any]) -> bool:
             return False
     except CheckpointError:
         pass  # missing or damaged: rewrite it
+    best_model = last_state.get("best_model", "model")
+    weights = last_state["ema"]["module"] if best_model == "ema" else last_state["model"]
     try:
-        save_checkpoint({"run_id": last_state.get("run_id"), "config": last_state.get("config"),
-                         "model": last_state["model"], "epoch": epoch, "best_acc": last_state.get("best_acc")}, best)
+        save_checkpoint({"run_id": last_state.get("run_id"), "config": last_state.get("config"), "model": weights,
+                         "epoch": epoch, "best_acc": last_state.get("best_acc"), "best_model": best_model}, best)
     except OSError as exc:  # best effort: the run itself can go on from last.pt
         print(f"warning: could not repair {best}: {exc}", file=sys.stderr)
         return False

@@ -96,11 +96,16 @@ def sum_over_ranks(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
     """True on every rank when it is True on any: every rank must leave the loop at the same step."""
+    return any_rank_each((flag,), info, device)[0]
+
+
+def any_rank_each(flags: tuple[bool, ...], info: DistInfo, device: torch.device) -> tuple[bool, ...]:
+    """Each flag True on every rank when it is True on any, in one all-reduce."""
     if not info.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+        return tuple(flags)
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return tuple(bool(v) for v in t.tolist())
 
 
 @torch.no_grad()
