@@ -5,8 +5,9 @@ so the trainer and `scripts/gpu-check.sh` make the same choice.
 - Fused AdamW/SGD (one kernel for the whole update) on CUDA; foreach elsewhere.
 - ``train.compile_mode: auto`` picks ``reduce-overhead`` (Inductor + CUDA graphs: the step's
   kernels replay without launch overhead) on one GPU, ``max-autotune-no-cudagraphs`` under DDP
-  (NCCL all-reduces between graph segments do not mix with CUDA graphs), and ``default`` on the
-  CPU (CUDA graphs need CUDA). An explicit CUDA-graph mode is refused where graphs cannot be used.
+  (NCCL all-reduces between graph segments do not mix with CUDA graphs), and no compilation on the
+  CPU: our compiled recipes are GPU recipes, and an Inductor build takes minutes on a small CPU for
+  little gain (``compile_mode: default`` compiles there anyway). An explicit CUDA-graph mode is refused where graphs cannot be used.
 - With CUDA graphs, the outputs of one replay are overwritten by the next: the trainer marks each
   step's start (:func:`mark_step`) and keeps nothing from a forward past the next one.
 """
@@ -26,12 +27,12 @@ def optimizer_kwargs(device: torch.device) -> dict[str, Any]:
     return {"fused": True} if torch.device(device).type == "cuda" else {}
 
 
-def compile_mode(requested: str, device: torch.device, distributed: bool) -> str:
-    """The torch.compile mode for ``train.compile_mode`` on this device."""
+def compile_mode(requested: str, device: torch.device, distributed: bool) -> Optional[str]:
+    """The torch.compile mode for ``train.compile_mode`` on this device (None: do not compile)."""
     device = torch.device(device)
     if requested == "auto":
         if device.type != "cuda":
-            return "default"
+            return None
         return "max-autotune-no-cudagraphs" if distributed else "reduce-overhead"
     if requested in CUDA_GRAPH_MODES and (device.type != "cuda" or distributed):
         where = "with several processes (DDP)" if device.type == "cuda" else f"on {device.type}"

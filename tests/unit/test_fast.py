@@ -13,7 +13,7 @@ CPU, GPU = torch.device("cpu"), torch.device("cuda", 0)
 @pytest.mark.parametrize("requested, device, ddp, expected", [
     ("auto", GPU, False, "reduce-overhead"),            # CUDA graphs on one GPU
     ("auto", GPU, True, "max-autotune-no-cudagraphs"),  # no graphs with NCCL between segments
-    ("auto", CPU, False, "default"),
+    ("auto", CPU, False, None),                         # no Inductor build on a CPU unless asked
     ("max-autotune-no-cudagraphs", GPU, True, "max-autotune-no-cudagraphs"),
     ("default", CPU, True, "default"),
     ("reduce-overhead", GPU, False, "reduce-overhead"),
