@@ -18,11 +18,12 @@ from typing import Any, Iterable
 
 import torch
 
+from . import fault_hooks
 from .checkpoint import load_checkpoint, repair_best, save_checkpoint
 from .config import ExperimentConfig
 from .data import load_dataset, make_pipeline
-from .ddp import (DistInfo, adopt_rank0_buffers, any_rank, convert_sync_batchnorm, device_label, select_device,
-                  share_of_global_batch, sum_over_ranks, wrap_ddp)
+from .ddp import (DistInfo, adopt_rank0_buffers, any_rank, convert_sync_batchnorm, device_label, rank_weights_sha256,
+                  select_device, share_of_global_batch, sum_over_ranks, wrap_ddp)
 from .evaluate import topk_hits
 from .events import EventWriter
 from .keep import finalize as finalize_checkpoints
@@ -42,8 +43,6 @@ from .teacher import Teacher, resolve_teacher
 from .train_state import LoopPosition, restore_training_state, seed_everything, training_state
 
 STEP_EVENT_INTERVAL_S = 0.2   # at most ~5 step events per second
-# Fault tests only (tests/integration/test_faults.py): raise a CUDA out-of-memory error at this global step.
-_TEST_OOM_AT_STEP = int(os.environ.get("CIFAR_TUI_TEST_OOM_AT_STEP") or 0)
 
 Batch = torch.Tensor | tuple[torch.Tensor, ...]  # a tuple: one tensor per scale group (data.train_sizes)
 
@@ -75,6 +74,8 @@ class Trainer:
         self.wall_s = 0.0
         self._wall_t0 = time.monotonic()
         self.last_step_at = time.time()  # the heartbeat reports it: a live run without steps is stalled
+        self.weights_sha256: list[str] | None = None  # each rank's final weights (the `end` event)
+        self.oom_at_step = fault_hooks.oom_at_step()  # fault tests only (engine/fault_hooks.py)
 
     # ---------------------------------------------------------------- setup
     def prepare(self) -> None:
@@ -186,8 +187,7 @@ class Trainer:
                 heartbeat.start()
             while self.epoch < self.cfg.train.epochs and self._train_epoch():
                 pass
-            if os.environ.get("CIFAR_TUI_DUMP_RANK_STATE"):  # tests: every rank's final weights
-                torch.save(self.model.state_dict(), Path(os.environ["CIFAR_TUI_DUMP_RANK_STATE"]) / f"rank{self.info.rank}.pt")
+            self.weights_sha256 = rank_weights_sha256(self.model, self.info)
             if self.epoch < self.cfg.train.epochs:
                 # Under torchrun a non-zero exit is a failure: the agent would kill the other ranks,
                 # rank 0 perhaps while it writes its checkpoint. The end event says "stopped".
@@ -212,7 +212,7 @@ class Trainer:
                 try:
                     self.emit("end", status=status, error=error, best_acc=self.best_acc, best_epoch=self.best_epoch,
                               epochs_done=self.epoch, wall_s=round(self.wall_clock(), 3), checkpoints=kept,
-                              **end_extra)
+                              weights_sha256=self.weights_sha256, **end_extra)
                 except OSError as exc:  # the disk is full: the store already has the final status
                     print(f"warning: could not write the end event: {exc}", file=sys.stderr)
                 if self.tb is not None:
@@ -279,8 +279,8 @@ class Trainer:
             for hook in self.hooks:
                 hook.step_end(self, loss, y.shape[0])
             self.last_step_at = time.time()
-            if self.global_step == _TEST_OOM_AT_STEP:
-                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (CIFAR_TUI_TEST_OOM_AT_STEP={self.global_step})")
+            if self.global_step == self.oom_at_step:
+                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory ({fault_hooks.OOM_AT_STEP}={self.global_step})")
             now = time.monotonic()
             if self.info.is_main and now - t_emit >= STEP_EVENT_INTERVAL_S:
                 seen_at_emit = self._emit_step(now - t_emit, seen_at_emit)
