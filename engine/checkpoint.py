@@ -112,6 +112,7 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
                 os.fsync(f.fileno())
             slow = _test_pause(path, TEST_SLOW_ENV)
             if slow is not None:
+                print(f"{fault_hooks.BEFORE_RENAME_MARKER} {tmp}", file=sys.stderr, flush=True)
                 time.sleep(slow.seconds)
             os.replace(tmp, path)
         except BaseException:

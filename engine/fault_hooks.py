@@ -10,7 +10,7 @@ not meant for.
     raise ``torch.cuda.OutOfMemoryError`` right after global step N (N >= 1).
 ``CIFAR_TUI_TEST_SLOW_CHECKPOINT=[NAME:]SECONDS``
     sleep after a checkpoint's temp file is written and fsynced, before its rename
-    (only for the file NAME, e.g. ``best.pt:30``).
+    (only for the file NAME, e.g. ``best.pt:30``); the engine says so on stderr (``BEFORE_RENAME_MARKER``).
 ``CIFAR_TUI_TEST_PAUSE_IN_CHECKPOINT_WRITE=[NAME:]SECONDS``
     sleep in the middle of writing a checkpoint's temp file: once the first
     ``PAUSE_AFTER_BYTES`` are written (and flushed), before the rest. The engine says so on
@@ -32,6 +32,7 @@ HOOKS = (OOM_AT_STEP, SLOW_CHECKPOINT, PAUSE_IN_CHECKPOINT_WRITE)
 
 PAUSE_AFTER_BYTES = 64 * 1024
 MID_WRITE_MARKER = "test hook: paused in the middle of writing"
+BEFORE_RENAME_MARKER = "test hook: written and fsynced, paused before renaming"
 
 _reported: set[str] = set()
 
