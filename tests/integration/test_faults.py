@@ -41,6 +41,7 @@ from engine.lifecycle import failure_message
 from tests.conftest import CLI, cli, new_workspace, set_args
 from tests.support.reliability import (drive, fast, one_error_line, procs, python_env, record,  # noqa: F401 - fixtures
                                        tally, wait_until)
+from tests.support.unwritable import WHY_NOT, unwritable
 
 CONFIG = "resnet18_baseline"
 ENGINE_TIMEOUT = 300  # generous: the machine is shared and loaded; runs take seconds alone
@@ -496,37 +497,6 @@ def test_tui_killed_while_a_run_is_live_the_run_goes_on_and_a_new_reader_reattac
 # Disk full, run dir not writable
 
 
-def _chattr_works(probe: Path) -> bool:
-    """Whether `chattr +i` exists here and stops root from adding a file (a probe folder)."""
-    if shutil.which("chattr") is None:
-        return False
-    probe.mkdir()
-    try:
-        if subprocess.run(["chattr", "+i", str(probe)], capture_output=True).returncode != 0:
-            return False
-        try:
-            (probe / "x").touch()
-            return False  # the flag did not stop a write
-        except OSError:
-            return True
-    finally:
-        subprocess.run(["chattr", "-i", str(probe)], capture_output=True)
-
-
-def _make_unwritable(folder: Path, probe: Path):
-    """Make `folder` refuse new files, for whoever runs the tests: chmod for an ordinary user; as
-    root (CI), whom chmod does not stop, the immutable flag where the file system has it. Returns
-    the undo, or None when neither works here."""
-    if os.geteuid() != 0:
-        mode = folder.stat().st_mode
-        folder.chmod(0o500)
-        return lambda: folder.chmod(mode)
-    if not _chattr_works(probe):
-        return None
-    subprocess.run(["chattr", "+i", str(folder)], check=True)
-    return lambda: subprocess.run(["chattr", "-i", str(folder)], check=True)
-
-
 def _paused_after_first_checkpoint(launched: Launched) -> dict[str, str]:
     """SIGSTOP the engine right after epoch 1's checkpoints; the digests of what is on disk."""
     run_dir = launched.run_dir
@@ -550,18 +520,15 @@ def test_disk_full_or_read_only_during_a_checkpoint_fails_cleanly_and_keeps_earl
     os.kill(full.process.pid, signal.SIGCONT)
     tally.fault(disk_full=1)
 
-    # The checkpoints folder stops taking files (chmod, or as root the immutable flag).
+    # The checkpoints folder stops taking files (chmod; as root, which chmod does not stop, the
+    # immutable flag of `chattr +i`, where the file system has it).
     ro_ckpt = readonly.run_dir / "checkpoints"
     kept_ro = _paused_after_first_checkpoint(readonly)
-    undo = _make_unwritable(ro_ckpt, workspace["tmp"] / "probe")
-    if undo is not None:
-        tally.fault(read_only_dirs=1)
-    try:
+    with unwritable(ro_ckpt) as read_only:
+        if read_only:
+            tally.fault(read_only_dirs=1)
         os.kill(readonly.process.pid, signal.SIGCONT)
         code_ro = finished(readonly)
-    finally:
-        if undo is not None:
-            undo()
 
     assert finished(full) == 1, log_of(full.run_dir)[-2000:]
     ckpt = full.run_dir / "checkpoints"
@@ -576,7 +543,7 @@ def test_disk_full_or_read_only_during_a_checkpoint_fails_cleanly_and_keeps_earl
     assert rows[full.run_id]["status"] == "failed" and rows[full.run_id]["error"] == end["error"]
     tally.rows(1)
 
-    if undo is not None:
+    if read_only:
         assert code_ro == 1, log_of(readonly.run_dir)[-2000:]
         end = events(readonly.run_dir)[-1]
         assert end["type"] == "end" and end["status"] == "failed"
@@ -592,9 +559,8 @@ def test_disk_full_or_read_only_during_a_checkpoint_fails_cleanly_and_keeps_earl
     assert end["status"] == "completed" and end["epochs_done"] == 2 and load_checkpoint(ckpt / "best.pt")
     assert store_epochs(workspace["home"], full.run_id, tally) == [1, 2]
     tally.record(request)
-    if undo is None:  # said in the summary (pytest -rs), not passed over in silence
-        pytest.skip("disk-full part passed; the read-only part could not run: root ignores chmod and "
-                    "`chattr +i` does not work here (chattr missing, or a file system without the flag)")
+    if not read_only:  # said in the summary (pytest -rs), not passed over in silence
+        pytest.skip(f"the disk-full part passed; the read-only part could not run: {WHY_NOT}")
 
 
 @pytest.mark.parametrize("err, expected", [
