@@ -248,6 +248,7 @@ def test_sigkill_inside_and_after_a_checkpoint_write_never_leaves_a_torn_checkpo
     # 2. resumed, then killed in the middle of writing last.pt of epoch 2
     second = launch_resume(ws, run_id, env={**ENGINE_ENV, TEST_PAUSE_IN_WRITE_ENV: "last.pt:300"})
     procs.add(second.process)
+    tally["runs_resumed"] += 1
     torn = hook_pause(second, MID_WRITE_MARKER, "last.pt")
     assert 0 < torn.stat().st_size < size  # part of a checkpoint, on disk
     with pytest.raises(CheckpointError):  # and not one: it must never be loaded

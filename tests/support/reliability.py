@@ -52,8 +52,9 @@ class Tally(Counter):
         assert proc.wait(timeout=60) == -signal.SIGKILL
         self.update(faults_injected=1, sigkills=1)
 
-    def fault(self, n: int = 1, **kinds: int) -> None:
-        self.update(faults_injected=n, **kinds)
+    def fault(self, **kinds: int) -> None:
+        """Faults just injected, by kind (`tally.fault(damaged_files=2)`)."""
+        self.update(faults_injected=sum(kinds.values()), **kinds)
 
     def rows(self, n: int) -> int:
         """`n` store rows (or run listings) were just compared exactly."""
