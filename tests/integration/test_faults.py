@@ -498,15 +498,26 @@ def test_tui_killed_while_a_run_is_live_the_run_goes_on_and_a_new_reader_reattac
 # Disk full, run dir not writable
 
 
-def _paused_after_first_checkpoint(launched: Launched) -> dict[str, str]:
-    """SIGSTOP the engine right after epoch 1's checkpoints; the digests of what is on disk."""
-    run_dir = launched.run_dir
-    wait_until(lambda: has_event(run_dir, type="checkpoint", is_best=True, epoch=1), ENGINE_TIMEOUT, "epoch 1's checkpoints")
-    os.kill(launched.process.pid, signal.SIGSTOP)
-    assert not has_event(run_dir, type="epoch", epoch=2), "paused too late: epoch 2 is already done"
-    ckpt = run_dir / "checkpoints"
-    assert (ckpt / "last.pt").stat().st_size > 1_000_000 and (ckpt / "best.pt").stat().st_size > 1_000_000
-    return {name: sha(ckpt / name) for name in ("last.pt", "best.pt")}
+def _paused_after_first_checkpoint(*launched: Launched) -> list[dict[str, str]]:
+    """SIGSTOP each engine as soon as it has written epoch 1's checkpoints (watching all of them at
+    once: one left running while another is handled could finish epoch 2); the digests on disk."""
+    waiting = list(launched)
+
+    def pause_the_ready() -> bool:
+        for one in list(waiting):
+            if has_event(one.run_dir, type="checkpoint", is_best=True, epoch=1):
+                os.kill(one.process.pid, signal.SIGSTOP)
+                waiting.remove(one)
+        return not waiting
+
+    wait_until(pause_the_ready, ENGINE_TIMEOUT, "epoch 1's checkpoints", interval=0.02)
+    kept = []
+    for one in launched:
+        assert not has_event(one.run_dir, type="epoch", epoch=2), "paused too late: epoch 2 is already done"
+        ckpt = one.run_dir / "checkpoints"
+        assert (ckpt / "last.pt").stat().st_size > 1_000_000 and (ckpt / "best.pt").stat().st_size > 1_000_000
+        kept.append({name: sha(ckpt / name) for name in ("last.pt", "best.pt")})
+    return kept
 
 
 def test_disk_full_or_read_only_during_a_checkpoint_fails_cleanly_and_keeps_earlier_checkpoints(workspace, procs, request,
@@ -514,9 +525,9 @@ def test_disk_full_or_read_only_during_a_checkpoint_fails_cleanly_and_keeps_earl
     full = start(workspace, procs, fast(train__epochs=2, data__train_limit=512, train__batch_size=16))
     readonly = start(workspace, procs, fast(train__epochs=2, data__train_limit=512, train__batch_size=16, train__seed=1))
 
+    kept_full, kept_ro = _paused_after_first_checkpoint(full, readonly)
     # The disk fills up: from now on no file of the engine may grow past 1 MB. The kernel answers
     # the checkpoint write with EFBIG (Python ignores SIGXFSZ); the events file stays far below it.
-    kept_full = _paused_after_first_checkpoint(full)
     resource.prlimit(full.process.pid, resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
     os.kill(full.process.pid, signal.SIGCONT)
     tally.fault(disk_full=1)
@@ -524,7 +535,6 @@ def test_disk_full_or_read_only_during_a_checkpoint_fails_cleanly_and_keeps_earl
     # The checkpoints folder stops taking files (chmod; as root, which chmod does not stop, the
     # immutable flag of `chattr +i`, where the file system has it).
     ro_ckpt = readonly.run_dir / "checkpoints"
-    kept_ro = _paused_after_first_checkpoint(readonly)
     with unwritable(ro_ckpt) as read_only:
         if read_only:
             tally.fault(read_only_dirs=1)
