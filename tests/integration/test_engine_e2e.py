@@ -140,9 +140,10 @@ def test_ctrl_c_leaves_a_resumable_run_that_matches_an_uninterrupted_one(workspa
     that step; `cifar-tui resume` continues from it and ends bit for bit as a run never stopped."""
     one_thread = {"OMP_NUM_THREADS": "1"}  # the same float sums in both runs
     workspace["env"].update(one_thread)
-    # 32 steps an epoch: the stop lands inside one
-    overrides = tiny_overrides(data__train_limit=512, train__batch_size=16, data__augment="crop_flip",
-                               data__shuffle="true", schedule__name="cosine", train__keep="best+last")
+    # timm's small test_resnet, 128 steps an epoch: the stop lands inside one
+    overrides = tiny_overrides(model__backbone="test_resnet", data__train_limit=2048, train__batch_size=16,
+                               data__augment="crop_flip", data__shuffle="true", schedule__name="cosine",
+                               train__keep="best+last")
     proc = _start_engine(workspace, "run", "resnet18_baseline", *set_args(overrides))
     run_dir = _wait_for_step(workspace["home"])
     proc.send_signal(signal.SIGINT)
