@@ -105,7 +105,15 @@ def _cifar_stem(name: str) -> tuple[dict, Callable[[nn.Module, str], None] | Non
     return {}, _resnet_cifar_stem  # any other ResNet-like model (conv1 + maxpool), or a clear error
 
 
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE=1 (the Hugging Face hub's own switch, also set by the test suite): never probe
+    or download, only cached or local weights."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _network_reachable(timeout: float = NETWORK_PROBE_TIMEOUT_S) -> bool:
+    if hub_offline():
+        return False
     # create_connection's timeout does not bound the DNS lookup: bound the whole probe.
     def probe() -> bool:
         try:
@@ -159,7 +167,8 @@ def _pretrained_overlay(cfg: ModelConfig) -> dict | None:
     # The hub client retries for a minute or more without a network; probe first.
     if not _network_reachable():
         raise WeightsError(
-            f"model.pretrained: no cached ImageNet weights for {cfg.backbone!r} and the hub is unreachable; "
+            f"model.pretrained: no cached ImageNet weights for {cfg.backbone!r} and the hub is "
+            f"{'off (HF_HUB_OFFLINE is set)' if hub_offline() else 'unreachable'}; "
             f"run once with network access (weights are cached) or set model.weights: PATH to a local weights file"
         )
     return None

@@ -21,11 +21,12 @@ from typing import Any, Iterable
 
 import torch
 
+from . import fault_hooks
 from .checkpoint import load_checkpoint, repair_best, save_checkpoint
 from .config import ExperimentConfig
 from .data import load_dataset, make_pipeline
 from .ddp import (DistInfo, adopt_rank0_buffers, any_rank_each, convert_sync_batchnorm, device_label,
-                  select_device, share_of_global_batch, sum_over_ranks, wrap_ddp)
+                  rank_weights_sha256, select_device, share_of_global_batch, sum_over_ranks, wrap_ddp)
 from .ema import WeightEma, better_of
 from .evaluate import topk_hits
 from .events import EventWriter
@@ -49,8 +50,6 @@ from .teacher import Teacher, resolve_teacher
 from .train_state import LoopPosition, restore_option, restore_training_state, seed_everything, training_state
 
 STEP_EVENT_INTERVAL_S = 0.2   # at most ~5 step events per second
-# Fault tests only (tests/integration/test_faults.py): raise a CUDA out-of-memory error at this global step.
-_TEST_OOM_AT_STEP = int(os.environ.get("CIFAR_TUI_TEST_OOM_AT_STEP") or 0)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -80,6 +79,8 @@ class Trainer:
         self.wall_s = 0.0
         self._wall_t0 = time.monotonic()
         self.last_step_at = time.time()  # the heartbeat reports it: a live run without steps is stalled
+        self.weights_sha256: list[str] | None = None  # each rank's final weights (the `end` event)
+        self.oom_at_step = fault_hooks.oom_at_step()  # fault tests only (engine/fault_hooks.py)
 
     # ---------------------------------------------------------------- setup
     def prepare(self) -> None:
@@ -212,8 +213,7 @@ class Trainer:
                 heartbeat.start()
             while self.epoch < self.cfg.train.epochs and self._train_epoch():
                 pass
-            if os.environ.get("CIFAR_TUI_DUMP_RANK_STATE"):  # tests: every rank's final weights
-                torch.save(self.model.state_dict(), Path(os.environ["CIFAR_TUI_DUMP_RANK_STATE"]) / f"rank{self.info.rank}.pt")
+            self.weights_sha256 = rank_weights_sha256(self.model, self.info)
             reason = self.end_reason
             if self.epoch < self.cfg.train.epochs and reason is None:
                 # Under torchrun a non-zero exit is a failure: the agent would kill the other ranks,
@@ -241,7 +241,8 @@ class Trainer:
                     end_fields = {"reason": reason, **end_extra}  # a pruned run's reason comes from its request
                     self.emit("end", status=status, error=error, best_acc=self.best_acc, best_epoch=self.best_epoch,
                               best_model=self.best_model, epochs_done=self.epoch, steps_done=self.global_step,
-                              wall_s=round(self.wall_clock(), 3), checkpoints=kept, **end_fields)
+                              wall_s=round(self.wall_clock(), 3), checkpoints=kept,
+                              weights_sha256=self.weights_sha256, **end_fields)
                 except OSError as exc:  # the disk is full: the store already has the final status
                     print(f"warning: could not write the end event: {exc}", file=sys.stderr)
                 if self.tb is not None:
@@ -305,8 +306,8 @@ class Trainer:
             for hook in self.hooks:
                 hook.step_end(self, loss, n)
             self.last_step_at = time.time()
-            if self.global_step == _TEST_OOM_AT_STEP:
-                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (CIFAR_TUI_TEST_OOM_AT_STEP={self.global_step})")
+            if self.global_step == self.oom_at_step:
+                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory ({fault_hooks.OOM_AT_STEP}={self.global_step})")
             now, emitted = time.monotonic(), False
             if self.info.is_main and now - t_emit >= STEP_EVENT_INTERVAL_S:
                 seen_at_emit, t_emit, emitted = self._emit_step(now - t_emit, seen_at_emit), now, True
