@@ -211,7 +211,8 @@ class Trainer:
                 self.store.run_ended(self.run_id, status, error, self.wall_clock())
                 try:
                     self.emit("end", status=status, error=error, best_acc=self.best_acc, best_epoch=self.best_epoch,
-                              epochs_done=self.epoch, wall_s=round(self.wall_clock(), 3), checkpoints=kept,
+                              epochs_done=self.epoch, step_in_epoch=self.step_in_epoch,
+                              wall_s=round(self.wall_clock(), 3), checkpoints=kept,
                               **end_extra)
                 except OSError as exc:  # the disk is full: the store already has the final status
                     print(f"warning: could not write the end event: {exc}", file=sys.stderr)
