@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperOption
 from rich.markup import escape
 from rich.table import Table
 
 from engine.config import ConfigError
 from engine.paths import default_data_root, default_home
 
+from .commands import listing
 from .commands import runs as run_commands
 from .commands import model as model_commands
 from .commands import search as search_commands
@@ -24,12 +26,38 @@ from .commands import watch as watch_commands
 from .commands.common import EXIT_BAD_INPUT, command_line, console, err_console, fail, open_store, state, warn
 from .workspace import Workspace
 
+def _flags_without_type(display_type_rich):
+    """Typer's help shows `<bool>` after a flag (`--json <bool>`) as if it took a value: a flag's
+    type column is left empty, as click's own help does."""
+    def display(self, ctx):
+        return None if getattr(self, "is_flag", False) else display_type_rich(self, ctx)
+    return display
+
+
+if hasattr(TyperOption, "display_type_rich"):
+    TyperOption.display_type_rich = _flags_without_type(TyperOption.display_type_rich)
+
 app = typer.Typer(
-    add_completion=False, no_args_is_help=False, invoke_without_command=True, rich_markup_mode="rich",
+    no_args_is_help=False, invoke_without_command=True, rich_markup_mode="rich",
     help="Run the CIFAR-100 ResNet experiments, watch them live, compare them on a leaderboard.",
 )
 data_app = typer.Typer(help="Get, check or generate the dataset.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cifar-tui")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed: pip install -e .)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"cifar-tui {package_version()}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -38,6 +66,8 @@ def main_callback(
     home: Path = typer.Option(None, "--home", envvar="CIFAR_TUI_HOME", help="Runs directory (default ./runs)."),
     data_root: Path = typer.Option(None, "--data-root", envvar="CIFAR_TUI_DATA", help="Data directory (default ./data)."),
     configs: Path = typer.Option(None, "--configs", envvar="CIFAR_TUI_CONFIGS", help="Configs directory (default: the shipped configs)."),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
 ) -> None:
     if configs is not None and not configs.is_dir():
         fail(f"--configs {configs}: not a directory")
@@ -120,36 +150,39 @@ class BoardBy(str, Enum):
 def leaderboard(fmt: BoardFormat = typer.Option(BoardFormat.table, "--format", help="table | markdown | csv | json"),
                 by: BoardBy = typer.Option(BoardBy.run, "--by", help="run | group (n, mean ± std, 95% interval per "
                                            "group: config + overrides, seed left out)"),
-                study: Optional[str] = typer.Option(None, "--study", help="Only the runs of this study.")) -> None:
-    """Best test accuracy per run (or per group), with the seed's reference; synthetic runs ranked apart."""
+                study: Optional[str] = typer.Option(None, "--study", help="Only the runs of this study."),
+                limit: Optional[int] = listing.limit_option(), show_all: bool = listing.all_option()) -> None:
+    """Best test accuracy per run (or per group), with the seed's reference; synthetic runs ranked apart.
+    A table shows the best 50 of each (--all, --limit N); markdown, csv and json list every one."""
     from .report import fmt_acc, leaderboard_csv, leaderboard_json, leaderboard_markdown, leaderboard_rows
 
+    keep = listing.row_limit(limit, show_all, complete=fmt is not BoardFormat.table)
     if by is BoardBy.group:
-        study_commands.print_groups(study, fmt.value)
+        study_commands.print_groups(study, fmt.value, keep)
         return
     store = open_store()
     rows = leaderboard_rows([r for r in store.leaderboard() if not study or r.get("study") == study])
     store.close()
     if fmt is BoardFormat.markdown:
-        sys.stdout.write(leaderboard_markdown(rows))
+        sys.stdout.write(leaderboard_markdown(rows[:keep]))
     elif fmt is BoardFormat.csv:
-        sys.stdout.write(leaderboard_csv(rows))
+        sys.stdout.write(leaderboard_csv(rows[:keep]))
     elif fmt is BoardFormat.json:
-        print(leaderboard_json(rows))
+        print(leaderboard_json(rows[:keep]))
     else:
+        columns = [listing.Column(c, right=c in ("#", "best acc", "seed", "diff", "best ep")) for c in
+                   ("#", "config", "best acc", "seed", "diff", "best ep", "epochs", "wall", "status", "run id")]
         for source in ("cifar100", "synthetic"):
             group = [r for r in rows if r["data"] == source]
             if not group:
                 continue
             title = "Leaderboard (CIFAR-100)" if source == "cifar100" else "Synthetic data (not CIFAR-100, not ranked with it)"
-            table = Table(title=title, title_justify="left")
-            for col in ("#", "config", "best acc", "seed", "diff", "best ep", "epochs", "wall", "status", "run id"):
-                table.add_column(col)
-            for r in group:
-                diff = "-" if r["diff"] is None else f"{r['diff']:+.2f}"
-                table.add_row(str(r["rank"]), r["config"], fmt_acc(r["best_acc"]), fmt_acc(r["reference"]), diff,
-                              str(r["best_epoch"] or "-"), r["epochs"], r["wall"], r["status"], r["run_id"])
-            console.print(table)
+            shown = group[:keep]
+            cells = [[str(r["rank"]), r["config"], fmt_acc(r["best_acc"]), fmt_acc(r["reference"]),
+                      "-" if r["diff"] is None else f"{r['diff']:+.2f}", str(r["best_epoch"] or "-"), r["epochs"],
+                      r["wall"], r["status"] or "?", r["run_id"]] for r in shown]
+            listing.print_table(console, title, columns, cells)
+            listing.hidden_line(console, len(group) - len(shown), "lower-ranked run", "best")
         if not rows:
             console.print("no results yet: cifar-tui run resnet18_baseline --data synthetic --epochs 1")
 

@@ -38,6 +38,14 @@ def _epoch_row(e: dict) -> str:
             f"@{e.get('best_epoch') or '-'}{best_of}  lr {num('lr', '.2e')}  {fmt_duration(e.get('epoch_s'))}")
 
 
+def resumed_text(resumed_from: dict | None) -> str:
+    """` (resumed in epoch 2 at step 3)` / ` (resumed after epoch 2)` for a `start` event's resumed_from."""
+    if not resumed_from:
+        return ""
+    epoch, step = resumed_from.get("epoch") or 0, resumed_from.get("step")
+    return f" (resumed in epoch {epoch + 1} at step {step})" if step else f" (resumed after epoch {epoch})"
+
+
 class _Forwarder:
     def __init__(self, launched: Launched):
         self.launched = launched
@@ -94,7 +102,8 @@ def _follow_rich(launched: Launched, tail: EventTail, console: Console, poll_s: 
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]}  acc {task.fields[acc]}  {task.fields[ips]} img/s"),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+        transient=True,  # the epoch lines and the final line stay; the last bar would only repeat them
     )
     end_event, task, total_epochs = None, None, None
     with progress:
@@ -105,7 +114,7 @@ def _follow_rich(launched: Launched, tail: EventTail, console: Console, poll_s: 
                 kind = e.get("type")
                 if kind == "start":
                     total_epochs = (e.get("config") or {}).get("train", {}).get("epochs")
-                    resumed = f" (resumed at epoch {e['resumed_from']['epoch']})" if e.get("resumed_from") else ""
+                    resumed = resumed_text(e.get("resumed_from"))
                     progress.console.print(f"run [bold]{launched.run_id}[/] -> {launched.run_dir}")
                     progress.console.print(
                         f"[bold]{e.get('config_name')}[/] on {e.get('device')}, data {e.get('data_source')}, "

@@ -154,6 +154,24 @@ def resume(ws: Workspace, run_id: str, *, nproc: int | None = None, torchrun_arg
     return Launched(run_id, run_dir, _spawn(cmd, run_dir, env, distributed=nproc > 1 or bool(torchrun_args)))
 
 
+def resume_point(run_dir: Path) -> str:
+    """Where a resume of this run continues, in words: from its last checkpoint (and where that
+    is, from its latest `end` event), or from the start when it has none yet (stopped or killed
+    before its first checkpoint: the engine then starts over)."""
+    from engine.keep import LAST, checkpoints_dir
+
+    if not (checkpoints_dir(run_dir) / LAST).is_file():
+        return "no checkpoint yet: it starts over from epoch 1"
+    ends = [e for e in read_events(Path(run_dir) / "events.jsonl") if e.get("type") == "end"]
+    end = ends[-1] if ends else {}
+    done, step = end.get("epochs_done"), end.get("step_in_epoch")
+    if step:
+        return f"from its last checkpoint: epoch {done + 1}, step {step}"
+    if done is not None:
+        return f"from its last checkpoint, after epoch {done}"
+    return "from its last checkpoint"
+
+
 def request_stop(pid: int, sig: int = signal.SIGTERM) -> bool:
     """Ask an engine to stop gracefully (checkpoint + `end` event). False if it is gone."""
     if not pid_alive(pid):

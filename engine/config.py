@@ -501,8 +501,20 @@ def resolve_config_path(name_or_path: str, configs_dir: Path | None = None) -> P
         p = d / f"{name_or_path}{suffix}"
         if p.is_file():
             return p
-    known = ", ".join(p.stem for p in list_config_paths(d)[:20])
-    raise ConfigError(f"unknown experiment {name_or_path!r} (not in {d}); known: {known or 'none'}")
+    raise ConfigError(f"unknown experiment {name_or_path!r} (not in {d}); "
+                      f"{suggest(name_or_path, [p.stem for p in list_config_paths(d)])}")
+
+
+def suggest(name: str, known: list[str]) -> str:
+    """`did you mean X?` for a mistyped name (difflib), else what there is."""
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]}?"
+    if not known:
+        return "there are no experiments"
+    return f"known: {', '.join(known[:20])}" + (f" and {len(known) - 20} more" if len(known) > 20 else "")
 
 
 def read_config_file(path: Path) -> Any:

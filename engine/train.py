@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.epochs is not None:  # the run dir's config says how long the run now trains
                 write_run_config(home / run_id, cfg)
             print(f"run {run_id}: {home / run_id}", flush=True)
+            if args.resume and trainer.resumed_from is None:  # stopped or killed before its first checkpoint
+                print(f"run {run_id} has no checkpoint yet: it starts over from epoch 1", flush=True)
         return trainer.run()
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

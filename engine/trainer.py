@@ -240,8 +240,8 @@ class Trainer:
                 try:
                     end_fields = {"reason": reason, **end_extra}  # a pruned run's reason comes from its request
                     self.emit("end", status=status, error=error, best_acc=self.best_acc, best_epoch=self.best_epoch,
-                              best_model=self.best_model, epochs_done=self.epoch, steps_done=self.global_step,
-                              wall_s=round(self.wall_clock(), 3), checkpoints=kept,
+                              best_model=self.best_model, epochs_done=self.epoch, step_in_epoch=self.step_in_epoch,
+                              steps_done=self.global_step, wall_s=round(self.wall_clock(), 3), checkpoints=kept,
                               weights_sha256=self.weights_sha256, **end_fields)
                 except OSError as exc:  # the disk is full: the store already has the final status
                     print(f"warning: could not write the end event: {exc}", file=sys.stderr)

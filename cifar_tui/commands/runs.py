@@ -14,11 +14,11 @@ from typing import List, Optional
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from engine.config import ConfigError
 from engine.status import COMPLETED, CRASHED, FAILED, LIVE, PRUNED, QUEUED, RUNNING, STALLED, STOPPED, TERMINAL
 
+from . import listing
 from .common import EXIT_BAD_INPUT, EXIT_STOPPED, console, err_console, fail, state, supervisor, warn
 from .studies import Launcher
 
@@ -83,7 +83,7 @@ def _finish(reaped, code: int, end: dict | None, json_mode: bool) -> int:
         console.print(f"[green]completed[/] {run_id}: best test acc {best if best is None else f'{best:.2f}'}"
                       f" @ epoch {end.get('best_epoch')}{early}; {where}")
     elif status == STOPPED:
-        console.print(f"[yellow]stopped[/] {run_id} after {end.get('epochs_done')} epochs; "
+        console.print(f"[yellow]stopped[/] {run_id} {stopped_at(end)}; "
                       f"continue with: cifar-tui resume {run_id}; {where}")
     elif status == PRUNED:
         console.print(f"[yellow]pruned[/] {run_id} after {end.get('epochs_done')} epochs: "
@@ -91,6 +91,14 @@ def _finish(reaped, code: int, end: dict | None, json_mode: bool) -> int:
     else:
         err_console.print(f"[bold red]failed[/] {run_id}: {escape(str(end.get('error')))}; {escape(where)}", highlight=False)
     return code
+
+
+def stopped_at(end: dict) -> str:
+    """Where a stopped run stopped: `at step 3 of epoch 1 (0 epochs done)` or `after 2 epochs`."""
+    done, step = end.get("epochs_done") or 0, end.get("step_in_epoch")
+    if step:
+        return f"at step {step} of epoch {done + 1} ({done} epoch{'s' if done != 1 else ''} done)"
+    return f"after {done} epoch{'s' if done != 1 else ''}"
 
 
 def _start_when_free(sup, item_id: int, json_mode: bool):
@@ -244,6 +252,10 @@ def resume(run_id: str = typer.Argument(..., help="Run id or a unique prefix of 
             return
         events = state.ws.home / run_id / "events.jsonl"
         offset = events.stat().st_size if events.exists() else 0  # show only what this resume adds
+        from ..launch import resume_point
+
+        (err_console if as_json else console).print(f"resuming {run_id} {resume_point(state.ws.home / run_id)}",
+                                                    highlight=False)
         started = _start_when_free(sup, item, as_json)
         raise typer.Exit(_follow_started(sup, started, as_json, from_offset=offset))
     finally:
@@ -309,14 +321,14 @@ def _data_of(overrides: list[str]) -> str:
 @runs_app.callback(invoke_without_command=True)
 def runs_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
               stall_after: Optional[str] = typer.Option(None, "--stall-after", help="A live run without a step for "
-                                                        "this long is stalled (90s, 10m, off; default: watch.yaml or 10m).")) -> None:
-    """Every run with its status, queued items first. A run newly seen stalled or crashed is
-    notified (webhook, desktop), once per workspace."""
+                                                        "this long is stalled (90s, 10m, off; default: watch.yaml or 10m)."),
+              limit: Optional[int] = listing.limit_option(), show_all: bool = listing.all_option()) -> None:
+    """Every run with its status, newest first, queued items first (a table shows the newest 50:
+    --all, --limit N). A run newly seen stalled or crashed is notified (webhook, desktop), once per
+    workspace."""
     if ctx.invoked_subcommand is not None:
         return
     from engine.watch_config import load_watch_settings, parse_duration
-
-    from ..report import fmt_acc, fmt_duration
 
     try:
         load_watch_settings(state.ws.home)
@@ -336,6 +348,9 @@ def runs_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", 
         sup.close()
         for line in state.ws.take_warnings():
             warn(line)
+    keep = listing.row_limit(limit, show_all, complete=as_json)
+    hidden = max(0, len(rows) - keep) if keep is not None else 0
+    rows = rows[:keep] if keep is not None else rows
     if as_json:
         for q in queued:
             print(json.dumps({"queue_id": q["id"], "status": QUEUED, "config": q["config"], "overrides": q["overrides"],
@@ -344,27 +359,34 @@ def runs_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", 
             r.pop("config_json", None)
             print(json.dumps(r))
         return
-    table = Table(title=f"Runs in {state.ws.home}", title_justify="left")
-    table.add_column("run id", no_wrap=True)
-    for col in ("status", "data", "device", "epochs", "best acc", "wall", "started"):
-        table.add_column(col)
+    print_runs(queued, rows, hidden)
+
+
+def print_runs(queued: list[dict], rows: list[dict], hidden: int) -> None:
+    from ..report import fmt_acc, fmt_duration
+
+    columns = [listing.Column(c) for c in ("run id", "status", "data", "device", "epochs", "best acc", "wall",
+                                           "started")]
     flagged = any(r.get("flag") for r in rows)
     if flagged:
-        table.add_column("note")
+        columns.append(listing.Column("note"))
+    cells, styles = [], []
     for q in queued:
         what = f"resume {q['resume_of']}" if q["resume_of"] else f"queue #{q['id']} {q['config']}"
         queued_at = time.strftime("%Y-%m-%d %H:%M", time.localtime(q["created_at"]))
-        table.add_row(what, f"[magenta]{QUEUED}[/]", _data_of(q["overrides"]), "-", "-", "-", "-", queued_at,
-                      *([""] if flagged else []))
+        cells.append([what, QUEUED, _data_of(q["overrides"]), f"{q['nproc']} procs" if q["nproc"] > 1 else "-",
+                      "-", "-", "-", queued_at, *([""] if flagged else [])])
+        styles.append(STATUS_COLORS[QUEUED])
     for r in rows:
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started_at"])) if r.get("started_at") else "-"
         st = r["status"]
         device = r.get("device") or (f"{r['launcher']} job {r['job_id']}" if r.get("job_id") else "-")
-        table.add_row(r["run_id"], f"[{STATUS_COLORS.get(st, 'white')}]{st}[/]", r.get("data_source") or "-",
-                      device, f"{r.get('epochs_done') or 0}/{r.get('epochs_total') or '?'}",
-                      fmt_acc(r.get("best_acc")), fmt_duration(r.get("wall_s")), started,
-                      *([escape(r.get("flag") or "")] if flagged else []))
-    console.print(table)
+        cells.append([r["run_id"], st, r.get("data_source") or "-", device,
+                      f"{r.get('epochs_done') or 0}/{r.get('epochs_total') or '?'}", fmt_acc(r.get("best_acc")),
+                      fmt_duration(r.get("wall_s")), started, *([r.get("flag") or ""] if flagged else [])])
+        styles.append(STATUS_COLORS.get(st, "white"))
+    listing.print_table(console, f"Runs in {state.ws.home}", columns, cells, styles, style_column=1)
+    listing.hidden_line(console, hidden, "older run", "newest")
 
 
 def _delete(sup, run_ids: list[str], yes: bool) -> None:

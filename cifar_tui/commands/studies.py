@@ -282,10 +282,12 @@ def studies_cmd(as_json: bool = typer.Option(False, "--json", help="One JSON obj
         console.print("no studies yet: cifar-tui run NAME --set optim.lr=1e-3,3e-3 --seeds 3")
 
 
-def print_groups(study: Optional[str], fmt: str = "table") -> None:
-    """One row per group (of the workspace, or of a study) with n, mean ± std and the 95% interval."""
+def print_groups(study: Optional[str], fmt: str = "table", keep: Optional[int] = None) -> None:
+    """One row per group (of the workspace, or of a study) with n, mean ± std and the 95% interval;
+    `keep`: at most that many of each data source (the best)."""
     from ..report import group_cells, groups_text
     from ..studies import leaderboard_groups
+    from . import listing
 
     store = open_store()
     try:
@@ -295,19 +297,21 @@ def print_groups(study: Optional[str], fmt: str = "table") -> None:
     finally:
         store.close()
     if fmt != "table":
-        sys.stdout.write(groups_text(groups, fmt))
+        sys.stdout.write(groups_text(groups if keep is None else
+                                     [g for s in ("cifar100", "synthetic") for g in
+                                      [g for g in groups if g["data"] == s][:keep]], fmt))
         return
+    columns = [listing.Column(c) for c in ("group", "n", "mean ± std", "95% interval", "seed", "seed inside", "diff",
+                                           "epochs", "wall")]
     for source in ("cifar100", "synthetic"):
         part = [g for g in groups if g["data"] == source]
         if not part:
             continue
         title = "Groups (CIFAR-100)" if source == "cifar100" else "Synthetic data (not CIFAR-100, not compared with the seed)"
-        table = Table(title=title + (f", study {study}" if study else ""), title_justify="left")
-        for col in ("group", "n", "mean ± std", "95% interval", "seed", "seed inside", "diff", "epochs", "wall"):
-            table.add_column(col)
-        for g in part:
-            table.add_row(*group_cells(g))
-        console.print(table)
+        shown = part[:keep]
+        listing.print_table(console, title + (f", study {study}" if study else ""), columns,
+                            [group_cells(g) for g in shown])
+        listing.hidden_line(console, len(part) - len(shown), "lower-ranked group", "best")
     if not groups:
         console.print("no results yet" + (f" in study {study}" if study else ""))
 
