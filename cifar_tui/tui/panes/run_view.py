@@ -86,6 +86,7 @@ class RunView(RunActions, Vertical):
         self.start_error: str | None = None  # why its engine never started (the App says)
         self._chart_t = 0.0
         self._shown_status: str | None = None
+        self._progress_status: str | None = None  # the status the progress line was drawn for
         self._best_shown: int | None = None
         self._ready = False                # composed and mounted: the parts can be drawn
 
@@ -250,7 +251,8 @@ class RunView(RunActions, Vertical):
             self._draw_title()
         if st.new_epochs or force or self._best_shown != st.best_epoch:
             self._draw_epochs(force)
-        if st.progress_dirty or st.status_dirty or force:
+        # the status also comes from the supervisor (starting -> running) without a new event
+        if st.progress_dirty or st.status_dirty or force or self.status != self._progress_status:
             self._draw_progress()
         if st.telemetry.dirty or force:
             self._draw_telemetry()
@@ -300,7 +302,7 @@ class RunView(RunActions, Vertical):
             self._show("#progress-info", text)
 
         total_epochs = st.epochs_total or "?"
-        status = self.status
+        status = self._progress_status = self.status
         if status in (STARTING, QUEUED):
             label(Text("starting…" if status == STARTING else "queued", style="italic"))
             bar.update(total=None)
