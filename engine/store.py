@@ -132,11 +132,25 @@ def connect(home: Path, readonly: bool = False) -> sqlite3.Connection:
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout=60000")
     if not readonly:
-        conn.execute("PRAGMA journal_mode=WAL")
+        _use_wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(SCHEMA)
         _add_missing_columns(conn)
     return conn
+
+
+def _use_wal(conn: sqlite3.Connection, patience_s: float = 60.0) -> None:
+    """Switch to WAL. SQLite answers "database is locked" at once, without its busy handler, when
+    processes open a new store together (two CLIs started at once): wait for the other one here."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 # columns added after the first release: (table, column, definition); older stores get them on open

@@ -86,7 +86,7 @@ def _finish(reaped, code: int, end: dict | None, json_mode: bool) -> int:
         console.print(f"[yellow]stopped[/] {run_id} {stopped_at(end)}; "
                       f"continue with: cifar-tui resume {run_id}; {where}")
     elif status == PRUNED:
-        console.print(f"[yellow]pruned[/] {run_id} after {end.get('epochs_done')} epochs: "
+        console.print(f"[yellow]pruned[/] {run_id} {stopped_at(end)}: "
                       f"{escape(str(end.get('reason') or 'a search ended it'))}; {where}")
     else:
         err_console.print(f"[bold red]failed[/] {run_id}: {escape(str(end.get('error')))}; {escape(where)}", highlight=False)

@@ -147,6 +147,8 @@ def test_launch_watch_stop_resume_leaderboard(engine_ws):
             # top-5: the engine's own figure for the best epoch
             best = epoch_events(ws, rid)[stored["best_epoch"]]
             assert got["top5"] == f"{best['test_top5']:.2f}" and best["test_top5"] >= best["test_acc"]
+            # past its end event the engine closes its files, then exits by itself
+            await wait_for(pilot, lambda: not pid_alive(stored["pid"]), 30, "the engine to exit")
 
     asyncio.run(scenario())
 

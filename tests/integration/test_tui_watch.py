@@ -225,7 +225,8 @@ def test_classes_panel_of_a_trained_run_has_cifar_tui_evals_numbers(workspace):
             panel = view.classes_panel
             assert not panel.display  # nothing evaluated yet
             await pilot.press("e")
-            assert panel.busy and "evaluating" in panel.note
+            # 256 tiny images: with torch already imported the worker may be done before press() returns
+            assert (panel.busy and "evaluating" in panel.note) or panel.result is not None, panel.note
             await pilot.press("2", "3")  # the UI answers while the worker evaluates
             assert app.active_tab == "leaderboard"
             await wait_for(pilot, lambda: panel.result is not None, "the evaluation", 300)
