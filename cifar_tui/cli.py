@@ -247,6 +247,8 @@ def plot(run_ids: List[str] = typer.Argument(..., help="Run ids (or unique prefi
 def bench(as_json: bool = typer.Option(False, "--json", help="One JSON object with every figure."),
           device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
           quick: bool = typer.Option(False, "--quick", help="Fewer repeats and smaller sizes (about 3 minutes on a 2-core CPU)."),
+          sections: Optional[List[str]] = typer.Option(None, "--section", help="Only this section (repeatable): "
+                                                       "startup, pipeline, train, tui, augment."),
           workspace: Optional[List[int]] = typer.Option(
               None, "--workspace", metavar="N",
               help="Instead: the TUI and `runs`/`leaderboard` with a workspace of N copied runs (repeat for several N)."),
@@ -256,10 +258,18 @@ def bench(as_json: bool = typer.Option(False, "--json", help="One JSON object wi
     if workspace:
         bench_workspace_sizes(list(workspace), template, quick, as_json)
         return
-    from .bench import render_bench, run_bench
+    from dataclasses import replace
 
+    from .bench import BenchPlan, render_bench, run_bench
+
+    plan = BenchPlan.quick() if quick else BenchPlan.full()
+    if sections:
+        unknown = [name for name in sections if name not in plan.sections]
+        if unknown:
+            fail(f"--section: unknown section {unknown[0]!r} (expected one of {', '.join(plan.sections)})")
+        plan = replace(plan, sections=tuple(name for name in plan.sections if name in sections))
     try:
-        results = run_bench(device=device, quick=quick, progress=not as_json)
+        results = run_bench(device=device, quick=quick, progress=not as_json, plan=plan)
     except ConfigError as exc:
         fail(str(exc))
     except KeyboardInterrupt:

@@ -31,9 +31,11 @@ def _epoch_row(e: dict) -> str:
         v = e.get(key)
         return "-" if v is None else format(v, fmt)
 
+    ema = f"  ema {num('ema_test_acc', '6.2f')}" if "ema_test_acc" in e else ""  # train.ema
+    best_of = " (ema)" if e.get("best_model") == "ema" else ""
     return (f"epoch {e['epoch']:>4}/{e.get('epochs', '?')}  train loss {num('train_loss', '.4f')}  acc {num('train_acc', '6.2f')}  "
-            f"| test loss {num('test_loss', '.4f')}  acc {num('test_acc', '6.2f')}  | best {fmt_acc(e.get('best_acc'))} "
-            f"@{e.get('best_epoch') or '-'}  lr {num('lr', '.2e')}  {fmt_duration(e.get('epoch_s'))}")
+            f"| test loss {num('test_loss', '.4f')}  acc {num('test_acc', '6.2f')}{ema}  | best {fmt_acc(e.get('best_acc'))} "
+            f"@{e.get('best_epoch') or '-'}{best_of}  lr {num('lr', '.2e')}  {fmt_duration(e.get('epoch_s'))}")
 
 
 def resumed_text(resumed_from: dict | None) -> str:

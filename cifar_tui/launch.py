@@ -158,7 +158,7 @@ def resume_point(run_dir: Path) -> str:
     """Where a resume of this run continues, in words: from its last checkpoint (and where that
     is, from its latest `end` event), or from the start when it has none yet (stopped or killed
     before its first checkpoint: the engine then starts over)."""
-    from engine.keep import LAST, checkpoints_dir
+    from engine.paths import LAST, checkpoints_dir
 
     if not (checkpoints_dir(run_dir) / LAST).is_file():
         return "no checkpoint yet: it starts over from epoch 1"

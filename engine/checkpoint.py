@@ -4,10 +4,10 @@ A crash at any moment leaves the previous checkpoint in place: the new one is on
 renamed over it once it is complete and on disk. Temp files a killed process left
 behind are removed by the next save.
 
-Test hook (fault tests only; unset in normal use): ``CIFAR_TUI_TEST_SLOW_CHECKPOINT``
-= ``SECONDS`` or ``NAME:SECONDS`` (e.g. ``best.pt:30``) sleeps after the temp file
-is written and fsynced and before the rename, so a test can SIGKILL the engine in
-the middle of a checkpoint write.
+Test hooks (fault tests only; unset in normal use; engine/fault_hooks.py):
+``CIFAR_TUI_TEST_PAUSE_IN_CHECKPOINT_WRITE`` pauses while the temp file is half written,
+``CIFAR_TUI_TEST_SLOW_CHECKPOINT`` after it is written and fsynced, before the rename, so that
+a test can SIGKILL the engine at either moment of a checkpoint write.
 """
 from __future__ import annotations
 
@@ -22,11 +22,13 @@ from typing import Any
 
 import torch
 
+from . import fault_hooks
 from .config import ConfigError
 
 CHECKPOINT_FORMAT = "cifar-tui-checkpoint"
 CHECKPOINT_VERSION = 1
-TEST_SLOW_ENV = "CIFAR_TUI_TEST_SLOW_CHECKPOINT"
+TEST_SLOW_ENV = fault_hooks.SLOW_CHECKPOINT
+TEST_PAUSE_IN_WRITE_ENV = fault_hooks.PAUSE_IN_CHECKPOINT_WRITE
 
 
 class CheckpointError(ConfigError):
@@ -38,16 +40,25 @@ class _WriteRecorder:
     RuntimeError without errno ("unexpected pos ..."); this keeps the real OSError
     (ENOSPC, EFBIG, EDQUOT, ...) so the caller can say "disk full"."""
 
-    def __init__(self, f: Any):
+    def __init__(self, f: Any, pause_in_write: "fault_hooks.Pause | None" = None):
         self._f = f
         self.error: OSError | None = None
+        self.written = 0
+        self._pause = pause_in_write  # test hook: pause once, part-way through the file
 
     def write(self, data: Any) -> int:
         try:
-            return self._f.write(data)
+            n = self._f.write(data)
         except OSError as exc:
             self.error = exc
             raise
+        self.written += n
+        if self._pause is not None and self.written >= fault_hooks.PAUSE_AFTER_BYTES:
+            self._f.flush()
+            print(f"{fault_hooks.MID_WRITE_MARKER} {self._f.name} ({self.written} bytes)", file=sys.stderr, flush=True)
+            time.sleep(self._pause.seconds)
+            self._pause = None
+        return n
 
     def flush(self) -> None:
         self._f.flush()
@@ -75,14 +86,9 @@ def _remove_stale_temps(path: Path) -> None:
                 pass
 
 
-def _test_pause(path: Path) -> None:
-    spec = os.environ.get(TEST_SLOW_ENV)
-    if not spec:
-        return
-    name, _, seconds = spec.rpartition(":")
-    if name and name != path.name:
-        return
-    time.sleep(float(seconds))
+def _test_pause(path: Path, var: str) -> "fault_hooks.Pause | None":
+    spec = fault_hooks.pause(var)
+    return spec if spec is not None and spec.applies_to(path) else None
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
@@ -95,7 +101,7 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     try:
         try:
             with open(tmp, "wb") as f:
-                out = _WriteRecorder(f)
+                out = _WriteRecorder(f, _test_pause(path, TEST_PAUSE_IN_WRITE_ENV))
                 try:
                     torch.save(payload, out)
                 except RuntimeError:
@@ -104,7 +110,10 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
                     raise
                 f.flush()
                 os.fsync(f.fileno())
-            _test_pause(path)
+            slow = _test_pause(path, TEST_SLOW_ENV)
+            if slow is not None:
+                print(f"{fault_hooks.BEFORE_RENAME_MARKER} {tmp}", file=sys.stderr, flush=True)
+                time.sleep(slow.seconds)
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -166,7 +175,8 @@ def repair_best(best: Path, last_state: dict[str, Any]) -> bool:
 
     The trainer writes last.pt, then best.pt. A crash between the two leaves a last.pt
     whose best epoch is its own epoch and a best.pt that is older (or missing). On
-    resume, last.pt's model is exactly that best model: write it to best.pt. Returns
+    resume, last.pt's model (or its EMA, when that was the better one) is exactly that best
+    model: write it to best.pt. Returns
     True when best.pt was (re)written."""
     epoch, best_epoch = last_state.get("epoch"), last_state.get("best_epoch")
     if best_epoch is None or best_epoch != epoch or last_state.get("step_in_epoch", 0) != 0:
@@ -176,9 +186,11 @@ def repair_best(best: Path, last_state: dict[str, Any]) -> bool:
             return False
     except CheckpointError:
         pass  # missing or damaged: rewrite it
+    best_model = last_state.get("best_model", "model")
+    weights = last_state["ema"]["module"] if best_model == "ema" else last_state["model"]
     try:
-        save_checkpoint({"run_id": last_state.get("run_id"), "config": last_state.get("config"),
-                         "model": last_state["model"], "epoch": epoch, "best_acc": last_state.get("best_acc")}, best)
+        save_checkpoint({"run_id": last_state.get("run_id"), "config": last_state.get("config"), "model": weights,
+                         "epoch": epoch, "best_acc": last_state.get("best_acc"), "best_model": best_model}, best)
     except OSError as exc:  # best effort: the run itself can go on from last.pt
         print(f"warning: could not repair {best}: {exc}", file=sys.stderr)
         return False

@@ -50,6 +50,91 @@ class ReferenceConfig(_Strict):
     source: str = ""
 
 
+# ---------------------------------------------------------------------------
+# Recipes beyond the seed: batched augmentations (data.auto_augment, data.erasing,
+# data.mixup), weight EMA (train.ema), SAM (optim.sam), the divergence guard
+# (train.divergence), early stopping (train.early_stop), the compile mode.
+
+Probability = Annotated[float, Num, Field(ge=0, le=1, allow_inf_nan=False)]
+AreaFraction = Annotated[float, Num, Field(gt=0, le=1, allow_inf_nan=False)]
+Alpha = Annotated[float, Num, Field(ge=0, le=100, allow_inf_nan=False)]
+
+
+class AutoAugmentConfig(_Strict):
+    """torchvision's RandAugment (num_ops ops at bin `magnitude`) or TrivialAugmentWide (one op,
+    random bin), batched on the device (engine/data/auto_augment.py)."""
+    policy: Literal["none", "randaugment", "trivialaugment"] = "none"
+    num_ops: Annotated[int, Num, Field(ge=1, le=14)] = 2
+    magnitude: Annotated[int, Num, Field(ge=0, le=99)] = 9
+    num_magnitude_bins: Annotated[int, Num, Field(ge=2, le=100)] = 31
+
+    @model_validator(mode="after")
+    def _bins(self) -> "AutoAugmentConfig":
+        if self.magnitude >= self.num_magnitude_bins:
+            raise ValueError(f"magnitude {self.magnitude} must be below num_magnitude_bins ({self.num_magnitude_bins})")
+        return self
+
+
+class ErasingConfig(_Strict):
+    """timm's RandomErasing (one box per image) on the normalised batch (engine/data/erasing.py)."""
+    p: Probability = 0.0
+    mode: Literal["const", "rand", "pixel"] = "const"
+    min_area: AreaFraction = 0.02
+    max_area: AreaFraction = 1 / 3
+    min_aspect: Annotated[float, Num, Field(gt=0, le=100, allow_inf_nan=False)] = 0.3
+    max_aspect: Optional[Annotated[float, Num, Field(gt=0, le=100, allow_inf_nan=False)]] = None  # None: 1 / min_aspect
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "ErasingConfig":
+        if self.min_area > self.max_area:
+            raise ValueError(f"min_area {self.min_area} is larger than max_area ({self.max_area})")
+        if self.max_aspect is not None and self.min_aspect > self.max_aspect:
+            raise ValueError(f"min_aspect {self.min_aspect} is larger than max_aspect ({self.max_aspect})")
+        return self
+
+
+class MixupConfig(_Strict):
+    """timm's Mixup: MixUp and/or CutMix with soft targets (engine/data/mixing.py); on when an alpha is > 0."""
+    mixup_alpha: Alpha = 0.0
+    cutmix_alpha: Alpha = 0.0
+    prob: Probability = 1.0
+    switch_prob: Probability = 0.5
+    mode: Literal["elem", "batch"] = "elem"   # parameters per image, or one set per batch (timm's default)
+    correct_lam: bool = True
+
+    @property
+    def enabled(self) -> bool:
+        return (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.prob > 0
+
+
+class EmaConfig(_Strict):
+    """An exponential moving average of the weights (timm's ModelEmaV3), evaluated beside the model."""
+    decay: Annotated[float, Num, Field(gt=0, lt=1, allow_inf_nan=False)] = 0.9998
+    warmup: bool = True          # timm's use_warmup: the decay ramps up over the first steps
+    every: PosInt = 1            # update every N optimizer steps
+
+
+class SamConfig(_Strict):
+    """Sharpness-Aware Minimization around the optimizer (engine/sam.py); adaptive: ASAM."""
+    rho: PosFloat = 0.05
+    adaptive: bool = False
+
+
+class DivergenceConfig(_Strict):
+    """Ends a run whose loss is NaN/inf or above max_loss_ratio x the loss of a uniform guess."""
+    enabled: bool = True
+    max_loss_ratio: Annotated[float, Num, Field(gt=1, le=1e6, allow_inf_nan=False)] = 10.0
+
+
+class EarlyStopConfig(_Strict):
+    """Ends a run as completed when test accuracy has not improved by min_delta for `patience` evaluations."""
+    patience: PosInt
+    min_delta: Annotated[float, Num, Field(ge=0, le=100, allow_inf_nan=False)] = 0.0
+
+
+CompileMode = Literal["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+
+
 class DataConfig(_Strict):
     source: Literal["cifar100", "synthetic"] = "cifar100"
     root: Optional[str] = None  # None: --data-root / CIFAR_TUI_DATA / ./data
@@ -68,6 +153,10 @@ class DataConfig(_Strict):
     train_limit: NonNegInt = 0
     test_limit: NonNegInt = 0
     num_workers: Annotated[int, Num, Field(ge=-1, le=256)] = -1  # albumentations path; -1 = one per core
+    # batched on the device (engine/data/device_augment.py); off by default
+    auto_augment: AutoAugmentConfig = AutoAugmentConfig()
+    erasing: ErasingConfig = ErasingConfig()
+    mixup: MixupConfig = MixupConfig()
 
 
 class ModelConfig(_Strict):
@@ -79,6 +168,7 @@ class ModelConfig(_Strict):
     hid_dim: PosInt = 512
     num_classes: Annotated[int, Num, Field(ge=2, le=100_000)] = 100
     drop_rate: Fraction = 0.0
+    drop_path_rate: Fraction = 0.0  # stochastic depth of timm backbones (ViT, ConvNeXt, ResNet)
 
 
 class KDConfig(_Strict):
@@ -110,6 +200,7 @@ class OptimConfig(_Strict):
     # bias (Otter's rule, the seed's: names containing "bias"), bias_norm (timm's rule: biases
     # and normalisation weights, i.e. 1-D tensors).
     no_decay: Literal["none", "bias", "bias_norm"] = "none"
+    sam: Optional[SamConfig] = None
 
 
 class ScheduleConfig(_Strict):
@@ -132,12 +223,16 @@ class TrainConfig(_Strict):
     device: Annotated[str, Field(pattern=r"^(auto|cpu|cuda|cuda:\d{1,2}|mps)$")] = "auto"
     channels_last: bool = True
     compile: bool = False
+    compile_mode: CompileMode = "auto"  # auto: reduce-overhead on one GPU, no CUDA graphs under DDP
     sync_bn: bool = False  # DDP: synchronised BatchNorm across ranks
     checkpoint_every: PosInt = 1  # epochs
     # What a completed run keeps in checkpoints/ (engine/keep.py): best = best.pt (weights only);
     # best+last = also last.pt (resume state, so `resume --epochs` can extend it); all = also
     # the weights of every checkpointed epoch. A stopped, failed or crashed run keeps last.pt always.
     keep: Literal["best", "best+last", "all"] = "best"
+    ema: Optional[EmaConfig] = None
+    divergence: DivergenceConfig = DivergenceConfig()
+    early_stop: Optional[EarlyStopConfig] = None
 
 
 class EvalConfig(_Strict):
@@ -173,7 +268,19 @@ class ExperimentConfig(_Strict):
             raise ValueError("data.train_sizes: multi-scale is not available with augment: albumentations")
         if self.schedule.name == "multistep" and not self.schedule.milestones:
             raise ValueError("schedule.milestones: multistep needs at least one milestone")
+        self._check_batched_augment()
         return self
+
+    def _check_batched_augment(self) -> None:
+        data = self.data
+        on = [name for name, enabled in (("auto_augment", data.auto_augment.policy != "none"),
+                                         ("erasing", data.erasing.p > 0), ("mixup", data.mixup.enabled)) if enabled]
+        if on and data.augment == "albumentations":
+            raise ValueError(f"data.{on[0]}: runs in the device pipeline, not with augment: albumentations")
+        if data.mixup.enabled and self.loss.margin != "none":
+            raise ValueError(f"data.mixup: needs one class per image, not loss.margin: {self.loss.margin}")
+        if on and self.data.train_sizes:
+            raise ValueError(f"data.{on[0]}: runs on single-size batches; not combined with data.train_sizes (multi-scale)")
 
     @property
     def is_synthetic(self) -> bool:

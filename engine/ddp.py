@@ -9,6 +9,7 @@ no-op in a single process, so the trainer calls them unconditionally.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -96,11 +97,16 @@ def sum_over_ranks(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
     """True on every rank when it is True on any: every rank must leave the loop at the same step."""
+    return any_rank_each((flag,), info, device)[0]
+
+
+def any_rank_each(flags: tuple[bool, ...], info: DistInfo, device: torch.device) -> tuple[bool, ...]:
+    """Each flag True on every rank when it is True on any, in one all-reduce."""
     if not info.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+        return tuple(flags)
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return tuple(bool(v) for v in t.tolist())
 
 
 @torch.no_grad()
@@ -110,6 +116,30 @@ def adopt_rank0_buffers(model: nn.Module, info: DistInfo, sync_bn: bool) -> None
     if info.enabled and not sync_bn:
         for buffer in model.buffers():
             dist.broadcast(buffer, 0)
+
+
+def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 of a model's state dict (names, dtypes, shapes and bytes, in order): equal digests
+    mean bit-identical weights. It does not depend on the device or the memory format, so the
+    digest of a checkpoint's `model` is that of the model it was saved from."""
+    digest = hashlib.sha256()
+    for key, tensor in state_dict.items():
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def rank_weights_sha256(model: nn.Module, info: DistInfo) -> list[str]:
+    """Every rank's `weights_sha256`, in rank order (the `end` event's `weights_sha256`): the ranks
+    of a DDP run must end with the same weights, and rank 0's are those its checkpoint holds.
+    A collective under DDP: every rank calls it at the same point."""
+    mine = weights_sha256(model.state_dict())
+    if not info.enabled:
+        return [mine]
+    gathered: list = [None] * info.world_size
+    dist.all_gather_object(gathered, mine)
+    return [str(d) for d in gathered]
 
 
 def share_of_global_batch(local_n: int, global_n: int, info: DistInfo) -> float:

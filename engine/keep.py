@@ -28,11 +28,7 @@ from .config import ConfigError, ExperimentConfig
 # `python -m engine.train` checks its input with this module before it imports torch.
 
 KEEP_POLICIES = ("best", "best+last", "all")
-BEST, LAST = "best.pt", "last.pt"
-
-
-def checkpoints_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
+from .paths import BEST, LAST, checkpoints_dir  # noqa: F401 - the layout lives in paths (no torch)
 
 
 def epoch_weights_path(run_dir: Path, epoch: int) -> Path:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from .config import ExperimentConfig
+from .guard import TrainingDiverged
 from .dataloader_failure import dataloader_failure
 from .store import Store
 
@@ -20,6 +21,8 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 130
 
 
 def failure_message(exc: BaseException, cfg: ExperimentConfig) -> str:
+    if isinstance(exc, TrainingDiverged):  # the guard's message names the step and a lower lr
+        return str(exc)
     if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
         return (f"out of memory with train.batch_size={cfg.train.batch_size}; try a smaller batch, "
                 f"e.g. --set train.batch_size={max(1, cfg.train.batch_size // 2)}")

@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
+from typing import Callable
 
 import timm
 import torch
 import torch.nn.functional as F
+from timm.models import is_model_in_modules
 from torch import nn
 
 from .config import ConfigError, ModelConfig
+from .wideresnet import WIDE_RESNETS, WideResNet
 
 HUB_HOST = ("huggingface.co", 443)
 NETWORK_PROBE_TIMEOUT_S = 3.0
@@ -64,17 +68,52 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x))
 
 
-def _apply_cifar_stem(backbone: nn.Module, name: str) -> None:
+def _resnet_cifar_stem(backbone: nn.Module, name: str) -> None:
     # 3x3 stride-1 first conv and no max-pool: keeps 32x32 detail the ImageNet stem
     # (stride 4 before the first block) throws away.
     conv1, maxpool = getattr(backbone, "conv1", None), getattr(backbone, "maxpool", None)
     if not isinstance(conv1, nn.Conv2d) or maxpool is None:
-        raise ConfigError(f"model.stem: cifar is available for ResNet-style backbones (conv1 + maxpool), not {name!r}")
+        raise ConfigError(f"model.stem: cifar is available for ResNet-style (conv1 + maxpool), ConvNeXt and ViT/DeiT "
+                          f"backbones and the wrn* networks, not {name!r}")
     backbone.conv1 = nn.Conv2d(conv1.in_channels, conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
     backbone.maxpool = nn.Identity()
 
 
+def _convnext_cifar_stem(backbone: nn.Module, name: str) -> None:
+    # The 4x4 stride-4 patchify conv becomes a 3x3 stride-1 conv (its LayerNorm stays): the four
+    # stages then run at 32, 16, 8 and 4 pixels, as a CIFAR-stem ResNet's do.
+    stem = getattr(backbone, "stem", None)
+    if not isinstance(stem, nn.Sequential) or not isinstance(stem[0], nn.Conv2d):
+        raise ConfigError(f"model.stem: cifar expects a ConvNeXt patch stem, not the one of {name!r}")
+    conv = stem[0]
+    stem[0] = nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=3, stride=1, padding=1, bias=conv.bias is not None)
+
+
+# A CIFAR stem for each timm family that has one: (timm modules, creation kwargs, change after creation).
+# ViTs take 4x4 patches of a 32x32 image (64 tokens, other sizes by interpolating the position embedding).
+CIFAR_STEMS: list[tuple[tuple[str, ...], dict, Callable[[nn.Module, str], None] | None]] = [
+    (("resnet",), {}, _resnet_cifar_stem),
+    (("convnext",), {}, _convnext_cifar_stem),
+    (("vision_transformer", "deit"), {"patch_size": 4, "img_size": 32, "dynamic_img_size": True}, None),
+]
+
+
+def _cifar_stem(name: str) -> tuple[dict, Callable[[nn.Module, str], None] | None]:
+    for modules, kwargs, change in CIFAR_STEMS:
+        if is_model_in_modules(name, list(modules)):
+            return kwargs, change
+    return {}, _resnet_cifar_stem  # any other ResNet-like model (conv1 + maxpool), or a clear error
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE=1 (the Hugging Face hub's own switch, also set by the test suite): never probe
+    or download, only cached or local weights."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _network_reachable(timeout: float = NETWORK_PROBE_TIMEOUT_S) -> bool:
+    if hub_offline():
+        return False
     # create_connection's timeout does not bound the DNS lookup: bound the whole probe.
     def probe() -> bool:
         try:
@@ -128,28 +167,59 @@ def _pretrained_overlay(cfg: ModelConfig) -> dict | None:
     # The hub client retries for a minute or more without a network; probe first.
     if not _network_reachable():
         raise WeightsError(
-            f"model.pretrained: no cached ImageNet weights for {cfg.backbone!r} and the hub is unreachable; "
+            f"model.pretrained: no cached ImageNet weights for {cfg.backbone!r} and the hub is "
+            f"{'off (HF_HUB_OFFLINE is set)' if hub_offline() else 'unreachable'}; "
             f"run once with network access (weights are cached) or set model.weights: PATH to a local weights file"
         )
     return None
 
 
+def _local_backbone(cfg: ModelConfig) -> nn.Module:
+    """A backbone of ours (not in timm): the wide ResNets, CIFAR networks by design."""
+    depth, widen = WIDE_RESNETS[cfg.backbone]
+    if cfg.stem != "cifar":
+        raise ConfigError(f"model.stem: {cfg.backbone} is a CIFAR network (3x3 stem at full resolution); set stem: cifar")
+    if cfg.drop_path_rate:
+        raise ConfigError(f"model.drop_path_rate: {cfg.backbone} has no stochastic depth; leave it at 0")
+    backbone = WideResNet(depth, widen)
+    if cfg.pretrained:
+        if not cfg.weights:
+            raise WeightsError(f"model.pretrained: {cfg.backbone} has no published weights; set model.weights: PATH")
+        path = Path(cfg.weights).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"model.weights: file {cfg.weights!r} not found")
+        try:
+            backbone.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except (RuntimeError, OSError, ValueError, KeyError, pickle.UnpicklingError) as exc:
+            raise WeightsError(f"model.weights: cannot load {cfg.weights!r} into {cfg.backbone}: "
+                               f"{str(exc).splitlines()[0][:200]}") from None
+    return backbone
+
+
 def build_backbone(cfg: ModelConfig) -> nn.Module:
+    if cfg.backbone in WIDE_RESNETS:
+        return _local_backbone(cfg)
     if not timm.is_model(cfg.backbone):
-        raise ConfigError(f"model.backbone: unknown timm model {cfg.backbone!r} (e.g. resnet18, resnet50)")
+        raise ConfigError(f"model.backbone: unknown timm model {cfg.backbone!r} (e.g. resnet18, resnet50, "
+                          f"vit_small_patch16_224, convnext_tiny; ours: {', '.join(WIDE_RESNETS)})")
     overlay = _pretrained_overlay(cfg) if cfg.pretrained else None
+    stem_kwargs, change_stem = _cifar_stem(cfg.backbone) if cfg.stem == "cifar" else ({}, None)
+    extra = {"drop_path_rate": cfg.drop_path_rate} if cfg.drop_path_rate else {}
     try:
         backbone = timm.create_model(
             cfg.backbone, pretrained=cfg.pretrained, num_classes=0, global_pool="avg",
-            pretrained_cfg_overlay=overlay,
+            pretrained_cfg_overlay=overlay, **stem_kwargs, **extra,
         )
     except (RuntimeError, OSError, ValueError, KeyError) as exc:
         if cfg.pretrained:
             where = cfg.weights or cfg.backbone
             raise WeightsError(f"model.weights: cannot load pretrained weights for {where!r}: {str(exc).splitlines()[0][:200]}") from None
         raise
-    if cfg.stem == "cifar":
-        _apply_cifar_stem(backbone, cfg.backbone)
+    except TypeError as exc:  # a model that takes no such argument
+        raise ConfigError(f"model: {cfg.backbone} does not take {str(exc).split('argument')[-1].strip()[:80]} "
+                          f"(model.stem: cifar or model.drop_path_rate)") from None
+    if change_stem is not None:
+        change_stem(backbone, cfg.backbone)
     return backbone
 
 

@@ -28,6 +28,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError
 from .config import OptimConfig
+from .fast import optimizer_kwargs
 
 ParamGroup = dict  # {"params": [(name, tensor), ...], "weight_decay": float}
 
@@ -69,20 +70,23 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[ParamGroup]:
     return [g for g in NO_DECAY_RULES[cfg.no_decay](model, cfg.weight_decay) if g["params"]]
 
 
-def _adamw(groups, cfg: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+def _adamw(groups, cfg: OptimConfig, **fast) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **fast)
 
 
-def _sgd(groups, cfg: OptimConfig) -> torch.optim.Optimizer:
+def _sgd(groups, cfg: OptimConfig, **fast) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                           nesterov=cfg.nesterov and cfg.momentum > 0)
+                           nesterov=cfg.nesterov and cfg.momentum > 0, **fast)
 
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {"adamw": _adamw, "sgd": _sgd}
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    return OPTIMIZERS[cfg.name](param_groups(model, cfg), cfg)
+def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device | None = None) -> torch.optim.Optimizer:
+    """On CUDA the fused implementations (engine/fast.py: one kernel for the whole update); their
+    state_dict is the same as the others', so a checkpoint resumes on either device."""
+    fast = optimizer_kwargs(device) if device is not None else {}
+    return OPTIMIZERS[cfg.name](param_groups(model, cfg), cfg, **fast)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, cfg: OptimConfig, path: Path) -> None:

@@ -32,6 +32,14 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+BEST, LAST = "best.pt", "last.pt"
+
+
+def checkpoints_dir(run_dir: Path) -> Path:
+    """Where a run keeps best.pt, last.pt and epoch weights."""
+    return Path(run_dir) / "checkpoints"
+
+
 class UnknownRun(ConfigError):
     pass
 

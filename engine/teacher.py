@@ -41,8 +41,13 @@ class Teacher:
     """A frozen finished run used for knowledge distillation."""
 
     def __init__(self, run_dir: Path, device: torch.device, channels_last: bool, mode: str = "eval",
-                 sync_bn: bool = False):
+                 sync_bn: bool = False, mixed_targets: bool = False):
         self.cfg = config_from_dict(read_config_file(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
+        if mixed_targets and self.cfg.loss.margin != "none":
+            # its logits pass its own margin, which needs one class per image (a MixUp/CutMix batch has two)
+            raise ConfigError(f"loss.kd.teacher: {run_dir.name} trains with loss.margin: {self.cfg.loss.margin}, whose "
+                              f"logits need one class per image; data.mixup mixes two (distil from a linear-head "
+                              f"teacher, or turn data.mixup off)")
         state = load_checkpoint(run_dir / "checkpoints" / "best.pt")
         model_cfg = self.cfg.model.model_copy(update={"pretrained": False, "weights": None})
         self.model = build_model(model_cfg)

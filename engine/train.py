@@ -12,9 +12,11 @@ other ranks) and its `end` event says "stopped".
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from . import fault_hooks
 from .config import ConfigError, apply_overrides, config_from_dict, load_config, read_config_file
 from .keep import check_resumable
 from .paths import check_run_id, default_data_root, default_home, new_run_id, write_run_config
@@ -56,6 +58,7 @@ def study_labels(args: argparse.Namespace, run_dir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    fault_hooks.check_environment(report=os.environ.get("RANK", "0") == "0")  # a misset test hook: one warning
     home = args.home or default_home()
     data_root = args.data_root or default_data_root()
     try:

@@ -49,18 +49,22 @@ class LoopPosition:
     best_acc: Optional[float] = None
     best_epoch: Optional[int] = None
     wall_s: float = 0.0
+    best_model: str = "model"  # which weights gave best_acc: "model", or "ema" (train.ema)
 
     FIELDS = ("epoch", "step_in_epoch", "global_step", "best_acc", "best_epoch", "wall_s")
 
 
 def training_state(*, run_id: str, cfg: ExperimentConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                   scheduler: Any, scaler: Any, position: LoopPosition, partial: torch.Tensor) -> dict:
+                   scheduler: Any, scaler: Any, position: LoopPosition, partial: torch.Tensor,
+                   extras: Optional[dict] = None) -> dict:
+    """`extras`: the states of the run's options, by name (``ema``: the averaged weights,
+    ``early_stop``: its counters); restored by the trainer (Trainer._restore)."""
     return {
         "run_id": run_id, "config": cfg.to_dict(),
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-        **{k: getattr(position, k) for k in LoopPosition.FIELDS},
-        "partial": partial.cpu(), "rng": rng_state(),
+        **{k: getattr(position, k) for k in LoopPosition.FIELDS}, "best_model": position.best_model,
+        "partial": partial.cpu(), "rng": rng_state(), **(extras or {}),
     }
 
 
@@ -77,4 +81,16 @@ def restore_training_state(state: dict, path: Path, *, cfg: ExperimentConfig, mo
     scheduler.load_state_dict(state["scheduler"])
     scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
-    return LoopPosition(**{k: state[k] for k in LoopPosition.FIELDS if k != "wall_s"}, wall_s=float(state["wall_s"]))
+    return LoopPosition(**{k: state[k] for k in LoopPosition.FIELDS if k != "wall_s"}, wall_s=float(state["wall_s"]),
+                        best_model=state.get("best_model", "model"))  # checkpoints from before train.ema: "model"
+
+
+def restore_option(state: dict, key: str, path: Path, target: Any) -> None:
+    """Load the state of a run option (``ema``, ``early_stop``) saved by :func:`training_state`."""
+    if key not in state:
+        raise CheckpointError(f"{path}: the checkpoint has no {key} state, but the run's config turns "
+                              f"train.{key} on; start a new run")
+    try:
+        target.load_state_dict(state[key])
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: the {key} state does not fit ({str(exc).splitlines()[0][:160]})") from None

@@ -2,8 +2,11 @@
 
 Runs unchanged in a single process or under torchrun (DDP; the collective steps are in
 engine/ddp.py); only rank 0 writes.  Around it: engine/lifecycle.py (signals, heartbeat, exit
-codes), engine/optim.py (optimizer and weight-decay groups), engine/train_state.py (what a
-checkpoint holds), engine/teacher.py (distillation), engine/hooks.py (where other code acts).
+codes), engine/optim.py (optimizer and weight-decay groups), engine/step.py (one optimization
+step: plain or SAM, soft targets), engine/train_state.py (what a checkpoint holds),
+engine/teacher.py (distillation), engine/ema.py (weight EMA, evaluated beside the model),
+engine/guard.py (divergence guard, early stopping), engine/fast.py (fused optimizers, compile
+modes), engine/hooks.py (where other code acts).
 """
 from __future__ import annotations
 
@@ -18,17 +21,21 @@ from typing import Any, Iterable
 
 import torch
 
+from . import fault_hooks
 from .checkpoint import load_checkpoint, repair_best, save_checkpoint
 from .config import ExperimentConfig
 from .data import load_dataset, make_pipeline
-from .ddp import (DistInfo, adopt_rank0_buffers, any_rank, convert_sync_batchnorm, device_label, select_device,
-                  share_of_global_batch, sum_over_ranks, wrap_ddp)
+from .ddp import (DistInfo, adopt_rank0_buffers, any_rank_each, convert_sync_batchnorm, device_label,
+                  rank_weights_sha256, select_device, share_of_global_batch, sum_over_ranks, wrap_ddp)
+from .ema import WeightEma, better_of
 from .evaluate import topk_hits
 from .events import EventWriter
-from .keep import finalize as finalize_checkpoints
-from .keep import save_epoch_weights
+from .fast import compile_mode, compile_module, configure_backends
+from .guard import DivergenceGuard, EarlyStopping, TrainingDiverged, chance_loss
 from .heartbeat import Heartbeat, peak_memory, reset_peak_memory, run_gpu_devices
 from .hooks import EpochTotals, TrainerHook
+from .keep import finalize as finalize_checkpoints
+from .keep import save_epoch_weights
 from .lifecycle import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, SafeStore,  # noqa: F401
                         StopRequested, failure_message)
 from .losses import Criterion
@@ -36,16 +43,13 @@ from .models import build_model, count_flops, count_params
 from .notify import Notice, notify_run_end
 from .optim import build_optimizer
 from .schedule import build_scheduler
+from .step import TrainStep
 from .stop_request import StopRequestWatcher
 from .summary import RunSummaries
 from .teacher import Teacher, resolve_teacher
-from .train_state import LoopPosition, restore_training_state, seed_everything, training_state
+from .train_state import LoopPosition, restore_option, restore_training_state, seed_everything, training_state
 
 STEP_EVENT_INTERVAL_S = 0.2   # at most ~5 step events per second
-# Fault tests only (tests/integration/test_faults.py): raise a CUDA out-of-memory error at this global step.
-_TEST_OOM_AT_STEP = int(os.environ.get("CIFAR_TUI_TEST_OOM_AT_STEP") or 0)
-
-Batch = torch.Tensor | tuple[torch.Tensor, ...]  # a tuple: one tensor per scale group (data.train_sizes)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -75,6 +79,8 @@ class Trainer:
         self.wall_s = 0.0
         self._wall_t0 = time.monotonic()
         self.last_step_at = time.time()  # the heartbeat reports it: a live run without steps is stalled
+        self.weights_sha256: list[str] | None = None  # each rank's final weights (the `end` event)
+        self.oom_at_step = fault_hooks.oom_at_step()  # fault tests only (engine/fault_hooks.py)
 
     # ---------------------------------------------------------------- setup
     def prepare(self) -> None:
@@ -83,6 +89,7 @@ class Trainer:
         self.device = select_device(cfg.train.device, info)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+        configure_backends(self.device)
         self.device_label = device_label(self.device, info.world_size, info.local_world_size)
         seed_everything(cfg.train.seed + info.rank)
         if self.device.type == "cpu":
@@ -102,19 +109,32 @@ class Trainer:
         self.teacher = None
         if teacher_dir:
             self.teacher = Teacher(teacher_dir, self.device, cfg.train.channels_last, cfg.loss.kd.teacher_mode,
-                                   sync_bn=info.enabled and cfg.train.sync_bn)
+                                   sync_bn=info.enabled and cfg.train.sync_bn, mixed_targets=cfg.data.mixup.enabled)
         self.criterion = Criterion(cfg.loss)
-        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.optimizer = build_optimizer(self.model, cfg.optim, self.device)
         self.steps_per_epoch = self.pipeline.steps_per_epoch(cfg.train.batch_size)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, cfg.optim.lr, self.steps_per_epoch, cfg.train.epochs)
         self.amp_dtype = autocast_dtype(cfg.train.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.forward_model: torch.nn.Module = wrap_ddp(self.model, self.device, info)
-        if cfg.train.compile:
-            self.forward_model = torch.compile(self.forward_model)
+        ddp = wrap_ddp(self.model, self.device, info)
+        self.compile_mode = compile_mode(cfg.train.compile_mode, self.device, info.enabled) if cfg.train.compile else None
+        self.forward_model: torch.nn.Module = compile_module(ddp, self.compile_mode) if self.compile_mode else ddp
+        # the step holds the modules, never the trainer: no reference cycle keeps DDP's process group
+        # alive until the interpreter's teardown (a gloo rank then aborted at exit)
+        self.train_step = TrainStep(model=self.model, forward=self.forward_model, optimizer=self.optimizer, scaler=self.scaler,
+                                    criterion=self.criterion, teacher=self.teacher, amp_dtype=self.amp_dtype,
+                                    device=self.device, grad_clip=cfg.train.grad_clip, sam=cfg.optim.sam,
+                                    ddp=ddp if info.enabled else None, compile_mode=self.compile_mode)
+        # options that watch the run: each None when off
+        self.ema = WeightEma(self.model, cfg.train.ema) if cfg.train.ema else None
+        limit = cfg.train.divergence.max_loss_ratio * chance_loss(cfg, self.pipeline.num_classes)
+        self.guard = DivergenceGuard(limit, self.device) if cfg.train.divergence.enabled else None
+        stop = cfg.train.early_stop
+        self.early_stop = EarlyStopping(stop.patience, stop.min_delta) if stop else None
+        self.end_reason: str | None = None  # why a run ended before its last epoch (early stop), or None
         # progress state (restored on resume)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
-        self.best_acc, self.best_epoch = None, None
+        self.best_acc, self.best_epoch, self.best_model = None, None, "model"
         self.partial = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, seen
         self.resumed_from = None
         last = self.run_dir / "checkpoints" / "last.pt"
@@ -126,6 +146,10 @@ class Trainer:
                                      scheduler=self.scheduler, scaler=self.scaler)
         self.epoch, self.step_in_epoch, self.global_step = pos.epoch, pos.step_in_epoch, pos.global_step
         self.best_acc, self.best_epoch, self.wall_s = pos.best_acc, pos.best_epoch, pos.wall_s
+        self.best_model = pos.best_model
+        for key, option in (("ema", self.ema), ("early_stop", self.early_stop)):
+            if option is not None:
+                restore_option(state, key, path, option)
         if self.info.is_main:  # rank 0 saved the epoch's sums over all ranks; the others start from zero
             self.partial = state["partial"].to(self.device)
         self.resumed_from = {"epoch": self.epoch, "step": self.step_in_epoch}
@@ -134,9 +158,12 @@ class Trainer:
 
     def _state(self) -> dict:
         position = LoopPosition(self.epoch, self.step_in_epoch, self.global_step, self.best_acc, self.best_epoch,
-                                self.wall_clock())
+                                self.wall_clock(), self.best_model)
+        extras = {key: option.state_dict() for key, option in (("ema", self.ema), ("early_stop", self.early_stop))
+                  if option is not None}
         return training_state(run_id=self.run_id, cfg=self.cfg, model=self.model, optimizer=self.optimizer,
-                              scheduler=self.scheduler, scaler=self.scaler, position=position, partial=self.partial)
+                              scheduler=self.scheduler, scaler=self.scaler, position=position, partial=self.partial,
+                              extras=extras)
 
     def wall_clock(self) -> float:
         return self.wall_s + (time.monotonic() - self._wall_t0)
@@ -164,7 +191,7 @@ class Trainer:
             self.tb = self._tensorboard()
             self.summaries = RunSummaries(self.run_dir, self.cfg, self.tb)  # summary.csv, TensorBoard hparams
         self.stop.install()
-        status, error, code = "completed", None, EXIT_OK
+        status, error, reason, code = "completed", None, None, EXIT_OK
         heartbeat = None
         try:
             if main:
@@ -186,9 +213,9 @@ class Trainer:
                 heartbeat.start()
             while self.epoch < self.cfg.train.epochs and self._train_epoch():
                 pass
-            if os.environ.get("CIFAR_TUI_DUMP_RANK_STATE"):  # tests: every rank's final weights
-                torch.save(self.model.state_dict(), Path(os.environ["CIFAR_TUI_DUMP_RANK_STATE"]) / f"rank{self.info.rank}.pt")
-            if self.epoch < self.cfg.train.epochs:
+            self.weights_sha256 = rank_weights_sha256(self.model, self.info)
+            reason = self.end_reason
+            if self.epoch < self.cfg.train.epochs and reason is None:
                 # Under torchrun a non-zero exit is a failure: the agent would kill the other ranks,
                 # rank 0 perhaps while it writes its checkpoint. The end event says "stopped".
                 status, code = "stopped", EXIT_OK if self.info.enabled else EXIT_STOPPED
@@ -196,6 +223,7 @@ class Trainer:
             status, code = "stopped", EXIT_STOPPED
         except Exception as exc:  # noqa: BLE001 - every failure ends the run with a readable event
             status, error, code = "failed", failure_message(exc, self.cfg), EXIT_FAILED
+            reason = error if isinstance(exc, TrainingDiverged) else None
             if os.environ.get("CIFAR_TUI_DEBUG"):
                 raise
         finally:
@@ -210,10 +238,11 @@ class Trainer:
                 # store first: a reader that sees the `end` event then finds the final status in the store
                 self.store.run_ended(self.run_id, status, error, self.wall_clock())
                 try:
+                    end_fields = {"reason": reason, **end_extra}  # a pruned run's reason comes from its request
                     self.emit("end", status=status, error=error, best_acc=self.best_acc, best_epoch=self.best_epoch,
-                              epochs_done=self.epoch, step_in_epoch=self.step_in_epoch,
-                              wall_s=round(self.wall_clock(), 3), checkpoints=kept,
-                              **end_extra)
+                              best_model=self.best_model, epochs_done=self.epoch, step_in_epoch=self.step_in_epoch,
+                              steps_done=self.global_step, wall_s=round(self.wall_clock(), 3), checkpoints=kept,
+                              weights_sha256=self.weights_sha256, **end_fields)
                 except OSError as exc:  # the disk is full: the store already has the final status
                     print(f"warning: could not write the end event: {exc}", file=sys.stderr)
                 if self.tb is not None:
@@ -233,72 +262,76 @@ class Trainer:
             return None
         return SummaryWriter(str(self.run_dir / "tb"))
 
-    def _stop_requested(self) -> bool:
-        return any_rank(self.stop.flag or self.stop_requests.requested(), self.info, self.device)
-
-    def _forward(self, x: Batch) -> torch.Tensor:
-        """Model outputs for a batch. A multi-scale batch runs one forward per scale group, smallest
-        first, as the seed does: BatchNorm normalises each group by itself and the largest group
-        moves the running statistics last. The outputs are concatenated in the labels' order."""
-        if isinstance(x, torch.Tensor):
-            return self.forward_model(x)
-        return torch.cat([self.forward_model(group) for group in x])
+    def _stop_requested(self, guard: bool = True) -> bool:
+        """Whether any rank was asked to stop; first, a divergence (TrainingDiverged) when the guard
+        saw a bad loss. Reading the guard syncs with the device, so it is read where the loop syncs
+        anyway: here on the CPU (nothing to save) and under DDP (every 10 steps, one all-reduce for
+        both answers, so every rank acts at the same step); on one GPU with each step event
+        (`guard`), about 5 a second, or when a stop was asked for."""
+        stop = self.stop.flag or self.stop_requests.requested()
+        found = None
+        if self.guard is not None and (guard or stop or self.info.enabled or self.device.type == "cpu"):
+            found = self.guard.check()
+        diverged, stop = any_rank_each((found is not None, stop), self.info, self.device)
+        if diverged:
+            raise TrainingDiverged(found.message(self.steps_per_epoch, self.cfg.optim.lr) if found else
+                                   "training diverged on another rank; try a lower learning rate (optim.lr)")
+        return stop
 
     def _train_epoch(self) -> bool:
-        """One epoch from self.step_in_epoch; False when stopped part-way."""
+        """One epoch from self.step_in_epoch; False when stopped part-way or ended early."""
         cfg = self.cfg
         for hook in self.hooks:
             hook.epoch_start(self)
         self.forward_model.train()
-        amp = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         t_epoch = time.monotonic()
         reset_peak_memory(self.device)
         t_emit, seen_at_emit = time.monotonic(), float(self.partial[2])
         batches = self.pipeline.train_batches(self.epoch, cfg.train.seed, cfg.train.batch_size, self.step_in_epoch)
         check_every = 1 if not self.info.enabled else 10
         for x, y in batches:
-            with amp:
-                output = self._forward(x)
-                logits = self.criterion.train_logits(output, y)
-                teacher_logits = self.teacher.logits(x, y) if self.teacher else None
-                loss = self.criterion.loss(logits, y, teacher_logits)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss * self._share_of_global_batch(y.shape[0])).backward()
-            if cfg.train.grad_clip:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            n = y.shape[0]
+            loss, correct = self.train_step.step(x, y, self._share_of_global_batch(n))
             self.scheduler.step()
             with torch.no_grad():
-                correct = (output.argmax(1) == y).sum()
                 # torch.full, not torch.tensor: a host->device copy would sync with the GPU every step
-                self.partial += torch.stack([loss.detach().double() * y.shape[0], correct.double(),
-                                             torch.full((), float(y.shape[0]), dtype=torch.float64, device=self.device)])
+                self.partial += torch.stack([loss.double() * n, correct.double(),
+                                             torch.full((), float(n), dtype=torch.float64, device=self.device)])
             self.step_in_epoch += 1
             self.global_step += 1
+            if self.ema is not None:
+                self.ema.step(self.model, self.global_step)
+            if self.guard is not None:
+                self.guard.observe(loss, self.global_step)
             for hook in self.hooks:
-                hook.step_end(self, loss, y.shape[0])
+                hook.step_end(self, loss, n)
             self.last_step_at = time.time()
-            if self.global_step == _TEST_OOM_AT_STEP:
-                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (CIFAR_TUI_TEST_OOM_AT_STEP={self.global_step})")
-            now = time.monotonic()
+            if self.global_step == self.oom_at_step:
+                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory ({fault_hooks.OOM_AT_STEP}={self.global_step})")
+            now, emitted = time.monotonic(), False
             if self.info.is_main and now - t_emit >= STEP_EVENT_INTERVAL_S:
-                seen_at_emit = self._emit_step(now - t_emit, seen_at_emit)
-                t_emit = now
-            if self.step_in_epoch % check_every == 0 and self._stop_requested():
+                seen_at_emit, t_emit, emitted = self._emit_step(now - t_emit, seen_at_emit), now, True
+            if self.step_in_epoch % check_every == 0 and self._stop_requested(guard=emitted):
                 if self.step_in_epoch < self.steps_per_epoch:
                     # rank 0's checkpoint carries the epoch's sums over all ranks
                     sum_over_ranks(self.partial, self.info)
                     adopt_rank0_buffers(self.model, self.info, cfg.train.sync_bn)
                     self._checkpoint(is_best=False)
                     return False
+        self._raise_if_diverged()  # a diverged epoch is neither evaluated nor checkpointed
         checkpointed = self._finish_epoch(time.monotonic() - t_epoch)
+        if self.end_reason is not None:
+            return False  # early stop: _finish_epoch wrote the checkpoint
         if self._stop_requested():
             if not checkpointed:
                 self._checkpoint(is_best=False)
             return False
         return True
+
+    def _raise_if_diverged(self) -> None:
+        """At an epoch's end (every rank): a diverged epoch is neither evaluated nor checkpointed."""
+        if self.guard is not None:
+            self._stop_requested(guard=True)
 
     def _emit_step(self, interval_s: float, seen_at_emit: float) -> float:
         """A `step` event (rank 0); returns the images seen so far this epoch."""
@@ -317,16 +350,18 @@ class Trainer:
         return share_of_global_batch(local_n, global_n, self.info)
 
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float, float]:
-        """(test loss, top-1 %, top-5 %)."""
-        adopt_rank0_buffers(self.model, self.info, self.cfg.train.sync_bn)
-        self.forward_model.train(False)
+    def evaluate(self, model: torch.nn.Module | None = None) -> tuple[float, float, float]:
+        """(test loss, top-1 %, top-5 %) of `model` (default: the trained model; the EMA's is the other)."""
+        if model is None:
+            model = self.model
+            self.forward_model.train(False)
+        adopt_rank0_buffers(model, self.info, self.cfg.train.sync_bn)  # EMA buffers average each rank's own
         amp = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         totals = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss sum, top-1 hits, seen, top-5 hits
         bs = self.cfg.eval.batch_size or self.cfg.train.batch_size
         for x, y in self.pipeline.test_batches(bs):
             with amp:
-                output = self.model(x)
+                output = model(x)
             totals[0] += self.criterion.eval_loss(output, y).double()
             totals[[1, 3]] += topk_hits(output, y)
             totals[2] += y.shape[0]
@@ -348,27 +383,34 @@ class Trainer:
         for hook in self.hooks:
             hook.epoch_trained(self, totals)
         evaluated = self.epoch % self.cfg.eval.every == 0 or self.epoch == self.cfg.train.epochs
-        test_loss = test_acc = test_top5 = None
+        test_loss = test_acc = test_top5 = ema_loss = ema_acc = None
         t_eval = time.monotonic()
         if evaluated:
             test_loss, test_acc, test_top5 = self.evaluate()
-            if self.best_acc is None or test_acc > self.best_acc:
-                self.best_acc, self.best_epoch = test_acc, self.epoch
+            if self.ema is not None:
+                ema_loss, ema_acc, _ = self.evaluate(self.ema.module)
+            acc, which = better_of(test_acc, ema_acc)
+            if self.best_acc is None or acc > self.best_acc:
+                self.best_acc, self.best_epoch, self.best_model = acc, self.epoch, which
+            if self.early_stop is not None:
+                self.end_reason = self.early_stop.update(self.epoch, acc)
         epoch_s = train_s + (time.monotonic() - t_eval)
         record = {
             "epoch": self.epoch, "train_loss": totals.train_loss, "train_acc": totals.train_acc,
             "test_loss": test_loss, "test_acc": test_acc, "test_top5": test_top5,
-            "best_acc": self.best_acc, "best_epoch": self.best_epoch,
+            "best_acc": self.best_acc, "best_epoch": self.best_epoch, "best_model": self.best_model,
             "lr": self.optimizer.param_groups[0]["lr"], "epoch_s": round(epoch_s, 3),
             "epochs": self.cfg.train.epochs, **peak_memory(self.device),
         }
+        if self.ema is not None:
+            record.update(ema_test_loss=ema_loss, ema_test_acc=ema_acc)
         if self.info.is_main:
             self.emit("epoch", **record)
             self.store.epoch_done(self.run_id, record, self.wall_clock())
             self.summaries.epoch(record)
             if self.tb is not None:
-                for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
-                    if record[key] is not None:
+                for key in ("train_loss", "train_acc", "test_loss", "test_acc", "ema_test_acc", "lr"):
+                    if record.get(key) is not None:
                         self.tb.add_scalar(key.replace("_", "/", 1), record[key], self.epoch)
                 self.tb.flush()
         for hook in self.hooks:
@@ -376,7 +418,8 @@ class Trainer:
         if not self.info.is_main:
             return False
         is_best = evaluated and self.best_epoch == self.epoch
-        if is_best or self.epoch % self.cfg.train.checkpoint_every == 0 or self.epoch == self.cfg.train.epochs:
+        if (is_best or self.epoch % self.cfg.train.checkpoint_every == 0 or self.epoch == self.cfg.train.epochs
+                or self.end_reason is not None):
             self._checkpoint(is_best=is_best)
             return True
         return False
@@ -390,7 +433,8 @@ class Trainer:
         self.emit("checkpoint", path=str(last), epoch=self.epoch, step=self.step_in_epoch, is_best=False)
         if is_best:
             best = self.run_dir / "checkpoints" / "best.pt"
-            save_checkpoint({"run_id": self.run_id, "config": state["config"], "model": state["model"],
-                             "epoch": self.epoch, "best_acc": self.best_acc}, best)
+            weights = state["ema"]["module"] if self.best_model == "ema" else state["model"]
+            save_checkpoint({"run_id": self.run_id, "config": state["config"], "model": weights,
+                             "epoch": self.epoch, "best_acc": self.best_acc, "best_model": self.best_model}, best)
             self.emit("checkpoint", path=str(best), epoch=self.epoch, is_best=True)
         save_epoch_weights(self.run_dir, self.cfg.train.keep, state)  # train.keep: all

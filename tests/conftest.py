@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+# Every test runs offline and leaves no process behind (tests/support/hygiene.py); pytester
+# runs a test session inside a test (tests/integration/test_suite_hygiene.py).
+pytest_plugins = ["tests.support.hygiene", "pytester"]
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 CLI = [sys.executable, "-m", "cifar_tui"]

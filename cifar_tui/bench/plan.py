@@ -18,6 +18,9 @@ GOALS_CPU: list[tuple[str, str, str, float]] = [
     ("list_s", "`cifar-tui list` wall time (s)", "<=", 0.5),
     ("sweep_plan_1000_s", "`cifar-tui run --dry-run` of a 1,000-run grid (s)", "<=", 1.0),
     ("tui_first_screen_s", "TUI first screen (s)", "<=", 1.5),
+    ("augment_ratio_32", "RandAugment+erasing+MixUp/CutMix batched vs v2 per sample, 32x32", ">=", 10.0),
+    ("randaugment_ratio_32", "RandAugment alone, batched vs v2 per image, 32x32", ">=", 10.0),
+    ("train_augment_vs_plain_32", "training with RandAugment+MixUp/CutMix vs without, 32x32", ">=", 0.95),
 ]
 GOALS_GPU: list[tuple[str, str, str, float]] = [
     (k, label, op, {"pipeline_ratio_32": 10.0, "pipeline_ratio_224": 10.0, "train_vs_ceiling_224": 0.9}.get(k, goal))
@@ -34,7 +37,7 @@ class BenchPlan:
     """Sizes, steps and repeats of one benchmark run (quick, full, or tiny for tests)."""
 
     repeats: int = 5                       # pipeline windows and engine/ceiling epoch pairs
-    sections: tuple[str, ...] = ("startup", "pipeline", "train", "tui")
+    sections: tuple[str, ...] = ("startup", "pipeline", "train", "tui", "augment")
     # 1. pipeline
     pipeline_sizes: tuple[int, ...] = (32, 224)
     pipeline_batch: int = 250              # the seed's batch

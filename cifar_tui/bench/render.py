@@ -25,7 +25,7 @@ def render_bench(results: dict, console: Any, sections: Iterable[Section] = ()) 
             table.add_row(label, "[dim]not measured[/]", f"{op} {goal:g}", "[dim]-[/]")
             continue
         ok = value >= goal if op == ">=" else value <= goal
-        shown = f"{value:.3f} s" if op == "<=" else f"{value:.3g}x" if key.startswith("pipeline") else f"{value:.3f}"
+        shown = f"{value:.3f} s" if op == "<=" else f"{value:.3g}x" if "_ratio_" in key else f"{value:.3f}"
         table.add_row(label, shown, f"{op} {goal:g}", "[green]pass[/]" if ok else "[red]miss[/]")
     console.print(table)
 

@@ -79,8 +79,9 @@ def _finish(reaped, code: int, end: dict | None, json_mode: bool) -> int:
     status = end.get("status")
     best = end.get("best_acc")
     if status == COMPLETED:
+        early = f" ({escape(end['reason'])})" if end.get("reason") else ""  # e.g. train.early_stop
         console.print(f"[green]completed[/] {run_id}: best test acc {best if best is None else f'{best:.2f}'}"
-                      f" @ epoch {end.get('best_epoch')}; {where}")
+                      f" @ epoch {end.get('best_epoch')}{early}; {where}")
     elif status == STOPPED:
         console.print(f"[yellow]stopped[/] {run_id} {stopped_at(end)}; "
                       f"continue with: cifar-tui resume {run_id}; {where}")

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import DataConfig
+from .device_augment import DeviceAugment
 from .formats import NORMALIZE_STATS, Dataset
 from .rng import seed_int
 
@@ -250,6 +251,8 @@ class DevicePipeline(_PipelineBase):
         self._row = hp
         # int32 indices are faster to build and read; the padded dataset must fit in them
         self._index_dtype = torch.int32 if self._pixels.shape[0] < 2**31 else torch.int64
+        # RandAugment / Random Erasing / MixUp-CutMix (engine/data/device_augment.py); None when off
+        self.batch_augment = DeviceAugment.from_config(cfg, self.num_classes, self.device)
 
     def _step_params(self, seed: int, epoch: int, step: int, n: int
                      ) -> tuple[Optional[Tensor], Tensor, Tensor, Tensor]:
@@ -309,11 +312,14 @@ class DevicePipeline(_PipelineBase):
             idx, oy, ox, flip = packed.unbind(0)
             x = self._gather(idx, oy, ox, flip)
             y = self._train_y.index_select(0, idx)
-            if counts is None:
-                yield self._finish(x, self.image_size), y
-            else:
+            if counts is not None:
                 yield tuple(self._finish(part, size, pooled=False)
                             for part, size in zip(x.split(counts), self.train_sizes) if part.shape[0]), y
+            elif self.batch_augment is not None:  # targets are (n, classes) soft targets with mixup on
+                yield self.batch_augment.apply(x, y, lambda u8: self._finish(u8, self.image_size), seed=seed,
+                                               epoch=epoch, step=step, global_n=gidx.shape[0], rank=r, world_size=ws)
+            else:
+                yield self._finish(x, self.image_size), y
 
 
 class EvalPipeline(_PipelineBase):

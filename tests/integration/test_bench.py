@@ -12,7 +12,8 @@ import pytest
 import torch
 from rich.console import Console
 
-from cifar_tui.bench import REQUIRED_KEYS, BenchContext, BenchPlan, SeedStyleDataset, render_bench, run_bench
+from cifar_tui.bench import (GOALS_CPU, REQUIRED_KEYS, BenchContext, BenchPlan, SeedStyleDataset, render_bench,
+                              run_bench)
 from engine.config import ConfigError, DataConfig
 from engine.data import DevicePipeline, synthetic_dataset
 
@@ -54,7 +55,15 @@ def test_every_figure_measured_and_consistent(tiny_results):
     assert r["samples"]["tui_attached"] and r["samples"]["tui_headless"]
     assert r["tui_cpu_cores"] is None or r["tui_cpu_cores"] >= 0
     assert r["channels_last"] is True and r["precision"] == "fp32"
-    assert set(r["section_s"]) == {"startup", "pipeline", "train_32", "tui"}
+    assert set(r["section_s"]) == {"startup", "pipeline", "train_32", "tui", "augment", "train_augment"}
+    # the recipes' augmentations: ratios of the reported medians; the training pairs alternate A/P
+    for name in ("augment", "randaugment"):
+        engine, ref = r[f"{name}_engine_img_per_s_32"], r[f"{name}_reference_img_per_s_32"]
+        assert _positive(engine) and _positive(ref)
+        assert r[f"{name}_ratio_32"] == pytest.approx(engine / ref, rel=0.02, abs=0.01)
+    assert r["augment_reference_workers_32"] in r["reference_workers_tried"]
+    assert _positive(r["train_augment_vs_plain_32"])
+    assert len(r["samples"]["train_augment_32"]) == len(r["samples"]["train_plain_32"]) == r["repeats"]
 
 
 def test_render_bench_shows_goals(tiny_results):
@@ -69,7 +78,7 @@ def test_render_bench_shows_goals(tiny_results):
 def test_render_bench_with_nothing_measured():
     console = Console(record=True, width=160)
     render_bench({k: None for k in REQUIRED_KEYS} | {"device": "cpu"}, console)
-    assert console.export_text().count("not measured") == 9
+    assert console.export_text().count("not measured") == len(GOALS_CPU)
 
 
 def test_seed_style_reference_matches_the_engine_at_32():
@@ -98,6 +107,13 @@ def test_cli_bench_bad_device_exits_2():
     assert proc.returncode == 2
     assert "--device" in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+def test_cli_bench_unknown_section_exits_2():
+    proc = subprocess.run([*CLI, "bench", "--section", "augmnet"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "--section: unknown section 'augmnet'" in proc.stderr and "augment" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_tui_first_screen_without_tmux(tmp_path, monkeypatch):

@@ -1,10 +1,11 @@
 """`cifar-tui data download|verify|synth` as a user runs them."""
 from __future__ import annotations
 
+import json
 import socket
 import time
 
-from tests.conftest import cli
+from tests.conftest import cli, set_args, tiny_overrides
 
 
 def _closed_port() -> int:
@@ -28,7 +29,19 @@ def test_verify_missing_data_exits_2(workspace):
 
 
 def test_synth_writes_a_set_that_training_uses(workspace):
-    res = cli(workspace, "data", "synth")
+    res = cli(workspace, "data", "synth", "--seed", "7")
     assert res.returncode == 0, res.stderr
     folder = workspace["data"] / "synthetic-100-python"
     assert {p.name for p in folder.iterdir()} >= {"train", "test", "meta"}
+    run = ["run", "resnet18_baseline", "--json", *set_args(tiny_overrides(model__backbone="test_resnet", train__epochs=1))]
+    trained = cli(workspace, *run)
+    assert trained.returncode == 0, trained.stderr
+    start = json.loads(trained.stdout.splitlines()[0])
+    assert start["data_source"] == "synthetic" and (start["num_train"], start["num_test"]) == (256, 128)
+    # the run read those files: with one of them damaged, it is refused naming it
+    train = folder / "train"
+    train.write_bytes(train.read_bytes()[: train.stat().st_size // 2])
+    refused = cli(workspace, *run)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert str(train) in refused.stderr and "cifar-tui data synth" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1

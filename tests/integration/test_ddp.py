@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifar_tui.launch import TorchrunProcess, Workspace, engine_command, recorded_processes, resume
+from cifar_tui.launch import (LaunchRequest, TorchrunProcess, Workspace, engine_command, launch, recorded_processes,
+                              resume)
 from engine.checkpoint import load_checkpoint
 from engine.config import ConfigError
-from engine.ddp import device_label
+from engine.ddp import device_label, weights_sha256
 from engine.events import read_events
 
 from tests.conftest import CLI, cli, set_args
@@ -27,10 +28,6 @@ from tests.conftest import CLI, cli, set_args
 # A global batch of 33 splits 17 + 16: each rank's loss must be weighed by its share.
 TINY_DDP = ["data.source=synthetic", "data.train_limit=66", "data.test_limit=64", "train.batch_size=33",
             "train.device=cpu", "train.epochs=2", "optim.name=sgd", "optim.lr=0.01"]
-
-
-def _state(path: Path) -> dict:
-    return torch.load(path, weights_only=True)
 
 
 def _run_dirs(home: Path) -> list[Path]:
@@ -55,43 +52,74 @@ def _events(home: Path) -> list[dict]:
     return read_events(files[0]) if files else []
 
 
+def _digests_of(run_dir: Path) -> list[str]:
+    """Each rank's final weights digest, from the run's last `end` event (every run writes it)."""
+    end = read_events(run_dir / "events.jsonl")[-1]
+    assert end["type"] == "end", end
+    return end["weights_sha256"]
+
+
+def _assert_close_models(a: dict, b: dict, what: str) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-4, msg=lambda m: f"{what}, {key}: {m}")
+
+
+def _epoch_events(run_dir: Path) -> list[dict]:
+    return [e for e in read_events(run_dir / "events.jsonl") if e["type"] == "epoch"]
+
+
+def _assert_same_epochs(a: list[dict], b: list[dict]) -> None:
+    assert [e["epoch"] for e in a] == [e["epoch"] for e in b] == [1, 2]  # never a zip over an empty list
+    for x, y in zip(a, b):
+        assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-4)
+        assert x["test_acc"] == pytest.approx(y["test_acc"])
+
+
+def _stop_right_after_start(launched, timeout: float = 240) -> None:
+    """SIGINT the engine as soon as its `start` event is written: a single process checks for a stop
+    after every step, so it stops after its first step (the signal handler is set before `start`)."""
+    deadline = time.monotonic() + timeout
+    while not any(e["type"] == "start" for e in read_events(launched.events_path)):
+        assert launched.process.poll() is None and time.monotonic() < deadline, _logs(launched.run_dir.parent)
+        time.sleep(0.01)
+    launched.process.send_signal(signal.SIGINT)
+
+
 @pytest.mark.parametrize("extra", [[], ["data.train_sizes=[32,48]"]], ids=["one-scale", "multi-scale"])
 def test_two_gloo_ranks_match_one_process_with_sync_bn(workspace, extra):
     """Multi-scale: every rank runs one forward per size group (DDP and SyncBN communicate in
-    each), and the groups of the two ranks together are the one process's."""
+    each), and the groups of the two ranks together are the one process's. One-scale also: a run
+    stopped after its first step in one process and resumed as two (DDP) ends where the
+    uninterrupted two-process run ends: the batch is global, so any process count continues the
+    same batches."""
     tmp = workspace["tmp"]
-    dumps = {"ddp": tmp / "dump-ddp", "one": tmp / "dump-one"}
-    for d in dumps.values():
-        d.mkdir()
-    ddp_env = {**workspace["env"], "CIFAR_TUI_DUMP_RANK_STATE": str(dumps["ddp"])}
-    res = cli({**workspace, "env": ddp_env}, "run", "resnet18_baseline", "--nproc", "2",
-              *set_args([*TINY_DDP, "train.sync_bn=true", "train.keep=best+last", *extra]))
+    overrides = [*TINY_DDP, "train.sync_bn=true", "train.keep=best+last", *extra]
+    res = cli(workspace, "run", "resnet18_baseline", "--nproc", "2", *set_args(overrides))
     assert res.returncode == 0, res.stdout + res.stderr + _logs(workspace["home"])
     # the same global batches in one process (one thread, as torchrun gives each rank)
-    one_env = {**workspace["env"], "CIFAR_TUI_DUMP_RANK_STATE": str(dumps["one"]), "OMP_NUM_THREADS": "1",
-               "CIFAR_TUI_HOME": str(tmp / "one-process")}
-    res_one = cli({**workspace, "env": one_env}, "run", "resnet18_baseline",
-                  *set_args([*TINY_DDP, "train.sync_bn=true", *extra]))
+    one = {**workspace, "home": tmp / "one-process",
+           "env": {**workspace["env"], "OMP_NUM_THREADS": "1", "CIFAR_TUI_HOME": str(tmp / "one-process")}}
+    res_one = cli(one, "run", "resnet18_baseline", *set_args(overrides))
     assert res_one.returncode == 0, res_one.stdout + res_one.stderr
 
-    rank0, rank1 = _state(dumps["ddp"] / "rank0.pt"), _state(dumps["ddp"] / "rank1.pt")
-    single = _state(dumps["one"] / "rank0.pt")
-    assert rank0.keys() == rank1.keys() == single.keys()
-    for key in rank0:
-        assert torch.equal(rank0[key], rank1[key]), f"ranks differ in {key}"
-        torch.testing.assert_close(rank0[key], single[key], rtol=1e-3, atol=1e-4, msg=lambda m: f"{key}: {m}")
-
-    # exactly one set of records, all from rank 0
     home = workspace["home"]
     (run_dir,) = _run_dirs(home)
+    (one_dir,) = _run_dirs(one["home"])
+    ranks = _digests_of(run_dir)
+    assert len(ranks) == 2 and ranks[0] == ranks[1], f"the ranks ended with different weights: {ranks}"
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert all(torch.equal(checkpoint["model"][k], rank0[k]) for k in rank0)
+    assert weights_sha256(checkpoint["model"]) == ranks[0]  # rank 0's checkpoint holds the final weights
+    single = load_checkpoint(one_dir / "checkpoints" / "last.pt")
+    assert weights_sha256(single["model"]) == _digests_of(one_dir)[0]
+    _assert_close_models(checkpoint["model"], single["model"], "2 processes vs 1")
+
+    # exactly one set of records, all from rank 0
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     assert len(list((run_dir / "tb").glob("events.out.tfevents.*"))) == 1
     events = read_events(run_dir / "events.jsonl")
     kinds = [e["type"] for e in events]
     assert kinds.count("start") == 1 and kinds.count("end") == 1 and kinds[-1] == "end"
-    assert [e["epoch"] for e in events if e["type"] == "epoch"] == [1, 2]
     start = events[0]
     assert start["device"] == "cpu x2" and start["world_size"] == 2 and start["local_world_size"] == 2
     assert start["num_train"] == 66 and events[-1]["status"] == "completed"
@@ -100,18 +128,45 @@ def test_two_gloo_ranks_match_one_process_with_sync_bn(workspace, extra):
         (run_dir.name, "completed", "cpu x2", 2)]
     assert db.execute("SELECT COUNT(*) FROM epochs").fetchone() == (2,)
     # the 1-process run saw the same data and the same losses
-    single_epochs = [e for e in _events(tmp / "one-process") if e["type"] == "epoch"]
-    for a, b in zip((e for e in events if e["type"] == "epoch"), single_epochs):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
-        assert a["test_acc"] == pytest.approx(b["test_acc"])
+    _assert_same_epochs(_epoch_events(run_dir), _epoch_events(one_dir))
+    if extra:
+        return
+
+    # stopped in one process after its first step (of 2 an epoch), resumed as two processes
+    ws = Workspace(home=tmp / "resumed-as-two", data_root=workspace["data"])
+    first = launch(ws, LaunchRequest("resnet18_baseline", overrides), env={"OMP_NUM_THREADS": "1"})
+    try:
+        _stop_right_after_start(first)
+        assert first.process.wait(timeout=240) == 130, _logs(ws.home)
+    finally:
+        if first.process.poll() is None:
+            first.process.kill()
+    stopped = load_checkpoint(first.run_dir / "checkpoints" / "last.pt")
+    steps_per_epoch = read_events(first.events_path)[0]["steps_per_epoch"]
+    assert (stopped["epoch"], stopped["global_step"]) == (0, stopped["step_in_epoch"])
+    assert 0 < stopped["step_in_epoch"] < steps_per_epoch, "not stopped mid-epoch"
+    second = resume(ws, first.run_id, nproc=2)
+    try:
+        assert second.process.wait(timeout=300) == 0, _logs(ws.home)
+    finally:
+        if second.process.poll() is None:
+            second.process.kill()
+    starts = [e for e in read_events(first.events_path) if e["type"] == "start"]
+    assert [s["world_size"] for s in starts] == [1, 2]
+    assert starts[1]["resumed_from"] == {"epoch": 0, "step": stopped["step_in_epoch"]}
+    resumed = _digests_of(first.run_dir)
+    assert len(resumed) == 2 and resumed[0] == resumed[1]
+    resumed_model = load_checkpoint(first.run_dir / "checkpoints" / "last.pt")["model"]
+    assert weights_sha256(resumed_model) == resumed[0]
+    _assert_close_models(resumed_model, checkpoint["model"], "1 process resumed as 2 vs 2 uninterrupted")
+    _assert_same_epochs(_epoch_events(first.run_dir), _epoch_events(run_dir))
 
 
 def test_ddp_run_stops_on_ctrl_c_and_on_stop_then_resumes_with_both_ranks(workspace):
     """Ctrl-C on `cifar-tui run` reaches every rank through torchrun; `cifar-tui stop` signals rank 0
     only, and its request reaches the other rank through the all-reduce. Without SyncBN the ranks
     still end with identical weights (BatchNorm statistics come from rank 0)."""
-    home, dump = workspace["home"], workspace["tmp"] / "dump"
-    dump.mkdir()
+    home = workspace["home"]
     # 50 steps per epoch, stop checked every 10: both stops land part-way through epoch 1, where
     # (without SyncBN) each rank's last step left it its own BatchNorm statistics
     overrides = [*TINY_DDP, "data.train_limit=1650"]
@@ -134,8 +189,7 @@ def test_ddp_run_stops_on_ctrl_c_and_on_stop_then_resumes_with_both_ranks(worksp
     assert stopped_at["global_step"] >= 10  # rank 1's partial sums were folded into rank 0's checkpoint
 
     # resume: both ranks again, from the checkpoint; then `cifar-tui stop` (SIGTERM to rank 0's pid)
-    env = {**workspace["env"], "CIFAR_TUI_DUMP_RANK_STATE": str(dump)}
-    resumed = subprocess.Popen([*CLI, "resume", run_id], env=env, cwd=workspace["tmp"],
+    resumed = subprocess.Popen([*CLI, "resume", run_id], env=workspace["env"], cwd=workspace["tmp"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         n_before = len(read_events(run_dir / "events.jsonl"))
@@ -155,9 +209,11 @@ def test_ddp_run_stops_on_ctrl_c_and_on_stop_then_resumes_with_both_ranks(worksp
     assert starts[1]["resumed_from"] == {"epoch": stopped_at["epoch"], "step": stopped_at["step_in_epoch"]}
     assert [e["status"] for e in events if e["type"] == "end"] == ["stopped", "stopped"]
     assert _run_dirs(home) == [run_dir]
-    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step_in_epoch"] > stopped_at["step_in_epoch"]
-    rank0, rank1 = _state(dump / "rank0.pt"), _state(dump / "rank1.pt")
-    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), "ranks hold different weights"
+    last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert last["step_in_epoch"] > stopped_at["step_in_epoch"]
+    ranks = _digests_of(run_dir)
+    assert len(ranks) == 2 and ranks[0] == ranks[1], f"ranks hold different weights: {ranks}"
+    assert weights_sha256(last["model"]) == ranks[0]  # and rank 0's checkpoint holds them
     db = sqlite3.connect(home / "cifar_tui.db")
     assert db.execute("SELECT status, world_size, device FROM runs").fetchall() == [("stopped", 2, "cpu x2")]
 

@@ -136,17 +136,27 @@ def _epoch_metrics(run_dir: Path) -> list[tuple]:
 
 
 def test_ctrl_c_leaves_a_resumable_run_that_matches_an_uninterrupted_one(workspace, tmp_path):
-    overrides = tiny_overrides(data__train_limit=512, train__batch_size=32, data__augment="crop_flip",
-                               data__shuffle="true", schedule__name="cosine", train__keep="best+last")
+    """Ctrl-C part-way through an epoch: exit 130, a `stopped` end, and a checkpoint of exactly
+    that step; `cifar-tui resume` continues from it and ends bit for bit as a run never stopped."""
+    one_thread = {"OMP_NUM_THREADS": "1"}  # the same float sums in both runs
+    workspace["env"].update(one_thread)
+    # timm's small test_resnet, 128 steps an epoch: the stop lands inside one
+    overrides = tiny_overrides(model__backbone="test_resnet", data__train_limit=2048, train__batch_size=16,
+                               data__augment="crop_flip", data__shuffle="true", schedule__name="cosine",
+                               train__keep="best+last")
     proc = _start_engine(workspace, "run", "resnet18_baseline", *set_args(overrides))
     run_dir = _wait_for_step(workspace["home"])
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    end = read_events(run_dir / "events.jsonl")[-1]
+    evs = read_events(run_dir / "events.jsonl")
+    end, steps_per_epoch = evs[-1], evs[0]["steps_per_epoch"]
     assert end["type"] == "end" and end["status"] == "stopped"
     last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert (last["epoch"], last["step_in_epoch"]) != (2, 0)
+    assert 0 < last["step_in_epoch"] < steps_per_epoch, f"stopped at step {last['step_in_epoch']} of {steps_per_epoch}"
+    assert last["global_step"] == last["epoch"] * steps_per_epoch + last["step_in_epoch"]
+    saved = [e for e in evs if e["type"] == "checkpoint"][-1]
+    assert (saved["epoch"], saved["step"]) == (last["epoch"], last["step_in_epoch"]) and end["epochs_done"] == last["epoch"]
     assert "cifar-tui resume" in out + err
 
     res = cli(workspace, "resume", run_dir.name)
@@ -159,11 +169,13 @@ def test_ctrl_c_leaves_a_resumable_run_that_matches_an_uninterrupted_one(workspa
     assert cli(reference, "run", "resnet18_baseline", *set_args(overrides)).returncode == 0
     ref_dir = only_run_dir(reference["home"])
     # same epochs, same metrics: CPU with a fixed seed is deterministic
-    assert _epoch_metrics(run_dir) == pytest.approx(_epoch_metrics(ref_dir), rel=1e-5, abs=1e-6)
+    assert [e[0] for e in _epoch_metrics(run_dir)] == [1, 2]
+    assert _epoch_metrics(run_dir) == pytest.approx(_epoch_metrics(ref_dir), rel=1e-6, abs=1e-9)
     a = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     b = load_checkpoint(ref_dir / "checkpoints" / "last.pt")
+    assert read_events(run_dir / "events.jsonl")[-1]["weights_sha256"] == read_events(ref_dir / "events.jsonl")[-1]["weights_sha256"]
     for key in a["model"]:
-        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-5, atol=1e-6)
+        assert torch.equal(a["model"][key], b["model"][key]), key
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
 
 
@@ -235,8 +247,52 @@ def test_list_shows_every_experiment_with_reference(workspace):
     assert rows["resnet18_baseline"]["reference"] == 44.26 and rows["resnet50_pretrained_arcface_224x224"]["input"] == "224"
 
 
+def _kd_first_step_loss(student_cfg, home: Path, data_root: Path, teacher_dir: Path, teacher_state: dict) -> dict:
+    """The loss of the student's first step, computed here from the teacher's weights `teacher_state`:
+    the student's initial weights and first batch are the engine's own (a Trainer set up in this
+    process, seeded as the engine is); the teacher, the margins and the KD formula are this test's."""
+    import torch.nn.functional as F
+
+    from engine.config import config_from_dict, read_config_file
+    from engine.losses import arcface_logits
+    from engine.models import build_model
+    from engine.trainer import Trainer
+
+    deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        trainer = Trainer(student_cfg, run_id="probe", home=home, data_root=data_root)
+        trainer.prepare()
+        x, y = next(iter(trainer.pipeline.train_batches(0, student_cfg.train.seed, student_cfg.train.batch_size)))
+        loss_cfg = student_cfg.loss
+        with torch.no_grad():
+            trainer.model.train()
+            student = arcface_logits(trainer.model(x), y, loss_cfg.s, loss_cfg.m).float()
+            teacher_cfg = config_from_dict(read_config_file(teacher_dir / "config.yaml"))
+            teacher = build_model(teacher_cfg.model.model_copy(update={"pretrained": False, "weights": None}))
+            teacher.load_state_dict(teacher_state)
+            teacher.train()  # loss.kd.teacher_mode: train: BatchNorm on the batch's own statistics
+            for module in teacher.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.track_running_stats = False
+            size = teacher_cfg.data.image_size
+            t_out = teacher(F.interpolate(x.contiguous(), size=(size, size), mode="bilinear", align_corners=False))
+            t_logits = arcface_logits(t_out, y, teacher_cfg.loss.s, teacher_cfg.loss.m).float()
+        kd = loss_cfg.kd
+        T = kd.temperature
+        kl = (F.softmax(t_logits / T, 1) * (F.log_softmax(t_logits / T, 1) - F.log_softmax(student / T, 1))).sum(1).mean()
+        ce = F.cross_entropy(student, y)
+        return {"kd": float(kd.alpha * kl * T * T + (1 - kd.alpha) * ce), "ce": float(ce)}
+    finally:
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+
+
 def test_knowledge_distillation_uses_a_finished_teacher_run(workspace, tmp_path):
+    """The student's first step (a single one: the whole training set is one batch) has the loss
+    0.7 * KL(T=4) * T^2 + 0.3 * CE against the teacher run's best.pt; not CE alone, nor the KD
+    loss against the teacher's starting weights."""
     import timm
+
+    from engine.config import load_config
 
     weights = tmp_path / "r18.pth"
     torch.save(timm.create_model("resnet18").state_dict(), weights)
@@ -244,21 +300,37 @@ def test_knowledge_distillation_uses_a_finished_teacher_run(workspace, tmp_path)
     teacher = cli(workspace, "run", "resnet50_pretrained_arcface_224x224", "--epochs", "1",
                   *set_args(tiny_overrides(model__weights=weights, model__backbone="resnet18", data__image_size=64)))
     assert teacher.returncode == 0, teacher.stderr
-    student = cli(workspace, "run", "resnet18_pretrained_arcface_kd", "--json", "--epochs", "1",
-                  *set_args(tiny_overrides(model__weights=weights)))
+    student_overrides = tiny_overrides(model__weights=weights, train__epochs=1, data__train_limit=64, train__batch_size=64)
+    student = cli(workspace, "run", "resnet18_pretrained_arcface_kd", "--json", *set_args(student_overrides))
     assert student.returncode == 0, student.stderr
     events = [json.loads(line) for line in student.stdout.splitlines()]
     assert events[-1]["status"] == "completed"
     assert events[0]["config"]["loss"]["kd"]["teacher"] == "resnet50_pretrained_arcface_224x224"
-    assert all(e["loss"] is not None for e in events if e["type"] == "step")
+    (epoch,) = [e for e in events if e["type"] == "epoch"]
+    assert events[0]["steps_per_epoch"] == 1  # so the epoch's train loss is the first step's
+
+    teacher_dir = next(d for d in workspace["home"].iterdir() if d.name.startswith("resnet50_pretrained_arcface_224x224-"))
+    best = load_checkpoint(teacher_dir / "checkpoints" / "best.pt")
+    cfg = load_config("resnet18_pretrained_arcface_kd", student_overrides)
+    expected = _kd_first_step_loss(cfg, workspace["home"], workspace["data"], teacher_dir, best["model"])
+    assert epoch["train_loss"] == pytest.approx(expected["kd"], rel=1e-5)
+    # and the check can tell: the loss without the teacher, or with the teacher it started from, is far off
+    started_from = {f"backbone.{k}": v for k, v in torch.load(weights, weights_only=True).items() if not k.startswith("fc.")}
+    assert started_from.keys() < best["model"].keys()
+    start_state = {**best["model"], **started_from}
+    for other in (expected["ce"], _kd_first_step_loss(cfg, workspace["home"], workspace["data"], teacher_dir,
+                                                      start_state)["kd"]):
+        assert abs(other - expected["kd"]) > 10 * 1e-5 * expected["kd"], (other, expected)
 
 
 def test_pretrained_offline_without_weights_is_refused_fast(workspace):
+    """The suite runs offline (tests/support/hygiene.py: HF_HUB_OFFLINE, empty HF_HOME/TORCH_HOME,
+    a closed proxy), so this holds on a machine with internet access too."""
     t0 = time.monotonic()
-    env = dict(workspace["env"], HF_HOME=str(workspace["tmp"] / "hf"), TORCH_HOME=str(workspace["tmp"] / "torch"))
-    res = subprocess.run([*CLI, "run", "resnet18_pretrained", "--data", "synthetic", "--device", "cpu"], env=env,
-                         capture_output=True, text=True, timeout=120, cwd=workspace["tmp"])
+    res = subprocess.run([*CLI, "run", "resnet18_pretrained", "--data", "synthetic", "--device", "cpu", "--epochs", "1"],
+                         env=workspace["env"], capture_output=True, text=True, timeout=120, cwd=workspace["tmp"])
     assert res.returncode == 2, res.stderr
     assert "resnet18" in res.stderr and "model.weights" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert "HF_HUB_OFFLINE" in res.stderr  # refused by the suite's offline switch, even where the hub is reachable
     assert time.monotonic() - t0 < 30  # the hub client alone would retry for a minute or more
     assert not any(workspace["home"].glob("*/"))

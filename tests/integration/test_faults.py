@@ -1,4 +1,6 @@
-"""Fault injection, done for real: the engine is SIGKILLed mid-epoch and mid-checkpoint,
+"""Fault injection, done for real: the engine is SIGKILLed mid-epoch, in the middle of writing a
+checkpoint and between a checkpoint's fsync and its rename (each resumed run then ends bit for bit
+as an uninterrupted one),
 four writers share the store while a reader reads, the TUI process dies under live runs,
 the disk fills up (RLIMIT_FSIZE) or the checkpoints folder turns read-only (chattr +i)
 during a checkpoint, the data archive is truncated or altered, and a run hits a CUDA
@@ -29,14 +31,17 @@ import pytest
 from cifar_tui.launch import LaunchRequest, Launched, Workspace, launch
 from cifar_tui.launch import resume as launch_resume
 from engine import data as D
-from engine.checkpoint import TEST_SLOW_ENV, load_checkpoint
+from engine.checkpoint import TEST_PAUSE_IN_WRITE_ENV, TEST_SLOW_ENV, CheckpointError, load_checkpoint
 from engine.config import DataConfig
 from engine.events import EventTail, read_events
 from engine.store import Store, pid_alive
+from engine.fault_hooks import BEFORE_RENAME_MARKER, MID_WRITE_MARKER, OOM_AT_STEP
 from engine.lifecycle import failure_message
 
-from tests.conftest import CLI, cli
-from tests.support.reliability import drive, fast, one_error_line, procs, python_env, record, wait_until  # noqa: F401 - procs is a fixture
+from tests.conftest import CLI, cli, new_workspace, set_args
+from tests.support.reliability import (drive, fast, one_error_line, procs, python_env, record,  # noqa: F401 - fixtures
+                                       tally, wait_until)
+from tests.support.unwritable import WHY_NOT, unwritable
 
 CONFIG = "resnet18_baseline"
 ENGINE_TIMEOUT = 300  # generous: the machine is shared and loaded; runs take seconds alone
@@ -72,11 +77,6 @@ def has_event(run_dir: Path, **match) -> bool:
     return any(all(e.get(k) == v for k, v in match.items()) for e in events(run_dir))
 
 
-def kill9(proc: subprocess.Popen) -> None:
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
-
-
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -91,12 +91,21 @@ def runs_json(workspace: dict) -> dict[str, dict]:
     return {r["run_id"]: r for r in map(json.loads, res.stdout.splitlines())}
 
 
-def store_epochs(home: Path, run_id: str) -> list[int]:
+def store_epochs(home: Path, run_id: str, tally=None) -> list[int]:
     store = Store(home)
     try:
-        return [e["epoch"] for e in store.epochs(run_id)]
+        epochs = [e["epoch"] for e in store.epochs(run_id)]
     finally:
         store.close()
+    if tally is not None:
+        tally.rows(len(epochs))
+    return epochs
+
+
+def resume_to_the_end(workspace: dict, run_id: str, tally) -> None:
+    res = cli(workspace, "resume", run_id)
+    assert res.returncode == 0, res.stdout + res.stderr
+    tally["runs_resumed"] += 1
 
 
 def log_of(run_dir: Path) -> str:
@@ -116,15 +125,49 @@ def finished(launched: Launched, timeout: float = ENGINE_TIMEOUT) -> int:
 # ---------------------------------------------------------------------------
 # SIGKILL
 
+# The run both SIGKILL tests kill and resume (64 steps an epoch: a kill lands well inside epoch 2),
+# with shuffling and augmentation, so that an exact resume has RNG state and batch order to get right.
+FAULT_RUN = fast(train__epochs=2, data__train_limit=1024, train__batch_size=16, data__shuffle="true",
+                 data__augment="crop_flip")
 
-def test_sigkill_mid_epoch_keeps_the_last_checkpoint_and_resume_finishes(workspace, procs, request):
-    # 64 steps an epoch: the kill lands well inside epoch 2
-    launched = start(workspace, procs, fast(train__epochs=2, data__train_limit=1024, train__batch_size=16))
+
+def epoch_metrics(evs: list[dict]) -> dict[int, tuple]:
+    """Each epoch's figures; an epoch done again after a kill counts with its last event."""
+    return {e["epoch"]: (e["train_loss"], e["train_acc"], e["test_loss"], e["test_acc"])
+            for e in evs if e["type"] == "epoch"}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    """FAULT_RUN without a fault: what every killed and resumed run must end with."""
+    ws = new_workspace(tmp_path_factory.mktemp("uninterrupted"))
+    ws["env"].update(ENGINE_ENV)
+    res = cli(ws, "run", CONFIG, *set_args(FAULT_RUN))
+    assert res.returncode == 0, res.stdout + res.stderr
+    (run_dir,) = [d for d in ws["home"].iterdir() if d.is_dir()]
+    evs = events(run_dir)
+    assert evs[-1]["status"] == "completed"
+    return {"epochs": epoch_metrics(evs), "end": evs[-1]}
+
+
+def assert_as_uninterrupted(run_dir: Path, uninterrupted: dict, tally) -> None:
+    """Same epochs, same figures and bit-identical final weights (CPU, one thread: deterministic)."""
+    evs = events(run_dir)
+    got, want = epoch_metrics(evs), uninterrupted["epochs"]
+    assert sorted(got) == sorted(want) == [1, 2]
+    assert [x for e in sorted(got) for x in got[e]] == pytest.approx([x for e in sorted(want) for x in want[e]],
+                                                                     rel=1e-6, abs=1e-9)
+    assert evs[-1]["weights_sha256"] == uninterrupted["end"]["weights_sha256"], "the resumed run ended elsewhere"
+    tally["resumes_equal_to_an_uninterrupted_run"] += 1
+
+
+def test_sigkill_mid_epoch_keeps_the_last_checkpoint_and_resume_finishes(workspace, procs, request, tally, uninterrupted):
+    launched = start(workspace, procs, FAULT_RUN)
     run_dir, run_id = launched.run_dir, launched.run_id
     ckpt = run_dir / "checkpoints"
     wait_until(lambda: has_event(run_dir, type="checkpoint", is_best=True, epoch=1), ENGINE_TIMEOUT, "epoch 1's checkpoints")
     wait_until(lambda: has_event(run_dir, type="step", epoch=2), 120, "a step of epoch 2")
-    kill9(launched.process)
+    tally.kill9(launched.process)
 
     before = events(run_dir)
     assert before[-1]["type"] != "end"
@@ -141,16 +184,17 @@ def test_sigkill_mid_epoch_keeps_the_last_checkpoint_and_resume_finishes(workspa
     torn = '{"v": 1, "t": 1.0, "type": "step", "run_id": "%s", "epoch": %d, "lo' % (run_id, saved["epoch"] + 1)
     with open(events_file, "a", encoding="utf-8") as f:
         f.write(torn)
+    tally.fault(torn_lines=1)
     assert read_events(events_file) == before
     tail = EventTail(events_file)
     assert tail.poll() == before  # the torn line waits as a partial line, it is not an event
 
     assert runs_json(workspace)[run_id]["status"] == "crashed"
+    tally.rows(1)
     listing = cli(workspace, "runs")
     assert listing.returncode == 0 and "crashed" in listing.stdout
 
-    res = cli(workspace, "resume", run_id)
-    assert res.returncode == 0, res.stdout + res.stderr
+    resume_to_the_end(workspace, run_id, tally)
     after = events(run_dir)
     assert after[-1]["type"] == "end" and after[-1]["status"] == "completed"
     starts = [e for e in after if e["type"] == "start"]
@@ -159,43 +203,68 @@ def test_sigkill_mid_epoch_keeps_the_last_checkpoint_and_resume_finishes(workspa
     assert torn + "\n" in events_file.read_text()  # kept, closed by the resumed writer, skipped by readers
     new = tail.poll()
     assert new[0]["type"] == "start" and new[-1]["type"] == "end" and all("type" in e for e in new)
-    assert store_epochs(workspace["home"], run_id) == [1, 2]
+    assert store_epochs(workspace["home"], run_id, tally) == [1, 2]
     row = runs_json(workspace)[run_id]
     assert row["status"] == "completed" and row["epochs_done"] == 2
+    tally.rows(1)
     assert temp_files(run_dir) == []
-    record(request, faults_injected=2, sigkills=1, torn_lines=1, runs_resumed=1, rows_checked=1 + 2)
+    assert_as_uninterrupted(run_dir, uninterrupted, tally)
+    tally.record(request)
 
 
-def test_sigkill_mid_checkpoint_write_keeps_the_previous_checkpoint(workspace, procs, request):
+def hook_pause(launched: Launched, marker: str, name: str) -> Path:
+    """Wait until the engine says (test hook `marker`) that it paused writing checkpoint `name`; the
+    file it is writing must be a temp file beside it, never `name` itself."""
+    def paused_at() -> str | None:
+        lines = [line for line in log_of(launched.run_dir).splitlines() if line.startswith(marker)]
+        return lines[-1][len(marker):].split(" (")[0].strip() if lines else None
+
+    written = Path(wait_until(paused_at, ENGINE_TIMEOUT, f"{name} being written"))
+    assert written == launched.run_dir / "checkpoints" / f".{name}.tmp-{launched.process.pid}", written
+    return written
+
+
+def test_sigkill_inside_and_after_a_checkpoint_write_never_leaves_a_torn_checkpoint(workspace, procs, request, tally,
+                                                                                  uninterrupted):
+    """Killed twice in a checkpoint write: after best.pt's temp file is written and fsynced (before
+    its rename), and in the middle of writing last.pt's temp file. Each time the previous checkpoint
+    stays as it was, the torn temp file is never renamed into place or loaded, and the run, resumed,
+    ends exactly as an uninterrupted one."""
     ws = ws_of(workspace)
-    # 1. killed while best.pt of epoch 1 is being written (last.pt of epoch 1 is done)
-    first = start(workspace, procs, fast(train__epochs=2), env={TEST_SLOW_ENV: "best.pt:300"})
+    # 1. killed after best.pt of epoch 1 was written and fsynced, before its rename (last.pt of epoch 1 is done)
+    first = start(workspace, procs, FAULT_RUN, env={TEST_SLOW_ENV: "best.pt:300"})
     run_dir, run_id = first.run_dir, first.run_id
     ckpt = run_dir / "checkpoints"
-    wait_until(lambda: list(ckpt.glob(".best.pt.tmp-*")), ENGINE_TIMEOUT, "best.pt being written")
-    kill9(first.process)
+    fsynced = hook_pause(first, BEFORE_RENAME_MARKER, "best.pt")
+    assert load_checkpoint(fsynced)["epoch"] == 1  # complete: only the rename is missing
+    tally.kill9(first.process)
     assert load_checkpoint(ckpt / "last.pt")["epoch"] == 1
     assert not (ckpt / "best.pt").exists()  # never renamed into place
     assert temp_files(run_dir) == [f".best.pt.tmp-{first.process.pid}"]
     assert runs_json(workspace)[run_id]["status"] == "crashed"
-    digest = sha(ckpt / "last.pt")
+    tally.rows(1)
+    digest, size = sha(ckpt / "last.pt"), (ckpt / "last.pt").stat().st_size
 
-    # 2. resumed, then killed while last.pt of epoch 2 is being written
-    second = launch_resume(ws, run_id, env={**ENGINE_ENV, TEST_SLOW_ENV: "last.pt:300"})
+    # 2. resumed, then killed in the middle of writing last.pt of epoch 2
+    second = launch_resume(ws, run_id, env={**ENGINE_ENV, TEST_PAUSE_IN_WRITE_ENV: "last.pt:300"})
     procs.add(second.process)
-    wait_until(lambda: list(ckpt.glob(f".last.pt.tmp-{second.process.pid}")), ENGINE_TIMEOUT, "last.pt being written")
-    kill9(second.process)
+    tally["runs_resumed"] += 1
+    torn = hook_pause(second, MID_WRITE_MARKER, "last.pt")
+    assert 0 < torn.stat().st_size < size  # part of a checkpoint, on disk
+    with pytest.raises(CheckpointError):  # and not one: it must never be loaded
+        load_checkpoint(torn)
+    tally.kill9(second.process)
     assert sha(ckpt / "last.pt") == digest  # the previous checkpoint, byte for byte
     assert load_checkpoint(ckpt / "last.pt")["epoch"] == 1
     # last.pt said epoch 1 was the best and holds its model: the resume wrote the missing best.pt
     best = load_checkpoint(ckpt / "best.pt")
     assert best["epoch"] == 1 and best["best_acc"] == load_checkpoint(ckpt / "last.pt")["best_acc"]
-    assert temp_files(run_dir) == [f".last.pt.tmp-{second.process.pid}"]  # the dead writer's temp only
+    assert temp_files(run_dir) == [torn.name]  # the dead writer's temp only
     assert runs_json(workspace)[run_id]["status"] == "crashed"
+    tally.rows(1)
 
-    # 3. resumed to the end
-    res = cli(workspace, "resume", run_id)
-    assert res.returncode == 0, res.stdout + res.stderr
+    # 3. resumed to the end, from the intact epoch-1 checkpoint both times
+    resume_to_the_end(workspace, run_id, tally)
     evs = events(run_dir)
     end = evs[-1]
     assert end["type"] == "end" and end["status"] == "completed"
@@ -204,9 +273,13 @@ def test_sigkill_mid_checkpoint_write_keeps_the_previous_checkpoint(workspace, p
     best = load_checkpoint(ckpt / "best.pt")
     assert (best["epoch"], best["best_acc"]) == (end["best_epoch"], end["best_acc"])
     assert temp_files(run_dir) == []  # temp files of dead writers are cleaned up
-    assert store_epochs(workspace["home"], run_id) == [1, 2]
+    assert store_epochs(workspace["home"], run_id, tally) == [1, 2]
     assert runs_json(workspace)[run_id]["status"] == "completed"
-    record(request, faults_injected=2, sigkills=2, runs_resumed=2, rows_checked=1 + 2)
+    tally.rows(1)
+    twice = [e for e in evs if e["type"] == "epoch" and e["epoch"] == 2]
+    assert len(twice) == 2 and epoch_metrics(twice[:1]) == epoch_metrics(twice[1:])  # epoch 2, done again, alike
+    assert_as_uninterrupted(run_dir, uninterrupted, tally)
+    tally.record(request)
 
 
 # ---------------------------------------------------------------------------
@@ -229,15 +302,17 @@ def _read_everything(store: Store, stats: Counter, seen_done: dict[str, int]) ->
         seen_done[r["run_id"]] = done
 
 
-def test_four_engines_write_one_store_while_a_reader_reads_and_one_runs_out_of_memory(workspace, procs, request):
+def test_four_engines_write_one_store_while_a_reader_reads_and_one_runs_out_of_memory(workspace, procs, request, tally):
     """Four engine processes share the store while a reader reads it as the TUI does; one of them
     hits a CUDA out-of-memory error in epoch 2 (test hook): it ends `failed` with advice, the
     other three go on and complete, and every row is there exactly once."""
     ws = ws_of(workspace)
     reader = Store(ws.home)  # the TUI has the store open before the runs start
     healthy = [start(workspace, procs, fast(train__seed=i)) for i in range(3)]
-    doomed = start(workspace, procs, fast(train__seed=3), env={"CIFAR_TUI_TEST_OOM_AT_STEP": "6"})  # 4 steps an epoch
+    doomed = start(workspace, procs, fast(train__seed=3), env={OOM_AT_STEP: "6"})  # 4 steps an epoch
+    tally.fault(out_of_memory=1)
     launched = [*healthy, doomed]
+    tally["concurrent_engines"] = len(launched)
     stats: Counter = Counter()
     seen_done: dict[str, int] = {}
     deadline = time.monotonic() + ENGINE_TIMEOUT
@@ -268,13 +343,16 @@ def test_four_engines_write_one_store_while_a_reader_reads_and_one_runs_out_of_m
     assert "smaller batch" in db.execute("SELECT error FROM runs WHERE run_id=?", (doomed.run_id,)).fetchone()[0]
     per_run = db.execute("SELECT run_id, COUNT(*), COUNT(DISTINCT epoch), MIN(epoch), MAX(epoch) FROM epochs GROUP BY run_id").fetchall()
     assert sorted(per_run) == sorted([(l.run_id, 2, 2, 1, 2) for l in healthy] + [(doomed.run_id, 1, 1, 1, 1)])
+    tally.rows(len(runs))
     for l in launched:  # the rows say what the run's own event file says
         from_events = [(e["epoch"], e["test_acc"]) for e in events(l.run_dir) if e["type"] == "epoch"]
         from_db = db.execute("SELECT epoch, test_acc FROM epochs WHERE run_id=? ORDER BY epoch", (l.run_id,)).fetchall()
         assert from_db == pytest.approx(from_events)
+        tally.rows(len(from_db))
     db.close()
     assert stats["queries"] > 10  # the reader really read while the engines wrote
-    record(request, concurrent_engines=4, faults_injected=1, reader_queries=stats["queries"], rows_checked=4 + 7)
+    tally["reader_queries"] += stats["queries"]
+    tally.record(request)
 
 
 _WRITER = r"""
@@ -371,7 +449,7 @@ time.sleep(3600)  # a TUI sitting on its screen
 """
 
 
-def test_tui_killed_while_a_run_is_live_the_run_goes_on_and_a_new_reader_reattaches(workspace, procs, request):
+def test_tui_killed_while_a_run_is_live_the_run_goes_on_and_a_new_reader_reattaches(workspace, procs, request, tally):
     overrides = fast(train__epochs=2, data__train_limit=768, train__batch_size=16)
     tui = procs.add(subprocess.Popen(
         [sys.executable, "-c", _FAKE_TUI, str(workspace["home"]), str(workspace["data"]), CONFIG, *overrides],
@@ -383,6 +461,7 @@ def test_tui_killed_while_a_run_is_live_the_run_goes_on_and_a_new_reader_reattac
     wait_until(lambda: has_event(run_dir, type="step"), ENGINE_TIMEOUT, "the run's first step")
 
     os.killpg(tui.pid, signal.SIGHUP)  # the terminal closes...
+    tally.fault(tui_kills=1)
     try:
         os.killpg(tui.pid, signal.SIGKILL)  # ...and whatever is left of the TUI is killed
     except ProcessLookupError:
@@ -395,6 +474,7 @@ def test_tui_killed_while_a_run_is_live_the_run_goes_on_and_a_new_reader_reattac
     # a new TUI re-attaches: the store says running, the event file replays from the start and goes on live
     store = Store(workspace["home"])
     assert store.run(run_id)["status"] == "running"
+    tally.rows(1)
     tail = EventTail(run_dir / "events.jsonl")
     seen: list[dict] = []
     deadline = time.monotonic() + ENGINE_TIMEOUT
@@ -409,67 +489,57 @@ def test_tui_killed_while_a_run_is_live_the_run_goes_on_and_a_new_reader_reattac
     assert store.run(run_id)["status"] == "completed"
     store.close()
     assert runs_json(workspace)[run_id]["status"] == "completed"
+    tally.rows(2)
     assert "Traceback" not in log_of(run_dir) and "Broken pipe" not in log_of(run_dir)
-    record(request, faults_injected=1, tui_kills=1, rows_checked=1)
+    tally.record(request)
 
 
 # ---------------------------------------------------------------------------
 # Disk full, run dir not writable
 
 
-def _chattr_works(probe: Path) -> bool:
-    probe.mkdir()
-    try:
-        if subprocess.run(["chattr", "+i", str(probe)], capture_output=True).returncode != 0:
-            return False
-        try:
-            (probe / "x").touch()
-            return False  # the flag did not stop a write
-        except OSError:
-            return True
-    except FileNotFoundError:
-        return False
-    finally:
-        subprocess.run(["chattr", "-i", str(probe)], capture_output=True)
+def _paused_after_first_checkpoint(*launched: Launched) -> list[dict[str, str]]:
+    """SIGSTOP each engine as soon as it has written epoch 1's checkpoints (watching all of them at
+    once: one left running while another is handled could finish epoch 2); the digests on disk."""
+    waiting = list(launched)
+
+    def pause_the_ready() -> bool:
+        for one in list(waiting):
+            if has_event(one.run_dir, type="checkpoint", is_best=True, epoch=1):
+                os.kill(one.process.pid, signal.SIGSTOP)
+                waiting.remove(one)
+        return not waiting
+
+    wait_until(pause_the_ready, ENGINE_TIMEOUT, "epoch 1's checkpoints", interval=0.02)
+    kept = []
+    for one in launched:
+        assert not has_event(one.run_dir, type="epoch", epoch=2), "paused too late: epoch 2 is already done"
+        ckpt = one.run_dir / "checkpoints"
+        assert (ckpt / "last.pt").stat().st_size > 1_000_000 and (ckpt / "best.pt").stat().st_size > 1_000_000
+        kept.append({name: sha(ckpt / name) for name in ("last.pt", "best.pt")})
+    return kept
 
 
-def _paused_after_first_checkpoint(launched: Launched) -> dict[str, str]:
-    """SIGSTOP the engine right after epoch 1's checkpoints; the digests of what is on disk."""
-    run_dir = launched.run_dir
-    wait_until(lambda: has_event(run_dir, type="checkpoint", is_best=True, epoch=1), ENGINE_TIMEOUT, "epoch 1's checkpoints")
-    os.kill(launched.process.pid, signal.SIGSTOP)
-    assert not has_event(run_dir, type="epoch", epoch=2), "paused too late: epoch 2 is already done"
-    ckpt = run_dir / "checkpoints"
-    assert (ckpt / "last.pt").stat().st_size > 1_000_000 and (ckpt / "best.pt").stat().st_size > 1_000_000
-    return {name: sha(ckpt / name) for name in ("last.pt", "best.pt")}
-
-
-def test_disk_full_or_read_only_during_a_checkpoint_fails_cleanly_and_keeps_earlier_checkpoints(workspace, procs, request):
+def test_disk_full_or_read_only_during_a_checkpoint_fails_cleanly_and_keeps_earlier_checkpoints(workspace, procs, request,
+                                                                                               tally):
     full = start(workspace, procs, fast(train__epochs=2, data__train_limit=512, train__batch_size=16))
     readonly = start(workspace, procs, fast(train__epochs=2, data__train_limit=512, train__batch_size=16, train__seed=1))
-    faults = 0
 
+    kept_full, kept_ro = _paused_after_first_checkpoint(full, readonly)
     # The disk fills up: from now on no file of the engine may grow past 1 MB. The kernel answers
     # the checkpoint write with EFBIG (Python ignores SIGXFSZ); the events file stays far below it.
-    kept_full = _paused_after_first_checkpoint(full)
     resource.prlimit(full.process.pid, resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
     os.kill(full.process.pid, signal.SIGCONT)
-    faults += 1
+    tally.fault(disk_full=1)
 
-    # The checkpoints folder is made read-only. We run as root, which ignores chmod; the
-    # immutable flag stops root too (where the file system has it).
+    # The checkpoints folder stops taking files (chmod; as root, which chmod does not stop, the
+    # immutable flag of `chattr +i`, where the file system has it).
     ro_ckpt = readonly.run_dir / "checkpoints"
-    kept_ro = _paused_after_first_checkpoint(readonly)
-    immutable = _chattr_works(workspace["tmp"] / "probe")
-    if immutable:
-        subprocess.run(["chattr", "+i", str(ro_ckpt)], check=True)
-        faults += 1
-    try:
+    with unwritable(ro_ckpt) as read_only:
+        if read_only:
+            tally.fault(read_only_dirs=1)
         os.kill(readonly.process.pid, signal.SIGCONT)
         code_ro = finished(readonly)
-    finally:
-        if immutable:
-            subprocess.run(["chattr", "-i", str(ro_ckpt)], check=True)
 
     assert finished(full) == 1, log_of(full.run_dir)[-2000:]
     ckpt = full.run_dir / "checkpoints"
@@ -482,8 +552,9 @@ def test_disk_full_or_read_only_during_a_checkpoint_fails_cleanly_and_keeps_earl
     assert temp_files(full.run_dir) == []
     rows = runs_json(workspace)
     assert rows[full.run_id]["status"] == "failed" and rows[full.run_id]["error"] == end["error"]
+    tally.rows(1)
 
-    if immutable:
+    if read_only:
         assert code_ro == 1, log_of(readonly.run_dir)[-2000:]
         end = events(readonly.run_dir)[-1]
         assert end["type"] == "end" and end["status"] == "failed"
@@ -491,16 +562,16 @@ def test_disk_full_or_read_only_during_a_checkpoint_fails_cleanly_and_keeps_earl
         assert {name: sha(ro_ckpt / name) for name in kept_ro} == kept_ro
         assert temp_files(readonly.run_dir) == []
         assert rows[readonly.run_id]["status"] == "failed"
-    else:
-        assert code_ro == 0
+        tally.rows(1)
 
     # space is back: the advice in the message works
-    res = cli(workspace, "resume", full.run_id)
-    assert res.returncode == 0, res.stdout + res.stderr
+    resume_to_the_end(workspace, full.run_id, tally)
     end = events(full.run_dir)[-1]
     assert end["status"] == "completed" and end["epochs_done"] == 2 and load_checkpoint(ckpt / "best.pt")
-    assert store_epochs(workspace["home"], full.run_id) == [1, 2]
-    record(request, faults_injected=faults, runs_resumed=1, rows_checked=2 + 2)
+    assert store_epochs(workspace["home"], full.run_id, tally) == [1, 2]
+    tally.record(request)
+    if not read_only:  # said in the summary (pytest -rs), not passed over in silence
+        pytest.skip(f"the disk-full part passed; the read-only part could not run: {WHY_NOT}")
 
 
 @pytest.mark.parametrize("err, expected", [
@@ -548,10 +619,9 @@ def _flip_byte(path: Path, keep_mtime: bool = False) -> None:
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def test_damaged_data_is_refused_naming_the_file_and_nothing_is_trained(workspace, request):
+def test_damaged_data_is_refused_naming_the_file_and_nothing_is_trained(workspace, request, tally):
     tgz, md5 = _tiny_archive(workspace["tmp"] / "archive")
     cfg = DataConfig(source="cifar100")
-    refused = 0
 
     # API: an intact copy loads; an altered or truncated file is named, with the way to fetch it again
     root = workspace["tmp"] / "api"
@@ -560,26 +630,29 @@ def test_damaged_data_is_refused_naming_the_file_and_nothing_is_trained(workspac
     assert len(D.load_dataset(cfg, root, expected_md5=md5).train) == 40
     folder = root / D.CIFAR100_FOLDER
     _flip_byte(folder / "test")
+    tally.fault(damaged_files=1)
     with pytest.raises(D.DataError) as exc:
         D.load_dataset(cfg, root, expected_md5=md5)
     assert str(folder / "test") in str(exc.value) and "checksum mismatch" in str(exc.value)
     assert "cifar-tui data download" in str(exc.value)
-    refused += 1
+    tally["data_refusals"] += 1
     _flip_byte(folder / "test")  # back to intact
     meta = folder / "meta"
     meta.write_bytes(meta.read_bytes()[:-50])
+    tally.fault(damaged_files=1)
     with pytest.raises(D.DataError, match="checksum mismatch") as exc:
         D.load_dataset(cfg, root, expected_md5=md5)
     assert str(meta) in str(exc.value) and "cifar-tui data download" in str(exc.value)
-    refused += 1
+    tally["data_refusals"] += 1
     # an edit that keeps size and mtime slips past the fast stamp check of a run; `verify` re-hashes everything
     shutil.rmtree(folder)
     D.load_dataset(cfg, root, expected_md5=md5)
     _flip_byte(folder / "train", keep_mtime=True)
+    tally.fault(damaged_files=1)
     with pytest.raises(D.DataError, match="checksum mismatch") as exc:
         D.verify_cifar100(root, expected_md5=md5)
     assert str(folder / "train") in str(exc.value)
-    refused += 1
+    tally["data_refusals"] += 1
 
     # CLI: a truncated archive, and an extracted folder with an altered file (`data verify` in
     # forked CLI processes: the command imports torchvision, seconds on this machine)
@@ -589,6 +662,7 @@ def test_damaged_data_is_refused_naming_the_file_and_nothing_is_trained(workspac
     altered = workspace["tmp"] / "altered"
     shutil.copytree(tgz.parent / "src", altered)
     _flip_byte(altered / D.CIFAR100_FOLDER / "train")
+    tally.fault(damaged_files=2)  # and the truncated archive
     verify = drive([(workspace["tmp"] / "cli1", ["data", "verify", "--root", str(truncated)]),
                     (workspace["tmp"] / "cli2", ["data", "verify", "--root", str(altered)])],
                    preload=("engine.data", "torchvision.datasets"))
@@ -600,7 +674,7 @@ def test_damaged_data_is_refused_naming_the_file_and_nothing_is_trained(workspac
     line = one_error_line(verify[1]["stderr"])
     assert str(altered / D.CIFAR100_FOLDER / "train") in line and "checksum mismatch" in line
     assert "cifar-tui data download" in line
-    refused += 2
+    tally["data_refusals"] += 2
     # and nothing is trained on it: the run is refused before a run dir or a store row exists
     runs = [subprocess.Popen([*CLI, "run", CONFIG, "--data", "cifar100", "--device", "cpu", "--set", "model.backbone=test_resnet",
                               "--set", f"data.root={root}"], env=workspace["env"], cwd=workspace["tmp"],
@@ -612,9 +686,9 @@ def test_damaged_data_is_refused_naming_the_file_and_nothing_is_trained(workspac
         line = one_error_line(err)
         assert str(named) in line and "cifar-tui data download" in line
         assert "epoch" not in out
-        refused += 1
+        tally["data_refusals"] += 1
     home = workspace["home"]
     assert not home.exists() or not [d for d in home.iterdir() if d.is_dir()], "a refused run left a run dir"
     if (home / "cifar_tui.db").exists():
         assert sqlite3.connect(home / "cifar_tui.db").execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
-    record(request, faults_injected=5, data_refusals=refused)
+    tally.record(request)

@@ -23,6 +23,7 @@ from cifar_tui.gpus import visible_gpus
 from cifar_tui.launch import Launched, Workspace
 from cifar_tui.supervisor import Supervisor
 from engine.events import read_events
+from engine.fault_hooks import OOM_AT_STEP
 
 from tests.conftest import CLI, cli, set_args, tiny_overrides
 
@@ -215,3 +216,51 @@ def test_two_parallel_clis_started_together_never_share_the_one_gpu(workspace):
     assert len(leases) == 4 and all(released for _, released, _ in leases), leases
     for (_, released, _), (acquired, _, _) in zip(leases, leases[1:]):
         assert acquired >= released, leases  # one holder of GPU 0 at a time, across both processes
+
+
+# ---------------------------------------------------------------- exit codes and the --max-parallel cap
+
+
+def _spans(home: Path) -> list[tuple[float, float]]:
+    spans = []
+    for events_file in home.glob("*/events.jsonl"):
+        events = read_events(events_file)
+        spans.append((next(e for e in events if e["type"] == "start")["t"], events[-1]["t"]))
+    return spans
+
+
+def _most_at_once(spans: list[tuple[float, float]]) -> int:
+    marks = sorted([(t0, 1) for t0, _ in spans] + [(t1, -1) for _, t1 in spans])  # an end before a start at the same t
+    alive = most = 0
+    for _, step in marks:
+        alive += step
+        most = max(most, alive)
+    return most
+
+
+def test_run_exits_1_when_the_run_fails(workspace):
+    env = {**workspace["env"], OOM_AT_STEP: "2", "OMP_NUM_THREADS": "1"}  # a CUDA out-of-memory error at step 2
+    res = cli({**workspace, "env": env}, "run", "resnet18_baseline",
+              *set_args(tiny_overrides(model__backbone="test_resnet", train__epochs=1)))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "failed" in res.stdout + res.stderr and "out of memory" in res.stdout + res.stderr
+    assert "Traceback" not in res.stdout + res.stderr
+    (row,) = [json.loads(line) for line in cli(workspace, "runs", "--json").stdout.splitlines()]
+    assert row["status"] == "failed"
+
+
+def test_max_parallel_caps_the_runs_alive_at_once_on_the_cpu(workspace):
+    """Without GPUs, runs take the CPU one at a time unless --max-parallel says otherwise: with 2,
+    three names run two at a time (never three, and not one after another)."""
+    env = {**workspace["env"], "CIFAR_TUI_GPUS": "", "OMP_NUM_THREADS": "1"}
+    # long enough (seconds) that two engines started together are alive together
+    overrides = tiny_overrides(model__backbone="test_resnet", data__train_limit=1024, train__batch_size=16,
+                               train__epochs=2)
+    res = cli({**workspace, "env": env}, "run", "resnet18_baseline", "resnet18_baseline", "resnet18_baseline",
+              "--parallel", "--max-parallel", "2", *set_args(overrides))
+    assert res.returncode == 0, res.stdout + res.stderr
+    spans = _spans(workspace["home"])
+    assert len(spans) == 3
+    assert _most_at_once(spans) == 2, spans
+    rows = [json.loads(line) for line in cli(workspace, "runs", "--json").stdout.splitlines()]
+    assert [r["status"] for r in rows] == ["completed"] * 3

@@ -21,7 +21,7 @@ from engine.config import ConfigError, check_plain_name, load_config, parse_over
 from engine.paths import check_run_id, resolve_run_id
 
 from tests.conftest import CLI, ROOT
-from tests.support.reliability import case_env, drive, one_error_line, record
+from tests.support.reliability import case_env, drive, one_error_line, record, tally  # noqa: F401 - tally is a fixture
 
 BAD = Path(__file__).resolve().parent.parent / "bad_configs"
 RUN_FLAGS = ("--data", "synthetic", "--device", "cpu")
@@ -231,10 +231,11 @@ def test_every_bad_override_is_refused_by_run_and_show(tmp_path, request):
 def test_a_config_file_over_the_size_limit_is_refused_unread(tmp_path, request):
     big = tmp_path / "big.yaml"
     big.write_text("name: big\ndescription: '" + "x" * 1_100_000 + "'\n")
-    failures = _run_all([(tmp_path / "run", ["run", str(big), *RUN_FLAGS], "more than the 1000000 allowed", str(big)),
-                         (tmp_path / "show", ["show", str(big)], "more than the 1000000 allowed", str(big))])
+    cases = [(tmp_path / "run", ["run", str(big), *RUN_FLAGS], "more than the 1000000 allowed", str(big)),
+             (tmp_path / "show", ["show", str(big)], "more than the 1000000 allowed", str(big))]
+    failures = _run_all(cases)
     assert not failures, "\n".join(failures)
-    record(request, inputs_refused=2)
+    record(request, inputs_refused=len(cases))
 
 
 # ---------------------------------------------------------------------------
@@ -272,37 +273,34 @@ def test_names_that_try_to_leave_the_workspace_are_refused(tmp_path, request):
     record(request, inputs_refused=len(cases))
 
 
-def test_nul_and_escaping_names_at_the_api(tmp_path, request):
+def test_nul_and_escaping_names_at_the_api(tmp_path, request, tally):
     # argv cannot carry a NUL byte, so names with one are tested here, below the CLI
     bad_run_ids = ["a\x00b", "../x", "/etc/passwd", "..", ".", "a/b", "a\\b", "", "x" * 300, "-rf", "a..b", "\x1b[2J"]
     for rid in bad_run_ids:
-        with pytest.raises(ConfigError, match="run id"):
+        with tally.refused(ConfigError, match="run id"):
             check_run_id(rid)
-        with pytest.raises(ConfigError):
+        with tally.refused(ConfigError):
             resolve_run_id(tmp_path, rid)
     for name in ["a\x00b", "../x", "a/b", "..", "", ".hidden"]:
-        with pytest.raises(ConfigError, match="expected a plain name"):
+        with tally.refused(ConfigError, match="expected a plain name"):
             check_plain_name(name, "config")
     for ref in ["resnet18_baseline\x00", "x\x00.yaml", "../\x00/x.yaml"]:
-        with pytest.raises(ConfigError, match="NUL"):
+        with tally.refused(ConfigError, match="NUL"):
             load_config(ref)
-    with pytest.raises(ConfigError, match="not found"):
+    with tally.refused(ConfigError, match="not found"):
         resolve_config_path("../configs_elsewhere/x.yaml")
-    with pytest.raises(ConfigError):
+    with tally.refused(ConfigError):
         parse_override("train.epochs=1\x00")
     from cifar_tui.launch import Workspace
     from cifar_tui.launch import resume as launch_resume
 
-    with pytest.raises(ConfigError):  # before any process or folder exists
+    with tally.refused(ConfigError):  # before any process or folder exists
         launch_resume(Workspace(home=tmp_path / "runs", data_root=tmp_path / "data"), "../x")
     assert not (tmp_path / "runs").exists()
-    record(request, inputs_refused=len(bad_run_ids) * 2 + 6 + 3 + 2 + 1)
+    tally.record(request)
 
 
 def test_plot_output_paths_are_checked(tmp_path, request):
-    probe = subprocess.run([*CLI, "plot", "--help"], capture_output=True, text=True, cwd=tmp_path)
-    if probe.returncode != 0:
-        pytest.skip("`cifar-tui plot` is not wired into the CLI yet")
     cases = [(tmp_path / "a", ["plot", "../x", "--out", "x.png"], "run id '../x'", None),
              (tmp_path / "b", ["plot", "/etc/passwd", "--out", "x.png"], "run id '/etc/passwd'", None),
              (tmp_path / "c", ["plot", "some-run", "--out", "/nonexistent-dir/x.png"], "does not exist", None),
@@ -349,7 +347,7 @@ class _Evil:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_checkpoints_that_are_not_ours_are_refused_and_never_executed(tmp_path, request):
+def test_checkpoints_that_are_not_ours_are_refused_and_never_executed(tmp_path, request, tally):
     marker = tmp_path / "pwned"
     ours = tmp_path / "ours.pt"
     save_checkpoint({"model": {"w": torch.ones(3)}, "epoch": 1}, ours)
@@ -373,11 +371,11 @@ def test_checkpoints_that_are_not_ours_are_refused_and_never_executed(tmp_path, 
     (tmp_path / "empty.pt").write_bytes(b"")
     cases["empty.pt"] = "not a readable cifar-tui checkpoint"
     for name, fragment in cases.items():
-        with pytest.raises(CheckpointError) as exc:
+        with tally.refused(CheckpointError) as exc:
             load_checkpoint(tmp_path / name)
         msg = str(exc.value)
         assert fragment in msg and str(tmp_path / name) in msg and "\n" not in msg, msg
-    with pytest.raises(CheckpointError, match="checkpoint not found"):
+    with tally.refused(CheckpointError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "missing.pt")
 
     # pretrained weights from a config's model.weights go through timm's weights-only loading too
@@ -385,10 +383,10 @@ def test_checkpoints_that_are_not_ours_are_refused_and_never_executed(tmp_path, 
     from engine.models import WeightsError, build_model
 
     for name in ("evil_zip.pt", "evil_raw.pt"):
-        with pytest.raises(WeightsError, match="model.weights"):
+        with tally.refused(WeightsError, match="model.weights"):
             build_model(ModelConfig(backbone="test_resnet", pretrained=True, weights=str(tmp_path / name)))
     assert not marker.exists(), "loading a checkpoint ran a command"
-    record(request, inputs_refused=len(cases) + 1 + 2)
+    tally.record(request)
 
 
 def test_resume_of_a_run_whose_checkpoint_is_not_ours_exits_2_and_keeps_the_run(tmp_path, request):
@@ -412,7 +410,7 @@ def test_resume_of_a_run_whose_checkpoint_is_not_ours_exits_2_and_keeps_the_run(
     assert not marker.exists()
     assert last.read_bytes() == before and (rdir / "config.yaml").is_file(), "the run dir was changed or removed"
     assert not (rdir / "events.jsonl").exists()
-    record(request, inputs_refused=1)
+    record(request, inputs_refused=1)  # this one resume
 
 
 # ---------------------------------------------------------------------------

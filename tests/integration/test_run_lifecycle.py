@@ -173,3 +173,43 @@ def test_a_workspace_with_one_damaged_file_still_opens_names_it_and_keeps_the_re
         (line,) = res.stderr.strip().splitlines()
         assert names in line
         assert (ws["home"] / ids["stopped"] / "config.yaml").exists()  # nothing of the run was removed
+
+
+# ---------------------------------------------------------------- synthetic results are labelled everywhere
+
+
+def test_synthetic_runs_are_labelled_in_every_view(tmp_path):
+    """A workspace with CIFAR-100 and synthetic runs: the default leaderboard table ranks the
+    synthetic ones apart under their own title, the CSV says `synthetic` in its data column (and
+    gives them no reference figure), and the `runs` table names the data of every run. (The plot
+    legend: tests/unit/test_plot.py; markdown and JSON: tests/integration/test_engine_e2e.py.)"""
+    from tests.support.reliability import drive
+    from tests.support.tui import fake_workspace
+
+    base = tmp_path / "ws"
+    base.mkdir()
+    _, ids = fake_workspace(base)
+    synthetic = {ids[k] for k in ("s_base", "s_stop", "s_crash")}
+    cifar = {ids[k] for k in ("c_base", "c_pre")}
+    table, csv, runs = drive([(base, ["leaderboard"]), (base, ["leaderboard", "--format", "csv"]), (base, ["runs"])],
+                             env={"COLUMNS": "250"})
+    for res in (table, csv, runs):
+        assert res["code"] == 0 and not res["stderr"].strip(), res
+
+    cifar_part, title, synthetic_part = table["stdout"].partition("Synthetic data (not CIFAR-100, not ranked with it)")
+    assert title and cifar_part.lstrip().startswith("Leaderboard (CIFAR-100)"), table["stdout"]
+    assert all(rid in cifar_part and rid not in synthetic_part for rid in cifar), table["stdout"]
+    assert all(rid in synthetic_part and rid not in cifar_part for rid in synthetic), table["stdout"]
+
+    lines = csv["stdout"].splitlines()
+    header = lines[0].split(",")
+    rows = {row["run_id"]: row for row in (dict(zip(header, line.split(","))) for line in lines[1:])}
+    assert rows.keys() == synthetic | cifar
+    assert {rid for rid, row in rows.items() if row["data"] == "synthetic"} == synthetic
+    assert {rid for rid, row in rows.items() if row["data"] == "cifar100"} == cifar
+    assert all(rows[rid]["reference"] == "" for rid in synthetic) and all(rows[rid]["reference"] for rid in cifar)
+
+    listed = {rid: line for line in runs["stdout"].splitlines() for rid in synthetic | cifar if rid in line}
+    assert listed.keys() == synthetic | cifar, runs["stdout"]
+    assert all("synthetic" in listed[rid] and "cifar100" not in listed[rid] for rid in synthetic)
+    assert all("cifar100" in listed[rid] and "synthetic" not in listed[rid] for rid in cifar)

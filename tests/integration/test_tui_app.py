@@ -251,35 +251,37 @@ def test_killed_engine_shows_crashed_and_resumes(engine_ws):
 
 
 WRITER = textwrap.dedent("""
-    import json, sys, time
-    path, run_id, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    import json, os, sys, time
+    path, run_id, stop, limit = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
     f = open(path, "a")
     def emit(**e):
         e.update(v=1, t=time.time(), run_id=run_id)
         f.write(json.dumps(e) + "\\n"); f.flush()
+        return e["t"]
     emit(type="start", config_name="resnet18_baseline", config={"name": "resnet18_baseline",
          "train": {"epochs": 100000, "batch_size": 64}, "data": {"source": "synthetic"}}, device="cpu",
          data_source="synthetic", pid=0, steps_per_epoch=500)
     start = time.time()
-    end = start + seconds
-    n = 0
-    while time.time() < end:
+    n, first, last = 0, None, None
+    while not os.path.exists(stop) and time.time() < start + limit:  # until told to stop
         n += 1
         if n % 100 == 0:  # 5000 events/s: a thousand times the engine's step rate
             time.sleep(max(0.0, start + n / 5000 - time.time()))
         epoch, step = n // 500 + 1, n % 500
-        emit(type="step", epoch=epoch, step=step, steps_per_epoch=500, loss=4.6 - n * 1e-5, acc=n * 1e-4,
-             lr=0.001, img_per_s=1234.5)
+        last = emit(type="step", epoch=epoch, step=step, steps_per_epoch=500, loss=4.6 - n * 1e-5, acc=n * 1e-4,
+                    lr=0.001, img_per_s=1234.5)
+        first = first or last
         if step == 499:
             emit(type="epoch", epoch=epoch, train_loss=4.0, train_acc=10.0, test_loss=4.1, test_acc=9.0,
                  best_acc=9.0, best_epoch=1, lr=0.001, epoch_s=0.1, epochs=100000)
-    print(n)
+    print(json.dumps({"n": n, "first": first, "last": last}))
 """)
 
 
 def test_ui_stays_responsive_while_events_stream(tmp_path):
     """Events stream at 5000 lines/s (a thousand times the engine's ~5 step events/s) from another
-    process: every key press, arriving at arbitrary moments, is handled within a fraction of a second."""
+    process, until the last key press has been handled: every key press, sent at arbitrary moments
+    while events are arriving, is handled within a fraction of a second."""
     ws = Workspace(home=tmp_path / "runs", data_root=tmp_path / "data")
     rid = "resnet18_baseline-20260101T000000Z-beef"
     run_dir = ws.home / rid
@@ -288,10 +290,13 @@ def test_ui_stays_responsive_while_events_stream(tmp_path):
     store.run_started(rid, config={"name": "resnet18_baseline", "data": {"source": "synthetic"}}, device="cpu",
                       pid=os.getpid(), run_dir=str(run_dir), epochs_total=100000, params=1, flops=None)
     store.close()
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(run_dir / "events.jsonl"), rid, "4"],
+    stop = tmp_path / "stop-streaming"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(run_dir / "events.jsonl"), rid, str(stop), "120"],
                               stdout=subprocess.PIPE, text=True)
     latencies: list[float] = []
     keys = [("1", "experiments"), ("2", "runs"), ("3", "leaderboard")] * 4
+    sent_at: list[float] = []  # wall clock, as the writer's event times
+    applied_t: list[float] = []  # the newest event the live view had applied when each key was handled
 
     async def scenario():
         app = CifarTUI(ws, max_parallel=1)
@@ -300,6 +305,7 @@ def test_ui_stays_responsive_while_events_stream(tmp_path):
 
         def spy(tab: str) -> None:
             handled.append((tab, time.perf_counter()))
+            applied_t.append(app.views[rid].state.last_t)
             original(tab)
 
         app.action_show_tab = spy  # type: ignore[method-assign]
@@ -310,6 +316,7 @@ def test_ui_stays_responsive_while_events_stream(tmp_path):
             for key, _ in keys:
                 time.sleep(0.23)
                 sent.append(time.perf_counter())
+                sent_at.append(time.time())
                 app.post_message(events.Key(key, key))
 
         async with app.run_test(size=SIZE) as pilot:
@@ -321,6 +328,7 @@ def test_ui_stays_responsive_while_events_stream(tmp_path):
             thread.start()
             await wait_for(pilot, lambda: len(handled) == len(keys), 20, "all key presses", step=0.05)
             thread.join()
+            stop.touch()  # only now: the stream went on until the last key was handled
             assert [h[0] for h in handled] == [tab for _, tab in keys]
             latencies.extend(h[1] - s for h, s in zip(handled, sent))
             assert app.active_tab == keys[-1][1]
@@ -331,8 +339,14 @@ def test_ui_stays_responsive_while_events_stream(tmp_path):
     try:
         asyncio.run(scenario())
     finally:
+        stop.touch()
         writer.wait(30)
-    assert int(writer.stdout.read().strip()) > 4000  # the writer really streamed
+    streamed = json.loads(writer.stdout.read())
+    assert streamed["n"] > 4000  # the writer really streamed
+    assert len(sent_at) == len(keys) == len(latencies)
+    # every key went out while events were arriving, and the view kept applying them meanwhile
+    assert all(streamed["first"] < t < streamed["last"] for t in sent_at), (streamed, sent_at)
+    assert None not in applied_t and applied_t[-1] > applied_t[0], applied_t
     # Idle machine: every key within ~0.05 s. The bounds leave room for a CPU shared with other
     # jobs (CI, a 2-core box running trainings), where the OS alone can delay a wake-up.
     shown = [round(x, 3) for x in latencies]

@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Input, Static
 
 from cifar_tui.tui.app import CifarTUI
 from cifar_tui.tui.screens import CompareScreen, ConfirmScreen, LaunchScreen, QuitScreen
-from engine.config import list_config_paths
+from engine.config import list_config_paths, load_config
 from engine.store import pid_alive
 
 from tests.support.tui import ROOT, fake_workspace, footer_keys, until_loaded
@@ -71,10 +71,12 @@ def test_launch_form_validates_before_anything_starts(tmp_path):
         app = CifarTUI(ws, max_parallel=1)
         async with app.run_test(size=SIZE) as pilot:
             await until_loaded(pilot, app)
+            first = app.experiments_pane.highlighted()
             await pilot.press("l")
             form = app.screen
-            assert isinstance(form, LaunchScreen) and form.names == ["resnet18_augment"]
-            assert form.query_one("#f-epochs", Input).value == "200"  # prefilled from the config
+            assert isinstance(form, LaunchScreen) and form.names == [first]
+            epochs = load_config(first).train.epochs
+            assert form.query_one("#f-epochs", Input).value == str(epochs)  # prefilled from the config
             form.query_one("#f-set", Input).value = "optim.lr=-1"
             await pilot.press("ctrl+s")
             assert app.screen is form
@@ -197,7 +199,7 @@ def test_leaderboard_groups_sorts_and_compares(tmp_path):
             # compare two marked runs: overlaid curves + only the differing config keys
             app.leaderboard_pane.set_sort("best_acc", True)
             lb.move_cursor(row=0)
-            await pilot.press("space", "space", "c")
+            await pilot.press("space", "down", "space", "c")  # space marks in place
             screen = app.screen
             assert isinstance(screen, CompareScreen)
             assert [r["run_id"] for r in screen.runs] == [ids["c_pre"], ids["c_base"]]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import Store
+from engine.store import Store, pid_alive
 
 EXE = Path(sys.executable).parent / "cifar-tui"
 
@@ -95,5 +95,10 @@ def test_installed_cifar_tui_in_tmux(tmp_path):
         # quit: nothing is running any more, so the app exits at once
         tmux.keys("q")
         tmux.wait_for("EXITED-0", 15)
+        # the engine, past its end event, still closes its files; then it exits by itself
+        deadline = time.monotonic() + 30
+        while pid_alive(rows[0]["pid"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not pid_alive(rows[0]["pid"]), "the engine did not exit after its run completed"
     finally:
         subprocess.run([*tmux.base, "kill-server"], capture_output=True)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -39,6 +40,40 @@ def record(request: pytest.FixtureRequest, **counts: int) -> None:
     cache = getattr(request.config, "cache", None)
     if cache is not None:
         cache.set(CACHE_KEY, dict(sorted(FIGURES.items())))
+
+
+class Tally(Counter):
+    """The figures of one test, counted where the fault is done or the check is made, never typed
+    in: `tally.kill9(proc)`, `with tally.refused(ConfigError, match=...)`, `tally.rows(n)`. A test
+    ends with `tally.record(request)`, so only a test that passed adds to docs/RELIABILITY.md."""
+
+    def kill9(self, proc: subprocess.Popen) -> None:
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+        self.update(faults_injected=1, sigkills=1)
+
+    def fault(self, **kinds: int) -> None:
+        """Faults just injected, by kind (`tally.fault(damaged_files=2)`)."""
+        self.update(faults_injected=sum(kinds.values()), **kinds)
+
+    def rows(self, n: int) -> int:
+        """`n` store rows (or run listings) were just compared exactly."""
+        self["rows_checked"] += n
+        return n
+
+    @contextmanager
+    def refused(self, exc: type[BaseException] | tuple, match: str | None = None, key: str = "inputs_refused"):
+        with pytest.raises(exc, match=match) as info:
+            yield info
+        self[key] += 1
+
+    def record(self, request: pytest.FixtureRequest) -> None:
+        record(request, **{k: v for k, v in self.items() if v})
+
+
+@pytest.fixture
+def tally() -> Tally:
+    return Tally()
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05):

@@ -14,6 +14,8 @@ from textual.widgets import DataTable, Input, Static
 from cifar_tui.tui.app import CifarTUI
 from cifar_tui.tui.screens import CompareScreen, LaunchScreen, StudiesScreen
 
+from engine.config import list_config_paths
+from tests.conftest import CONFIGS
 from tests.support.tui import STUDY, TUNE, add_tune_study, fake_workspace, study_workspace
 
 SIZE = (160, 45)
@@ -98,7 +100,8 @@ def test_snapshot_experiments(snap_ws, snap_compare):
 
     check_snapshot(snap_compare, app, "test_snapshot_experiments", before)
     assert seen["rows"] >= 11
-    assert "name: resnet18_augment" in seen["yaml"]
+    first = list_config_paths(CONFIGS)[0].stem  # the first row is selected
+    assert f"name: {first}" in seen["yaml"]
     assert "0 running" in seen["counts"] and "0 queued" in seen["counts"]
 
 

@@ -60,6 +60,8 @@ class ClassesPanel(VerticalScroll):
         self.result: dict | None = None     # the result shown
         self.worst: list[dict] = []         # its worst classes, worst first
         self.busy = False                   # a worker is reading or evaluating
+        self._computing = False             # ... and it is evaluating
+        self._compute_next = False          # e was pressed while the stored result was being read
         self.note = ""                      # what the panel says besides the result (progress, errors)
         self.border_title = "Classes"
         self.border_subtitle = "e evaluate"
@@ -75,15 +77,20 @@ class ClassesPanel(VerticalScroll):
 
     def compute(self) -> None:
         """Evaluate the run's best checkpoint now (again), as `cifar-tui eval RUN_ID` does."""
-        if self.busy:
+        if self._computing or self._compute_next:
             self.notify("the evaluation is still running", severity="warning")
             return
         self.note = "evaluating the best checkpoint on the test set…"
+        if self.busy:  # still reading the stored result: evaluate as soon as that is done
+            self.busy, self._compute_next = True, True
+            self._draw()
+            return
+        self.busy = True
         self._draw()
         self._start(compute=True)
 
     def _start(self, compute: bool) -> None:
-        self.busy = True
+        self.busy, self._computing = True, compute
         ws = self.app.ws
         self.run_worker(lambda: self._work(Path(ws.home), Path(ws.data_root), compute), thread=True,
                         name=f"classes {self.run_id}", group="classes", exit_on_error=False)
@@ -118,9 +125,13 @@ class ClassesPanel(VerticalScroll):
             pass
 
     def _done(self, result: dict | None, worst: list[dict], note: str) -> None:
-        self.busy = False
         if result is not None:
             self.result, self.worst = result, worst
+        if self._compute_next:  # e was pressed during the read: evaluate now (the note says so already)
+            self._compute_next = False
+            self._start(compute=True)
+            return
+        self.busy, self._computing = False, False
         self.note = note
         self._draw()
 

@@ -97,6 +97,7 @@ class RunView(RunActions, Vertical):
         self.chart = "acc"                  # the chart shown when there is room for one only
         self._chart_t = 0.0
         self._shown_status: str | None = None
+        self._progress_status: str | None = None  # the status the progress line was drawn for
         self._best_shown: int | None = None
         self._ready = False                # composed and mounted: the parts can be drawn
 
@@ -287,7 +288,8 @@ class RunView(RunActions, Vertical):
             self._draw_title()
         if st.new_epochs or force or self._best_shown != st.best_epoch:
             self._draw_epochs(force)
-        if st.progress_dirty or st.status_dirty or force:
+        # the status also comes from the supervisor (starting -> running) without a new event
+        if st.progress_dirty or st.status_dirty or force or self.status != self._progress_status:
             self._draw_progress()
         if st.telemetry.dirty or force:
             self._draw_telemetry()
@@ -341,7 +343,7 @@ class RunView(RunActions, Vertical):
             self._show("#progress-info", text)
 
         total_epochs = st.epochs_total or "?"
-        status = self.status
+        status = self._progress_status = self.status
         self._draw_error(status)
         if self.start_error is not None and st.start is None:
             label(Text("not started", style="bold red"))
