@@ -41,7 +41,8 @@ def test_experiment_list_filter_and_yaml(tmp_path):
 
     async def scenario():
         app = CifarTUI(ws, max_parallel=1)
-        async with app.run_test(size=SIZE) as pilot:
+        # wide enough for every column beside the YAML (narrower, input and pre go first)
+        async with app.run_test(size=(200, 48)) as pilot:
             await until_loaded(pilot, app)
             table = app.query_one("#exp-table", DataTable)
             assert table.row_count == len(list_config_paths(ROOT / "configs"))

@@ -70,6 +70,8 @@ def test_each_tab_shows_its_own_keys(tmp_path):
             assert footer_keys(app).get("escape") is None  # "every run" only while one study is shown
             await pilot.press("space", "down", "space")
             assert pane_keys(app)["c"] is True  # two marked: compare can act
+            await pilot.press("o")  # sort by the next column in view
+            assert app.leaderboard_pane.sort[0] == "top5"
             await pilot.press("g")  # by group: a group row is not a run
             assert pane_keys(app) == {"space": True, "c": False, "o": True, "g": True, "f": True}
             assert app.screen.active_bindings["g"].binding.description == "By run"

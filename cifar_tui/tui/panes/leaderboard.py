@@ -338,7 +338,7 @@ class LeaderboardPane(RunActions, Vertical):
 
     def action_sort(self) -> None:
         board = self.board
-        keys = [k for k, _ in board.columns if k != "mark"]
+        keys = [k for k in board.sync.visible if k != "mark"]  # the columns in view, left to right
         i = keys.index(board.sort[0]) if board.sort[0] in keys else -1
         nxt = keys[(i + 1) % len(keys)]
         self.set_sort(nxt, nxt in board.desc_first)
