@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 from textual.widgets import DataTable, Input, Select, Static
 
@@ -142,5 +143,33 @@ def test_a_run_stopped_mid_epoch_shows_where_it_stopped(tmp_path):
             await pilot.pause(0.2)
             assert shown(view.query_one("#epoch-label", Static)) == "epoch 2/8"
             assert "stopped at step 3/4 of epoch 2" in shown(view.query_one("#progress-info", Static))
+
+    asyncio.run(scenario())
+
+
+def test_a_running_run_labels_its_time_left_as_time_left(tmp_path):
+    """`epoch 00:06 left · run 00:42 left`, never a bare `ETA … run …` that reads as elapsed time."""
+    ws, _ = fake_workspace(tmp_path)
+    home = tmp_path / "runs"
+    run_id = fake_run(home, "resnet18_baseline", "0b0b", epochs=8, done=1, status=None, t0=T0 + 20000)
+    with (home / run_id / "events.jsonl").open("a") as f:
+        f.write(json.dumps({"v": 1, "t": T0 + 20100, "type": "step", "run_id": run_id, "epoch": 2, "step": 1,
+                            "steps_per_epoch": 4, "loss": 4.0, "acc": 10.0, "lr": 1e-3, "img_per_s": 512.0}) + "\n")
+
+    async def scenario():
+        app = CifarTUI(ws, max_parallel=1)
+        async with app.run_test(size=SMALL) as pilot:
+            await until_loaded(pilot, app)
+            view = await app.open_run(run_id, True)
+            for _ in range(100):
+                if view.loaded:
+                    break
+                await pilot.pause(0.05)
+            view.supervised = "running"  # as the supervisor says of a live engine
+            view._draw_progress()
+            await pilot.pause(0.1)
+            info = shown(view.query_one("#progress-info", Static))
+            assert re.search(r"epoch \S+ left · run \S+ left", info), info
+            assert "ETA" not in info
 
     asyncio.run(scenario())
