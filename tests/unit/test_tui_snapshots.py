@@ -315,6 +315,8 @@ def test_snapshot_at_size(snap_ws, snap_compare, screen, size):
                                   DataTable)
             seen["columns"] = [c.key.value for c in table.ordered_columns]
             seen["table_fits"] = table.virtual_size.width <= table.content_region.width
+        if screen == "leaderboard":
+            seen["note"] = app.query_one("#lb-note", Static).render()
         if screen == "run_view":
             view = app.views[ids["c_pre"]]
             seen["charts"] = [str(p.border_title) for p in view.query(".chart") if p.display]
@@ -331,6 +333,9 @@ def test_snapshot_at_size(snap_ws, snap_compare, screen, size):
         assert set(must[screen]) <= set(seen["columns"])
         if size == "200x50":
             assert len(seen["columns"]) == {"experiments": 8, "runs": 9, "leaderboard": 13}[screen]
+    if screen == "leaderboard":  # the note names the sort column by its header's words, on one line
+        note = seen["note"].plain
+        assert "by best acc ▼" in note and "best_acc" not in note and "\n" not in note
     if screen == "run_view":
         assert seen["charts"] and all("train" in t and "test" in t for t in seen["charts"])  # the legend stays
     if screen == "launch_form":  # the Launch button is in view, or the form says there is more below
