@@ -173,3 +173,32 @@ def test_a_running_run_labels_its_time_left_as_time_left(tmp_path):
             assert "ETA" not in info
 
     asyncio.run(scenario())
+
+
+def test_a_failed_runs_error_is_readable_in_full_in_the_view_and_its_log(tmp_path):
+    ws, _ = fake_workspace(tmp_path)
+    home = tmp_path / "runs"
+    run_id = fake_run(home, "resnet18_baseline", "0c0c", epochs=8, done=1, status="failed", t0=T0 + 20000)
+    events = home / run_id / "events.jsonl"
+    lines = [json.loads(x) for x in events.read_text().splitlines()]
+    lines[-1]["error"] = REASON
+    events.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    with (home / run_id / "stdout.log").open("a") as f:
+        f.write(f"error: {REASON}\n")
+
+    async def scenario():
+        app = CifarTUI(ws, max_parallel=1)
+        async with app.run_test(size=SMALL) as pilot:
+            await until_loaded(pilot, app)
+            view = await app.open_run(run_id, True)
+            for _ in range(100):
+                if view.loaded:
+                    break
+                await pilot.pause(0.05)
+            await pilot.pause(0.3)
+            assert REASON in shown(view.query_one("#run-error", Static))
+            log = view.query_one("#run-log")
+            assert len(log.lines) > 3 and max(len(line.text.rstrip()) for line in log.lines) < 80  # wrapped
+            assert f"error: {REASON}" in " ".join(" ".join(line.text.split()) for line in log.lines)
+
+    asyncio.run(scenario())

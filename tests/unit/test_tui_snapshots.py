@@ -134,7 +134,7 @@ def test_snapshot_run_view_finished(snap_ws, snap_compare):
         seen["rows"] = table.row_count
         seen["last"] = [c.plain if hasattr(c, "plain") else c for c in table.get_row("20")]
         seen["status"] = str(view.query_one("#run-status", Static).render())
-        seen["log"] = view.query_one("#run-log").lines[-1]
+        seen["log"] = view.query_one("#run-log").lines[-1].text.rstrip()
 
     check_snapshot(snap_compare, app, "test_snapshot_run_view_finished", before)
     assert seen["rows"] == 20

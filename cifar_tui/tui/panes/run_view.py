@@ -17,7 +17,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Log, ProgressBar, Static
+from textual.widgets import DataTable, ProgressBar, RichLog, Static
 
 from engine.events import EventTail
 from engine.notify import notice_from_end
@@ -76,6 +76,14 @@ def stopped_where(st: RunState) -> tuple[int, int | None]:
     return done, step or None
 
 
+class RunLog(RichLog):
+    """stdout.log, wrapped; it keeps its last lines in view when it gets shorter (a short view)."""
+
+    def on_resize(self) -> None:  # Textual also runs RichLog's own handler (it lays out deferred lines)
+        if self.auto_scroll:
+            self.call_after_refresh(self.scroll_end, animate=False, x_axis=False)
+
+
 class RunView(RunActions, Vertical):
     """Everything about one run, updated from its events file by `poll()` (called on a timer)."""
 
@@ -118,7 +126,8 @@ class RunView(RunActions, Vertical):
             yield table
             yield RunCharts(classes="charts")
             yield ClassesPanel(self.run_id, id="classes")
-        log = Log(id="run-log", max_lines=400, auto_scroll=True, classes="run-log")
+        # wrapped: a long error line (the reason a run failed) is read in full, not cut at the edge
+        log = RunLog(id="run-log", max_lines=400, auto_scroll=True, wrap=True, min_width=20, classes="run-log")
         log.border_title = "stdout.log"
         yield log
 
@@ -214,8 +223,13 @@ class RunView(RunActions, Vertical):
         self.state = state
         self.loaded = True
         if lines:
-            self.query_one("#run-log", Log).write_lines(lines)
+            self._write_log(lines)
         self.refresh_view(force=True)
+
+    def _write_log(self, lines: list[str]) -> None:
+        log = self.query_one("#run-log", RunLog)
+        for line in lines:
+            log.write(Text(line), scroll_end=None)
 
     def poll(self) -> bool:
         """Read what arrived since the last call (bounded); True when the status changed."""
@@ -230,7 +244,7 @@ class RunView(RunActions, Vertical):
                 self.post_message(RunEnded(self.run_id, notice_from_end(end, self.state.start)))
         lines = self.log_tail.poll()
         if lines:
-            self.query_one("#run-log", Log).write_lines(lines)
+            self._write_log(lines)
         before = self._shown_status
         if events or self.state.status_dirty:
             self.refresh_view()
