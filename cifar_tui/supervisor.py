@@ -36,6 +36,8 @@ API
     item this supervisor serves, submitted at once (one job array), none followed here.
 ``sup.delete(run_id)``           directory + store rows; RunIsLive for a live run.
 ``sup.cancel(item_id) -> bool``  drop a queued item.
+``sup.refused() -> [dict]``, ``sup.dismiss(item_id)``  items whose launch was refused (a bad config, or an
+    engine that refused its input before starting: `error` says why), listed until dismissed.
 ``sup.status(run_id) -> str``    the effective status (engine.status), `starting`/`stopping` too.
 ``sup.runs() -> [dict]``         store rows with effective statuses, and runs submitted to a batch
     scheduler whose engine has not started (queued, with job_id); ``sup.queued() -> [dict]``.
@@ -125,6 +127,7 @@ class Reaped:
     code: int
     launched: Launched
     refusal: str | None  # the engine refused its input (bad config, damaged checkpoint): why
+    item_id: int | None = None  # the queue item it was started from (a refused one is marked refused)
 
 
 @dataclass
@@ -258,6 +261,12 @@ class Supervisor:
         self._configs.pop(item_id, None)
         return self.store.cancel_queued(item_id)
 
+    def refused(self) -> list[dict]:
+        return self.store.refused()
+
+    def dismiss(self, item_id: int) -> bool:
+        return self.store.dismiss_refused(item_id)
+
     def cancel_own(self) -> int:
         """Drop every item this supervisor queued that has not started (Ctrl-C, bad input)."""
         return sum(self.cancel(q["id"]) for q in self.own_queued())
@@ -379,7 +388,9 @@ class Supervisor:
                 refusal = last_error_line(run_dir) or f"the engine exited with code {code} before starting"
             if code == EXIT_BAD_INPUT:  # refused its input, wrote nothing: only a dir holding its stdout.log goes
                 discard_unstarted(run_dir)
-            done.append(Reaped(run_id, code, child.launched, refusal))
+            if refusal:  # the item says why, until dismissed (a TUI lists it)
+                self.store.fail_queued(child.item_id, refusal)
+            done.append(Reaped(run_id, code, child.launched, refusal, child.item_id))
         self.keep_alive()
         return done
 

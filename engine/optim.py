@@ -96,7 +96,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, cfg: Opt
     wanted = [len(g["params"]) for g in optimizer.param_groups]
     if saved != wanted:
         raise CheckpointError(
-            f"{path}: the checkpoint's optimizer has {len(saved)} parameter group(s) of {saved} tensors, but "
+            f"{path}: the checkpoint's optimizer has {len(saved)} parameter group{'s' if len(saved) != 1 else ''} of {saved} tensors, but "
             f"optim.no_decay: {cfg.no_decay} makes {len(wanted)} of {wanted}; this run was started with another "
             f"weight-decay rule (runs from before optim.no_decay existed used 'none'): set optim.no_decay in the "
             f"run's config.yaml back to what it started with, or start a new run")

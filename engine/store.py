@@ -363,6 +363,20 @@ class Store:
         with transaction(self.conn) as c:
             c.execute(f"UPDATE queue SET state='{ITEM_REFUSED}', error=? WHERE id=?", (error, item_id))
 
+    def refused(self) -> list[dict]:
+        """Shared-queue items whose launch was refused (bad config, the engine refused its input
+        before it started), oldest first, until dismissed: a TUI lists them with the reason."""
+        rows = self.conn.execute(f"SELECT * FROM queue WHERE state='{ITEM_REFUSED}' AND owner_pid IS NULL "
+                                 "ORDER BY id").fetchall()
+        return [dict(r, overrides=json.loads(r["overrides"])) for r in rows]
+
+    def dismiss_refused(self, item_id: int) -> bool:
+        """A refused item read and put away (it is no longer listed)."""
+        with transaction(self.conn) as c:
+            cur = c.execute(f"UPDATE queue SET state='{ITEM_CANCELLED}' WHERE id=? AND state='{ITEM_REFUSED}'",
+                            (item_id,))
+            return cur.rowcount == 1
+
     def cancel_queued(self, item_id: int) -> bool:
         with transaction(self.conn) as c:
             cur = c.execute(f"UPDATE queue SET state='{ITEM_CANCELLED}' WHERE id=? AND state='{ITEM_QUEUED}'",

@@ -342,7 +342,7 @@ def runs_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", 
 
             for run_id in refresh_pending(sup.store):
                 warn(f"{run_id}: its batch job ended before the engine started (see {state.ws.home}/.jobs/)")
-        queued, rows = sup.queued(), sup.runs()
+        queued, refused, rows = sup.queued(), sup.refused(), sup.runs()
         sup.alerts(rows)
     finally:
         sup.close()
@@ -352,6 +352,10 @@ def runs_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", 
     hidden = max(0, len(rows) - keep) if keep is not None else 0
     rows = rows[:keep] if keep is not None else rows
     if as_json:
+        for q in refused:
+            print(json.dumps({"queue_id": q["id"], "status": "not started", "run_id": q["run_id"], "config": q["config"],
+                              "overrides": q["overrides"], "resume_of": q["resume_of"], "error": q["error"],
+                              "queued_at": q["created_at"]}))
         for q in queued:
             print(json.dumps({"queue_id": q["id"], "status": QUEUED, "config": q["config"], "overrides": q["overrides"],
                               "nproc": q["nproc"], "resume_of": q["resume_of"], "queued_at": q["created_at"]}))
@@ -359,10 +363,10 @@ def runs_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", 
             r.pop("config_json", None)
             print(json.dumps(r))
         return
-    print_runs(queued, rows, hidden)
+    print_runs(queued, rows, hidden, refused)
 
 
-def print_runs(queued: list[dict], rows: list[dict], hidden: int) -> None:
+def print_runs(queued: list[dict], rows: list[dict], hidden: int, refused: list[dict] = ()) -> None:
     from ..report import fmt_acc, fmt_duration
 
     columns = [listing.Column(c) for c in ("run id", "status", "data", "device", "epochs", "best acc", "wall",
@@ -387,6 +391,10 @@ def print_runs(queued: list[dict], rows: list[dict], hidden: int) -> None:
         styles.append(STATUS_COLORS.get(st, "white"))
     listing.print_table(console, f"Runs in {state.ws.home}", columns, cells, styles, style_column=1)
     listing.hidden_line(console, hidden, "older run", "newest")
+    for q in refused:  # launches refused before their run started: listed (as in the TUI) until dismissed there
+        what = f"resume {q['resume_of']}" if q["resume_of"] else (q["run_id"] or f"queue #{q['id']} {q['config']}")
+        console.print(f"[bold red]✖ not started[/] {escape(what)}: {escape(q['error'] or 'its launch was refused')} "
+                      "[dim](the TUI's Runs tab: l retries, d dismisses)[/]", soft_wrap=True)
 
 
 def _delete(sup, run_ids: list[str], yes: bool) -> None:

@@ -43,7 +43,7 @@ from .panes.runs import RunsPane
 from .run_tabs import RunTabs
 from .runs_index import Changes, RunsIndex
 from .screens import CompareScreen, ConfirmScreen, LaunchPlan, LaunchScreen, MainScreen, QuitScreen
-from .screens.main import TAB_GROUP
+from .screens.main import NARROW  # narrower: a compact footer, the top bar without "N at a time on ..."
 from .screens.studies import StudiesScreen, StudyChoice, load_studies
 from .study_queue import PlanQueue, queued_summary
 from .support import pane_id_for, short_run
@@ -62,9 +62,10 @@ class CifarTUI(Lifecycle, App):
     COMMAND_PALETTE_BINDING = "ctrl+p"
 
     BINDINGS = [
-        Binding("1", "show_tab('experiments')", "Experiments", group=TAB_GROUP),
-        Binding("2", "show_tab('runs')", "Runs", group=TAB_GROUP),
-        Binding("3", "show_tab('leaderboard')", "Leaderboard", group=TAB_GROUP),
+        # the tabs carry their keys in their labels ("1 Experiments"): the footer keeps its room for the pane's keys
+        Binding("1", "show_tab('experiments')", "Experiments", show=False),
+        Binding("2", "show_tab('runs')", "Runs", show=False),
+        Binding("3", "show_tab('leaderboard')", "Leaderboard", show=False),
         Binding("left_square_bracket", "prev_tab", "Previous tab", show=False),
         Binding("right_square_bracket", "next_tab", "Next tab", show=False),
         Binding("question_mark", "toggle_keys", "Keys"),
@@ -100,11 +101,11 @@ class CifarTUI(Lifecycle, App):
             yield Static("", id="counts")
         yield GpuBar([], id="gpu-bar")
         with TabbedContent(id="tabs", initial="experiments"):
-            with TabPane("Experiments", id="experiments"):
+            with TabPane("1 Experiments", id="experiments"):
                 yield ExperimentsPane(self.ws.configs, id="exp-pane")
-            with TabPane("Runs", id="runs"):
+            with TabPane("2 Runs", id="runs"):
                 yield RunsPane(id="runs-pane")
-            with TabPane("Leaderboard", id="leaderboard"):
+            with TabPane("3 Leaderboard", id="leaderboard"):
                 yield LeaderboardPane(id="lb-pane")
         yield Footer()
 
@@ -146,8 +147,10 @@ class CifarTUI(Lifecycle, App):
                 self.call_later(self.open_run, rid, False)
         crashed = [rid for rid in newest if self.index.runs[rid]["status"] == CRASHED]
         if crashed:
-            self.notify(f"{len(crashed)} run(s) crashed (process gone): {', '.join(map(short_run, crashed[:3]))}. "
-                        "Resume from the Runs tab with r.", severity="warning", timeout=8)
+            runs = "1 run" if len(crashed) == 1 else f"{len(crashed)} runs"
+            self.notify(f"{runs} crashed (process gone): {', '.join(map(short_run, crashed[:3]))}"
+                        f"{' …' if len(crashed) > 3 else ''}. Resume from the Runs tab with r.", severity="warning",
+                        timeout=8)
         self.set_interval(self.poll_interval, self.tick, name="poll events")
         self.set_interval(self.store_interval, self.slow_tick, name="store + queue")
         self.experiments_pane.focus_main()
@@ -204,8 +207,20 @@ class CifarTUI(Lifecycle, App):
         counts.append(f"◷ {queued} queued", style="bold magenta" if queued else "dim")
         n = len(self.sup.gpus)
         where = f"{n} GPU" + ("s" if n != 1 else "") if n else "CPU"
-        counts.append(f"   {self.sup.max_parallel} at a time on {where}", style="dim")
+        if self.size.width >= NARROW:
+            counts.append(f"   {self.sup.max_parallel} at a time on {where}", style="dim")
         show(self.query_one("#counts", Static), counts)
+
+    def on_resize(self) -> None:
+        """A narrow terminal: a compact footer without the palette's key (ctrl+p still opens it), fewer
+        keys in it (screens.main) and a shorter top bar; the panes fit their own columns."""
+        footer = self.query_one(Footer)
+        footer.compact = self.size.width < NARROW
+        footer.show_command_palette = self.size.width >= NARROW
+        if self.index is not None:
+            self._draw_counts()
+        self._bindings_state = None
+        self.update_bindings()
 
     @on(msg.RunStatusChanged)
     async def _run_status_changed(self, event: msg.RunStatusChanged) -> None:
@@ -420,7 +435,7 @@ class CifarTUI(Lifecycle, App):
             screen = self.screen
         except ScreenStackError:  # shutting down
             return
-        state = (id(screen), tuple((k, b.enabled) for k, b in screen.active_bindings.items()))
+        state = (id(screen), tuple((k, b.binding.action, b.enabled) for k, b in screen.active_bindings.items()))
         if state != self._bindings_state:
             self._bindings_state = state
             self.refresh_bindings()

@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING
 from engine.config import ConfigError
 from engine.status import LIVE
 
+from ..launch import resume_point
 from ..supervisor import Refused, Started
+from . import messages as msg
+from .screens.launch import LaunchPlan, LaunchScreen
 from .support import short_run
 
 if TYPE_CHECKING:
@@ -23,16 +26,45 @@ class Lifecycle:
 
     # ------------------------------------------------------------------ processes
     def reap_engines(self: CifarTUI) -> None:
-        """Engines this app started that exited: one that never started says why."""
+        """Engines this app started that exited: one that never started says why, in its tab and in
+        the Runs tab (the refused item, listed until dismissed)."""
         for reaped in self.sup.reap():
             if reaped.refusal:
-                self.notify(f"{short_run(reaped.run_id)} did not start: {reaped.refusal}", severity="error",
-                            timeout=10)
+                self.refresh_store(force=True)  # the refused item, as the supervisor marked it
+                item = next((q for q in self.index.refused if q["id"] == reaped.item_id), None)
+                self.notify(f"{short_run(reaped.run_id)} did not start (its tab and the Runs tab say why; l retries "
+                            "with changed settings)", severity="error", timeout=8)
                 view = self.views.get(reaped.run_id)
                 if view is not None:
-                    view.refused(reaped.refusal)
+                    view.refused(reaped.refusal, item)
                     self.run_tabs.relabel(reaped.run_id)
             self.runs_pane.status_changed(reaped.run_id)
+
+    # ------------------------------------------------------------------ refused launches
+    def on_dismiss_refused(self: CifarTUI, event: msg.DismissRefused) -> None:
+        self.dismiss_refused(event.item_id)
+
+    def dismiss_refused(self: CifarTUI, item_id: int) -> None:
+        """A refused launch put away: no longer listed (its tab, if open, stays until closed)."""
+        self.sup.dismiss(item_id)
+        self.refresh_store(force=True)  # our own writes do not move our connection's data_version
+
+    def on_retry_launch(self: CifarTUI, event: msg.RetryLaunch) -> None:
+        """The launch form again, with the refused launch's settings to change; what it launches
+        replaces the refused item (and its tab)."""
+        item = next((q for q in self.index.refused if q["id"] == event.item_id), {})
+        form = LaunchScreen([event.config], self.ws.configs, self.ws.data_root, gpus=len(self.sup.gpus),
+                            overrides=event.overrides, note=item.get("error"))
+
+        async def done(plan: LaunchPlan | None) -> None:
+            if plan is not None:
+                await self.queue_plan(plan)
+            if form.launched:
+                self.dismiss_refused(event.item_id)
+                if item.get("run_id") in self.views:
+                    await self.run_tabs.close(item["run_id"])
+
+        self.push_screen(form, done)
 
     # ------------------------------------------------------------------ status
     def run_status(self: CifarTUI, run_id: str) -> str:
@@ -136,7 +168,8 @@ class Lifecycle:
             self.notify(f"{short_run(run_id)} resumes when a slot frees ({self.sup.blocked or 'queued'})",
                         title="Resume", timeout=6)
         else:
-            self.notify(f"resuming {short_run(run_id)} from its last checkpoint", title="Resume", timeout=4)
+            self.notify(f"resuming {short_run(run_id)} {resume_point(self.ws.home / run_id)}", title="Resume",
+                        timeout=6)
         self._status_changed(run_id)
         return True
 

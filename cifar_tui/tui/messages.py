@@ -53,6 +53,25 @@ class CancelQueued(Message):
         self.item_id = item_id
 
 
+class DismissRefused(Message):
+    """Put away a launch that was refused before it started (it is no longer listed)."""
+
+    def __init__(self, item_id: int):
+        super().__init__()
+        self.item_id = item_id
+
+
+class RetryLaunch(Message):
+    """Open the launch form again for a refused launch (`config` with its `overrides` filled in); what
+    is launched from it replaces the refused item."""
+
+    def __init__(self, item_id: int, config: str, overrides: list[str]):
+        super().__init__()
+        self.item_id = item_id
+        self.config = config
+        self.overrides = overrides
+
+
 class CompareRuns(Message):
     """Show the compare screen for these runs."""
 

@@ -53,7 +53,8 @@ class Changes:
 
 
 class RunsIndex:
-    """The run rows (`runs`: run id -> row, status = effective status) and the queued items."""
+    """The run rows (`runs`: run id -> row, status = effective status), the queued items and the
+    refused ones (`refused`: their launch failed before the run started; listed until dismissed)."""
 
     def __init__(self, store: Store, clock: Callable[[], float] = time.time, stall_after_s: float | None = None):
         self.store = store
@@ -61,6 +62,7 @@ class RunsIndex:
         self.stall_after_s = stall_after_default(store.home) if stall_after_s is None else stall_after_s
         self.runs: dict[str, dict] = {}
         self.queue: list[dict] = []
+        self.refused: list[dict] = []    # launches refused before they started, until dismissed
         self.rows_read = 0            # run rows fetched from the store so far (tests, bench)
         self._stored: dict[str, dict] = {}  # rows as stored (status as written)
         self._running: set[str] = set()     # ids the store says are running
@@ -107,9 +109,9 @@ class RunsIndex:
             self.runs.pop(rid, None)
             self._running.discard(rid)
             changes.removed.add(rid)
-        queue = self.store.queued()
-        if queue != self.queue or everything:  # a full read tells every reader everything
-            self.queue = queue
+        queue, refused = self.store.queued(), self.store.refused()
+        if queue != self.queue or refused != self.refused or everything:  # a full read tells every reader everything
+            self.queue, self.refused = queue, refused
             changes.queue = True
         self._since = now - SLACK_S
 

@@ -163,7 +163,7 @@ def test_reattach_after_restart_and_queue_survives(engine_ws):
         async with app.run_test(size=SIZE) as pilot:
             await until_loaded(pilot, app)
             await pilot.press("slash", *"resnet18_baseline", "enter")
-            await pilot.press("space", "space")  # marks baseline and baseline_lbsmooth
+            await pilot.press("space", "down", "space")  # marks baseline and baseline_lbsmooth
             assert app.experiments_pane.marked == {"resnet18_baseline", "resnet18_baseline_lbsmooth"}
             await pilot.press("l")
             form = app.screen

@@ -41,7 +41,8 @@ def test_experiment_list_filter_and_yaml(tmp_path):
 
     async def scenario():
         app = CifarTUI(ws, max_parallel=1)
-        async with app.run_test(size=SIZE) as pilot:
+        # wide enough for every column beside the YAML (narrower, input and pre go first)
+        async with app.run_test(size=(200, 48)) as pilot:
             await until_loaded(pilot, app)
             table = app.query_one("#exp-table", DataTable)
             assert table.row_count == len(list_config_paths(ROOT / "configs"))
@@ -199,7 +200,7 @@ def test_leaderboard_groups_sorts_and_compares(tmp_path):
             # compare two marked runs: overlaid curves + only the differing config keys
             app.leaderboard_pane.set_sort("best_acc", True)
             lb.move_cursor(row=0)
-            await pilot.press("space", "space", "c")
+            await pilot.press("space", "down", "space", "c")  # space marks in place
             screen = app.screen
             assert isinstance(screen, CompareScreen)
             assert [r["run_id"] for r in screen.runs] == [ids["c_pre"], ids["c_base"]]

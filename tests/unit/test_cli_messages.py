@@ -114,3 +114,26 @@ def test_a_long_listing_is_printed_as_plain_aligned_lines():
     assert lines[2] == "run-0000  failed         0.00" and lines[-1].endswith("66.67")
     assert len({len(line) for line in lines[2:]}) == 1  # aligned: right-justified numbers, same width
     assert "\x1b[" not in out.getvalue()  # no colour when not a terminal
+
+
+def test_runs_lists_a_launch_refused_before_start_with_its_reason(tmp_path):
+    """What the TUI's Runs tab lists, `cifar-tui runs` lists too: a queued item, and a launch
+    refused before its run started, with the reason in full."""
+    from cifar_tui.workspace import Workspace
+    from engine.store import Store
+
+    from tests.unit.test_tui_refused import REASON, RUN_ID, refused_item
+
+    (tmp_path / "runs").mkdir()
+    refused_item(Workspace(home=tmp_path / "runs", data_root=tmp_path / "data", configs=None))
+    store = Store(tmp_path / "runs")
+    waiting = store.enqueue("resnet18_baseline", ["data.source=synthetic"])
+    store.close()
+    res = invoke(tmp_path, "runs")
+    assert res.exit_code == 0
+    text = " ".join(res.stdout.split())
+    assert f"✖ not started {RUN_ID}: {REASON}" in text
+    assert f"queue #{waiting} resnet18_baseline" in text
+    lines = [json.loads(x) for x in invoke(tmp_path, "runs", "--json").stdout.splitlines()]
+    assert {"status": "not started", "run_id": RUN_ID, "error": REASON}.items() <= lines[0].items()
+    assert lines[1]["queue_id"] == waiting and lines[1]["status"] == "queued"

@@ -17,7 +17,7 @@ from tests.support.tui import fake_workspace, footer_keys, until_loaded
 
 SIZE = (160, 48)
 TABS = {"1", "2", "3"}
-GLOBAL = TABS | {"question_mark", "q"}
+GLOBAL = {"question_mark", "q"}
 PANE_KEYS = {"l", "space", "slash", "s", "r", "d", "c", "o", "w", "g", "f"}
 
 
@@ -47,7 +47,13 @@ def test_each_tab_shows_its_own_keys(tmp_path):
             assert app.focused.id == "exp-table"
             assert pane_keys(app) == {"l": True, "space": True, "slash": True}
             assert GLOBAL <= footer_keys(app).keys()
-            assert list(footer_keys(app))[:3] == ["1", "2", "3"]  # tab keys first, as before the panes
+            tabs = app.query_one("#tabs")  # the tab keys are on the tabs; the footer keeps its room for the pane's
+            assert [str(tabs.get_tab(t).label) for t in ("experiments", "runs", "leaderboard")] == \
+                ["1 Experiments", "2 Runs", "3 Leaderboard"]
+            assert not TABS & footer_keys(app).keys()
+            await pilot.press("2")
+            assert app.active_tab == "runs"  # the keys still work
+            await pilot.press("1")
 
             await pilot.press("2")
             runs = app.query_one("#runs-table", DataTable)
@@ -62,8 +68,10 @@ def test_each_tab_shows_its_own_keys(tmp_path):
             assert pane_keys(app) == {"space": True, "s": False, "r": True, "d": True, "c": False, "o": True, "g": True,
                                       "f": True}
             assert footer_keys(app).get("escape") is None  # "every run" only while one study is shown
-            await pilot.press("space", "space")
+            await pilot.press("space", "down", "space")
             assert pane_keys(app)["c"] is True  # two marked: compare can act
+            await pilot.press("o")  # sort by the next column in view
+            assert app.leaderboard_pane.sort[0] == "top5"
             await pilot.press("g")  # by group: a group row is not a run
             assert pane_keys(app) == {"space": True, "c": False, "o": True, "g": True, "f": True}
             assert app.screen.active_bindings["g"].binding.description == "By run"

@@ -60,7 +60,7 @@ def svg_lines(svg: str) -> list[str]:
     return ["".join(rows[y]).replace(" ", "") for y in sorted(rows)]
 
 
-def check_snapshot(snap_compare, app, name: str, before) -> None:
+def check_snapshot(snap_compare, app, name: str, before, size: tuple[int, int] = SIZE) -> None:
     """snap_compare, and on a mismatch the rows of text that differ (CI keeps no HTML report)."""
     shot = {}
 
@@ -69,7 +69,7 @@ def check_snapshot(snap_compare, app, name: str, before) -> None:
         await pilot.wait_for_scheduled_animations()
         shot["svg"] = app.export_screenshot()
 
-    if snap_compare(app, terminal_size=SIZE, run_before=before_and_capture):
+    if snap_compare(app, terminal_size=size, run_before=before_and_capture):
         return
     saved = SNAPSHOTS / f"{name}.svg"
     expected = svg_lines(saved.read_text()) if saved.exists() else []
@@ -134,7 +134,7 @@ def test_snapshot_run_view_finished(snap_ws, snap_compare):
         seen["rows"] = table.row_count
         seen["last"] = [c.plain if hasattr(c, "plain") else c for c in table.get_row("20")]
         seen["status"] = str(view.query_one("#run-status", Static).render())
-        seen["log"] = view.query_one("#run-log").lines[-1]
+        seen["log"] = view.query_one("#run-log").lines[-1].text.rstrip()
 
     check_snapshot(snap_compare, app, "test_snapshot_run_view_finished", before)
     assert seen["rows"] == 20
@@ -168,7 +168,7 @@ def test_snapshot_compare(snap_ws, snap_compare):
     async def before(pilot):
         await pilot.press("3")
         await settle(pilot)
-        await pilot.press("space", "space", "c")
+        await pilot.press("space", "down", "space", "c")
         await settle(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.provenance is not None)
         seen["diff"] = [k for k, _ in app.screen.diff_rows]
         seen["top5"] = [i.summary[4] for i in app.screen.items]
@@ -228,7 +228,7 @@ def test_snapshot_compare_groups(snap_study, snap_compare):
         await settle(pilot)
         app.leaderboard_pane.show_study(STUDY, by_group=True)
         await settle(pilot, lambda: app.query_one("#lb-groups", DataTable).row_count == 2)
-        await pilot.press("space", "space", "c")
+        await pilot.press("space", "down", "space", "c")
         await settle(pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.provenance is not None)
         seen["provenance"] = [k for k, _ in app.screen.provenance]
 
@@ -270,3 +270,95 @@ def test_snapshot_studies(snap_study, snap_compare):
         await settle(pilot, lambda: isinstance(app.screen, StudiesScreen) and TUNE in app.screen.trials)
 
     check_snapshot(snap_compare, app, "test_snapshot_studies", before)
+
+
+# ---------------------------------------------------------------- every tab and the form at 80x24 and 200x50
+SIZES = {"80x24": (80, 24), "200x50": (200, 50)}
+
+
+async def show_screen(pilot, app, ids, screen: str) -> None:
+    if screen == "experiments":
+        await settle(pilot)
+    elif screen == "runs":
+        await pilot.press("2")
+        await settle(pilot)
+    elif screen == "leaderboard":
+        await pilot.press("3")
+        await settle(pilot)
+    elif screen == "run_view":
+        view = await app.open_run(ids["c_pre"], True)
+        await settle(pilot, lambda: view.loaded)
+    elif screen == "launch_form":
+        await settle(pilot)
+        await pilot.press("down", "l")
+        await settle(pilot, lambda: isinstance(app.screen, LaunchScreen) and getattr(app.focused, "id", "") == "f-epochs")
+        for field in app.screen.query(Input):
+            field.cursor_blink = False
+    app.clear_notifications()  # the "1 run crashed" toast would hide a corner of every picture
+    await pilot.pause(0.1)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("screen", ["experiments", "runs", "run_view", "leaderboard", "launch_form"])
+def test_snapshot_at_size(snap_ws, snap_compare, screen, size):
+    """Each tab, a run's view and the launch form at 80x24 (the default of many terminals and of tmux
+    panes) and at 200x50: the columns that matter stay, the charts keep their legend, the form scrolls."""
+    ws, ids = snap_ws
+    app = make_app(ws)
+    width, height = SIZES[size]
+    seen = {}
+
+    async def before(pilot):
+        await show_screen(pilot, app, ids, screen)
+        if screen in ("experiments", "runs", "leaderboard"):
+            table = app.query_one({"experiments": "#exp-table", "runs": "#runs-table", "leaderboard": "#lb-table"}[screen],
+                                  DataTable)
+            seen["columns"] = [c.key.value for c in table.ordered_columns]
+            seen["table_fits"] = table.virtual_size.width <= table.content_region.width
+        if screen == "leaderboard":
+            seen["note"] = app.query_one("#lb-note", Static).render()
+        if screen == "run_view":
+            view = app.views[ids["c_pre"]]
+            seen["charts"] = [str(p.border_title) for p in view.query(".chart") if p.display]
+        if screen == "launch_form":
+            form = app.screen
+            go = form.query_one("#go")
+            seen["launch_in_view"] = form.query_one("#dialog").region.contains_region(go.region)
+            seen["hint"] = str(form.query_one("#dialog").border_subtitle)
+
+    check_snapshot(snap_compare, app, f"test_snapshot_at_size[{screen}-{size}]", before, size=(width, height))
+    if "columns" in seen:
+        assert seen["table_fits"], f"the {screen} table is wider than the terminal"
+        must = {"experiments": ["name"], "runs": ["status", "run_id"], "leaderboard": ["rank", "config", "best_acc"]}
+        assert set(must[screen]) <= set(seen["columns"])
+        if size == "200x50":
+            assert len(seen["columns"]) == {"experiments": 8, "runs": 9, "leaderboard": 13}[screen]
+    if screen == "leaderboard":  # the note names the sort column by its header's words, on one line
+        note = seen["note"].plain
+        assert "by best acc ▼" in note and "best_acc" not in note and "\n" not in note
+    if screen == "run_view":
+        assert seen["charts"] and all("train" in t and "test" in t for t in seen["charts"])  # the legend stays
+    if screen == "launch_form":  # the Launch button is in view, or the form says there is more below
+        assert seen["launch_in_view"] or "more below" in seen["hint"]
+
+
+def test_snapshot_refused_launch(snap_ws, snap_compare):
+    """At 80x24: a launch refused before its run started, first in the Runs tab with its reason in full."""
+    from tests.unit.test_tui_refused import REASON, refused_item
+
+    ws, _ = snap_ws
+    refused_item(ws)
+    app = make_app(ws)
+    seen = {}
+
+    async def before(pilot):
+        await pilot.press("2")
+        await settle(pilot)
+        app.query_one("#runs-table", DataTable).move_cursor(row=0)
+        await settle(pilot, lambda: "did not start" in str(app.query_one("#runs-hint", Static).render()))
+        app.clear_notifications()
+        await pilot.pause(0.3)
+        seen["hint"] = " ".join(str(app.query_one("#runs-hint", Static).render()).split())
+
+    check_snapshot(snap_compare, app, "test_snapshot_refused_launch", before, size=SIZES["80x24"])
+    assert REASON in seen["hint"]

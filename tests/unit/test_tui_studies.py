@@ -214,7 +214,7 @@ def test_compare_groups_shows_mean_curves_with_band_config_and_provenance_differ
             await wait_for(pilot, lambda: table.row_count == 2, "the study's groups")
             table.focus()
             table.move_cursor(row=0)
-            await pilot.press("space", "space")
+            await pilot.press("space", "down", "space")
             assert footer_keys(app)["c"] is True
             await pilot.press("c")
             await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen), "the compare screen")

@@ -19,12 +19,15 @@ from ...report import experiment_rows, fmt_acc
 from ..messages import LaunchRequested
 from ..runs_index import Changes, RunsIndex
 from ..support import best_by_config, matches_filter
-from ..widgets.table_sync import TableSync
+from ..widgets.table_sync import Column, SyncedTable, TableSync
 from ..widgets.text import show
 
-EXP_COLUMNS = (("mark", " "), ("name", "name"), ("model", "model"), ("input", "input"), ("pretrained", "pre"),
-               ("head_loss", "head/loss"), ("seed", "seed"), ("best", "best"))
+# priority: 0 always shown; the larger, the sooner a column goes on a narrow terminal
+EXP_COLUMNS = (Column("mark", " "), Column("name", "name"), Column("model", "model", 3), Column("input", "input", 5),
+               Column("pretrained", "pre", 6), Column("head_loss", "head/loss", 4), Column("seed", "seed", 2),
+               Column("best", "best", 1))
 BEST_CELL_WIDTH = len("100.00 syn")
+WIDE = 120  # narrower than this: the config (YAML) goes below the list, shown with `y`
 
 
 class FilterInput(Input):
@@ -71,6 +74,8 @@ class ExperimentsPane(Horizontal):
         Binding("l", "launch", "Launch"),
         Binding("space", "mark", "Mark"),
         Binding("slash", "filter", "Filter"),
+        Binding("y", "config(True)", "Config"),       # a narrow terminal: the YAML below the list, or not
+        Binding("y", "config(False)", "Hide config"),
     ]
 
     def __init__(self, configs_dir: Path | None, **kw):
@@ -83,11 +88,12 @@ class ExperimentsPane(Horizontal):
         self._yaml_for: str | None = None
         self._best: dict[str, dict] = {}      # config name -> best accuracy per data source
         self._values: dict[str, tuple] = {}
+        self.show_config = False              # a narrow terminal: the YAML is shown below the list
 
     def compose(self) -> ComposeResult:
         with Vertical(id="exp-left"):
             yield FilterInput(placeholder="/ filter: type words (name, model, loss)…", id="filter")
-            yield DataTable(id="exp-table", cursor_type="row", zebra_stripes=True)
+            yield SyncedTable(id="exp-table", cursor_type="row", zebra_stripes=True)
             yield Static("", id="exp-hint", classes="hint")
         with Vertical(id="exp-right"):
             yield Static("", id="exp-title", classes="pane-title")
@@ -96,7 +102,7 @@ class ExperimentsPane(Horizontal):
 
     def on_mount(self) -> None:
         self.table = self.query_one("#exp-table", DataTable)
-        self.sync = TableSync(self.table, lambda _key, values: exp_cells(values), id_column="name")
+        self.sync = TableSync(self.table, lambda _key, values: exp_cells(values), EXP_COLUMNS)
         self._columns()
         self.fill()
         # validating every config takes a few hundred ms: off the main thread, after the first frame
@@ -116,7 +122,6 @@ class ExperimentsPane(Horizontal):
     def _loaded(self, rows: list[dict]) -> None:
         self.experiments = rows
         self.loaded = True
-        self.sync.clear()
         self._columns()
         self.fill()
         self.app.update_bindings()
@@ -130,11 +135,29 @@ class ExperimentsPane(Horizontal):
         depend on DataTable measuring new rows when it next goes idle (once, in CI, the first
         screen kept the header widths and cut every name to four letters)."""
         cells = [exp_cells(exp_values(r, False, {})) for r in self.experiments]
-        self.table.clear(columns=True)
-        for i, (key, label) in enumerate(EXP_COLUMNS):
-            width = max([len(label)] + [len(c.plain if isinstance(c, Text) else str(c)) for c in
-                                         (row[i] for row in cells)])
-            self.table.add_column(label, key=key, width=max(width, BEST_CELL_WIDTH) if key == "best" else width)
+        columns = []
+        for i, col in enumerate(EXP_COLUMNS):
+            width = max([len(col.label)] + [len(c.plain if isinstance(c, Text) else str(c)) for c in
+                                             (row[i] for row in cells)])
+            columns.append(Column(col.key, col.label, col.priority,
+                                  max(width, BEST_CELL_WIDTH) if col.key == "best" else width))
+        self.sync.set_columns(columns)
+
+    def on_resize(self) -> None:
+        narrow = self.size.width < WIDE
+        self.set_class(narrow, "-narrow")
+        self.set_class(narrow and self.show_config, "-config")
+        self.app.update_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "config":  # only a narrow terminal hides the config; the key shows what it switches to
+            return self.has_class("-narrow") and parameters[0] != self.show_config
+        return True
+
+    def action_config(self, shown: bool) -> None:
+        self.show_config = shown
+        self.set_class(shown and self.has_class("-narrow"), "-config")
+        self.app.update_bindings()
 
     def runs_changed(self, index: RunsIndex, changes: Changes) -> None:
         """The best-result column follows the store."""
@@ -157,9 +180,14 @@ class ExperimentsPane(Horizontal):
         hint = f"{n}/{total} experiments" if query else f"{total} experiments"
         if not self.loaded:
             hint = "loading experiments…"
-        if self.marked:
-            hint += f" · {len(self.marked)} marked (l queues them)"
-        show(self.query_one("#exp-hint", Static), hint)
+        if self.marked:  # what `l` will queue, before the form opens
+            names = [r["name"] for r in self.experiments if r["name"] in self.marked]
+            text = Text(f"● {len(names)} marked: ", style="bold magenta")
+            text.append(", ".join(names), style="")
+            text.append(" · l queues them, space unmarks", style="dim")
+        else:
+            text = Text(hint + (" · space marks several" if self.loaded else ""))
+        show(self.query_one("#exp-hint", Static), text)
         self._show_yaml()
 
     def highlighted(self) -> str | None:
@@ -219,9 +247,7 @@ class ExperimentsPane(Horizontal):
         if name is None:
             return
         self.marked.symmetric_difference_update({name})
-        self.fill()
-        if self.table.cursor_row < self.table.row_count - 1:
-            self.table.move_cursor(row=self.table.cursor_row + 1, animate=False)
+        self.fill()  # the cursor stays on the row: the next key acts on what the user sees
 
     def clear_marks(self) -> None:
         if self.marked:

@@ -20,18 +20,21 @@ from ...studies import group_stats
 from ..compare_data import group_label, shared_settings
 from ..messages import CompareGroups, CompareRuns, OpenRun, ShowStudies
 from ..runs_index import Changes, RunsIndex
-from ..widgets.table_sync import TableSync
+from ..widgets.table_sync import Column, SyncedTable, TableSync
 from ..widgets.text import cell, show, status_text
 from .run_actions import RUN_BINDINGS, RunActions
 
-LB_COLUMNS = (("mark", " "), ("rank", "#"), ("config", "config"), ("data", "data"), ("best_acc", "best acc"),
-              ("top5", "top-5"), ("reference", "seed"), ("diff", "diff"), ("best_epoch", "best ep"),
-              ("epochs", "epochs"), ("wall_s", "wall"), ("status", "status"), ("run_id", "run id"))
+# priority: 0 always shown; the larger, the sooner a column goes on a narrow terminal
+LB_COLUMNS = (Column("mark", " "), Column("rank", "#"), Column("config", "config"), Column("data", "data", 8),
+              Column("best_acc", "best acc"), Column("top5", "top-5", 2), Column("reference", "seed", 3),
+              Column("diff", "diff", 3), Column("best_epoch", "best ep", 7), Column("epochs", "epochs", 5),
+              Column("wall_s", "wall", 4), Column("status", "status", 1), Column("run_id", "run id", 6, elastic=True))
 LB_DESC_FIRST = {"best_acc", "top5", "reference", "diff", "wall_s", "best_epoch", "epochs"}
 # one row per group; the group's settings last: on a narrow terminal the figures stay in view
-GROUP_COLUMNS = (("mark", " "), ("rank", "#"), ("config", "config"), ("data", "data"), ("n", "n"),
-                 ("mean_acc", "mean ± std"), ("ci95", "95% interval"), ("reference", "seed"), ("ref_in_ci", "inside"),
-                 ("diff", "diff"), ("epochs", "epochs"), ("wall_s", "wall"), ("settings", "group"))
+GROUP_COLUMNS = (Column("mark", " "), Column("rank", "#"), Column("config", "config"), Column("data", "data", 8),
+                 Column("n", "n"), Column("mean_acc", "mean ± std"), Column("ci95", "95% interval", 1),
+                 Column("reference", "seed", 4), Column("ref_in_ci", "inside", 3), Column("diff", "diff", 4),
+                 Column("epochs", "epochs", 6), Column("wall_s", "wall", 7), Column("settings", "group", 2, elastic=True))
 GROUP_DESC_FIRST = {"n", "mean_acc", "ci95", "reference", "diff", "wall_s", "epochs"}
 
 
@@ -116,13 +119,14 @@ class Board:
     sync: TableSync | None = None
     stale: bool = True
 
-    def label(self, key: str, label: str) -> str:
+    def header(self, column: Column) -> str:
+        """A column's header, with the sort arrow on the sorted one."""
         col, desc = self.sort
-        return f"{label} {'▼' if desc else '▲'}" if key == col else label
+        return f"{column.label} {'▼' if desc else '▲'}" if column.key == col else column.label
 
-    def add_columns(self) -> None:
-        for key, label in self.columns:
-            self.table.add_column(self.label(key, label), key=key)
+    def label(self, key: str) -> str:
+        """The words of a column's header (what the hint line calls it)."""
+        return next((c.label for c in self.columns if c.key == key), key)
 
 
 class LeaderboardPane(RunActions, Vertical):
@@ -153,17 +157,15 @@ class LeaderboardPane(RunActions, Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="lb-note", classes="hint")
-        yield DataTable(id="lb-table", cursor_type="row", zebra_stripes=True)
-        yield DataTable(id="lb-groups", cursor_type="row", zebra_stripes=True, classes="-hidden")
+        yield SyncedTable(id="lb-table", cursor_type="row", zebra_stripes=True)
+        yield SyncedTable(id="lb-groups", cursor_type="row", zebra_stripes=True, classes="-hidden")
 
     def on_mount(self) -> None:
         self.runs_board = Board(self.query_one("#lb-table", DataTable), LB_COLUMNS, LB_DESC_FIRST, ("best_acc", True))
         self.groups_board = Board(self.query_one("#lb-groups", DataTable), GROUP_COLUMNS, GROUP_DESC_FIRST,
                                   ("mean_acc", True))
-        for board, render, id_column in ((self.runs_board, lb_cells, "run_id"), (self.groups_board, group_row_cells,
-                                                                                 "rank")):
-            board.add_columns()
-            board.sync = TableSync(board.table, render, id_column=id_column)
+        for board, render in ((self.runs_board, lb_cells), (self.groups_board, group_row_cells)):
+            board.sync = TableSync(board.table, render, board.columns, header=board.header)
         self.table = self.runs_board.table
         self.sync = self.runs_board.sync
 
@@ -255,7 +257,7 @@ class LeaderboardPane(RunActions, Vertical):
                 if self.shared:
                     note.append(" · every group: ", style="dim")
                     note.append(" ".join(sorted(self.shared)))
-            show(self.query_one("#lb-note", Static), note)
+            self._show_note(note)
             return
         n_syn = len([r for r in self.rows if r["data"] != "cifar100"])
         if not self.rows:
@@ -263,11 +265,16 @@ class LeaderboardPane(RunActions, Vertical):
         else:
             note.append(f"{len(self.rows) - n_syn} CIFAR-100", style="bold cyan")
             note.append(" · ")
-            note.append(f"{n_syn} synthetic (S#, ranked apart, not comparable)", style="magenta")
-            note.append(f" · sorted by {col} {'desc' if desc else 'asc'} within each group", style="dim")
+            note.append(f"{n_syn} synthetic (S#, ranked apart)", style="magenta")
+            note.append(f" · by {self.board.label(col)} {'▼' if desc else '▲'}", style="dim")
             if self.marked:
                 note.append(f" · {len(self.marked)} marked", style="bold magenta")
-            note.append(" · space mark · c compare · o sort · g by group", style="dim")
+                if len(self.marked) < 2:
+                    note.append(": mark another to compare (c)", style="dim")
+        self._show_note(note)
+
+    def _show_note(self, note: Text) -> None:
+        note.no_wrap, note.overflow = True, "ellipsis"  # one line; the footer has the keys
         show(self.query_one("#lb-note", Static), note)
 
     # ------------------------------------------------------------------ modes and studies
@@ -287,9 +294,7 @@ class LeaderboardPane(RunActions, Vertical):
         """Only this study's runs (None: every run); by_group None keeps the mode."""
         if study != self.study:
             for board in (self.runs_board, self.groups_board):  # the columns size afresh to what is listed
-                board.sync.clear()
-                board.table.clear(columns=True)
-                board.add_columns()
+                board.sync.reset()
         self.study = study
         self.runs_board.stale = self.groups_board.stale = True
         if by_group is not None and by_group != self.by_group:
@@ -324,19 +329,8 @@ class LeaderboardPane(RunActions, Vertical):
         self.redraw(force=True)
 
     def _relabel(self, board: Board, keys: set[str]) -> None:
-        """Put the sort arrow on the sorted column's header, resized as DataTable sizes a column
-        (widest cell or label); an empty table just gets its columns again."""
-        table = board.table
-        if not table.row_count:
-            table.clear(columns=True)
-            board.add_columns()
-            return
-        labels = dict(board.columns)
-        first = board.sync.cursor_key() or next(iter(board.sync.shown))
-        for column in table.columns.values():
-            if column.key.value in keys:
-                column.label = Text(board.label(column.key.value, labels[column.key.value]))
-                table.update_cell(first, column.key, table.get_cell(first, column.key), update_width=True)
+        """Put the sort arrow on the sorted column's header."""
+        board.sync.relabel(keys)
 
     @on(DataTable.HeaderSelected)
     def _header(self, event: DataTable.HeaderSelected) -> None:
@@ -344,7 +338,7 @@ class LeaderboardPane(RunActions, Vertical):
 
     def action_sort(self) -> None:
         board = self.board
-        keys = [k for k, _ in board.columns if k != "mark"]
+        keys = [k for k in board.sync.visible if k != "mark"]  # the columns in view, left to right
         i = keys.index(board.sort[0]) if board.sort[0] in keys else -1
         nxt = keys[(i + 1) % len(keys)]
         self.set_sort(nxt, nxt in board.desc_first)
@@ -383,9 +377,7 @@ class LeaderboardPane(RunActions, Vertical):
             self.marked.symmetric_difference_update({key})
             self._values[key] = lb_values(next(r for r in self.rows if r["run_id"] == key), key in self.marked)
             board.sync.update({key: self._values[key]})
-        self._note()
-        if board.table.cursor_row < board.table.row_count - 1:
-            board.table.move_cursor(row=board.table.cursor_row + 1, animate=False)
+        self._note()  # the cursor stays on the row: the next key acts on what the user sees
         self.app.update_bindings()
 
     def action_compare(self) -> None:

@@ -10,7 +10,7 @@ from engine.status import LIVE, RESUMABLE, RUNNING, STALLED, STARTING
 from ..messages import DeleteRequested, ResumeRequested, StopRequested
 
 RUN_BINDINGS = [
-    Binding("s", "stop", "Stop run"),
+    Binding("s", "stop", "Stop"),
     Binding("r", "resume", "Resume"),
     Binding("d", "delete", "Delete"),
 ]

@@ -17,8 +17,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Log, ProgressBar, Static
-from textual_plotext import PlotextPlot
+from textual.widgets import DataTable, ProgressBar, RichLog, Static
 
 from engine.events import EventTail
 from engine.notify import notice_from_end
@@ -26,8 +25,10 @@ from engine.status import (COMPLETED, CRASHED, FAILED, QUEUED, RUNNING, STALLED,
                            TERMINAL, UNKNOWN, effective_status)
 
 from ...report import fmt_duration
-from ..messages import CloseRun, RunEnded, RunStatusChanged
+from ..messages import CloseRun, RetryLaunch, RunEnded, RunStatusChanged
 from ..support import STATUS_RICH, LogTail, RunState, fmt_eta, fmt_num, short_run
+from ..widgets.charts import RunCharts
+from ..widgets.table_sync import Column, SyncedTable, TableSync
 from ..widgets.telemetry import RunTelemetry
 from ..widgets.text import show, status_text
 from .classes import ClassesPanel
@@ -35,44 +36,60 @@ from .run_actions import RUN_BINDINGS, RunActions
 
 POLL_MAX_BYTES = 64 * 1024    # per tick (~300 events): a burst of events never stalls the UI
 CHART_MIN_INTERVAL_S = 1.0    # redraw charts at most this often for step updates
-MAX_PLOT_POINTS = 400         # a terminal chart has ~2 points per cell: more only costs time
 NARROW = 130                  # a view narrower than this shows the Classes panel instead of the charts
-SHORT = 30                    # a view lower than this spares the blank line under the telemetry
+SHORT = 30                    # a view lower than this: no blank lines, a shorter log, one chart at a time
+TITLE_RUN_ID = 120            # a view narrower than this leaves the run id out of its title (the tab names it)
+
+# priority: 0 always shown; the larger, the sooner a column goes on a narrow terminal
+EPOCH_COLUMNS = (Column("epoch", "epoch"), Column("train_loss", "train loss", 1), Column("train_acc", "train acc", 5),
+                 Column("test_loss", "test loss", 4), Column("test_acc", "test acc"), Column("lr", "lr", 3),
+                 Column("epoch_s", "time", 2))
 
 
-def thin(items: list, limit: int) -> list:
-    """At most `limit` evenly spaced items, always keeping the last."""
-    if len(items) <= limit:
-        return items
-    step = len(items) / limit
-    out = [items[int(i * step)] for i in range(limit - 1)]
-    out.append(items[-1])
-    return out
-
-
-EPOCH_COLUMNS = (("epoch", "epoch"), ("train_loss", "train loss"), ("train_acc", "train acc"),
-                 ("test_loss", "test loss"), ("test_acc", "test acc"), ("lr", "lr"), ("epoch_s", "time"))
-
-
-def epoch_cells(e: dict, best_epoch: int | None) -> list:
+def epoch_values(e: dict, best_epoch: int | None) -> tuple:
     best = e.get("epoch") == best_epoch and e.get("test_acc") is not None
-    test_acc = Text(fmt_num(e.get("test_acc"), ".2f") + (" ★" if best else "  "),
-                    style="bold green" if best else "")
+    return (e.get("epoch"), e.get("train_loss"), e.get("train_acc"), e.get("test_loss"), (e.get("test_acc"), best),
+            e.get("lr"), e.get("epoch_s"))
+
+
+def epoch_cells(_key: str, values: tuple) -> list:
+    epoch, train_loss, train_acc, test_loss, (test_acc, best), lr, epoch_s = values
     return [
-        Text(str(e.get("epoch")), style="bold"),
-        fmt_num(e.get("train_loss"), ".4f"),
-        fmt_num(e.get("train_acc"), ".2f"),
-        fmt_num(e.get("test_loss"), ".4f"),
-        test_acc,
-        fmt_num(e.get("lr"), ".2e"),
-        fmt_duration(e.get("epoch_s")),
+        Text(str(epoch), style="bold"),
+        fmt_num(train_loss, ".4f"),
+        fmt_num(train_acc, ".2f"),
+        fmt_num(test_loss, ".4f"),
+        Text(fmt_num(test_acc, ".2f") + (" ★" if best else "  "), style="bold green" if best else ""),
+        fmt_num(lr, ".2e"),
+        fmt_duration(epoch_s),
     ]
+
+
+def stopped_where(st: RunState) -> tuple[int, int | None]:
+    """(epoch, step) where a stopped run stopped: the step inside the epoch after the last finished
+    one (the `end` event's `step_in_epoch`, else the last step event's), None at an epoch's end."""
+    end = st.end or {}
+    done = end.get("epochs_done", st.epochs_done) or 0
+    step = end.get("step_in_epoch")
+    if step is None and st.step and (st.step.get("epoch") or 0) > done:
+        step = st.step.get("step")
+    return done, step or None
+
+
+class RunLog(RichLog):
+    """stdout.log, wrapped; it keeps its last lines in view when it gets shorter (a short view)."""
+
+    def on_resize(self) -> None:  # Textual also runs RichLog's own handler (it lays out deferred lines)
+        if self.auto_scroll:
+            self.call_after_refresh(self.scroll_end, animate=False, x_axis=False)
 
 
 class RunView(RunActions, Vertical):
     """Everything about one run, updated from its events file by `poll()` (called on a timer)."""
 
-    BINDINGS = [*RUN_BINDINGS, Binding("w", "close_tab", "Close tab"), Binding("e", "evaluate", "Classes")]
+    BINDINGS = [*RUN_BINDINGS, Binding("l", "retry", "Retry"), Binding("w", "close_tab", "Close tab"),
+                Binding("e", "evaluate", "Classes"), Binding("c", "chart('loss')", "Loss chart"),
+                Binding("c", "chart('acc')", "Accuracy chart")]
 
     def __init__(self, run_id: str, run_dir: Path, **kw):
         super().__init__(**kw)
@@ -84,6 +101,8 @@ class RunView(RunActions, Vertical):
         self.loaded = False            # the catch-up read of existing events is done
         self.supervised: str | None = None  # the supervisor's status of the run (set by the App)
         self.start_error: str | None = None  # why its engine never started (the App says)
+        self.refused_item: dict | None = None  # the queue item that did not start (a retry starts from it)
+        self.chart = "acc"                  # the chart shown when there is room for one only
         self._chart_t = 0.0
         self._shown_status: str | None = None
         self._progress_status: str | None = None  # the status the progress line was drawn for
@@ -99,27 +118,21 @@ class RunView(RunActions, Vertical):
             yield Static("epoch -/-", id="epoch-label", classes="epoch-label")
             yield ProgressBar(total=None, show_eta=False, id="bar")
             yield Static("", id="progress-info", classes="progress-info")
+        yield Static("", id="run-error", classes="run-error")
         yield RunTelemetry(id="run-telemetry")
         with Horizontal(classes="run-body"):
-            table = DataTable(id="epochs", cursor_type="row", zebra_stripes=True)
+            table = SyncedTable(id="epochs", cursor_type="row", zebra_stripes=True)
             table.border_title = "Epochs"
             yield table
-            with Vertical(classes="charts"):
-                loss = PlotextPlot(id="loss-plot", classes="chart")
-                loss.border_title = "Loss"
-                yield loss
-                acc = PlotextPlot(id="acc-plot", classes="chart")
-                acc.border_title = "Accuracy %"
-                yield acc
+            yield RunCharts(classes="charts")
             yield ClassesPanel(self.run_id, id="classes")
-        log = Log(id="run-log", max_lines=400, auto_scroll=True, classes="run-log")
+        # wrapped: a long error line (the reason a run failed) is read in full, not cut at the edge
+        log = RunLog(id="run-log", max_lines=400, auto_scroll=True, wrap=True, min_width=20, classes="run-log")
         log.border_title = "stdout.log"
         yield log
 
     def on_mount(self) -> None:
-        table = self.query_one("#epochs", DataTable)
-        for key, label in EPOCH_COLUMNS:
-            table.add_column(label, key=key)
+        self.epochs_sync = TableSync(self.query_one("#epochs", DataTable), epoch_cells, EPOCH_COLUMNS)
         self._ready = True
         self._draw_title()
         self._draw_status()
@@ -137,9 +150,35 @@ class RunView(RunActions, Vertical):
         self.post_message(CloseRun(self.run_id))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.start_error is not None:  # it never started: only a retry from the form, or closing the tab
+            if action == "retry":
+                return bool(self.refused_item) and not self.refused_item.get("resume_of")
+            if action in ("stop", "resume", "delete", "evaluate", "chart"):
+                return False
+        if action == "retry":
+            return False
+        if action == "chart":  # one chart at a time on a short view: the key shows the other
+            return self.has_class("-short") and not self._classes_instead() and parameters[0] != self.chart
         if action == "evaluate":
             return True if self.finished else None
         return super().check_action(action, parameters)
+
+    def action_retry(self) -> None:
+        item = self.refused_item
+        if item is not None and not item.get("resume_of"):
+            self.post_message(RetryLaunch(item["id"], item["config"], list(item["overrides"])))
+
+    def action_chart(self, name: str) -> None:
+        self.chart = name
+        self._layout_charts()
+        self.app.update_bindings()
+
+    def _classes_instead(self) -> bool:
+        """The Classes panel takes the charts' place (a narrow view with something to show)."""
+        return self.has_class("-narrow") and self.query_one(".run-body").has_class("-classes")
+
+    def _layout_charts(self) -> None:
+        self.query_one(RunCharts).show_only(self.chart if self.has_class("-short") else None)
 
     def action_evaluate(self) -> None:
         """The Classes panel: evaluate the run's best checkpoint (again)."""
@@ -157,7 +196,11 @@ class RunView(RunActions, Vertical):
     def on_resize(self) -> None:
         self.set_class(self.size.width < NARROW, "-narrow")
         self.set_class(self.size.height < SHORT, "-short")
+        self._layout_charts()
         self._draw_telemetry()
+        if self._ready:
+            self._draw_title()
+        self.app.update_bindings()
 
     # ------------------------------------------------------------------ data
     def _catch_up(self) -> None:
@@ -180,8 +223,13 @@ class RunView(RunActions, Vertical):
         self.state = state
         self.loaded = True
         if lines:
-            self.query_one("#run-log", Log).write_lines(lines)
+            self._write_log(lines)
         self.refresh_view(force=True)
+
+    def _write_log(self, lines: list[str]) -> None:
+        log = self.query_one("#run-log", RunLog)
+        for line in lines:
+            log.write(Text(line), scroll_end=None)
 
     def poll(self) -> bool:
         """Read what arrived since the last call (bounded); True when the status changed."""
@@ -196,7 +244,7 @@ class RunView(RunActions, Vertical):
                 self.post_message(RunEnded(self.run_id, notice_from_end(end, self.state.start)))
         lines = self.log_tail.poll()
         if lines:
-            self.query_one("#run-log", Log).write_lines(lines)
+            self._write_log(lines)
         before = self._shown_status
         if events or self.state.status_dirty:
             self.refresh_view()
@@ -230,13 +278,16 @@ class RunView(RunActions, Vertical):
             self._draw_telemetry()
         return before != self.status
 
-    def refused(self, reason: str) -> None:
-        """Its engine exited before it started (bad input): the view says failed, and why."""
+    def refused(self, reason: str, item: dict | None = None) -> None:
+        """Its engine exited before it started (bad input): the view says so, and why, in full; `item`:
+        the queue item it came from (`l` opens the launch form with its settings)."""
         self.start_error = reason
+        self.refused_item = item
         self.supervised = None
         if self._ready:
             self._draw_status()
             self._draw_progress()
+        self.app.update_bindings()
 
     # ------------------------------------------------------------------ drawing
     def _show(self, selector: str, text: Text, layout: bool = False) -> None:
@@ -273,8 +324,11 @@ class RunView(RunActions, Vertical):
             bits.append(Text(st.device))
         if st.params:
             bits.append(Text(f"{st.params / 1e6:.1f}M params"))
-        bits.append(Text(self.run_id, style="dim"))
-        self._show("#run-title", Text("  ·  ").join(bits))
+        if self.size.width >= TITLE_RUN_ID or not self.size.width:
+            bits.append(Text(self.run_id, style="dim"))
+        title = Text("  ·  ", no_wrap=True, overflow="ellipsis").join(bits)
+        title.no_wrap, title.overflow = True, "ellipsis"
+        self._show("#run-title", title)
 
     def _draw_status(self) -> None:
         status = self.status
@@ -295,6 +349,7 @@ class RunView(RunActions, Vertical):
     def _draw_progress(self) -> None:
         st = self.state
         bar = self.query_one("#bar", ProgressBar)
+
         def label(text: Text) -> None:
             self._show("#epoch-label", text)
 
@@ -303,6 +358,12 @@ class RunView(RunActions, Vertical):
 
         total_epochs = st.epochs_total or "?"
         status = self._progress_status = self.status
+        self._draw_error(status)
+        if self.start_error is not None and st.start is None:
+            label(Text("not started", style="bold red"))
+            bar.update(total=1, progress=0)
+            info(Text("its launch was refused (below): l opens the form to change its settings", style="bold red"))
+            return
         if status in (STARTING, QUEUED):
             label(Text("starting…" if status == STARTING else "queued", style="italic"))
             bar.update(total=None)
@@ -310,13 +371,21 @@ class RunView(RunActions, Vertical):
                       "waits in the queue for a free slot (the Runs tab says why)", style="dim"))
             return
         if status in TERMINAL or st.end:
-            done = st.epochs_done
-            label(Text(f"epoch {done}/{total_epochs}", style="bold"))
-            frac_total = st.epochs_total or max(done, 1)
-            bar.update(total=frac_total, progress=min(done, frac_total))
-            msg = {COMPLETED: "finished", STOPPED: "stopped: resume with r", CRASHED:
-                   "the engine process died without an end event: resume with r",
-                   FAILED: f"failed: {st.error or self.start_error or 'see the log below'}"}.get(status, status)
+            done, step = stopped_where(st)
+            spe = st.steps_per_epoch
+            if step and spe and status in (STOPPED, FAILED, CRASHED):  # where it stopped, inside an epoch
+                label(Text(f"epoch {done + 1}/{total_epochs}", style="bold"))
+                bar.update(total=spe, progress=min(step, spe))
+                where = f"at step {step}/{spe} of epoch {done + 1}"
+            else:
+                label(Text(f"epoch {done}/{total_epochs}", style="bold"))
+                frac_total = st.epochs_total or max(done, 1)
+                bar.update(total=frac_total, progress=min(done, frac_total))
+                where = f"after epoch {done}"
+            msg = {COMPLETED: "finished",
+                   STOPPED: f"stopped {where}: r resumes from there",
+                   CRASHED: "the engine process died without an end event: r resumes from its last checkpoint",
+                   FAILED: f"failed {where} (the error is below): r resumes from its last checkpoint"}.get(status, status)
             info(Text(msg, style=STATUS_RICH.get(status, "")))
             return
         epoch = st.current_epoch
@@ -331,63 +400,33 @@ class RunView(RunActions, Vertical):
             parts.append(f"acc {fmt_num(st.step.get('acc'), '.2f')}%")
             parts.append(f"{fmt_num(st.step.get('img_per_s'), ',.0f')} img/s")
         epoch_left, run_left = st.eta()
-        parts.append(f"ETA {fmt_eta(epoch_left)}")
-        parts.append(f"run {fmt_eta(run_left)}")
+        parts.append(f"epoch {fmt_eta(epoch_left)} left")
+        parts.append(f"run {fmt_eta(run_left)} left")
         if status == STOPPING:
             parts.insert(0, "stopping after this step…")
         if status == STALLED:
             parts.insert(0, "stalled: alive, no step lately (s stops it)")
         info(Text("  ·  ".join(parts), style=STATUS_RICH[STALLED] if status == STALLED else ""))
 
+    def _draw_error(self, status: str) -> None:
+        """Why the run failed or never started, in full (wrapped) under the progress line."""
+        error = self.start_error if self.start_error is not None and self.state.start is None else (
+            self.state.error if status == FAILED else None)
+        box = self.query_one("#run-error", Static)
+        box.display = bool(error)
+        if error:
+            self._show("#run-error", Text(f"✖ {error}", style="red"), layout=True)
+
     def _draw_epochs(self, force: bool) -> None:
         st = self.state
-        table = self.query_one("#epochs", DataTable)
-        keys = sorted(st.epochs) if force else list(st.new_epochs)
-        # the best marker moves: redraw the row that held it
-        if self._best_shown is not None and self._best_shown != st.best_epoch and self._best_shown in st.epochs:
-            keys.append(self._best_shown)
-        if st.best_epoch in st.epochs:
-            keys.append(st.best_epoch)
-        existing = {rk.value for rk in table.rows}
-        for n in dict.fromkeys(keys):
-            e = st.epochs.get(n)
-            if e is None:
-                continue
-            cells = epoch_cells(e, st.best_epoch)
-            key = str(n)
-            if key in existing:
-                for (col, _), value in zip(EPOCH_COLUMNS, cells):
-                    table.update_cell(key, col, value)
-            else:
-                table.add_row(*cells, key=key)
-                existing.add(key)
+        values = {str(n): epoch_values(e, st.best_epoch) for n, e in st.epochs.items()}
+        self.epochs_sync.show([str(n) for n in sorted(st.epochs)], values)
+        table = self.epochs_sync.table
         if st.new_epochs and table.row_count:
             table.move_cursor(row=table.row_count - 1, animate=False)
         self._best_shown = st.best_epoch
 
     def _draw_charts(self, force: bool = False) -> None:
-        st = self.state
         self._chart_t = time.monotonic()
-        st.chart_dirty = False
-        epochs = thin([st.epochs[k] for k in sorted(st.epochs)], MAX_PLOT_POINTS)
-        pts = thin(st.step_points, MAX_PLOT_POINTS)
-        for plot_id, step_idx, test_key, ylabel in (("#loss-plot", 1, "test_loss", "loss"), ("#acc-plot", 2, "test_acc", "%")):
-            plot = self.query_one(plot_id, PlotextPlot)
-            plt = plot.plt
-            plt.clear_data()
-            plt.clear_figure()
-            xs = [p[0] for p in pts if p[step_idx] is not None]
-            ys = [p[step_idx] for p in pts if p[step_idx] is not None]
-            if xs:
-                plt.plot(xs, ys, marker="braille", label="train", color="cyan")
-            ex = [e["epoch"] for e in epochs if e.get(test_key) is not None]
-            ey = [e[test_key] for e in epochs if e.get(test_key) is not None]
-            if ex:
-                plt.plot(ex, ey, marker="dot" if len(ex) > 1 else "hd", label="test", color="orange")
-            if not xs and not ex:
-                plt.title("waiting for the first steps")
-            elif plot_id == "#acc-plot":
-                top = max(ys + ey + [1.0])
-                plt.ylim(0, min(100.0, top * 1.05))
-            plt.xlabel("epoch")
-            plot.refresh()
+        self.state.chart_dirty = False
+        self.query_one(RunCharts).draw(self.state)

@@ -1,5 +1,6 @@
-"""The Runs tab: the queue, then every run newest first; s / r / d on the highlighted run, d on a
-queued item cancels it. Redrawn row by row from the store's changes, only while in front."""
+"""The Runs tab: launches refused before they started (until dismissed), the queue, then every run
+newest first; s / r / d on the highlighted run, d on a queued item cancels it, l retries a refused
+launch from the launch form. Redrawn row by row from the store's changes, only while in front."""
 from __future__ import annotations
 
 import time
@@ -7,26 +8,36 @@ import time
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
 from ...report import fmt_acc, fmt_duration
-from ..messages import CancelQueued, OpenRun
+from ..messages import CancelQueued, DismissRefused, OpenRun, RetryLaunch
 from ..runs_index import Changes, RunsIndex
-from ..widgets.table_sync import LazyRows, TableSync
+from ..support import short_run
+from ..widgets.table_sync import Column, LazyRows, SyncedTable, TableSync
 from ..widgets.text import cell, show, status_text
 from .run_actions import RUN_BINDINGS, RunActions
 
-RUNS_COLUMNS = (("status", "status"), ("run_id", "run id"), ("config", "config"), ("data", "data"),
-                ("device", "device"), ("epochs", "epochs"), ("best", "best acc"), ("wall", "wall"),
-                ("started", "started"))
+# priority: 0 always shown; the larger, the sooner a column goes on a narrow terminal
+RUNS_COLUMNS = (Column("status", "status"), Column("run_id", "run id"), Column("config", "config", 6),
+                Column("data", "data", 5), Column("device", "device", 7), Column("epochs", "epochs", 2),
+                Column("best", "best acc", 1), Column("wall", "wall", 4), Column("started", "started", 3))
 QUEUE_PREFIX = "queue:"
+REFUSED_PREFIX = "refused:"
 HINT = "enter open · s stop · r resume · d delete (or cancel a queued item)"
 EMPTY_HINT = "no runs yet: pick an experiment in the Experiments tab (1) and press l"
+REFUSED_HINT = "l retry with changed settings (the launch form) · d dismiss"
+NOT_STARTED = "✖ not started"
 
 
 def _when(t: float | None) -> str:
     return time.strftime("%m-%d %H:%M", time.localtime(t)) if t else "-"
+
+
+def _source(overrides: list[str]) -> str:
+    return next((o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("data.source=")), "-")
 
 
 def run_values(row: dict, status: str) -> tuple:
@@ -36,10 +47,18 @@ def run_values(row: dict, status: str) -> tuple:
 
 
 def queue_values(item: dict) -> tuple:
-    source = next((o.split("=", 1)[1] for o in reversed(item["overrides"]) if o.startswith("data.source=")), "-")
     nproc = item.get("nproc", 1)
-    return ("queued", f"queue #{item['id']}", item["config"], source, f"{nproc} procs" if nproc > 1 else "-",
-            "-", "-", "-", _when(item["created_at"]))
+    what = f"resume {short_run(item['resume_of'])}" if item.get("resume_of") else f"queue #{item['id']}"
+    return ("queued", what, item["config"] if not item.get("resume_of") else "-", _source(item["overrides"]),
+            f"{nproc} procs" if nproc > 1 else "-", "-", "-", "-", _when(item["created_at"]))
+
+
+def refused_values(item: dict) -> tuple:
+    if item.get("resume_of"):
+        what, config = f"resume {item['resume_of']}", "-"
+    else:
+        what, config = item.get("run_id") or f"queue #{item['id']}", item["config"]
+    return (NOT_STARTED, what, config, _source(item["overrides"]), "-", "-", "-", "-", _when(item["created_at"]))
 
 
 def runs_cells(key: str, values: tuple) -> list:
@@ -47,33 +66,40 @@ def runs_cells(key: str, values: tuple) -> list:
     if key.startswith(QUEUE_PREFIX):
         return [Text("◷ queued", style="bold magenta"), Text(run_id, style="dim"), config, source, device,
                 epochs, best, wall, started]
+    if key.startswith(REFUSED_PREFIX):
+        return [Text(NOT_STARTED, style="bold red"), Text(run_id, style="red"), cell(config), cell(source), device,
+                epochs, best, wall, started]
     return [status_text(status), cell(run_id), cell(config),
             Text(source, style="magenta" if source == "synthetic" else ""), cell(device), cell(epochs), cell(best),
             cell(wall), cell(started)]
 
 
 class RunsPane(RunActions, Vertical):
-    BINDINGS = list(RUN_BINDINGS)
+    BINDINGS = [
+        *RUN_BINDINGS,
+        Binding("d", "cancel_queued", "Cancel"),       # one `d` is shown: the one the highlighted row takes
+        Binding("d", "dismiss", "Dismiss"),
+        Binding("l", "retry", "Retry"),
+    ]
 
     def __init__(self, **kw):
         super().__init__(**kw)
         self._values = LazyRows(self._row_values)     # key -> row values, made when a row is drawn
         self._started: dict[str, float | None] = {}   # run id -> started_at (the order: newest first)
         self._queue: dict[str, dict] = {}             # key -> queued item, in queue order
+        self._refused: dict[str, dict] = {}           # key -> refused item, newest first
         self._pending = Changes()                     # what changed since the last redraw
         self._index: RunsIndex | None = None
         self._stale = True                            # nothing drawn yet: draw every row
         self.blocked: str | None = None               # why the head of the queue waits (the supervisor says)
 
     def compose(self) -> ComposeResult:
-        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield SyncedTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-hint", classes="hint")
 
     def on_mount(self) -> None:
         self.table = self.query_one("#runs-table", DataTable)
-        for key, label in RUNS_COLUMNS:
-            self.table.add_column(label, key=key)
-        self.sync = TableSync(self.table, runs_cells, id_column="run_id")
+        self.sync = TableSync(self.table, runs_cells, RUNS_COLUMNS)
 
     def focus_main(self) -> None:
         self.table.focus()
@@ -120,11 +146,12 @@ class RunsPane(RunActions, Vertical):
                 reorder = reorder or self._started.get(rid) != row["started_at"]
                 self._started[rid] = row["started_at"]
         if p.queue or self._stale:
-            for key in self._queue:
+            for key in [*self._queue, *self._refused]:
                 self._values.pop(key, None)
             self._queue = {f"{QUEUE_PREFIX}{item['id']}": item for item in index.queue}
+            self._refused = {f"{REFUSED_PREFIX}{item['id']}": item for item in reversed(index.refused)}
         if reorder:
-            self.sync.show(list(self._queue) + index.newest_first(), self._values)
+            self.sync.show([*self._refused, *self._queue, *index.newest_first()], self._values)
         else:
             self.sync.update({rid: self._values[rid] for rid in p.runs if rid in index.runs})
         self._stale = False
@@ -138,16 +165,24 @@ class RunsPane(RunActions, Vertical):
                 self._draw_hint()
 
     def _draw_hint(self) -> None:
-        hint = Text(HINT if self._queue or self._index.runs else EMPTY_HINT)
-        if self._queue and self.blocked:
+        refused = self._refused.get(self.highlighted() or "")
+        if refused is not None:  # the whole reason, wrapped: a table cell would cut it
+            hint = Text("✖ did not start: ", style="bold red")
+            hint.append(refused.get("error") or "its launch was refused", style="")
+            hint.append(f"\n{REFUSED_HINT}", style="dim")
+        elif self._queue and self.blocked:
             hint = Text("◷ the queue waits: ", style="bold magenta")
             hint.append(self.blocked, style="")
             hint.append(f"   ·   {HINT}", style="dim")
+        else:
+            hint = Text(HINT if self._queue or self._index.runs else EMPTY_HINT)
         show(self.query_one("#runs-hint", Static), hint)
 
     def _row_values(self, key: str) -> tuple:
         if key.startswith(QUEUE_PREFIX):
             return queue_values(self._queue[key])
+        if key.startswith(REFUSED_PREFIX):
+            return refused_values(self._refused[key])
         row = self._index.runs[key]
         return run_values(row, self.app.shown_status(key, row))
 
@@ -157,27 +192,50 @@ class RunsPane(RunActions, Vertical):
 
     def current_run(self) -> str | None:
         key = self.highlighted()
-        return None if key is None or key.startswith(QUEUE_PREFIX) else key
+        return None if key is None or key.startswith((QUEUE_PREFIX, REFUSED_PREFIX)) else key
+
+    def _item(self, prefix: str) -> int | None:
+        key = self.highlighted()
+        return int(key[len(prefix):]) if key and key.startswith(prefix) else None
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        key = self.highlighted()
-        if action == "delete" and key and key.startswith(QUEUE_PREFIX):
-            return True
+        key = self.highlighted() or ""
+        kind = QUEUE_PREFIX if key.startswith(QUEUE_PREFIX) else REFUSED_PREFIX if key.startswith(REFUSED_PREFIX) \
+            else None
+        if action == "cancel_queued":
+            return kind == QUEUE_PREFIX
+        if action == "dismiss":
+            return kind == REFUSED_PREFIX
+        if action == "retry":  # a resume has no form to change: only a new launch is retried
+            return kind == REFUSED_PREFIX and not self._refused[key].get("resume_of")
+        if action in ("stop", "resume", "delete") and kind is not None:
+            return False  # not a run: its own keys are shown instead
         return super().check_action(action, parameters)
 
-    def action_delete(self) -> None:
-        key = self.highlighted()
-        if key and key.startswith(QUEUE_PREFIX):
-            self.post_message(CancelQueued(int(key[len(QUEUE_PREFIX):])))
-            return
-        super().action_delete()
+    def action_cancel_queued(self) -> None:
+        if (item_id := self._item(QUEUE_PREFIX)) is not None:
+            self.post_message(CancelQueued(item_id))
+
+    def action_dismiss(self) -> None:
+        if (item_id := self._item(REFUSED_PREFIX)) is not None:
+            self.post_message(DismissRefused(item_id))
+
+    def action_retry(self) -> None:
+        key = self.highlighted() or ""
+        item = self._refused.get(key)
+        if item is not None and not item.get("resume_of"):
+            self.post_message(RetryLaunch(item["id"], item["config"], list(item["overrides"])))
 
     @on(DataTable.RowSelected, "#runs-table")
     def _selected(self, event: DataTable.RowSelected) -> None:
-        key = event.row_key.value
-        if key and not key.startswith(QUEUE_PREFIX):
+        key = event.row_key.value or ""
+        if key.startswith(REFUSED_PREFIX):
+            self.action_retry()
+        elif key and not key.startswith(QUEUE_PREFIX):
             self.post_message(OpenRun(key))
 
     @on(DataTable.RowHighlighted, "#runs-table")
     def _highlighted(self) -> None:
+        if self._index is not None:
+            self._draw_hint()
         self.app.update_bindings()

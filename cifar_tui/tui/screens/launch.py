@@ -13,7 +13,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, Vertical
+from textual.containers import Grid, Horizontal
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
@@ -23,8 +23,11 @@ from ...sweep import Plan, default_study_name, is_study, make_plan
 from ..compare_data import group_label, shared_settings
 from ..messages import QueueStudy
 from ..support import parse_override_text
+from ..widgets.dialog import Dialog
 
 PLAN_GROUPS_SHOWN = 6   # groups listed in the form; the rest are counted
+FIELD_KEYS = ("train.epochs", "train.batch_size", "optim.lr", "train.device", "data.source")  # the form's fields
+SHORT = 34              # a terminal lower than this gets the compact form (fields without borders)
 PLAN_DELAY_S = 0.25     # the plan is worked out this long after the last key press
 
 
@@ -104,10 +107,14 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
         Binding("ctrl+s", "submit", "Launch"),
     ]
 
-    def __init__(self, names: list[str], configs_dir: Path | None, data_root: Path, gpus: int = 0):
+    def __init__(self, names: list[str], configs_dir: Path | None, data_root: Path, gpus: int = 0, *,
+                 overrides: list[str] | None = None, note: str | None = None):
         super().__init__()
         self.gpus = gpus
         self.names = names
+        self.prefill = list(overrides or [])  # a retry: the refused launch's settings, to change
+        self.note = note                      # a retry: why the last launch was refused
+        self.launched = False                 # the form was submitted (a launch, or a study posted)
         self._default_study = default_study_name(names)  # fixed while the form is open
         self._plan_timer = None
         self.shown_plan: Plan | None = None  # the study plan the form shows (None: a plain launch)
@@ -120,16 +127,32 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
             except ConfigError:
                 self.base = None
 
+    def _prefilled(self) -> tuple[dict[str, str], list[str]]:
+        """The prefilled overrides: those the fields show (key -> value), and the rest."""
+        fields, rest = {}, []
+        for item in self.prefill:
+            key, _, value = item.partition("=")
+            if self.base is not None and key in FIELD_KEYS:
+                fields[key] = value
+            else:
+                rest.append(item)
+        return fields, rest
+
     def compose(self) -> ComposeResult:
         single = self.base is not None
         b = self.base
+        fields, rest = self._prefilled()
         title = f"Launch {self.names[0]}" if len(self.names) == 1 else f"Queue {len(self.names)} experiments"
         # each run is pinned to its own GPU(s) with CUDA_VISIBLE_DEVICES: "cuda" is that GPU
         devices = ["auto", "cpu"] + (["cuda"] if self.gpus else [])
-        if single and b.train.device not in devices:
-            devices.append(b.train.device)
-        with Vertical(id="dialog", classes="launch-dialog"):
+        device = fields.get("train.device", b.train.device if single else None)
+        if single and device not in devices:
+            devices.append(device)
+        source = fields.get("data.source", b.data.source if single else None)
+        with Dialog(id="dialog", classes="launch-dialog"):
             yield Label(title, classes="dialog-title")
+            if self.note:
+                yield Static(Text(f"The last launch did not start: {self.note}", style="red"), classes="dialog-sub")
             if len(self.names) > 1:
                 yield Static(", ".join(self.names), classes="dialog-sub")
                 yield Static("Empty fields keep each config's own value.", classes="dialog-sub")
@@ -137,24 +160,26 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
                 yield Static(b.description, classes="dialog-sub")
             with Grid(classes="form-grid"):
                 yield Label("Epochs")
-                yield Input(str(b.train.epochs) if single else "", placeholder="from config", type="integer", id="f-epochs")
+                yield Input(fields.get("train.epochs", str(b.train.epochs)) if single else "", placeholder="from config",
+                            type="integer", id="f-epochs")
                 yield Label("Batch size")
-                yield Input(str(b.train.batch_size) if single else "", placeholder="from config", type="integer",
-                            id="f-batch")
+                yield Input(fields.get("train.batch_size", str(b.train.batch_size)) if single else "",
+                            placeholder="from config", type="integer", id="f-batch")
                 yield Label("Learning rate")
-                yield Input(f"{b.optim.lr:g}" if single else "", placeholder="from config", type="number", id="f-lr")
+                yield Input(fields.get("optim.lr", f"{b.optim.lr:g}") if single else "", placeholder="from config",
+                            type="number", id="f-lr")
                 yield Label("Device")
-                yield Select([(d, d) for d in devices], value=b.train.device if single else Select.NULL,
+                yield Select([(d, d) for d in devices], value=device if single else Select.NULL,
                              prompt="from config", id="f-device")
                 yield Label("Processes")
                 yield Input("1", placeholder="1", type="integer", id="f-nproc",
                             tooltip="DDP processes per run: one GPU each (gloo processes on the CPU)")
                 yield Label("Data")
                 yield Select([("cifar100", "cifar100"), ("synthetic (labelled, ranked apart)", "synthetic")],
-                             value=b.data.source if single else Select.NULL, prompt="from config", id="f-data")
+                             value=source if single else Select.NULL, prompt="from config", id="f-data")
                 yield Label("Overrides")
-                yield Input(placeholder="key=value ...  lists sweep: optim.lr=1e-3,3e-3 optim.weight_decay=0.05",
-                            id="f-set")
+                yield Input(shlex.join(rest), placeholder="key=value ...  lists sweep: optim.lr=1e-3,3e-3 "
+                            "optim.weight_decay=0.05", id="f-set")
                 yield Label("Seeds / study")
                 with Horizontal(classes="form-pair"):
                     yield Input("1", placeholder="1", type="integer", id="f-seeds",
@@ -174,6 +199,13 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
         self.query_one("#f-epochs", Input).focus()
         self._update_hint()
 
+    def on_resize(self) -> None:
+        """A short terminal: fields without borders (one line each), so more of the form is in view."""
+        short = self.size.height < SHORT
+        self.query_one("#dialog").set_class(short, "-short")
+        for widget in self.query("Input, Select, Button"):
+            widget.compact = short
+
     def _study_base(self) -> str:
         return self.names[0].rsplit("/", 1)[-1].removesuffix(".yaml").removesuffix(".yml") \
             if len(self.names) == 1 else "sweep"
@@ -183,8 +215,8 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
         value = self.query_one("#f-data", Select).value
         hint = ""
         if value == "cifar100" and not (self.data_root / "cifar-100-python").is_dir():
-            hint = (f"CIFAR-100 is not in {self.data_root}/cifar-100-python: the run downloads it first "
-                    f"(needs internet), or pick synthetic.")
+            hint = (f"CIFAR-100 is not in {self.data_root}/cifar-100-python: the run will not start. Get it with "
+                    f"`cifar-tui data download` (needs internet), or pick synthetic.")
         self.query_one("#data-hint", Static).update(hint)
 
     def overrides(self) -> list[str]:
@@ -322,6 +354,7 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
             error.update(Text(f"✖ {self._short_error(str(exc))}"))
             error.add_class("-visible")
             return
+        self.launched = True
         if isinstance(form, StudyForm):
             # the App queues it on the run lifecycle (studies.queue_plan); the form's result is None
             self.app.post_message(QueueStudy(form.plan, form.spec, form.nproc, form.command))
