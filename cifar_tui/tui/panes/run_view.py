@@ -264,6 +264,8 @@ class RunView(RunActions, Vertical):
             return own
         if self.state.end is not None and told in (RUNNING, STALLED, STOPPING):
             return own
+        if told == STARTING and own == RUNNING:  # the engine's `start` event is newer than the supervisor's last look
+            return own
         return told
 
     def set_supervised(self, status: str | None) -> bool:
