@@ -62,9 +62,11 @@ def test_installed_cifar_tui_in_tmux(tmp_path):
     home, data = tmp_path / "runs", tmp_path / "data"
     tmux = Tmux(tmux_bin, f"cifar-tui-test-{os.getpid()}")
     command = (f"cd {shlex.quote(str(tmp_path))} && env -u COLUMNS -u LINES {shlex.quote(str(EXE))} --home {shlex.quote(str(home))} "
-               f"--data-root {shlex.quote(str(data))}; echo EXITED-$?; sleep 600")
+               f"--data-root {shlex.quote(str(data))}; echo EXITED-$?")
     t0 = time.monotonic()
-    tmux("new-session", "-d", "-s", "tui", "-x", "160", "-y", "45", command)
+    # the pane stays on screen after the app exits (no process left to wait in it)
+    tmux("new-session", "-d", "-s", "tui", "-x", "160", "-y", "45", command, ";",
+         "set-option", "-w", "-t", "tui", "remain-on-exit", "on")
     try:
         screen = tmux.wait_for("resnet18_baseline", 30)
         startup = time.monotonic() - t0
