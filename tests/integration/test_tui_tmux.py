@@ -62,11 +62,10 @@ def test_installed_cifar_tui_in_tmux(tmp_path):
     home, data = tmp_path / "runs", tmp_path / "data"
     tmux = Tmux(tmux_bin, f"cifar-tui-test-{os.getpid()}")
     command = (f"cd {shlex.quote(str(tmp_path))} && env -u COLUMNS -u LINES {shlex.quote(str(EXE))} --home {shlex.quote(str(home))} "
-               f"--data-root {shlex.quote(str(data))}; echo EXITED-$?")
+               f"--data-root {shlex.quote(str(data))}; echo EXITED-$?; exec sleep 600")
     t0 = time.monotonic()
-    # the pane stays on screen after the app exits (no process left to wait in it)
-    tmux("new-session", "-d", "-s", "tui", "-x", "160", "-y", "45", command, ";",
-         "set-option", "-w", "-t", "tui", "remain-on-exit", "on")
+    tmux("new-session", "-d", "-s", "tui", "-x", "160", "-y", "45", command)
+    pane_pid = int(tmux("display-message", "-p", "-t", "tui", "#{pane_pid}").strip())  # the shell, then the sleep
     try:
         screen = tmux.wait_for("resnet18_baseline", 30)
         startup = time.monotonic() - t0
@@ -104,3 +103,6 @@ def test_installed_cifar_tui_in_tmux(tmp_path):
         assert not pid_alive(rows[0]["pid"]), "the engine did not exit after its run completed"
     finally:
         subprocess.run([*tmux.base, "kill-server"], capture_output=True)
+        deadline = time.monotonic() + 10  # the pane's process dies of the hang-up; the test leaves nothing
+        while pid_alive(pane_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
