@@ -391,10 +391,32 @@ def print_runs(queued: list[dict], rows: list[dict], hidden: int, refused: list[
         styles.append(STATUS_COLORS.get(st, "white"))
     listing.print_table(console, f"Runs in {state.ws.home}", columns, cells, styles, style_column=1)
     listing.hidden_line(console, hidden, "older run", "newest")
-    for q in refused:  # launches refused before their run started: listed (as in the TUI) until dismissed there
+    for q in refused:  # launches refused before their run started: listed (as in the TUI) until dismissed
         what = f"resume {q['resume_of']}" if q["resume_of"] else (q["run_id"] or f"queue #{q['id']} {q['config']}")
         console.print(f"[bold red]✖ not started[/] {escape(what)}: {escape(q['error'] or 'its launch was refused')} "
-                      "[dim](the TUI's Runs tab: l retries, d dismisses)[/]", soft_wrap=True)
+                      f"[dim](cifar-tui runs dismiss {q['id']}; in the TUI's Runs tab l retries, d dismisses)[/]",
+                      soft_wrap=True)
+
+
+@runs_app.command("dismiss")
+def runs_dismiss(item_ids: List[int] = typer.Argument(None, help="Queue numbers of refused launches (`runs` shows "
+                                                       "them)."),
+                 every: bool = typer.Option(False, "--all", help="Every refused launch.")) -> None:
+    """Put away launches refused before their run started (nothing is on disk for them: they had no run)."""
+    if bool(item_ids) == every:
+        fail("give the queue numbers of refused launches (cifar-tui runs shows them) or --all, not both")
+    sup = supervisor(gpus=[])
+    try:
+        refused = {q["id"]: q for q in sup.refused()}
+        unknown = [i for i in (item_ids or []) if i not in refused]
+        if unknown:
+            fail(f"no refused launch #{unknown[0]} (refused: {', '.join(f'#{i}' for i in refused) or 'none'})")
+        for item_id in (item_ids or list(refused)):
+            if sup.dismiss(item_id):
+                q = refused[item_id]
+                console.print(f"dismissed #{item_id} {escape(q['run_id'] or q['config'])}")
+    finally:
+        sup.close()
 
 
 def _delete(sup, run_ids: list[str], yes: bool) -> None:

@@ -137,3 +137,20 @@ def test_runs_lists_a_launch_refused_before_start_with_its_reason(tmp_path):
     lines = [json.loads(x) for x in invoke(tmp_path, "runs", "--json").stdout.splitlines()]
     assert {"status": "not started", "run_id": RUN_ID, "error": REASON}.items() <= lines[0].items()
     assert lines[1]["queue_id"] == waiting and lines[1]["status"] == "queued"
+
+
+def test_runs_dismiss_puts_a_refused_launch_away(tmp_path):
+    from cifar_tui.workspace import Workspace
+
+    from tests.unit.test_tui_refused import RUN_ID, refused_item
+
+    (tmp_path / "runs").mkdir()
+    item = refused_item(Workspace(home=tmp_path / "runs", data_root=tmp_path / "data", configs=None))
+    assert f"cifar-tui runs dismiss {item}" in " ".join(invoke(tmp_path, "runs").stdout.split())
+    bad = invoke(tmp_path, "runs", "dismiss", str(item + 7))
+    assert bad.exit_code == 2 and f"no refused launch #{item + 7} (refused: #{item})" in " ".join(bad.output.split())
+    assert invoke(tmp_path, "runs", "dismiss").exit_code == 2  # neither numbers nor --all
+    res = invoke(tmp_path, "runs", "dismiss", str(item))
+    assert res.exit_code == 0 and f"dismissed #{item} {RUN_ID}" in res.stdout
+    assert "not started" not in invoke(tmp_path, "runs").stdout
+    assert invoke(tmp_path, "runs", "dismiss", "--all").exit_code == 0  # nothing left: nothing to do
