@@ -163,3 +163,42 @@ def test_run_actions_reach_the_lifecycle_through_the_app(tmp_path, monkeypatch):
     finally:
         store.close()
 
+
+
+def test_a_tab_brought_to_the_front_stays_there(tmp_path):
+    """Opening a run from the Experiments tab (as a launch does) and switching tabs with keys: the
+    tab asked for comes to the front and the one left never comes back, not even for a moment
+    (the hidden pane's focused table used to hand the focus to its own filter field, and the
+    tabs follow the focus)."""
+    from textual.widgets import TabbedContent
+
+    ws, ids = fake_workspace(tmp_path)
+    rid = ids["c_base"]
+    fronts: list[str] = []
+
+    def hook(message) -> None:
+        # the hook sees a message once per node it bubbles through: count each change once
+        if isinstance(message, TabbedContent.TabActivated) and (not fronts or fronts[-1] != message.pane.id):
+            fronts.append(message.pane.id)
+
+    async def scenario():
+        app = CifarTUI(ws, max_parallel=1)
+        async with app.run_test(size=SIZE, message_hook=hook) as pilot:
+            await until_loaded(pilot, app)
+            await pilot.press("slash", "enter")  # the filter, then back to the table: the focus is there
+            fronts.clear()
+            for _ in range(3):  # as a launch does: the run opens from a dialog's answer
+                async def answered(yes: bool | None) -> None:
+                    await app.open_run(rid, True)
+
+                app.push_screen(ConfirmScreen("Open?", rid, yes="Open"), answered)
+                await pilot.pause()
+                await pilot.press("y")
+                await pilot.pause(0.3)
+                await pilot.press("1")
+                await pilot.pause(0.3)
+            assert app.active_tab == "experiments"
+        run_tab = f"run-{rid}"
+        assert fronts == [run_tab, "experiments"] * 3, fronts
+
+    asyncio.run(scenario())

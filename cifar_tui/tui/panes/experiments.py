@@ -19,6 +19,7 @@ from ...report import experiment_rows, fmt_acc
 from ..messages import LaunchRequested
 from ..runs_index import Changes, RunsIndex
 from ..support import best_by_config, matches_filter
+from ..widgets.focus import focus_now
 from ..widgets.table_sync import Column, SyncedTable, TableSync
 from ..widgets.text import show
 
@@ -109,7 +110,7 @@ class ExperimentsPane(Horizontal):
         self.run_worker(self._load, thread=True, name="load experiments")
 
     def focus_main(self) -> None:
-        self.table.focus()
+        focus_now(self.table)
 
     # ------------------------------------------------------------------ data
     def _load(self) -> None:

@@ -20,6 +20,7 @@ from ...studies import group_stats
 from ..compare_data import group_label, shared_settings
 from ..messages import CompareGroups, CompareRuns, OpenRun, ShowStudies
 from ..runs_index import Changes, RunsIndex
+from ..widgets.focus import focus_now
 from ..widgets.table_sync import Column, SyncedTable, TableSync
 from ..widgets.text import cell, show, status_text
 from .run_actions import RUN_BINDINGS, RunActions
@@ -178,7 +179,7 @@ class LeaderboardPane(RunActions, Vertical):
         return self.board.sort
 
     def focus_main(self) -> None:
-        self.board.table.focus()
+        focus_now(self.board.table)
 
     @property
     def in_front(self) -> bool:

@@ -28,6 +28,7 @@ from ...report import fmt_duration
 from ..messages import CloseRun, RetryLaunch, RunEnded, RunStatusChanged
 from ..support import STATUS_RICH, LogTail, RunState, fmt_eta, fmt_num, short_run
 from ..widgets.charts import RunCharts
+from ..widgets.focus import focus_now
 from ..widgets.table_sync import Column, SyncedTable, TableSync
 from ..widgets.telemetry import RunTelemetry
 from ..widgets.text import show, status_text
@@ -140,7 +141,7 @@ class RunView(RunActions, Vertical):
         self.run_worker(self._catch_up, thread=True, name=f"catch-up {self.run_id}", group="catch-up")
 
     def focus_main(self) -> None:
-        self.query_one("#epochs", DataTable).focus()
+        focus_now(self.query_one("#epochs", DataTable))
 
     # ------------------------------------------------------------------ keys
     def current_run(self) -> str | None:

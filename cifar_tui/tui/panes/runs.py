@@ -16,6 +16,7 @@ from ...report import fmt_acc, fmt_duration
 from ..messages import CancelQueued, DismissRefused, OpenRun, RetryLaunch
 from ..runs_index import Changes, RunsIndex
 from ..support import short_run
+from ..widgets.focus import focus_now
 from ..widgets.table_sync import Column, LazyRows, SyncedTable, TableSync
 from ..widgets.text import cell, show, status_text
 from .run_actions import RUN_BINDINGS, RunActions
@@ -102,7 +103,7 @@ class RunsPane(RunActions, Vertical):
         self.sync = TableSync(self.table, runs_cells, RUNS_COLUMNS)
 
     def focus_main(self) -> None:
-        self.table.focus()
+        focus_now(self.table)
 
     @property
     def in_front(self) -> bool:
