@@ -24,12 +24,10 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
-from engine.config import ConfigError
 from engine.status import CRASHED, END_STATUSES, LIVE
 from engine.store import Store
 
 from ..launch import Workspace
-from ..studies import queue_plan
 from ..supervisor import Supervisor
 from . import messages as msg
 from .commands import CifarCommands
@@ -45,7 +43,6 @@ from .runs_index import Changes, RunsIndex
 from .screens import CompareScreen, ConfirmScreen, LaunchPlan, LaunchScreen, MainScreen, QuitScreen
 from .screens.main import NARROW  # narrower: a compact footer, the top bar without "N at a time on ..."
 from .screens.studies import StudiesScreen, StudyChoice, load_studies
-from .study_queue import PlanQueue, queued_summary
 from .support import pane_id_for, short_run
 from .widgets.gpu_bar import GpuBar
 from .widgets.text import show
@@ -248,25 +245,6 @@ class CifarTUI(Lifecycle, App):
         if plan is not None:
             await self.queue_plan(plan)
 
-    async def queue_plan(self, plan: LaunchPlan, activate: bool = True) -> list[int]:
-        """Put the plan's experiments in the persistent queue and start what the slots allow."""
-        try:
-            ids = [self.sup.enqueue(name, plan.overrides, plan.nproc) for name in plan.names]
-        except ConfigError as exc:  # more processes than GPUs (the form checks it first)
-            self.notify(str(exc), severity="error", timeout=10)
-            return []
-        if activate and ids:
-            self._activate.add(ids[0])
-        if len(plan.names) > 1:
-            self.experiments_pane.clear_marks()
-        self.refresh_store(force=True)  # our own writes do not move our connection's data_version
-        started = await self.pump_queue()
-        waiting = [i for i in ids if i not in started]
-        if waiting:
-            self.notify(f"{len(waiting)} queued: starts when a slot frees ({self.sup.blocked or 'next in line'})",
-                        title="Queued", timeout=5)
-        return ids
-
     @on(msg.CancelQueued)
     def _cancel_queued(self, event: msg.CancelQueued) -> None:
         self.cancel_queue_item(event.item_id)
@@ -311,25 +289,7 @@ class CifarTUI(Lifecycle, App):
     # ------------------------------------------------------------------ studies
     @on(msg.QueueStudy)
     async def _queue_study(self, event: msg.QueueStudy) -> None:
-        """A study from the launch form: recorded, and what it still lacks queued (each run with its
-        study and group) or resumed, by `studies.queue_plan` on the run lifecycle."""
-        target = PlanQueue(self.sup)
-        try:
-            queued = queue_plan(target, event.plan, kind="sweep", spec=event.spec, nproc=event.nproc,
-                                command=event.command)
-        except ConfigError as exc:
-            self.notify(str(exc), severity="error", timeout=10)
-            return
-        ids = list(queued["items"])
-        if ids:
-            self._activate.add(ids[0])
-        if len(event.plan.names) > 1:
-            self.experiments_pane.clear_marks()
-        self.refresh_store(force=True)  # our own writes do not move our connection's data_version
-        for run_id in target.resumes:
-            await self.resume_run(run_id)
-        await self.pump_queue()
-        self.notify(queued_summary(event.plan.study, queued), title="Study", timeout=6)
+        await self.queue_study(event.plan, spec=event.spec, nproc=event.nproc, command=event.command)
 
     @on(msg.ShowStudies)
     def _show_studies(self) -> None:

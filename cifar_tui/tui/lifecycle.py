@@ -12,12 +12,15 @@ from engine.config import ConfigError
 from engine.status import LIVE
 
 from ..launch import resume_point
+from ..studies import queue_plan
 from ..supervisor import Refused, Started
 from . import messages as msg
 from .screens.launch import LaunchPlan, LaunchScreen
+from .study_queue import PlanQueue, queued_summary
 from .support import short_run
 
 if TYPE_CHECKING:
+    from ..sweep import Plan
     from .app import CifarTUI
 
 
@@ -116,6 +119,45 @@ class Lifecycle:
         if pumped:
             self.refresh_store(force=True)
         return [out.item_id for out in pumped if isinstance(out, Started)]
+
+    async def queue_plan(self: CifarTUI, plan: LaunchPlan, activate: bool = True) -> list[int]:
+        """Put the plan's experiments in the persistent queue and start what the slots allow."""
+        try:
+            ids = [self.sup.enqueue(name, plan.overrides, plan.nproc) for name in plan.names]
+        except ConfigError as exc:  # more processes than GPUs (the form checks it first)
+            self.notify(str(exc), severity="error", timeout=10)
+            return []
+        self._queued(ids, plan.names, activate)
+        started = await self.pump_queue()
+        waiting = [i for i in ids if i not in started]
+        if waiting:
+            self.notify(f"{len(waiting)} queued: starts when a slot frees ({self.sup.blocked or 'next in line'})",
+                        title="Queued", timeout=5)
+        return ids
+
+    async def queue_study(self: CifarTUI, plan: Plan, *, spec: dict, nproc: int, command: str | None) -> None:
+        """A study from the launch form: recorded, and what it still lacks queued (each run with its
+        study and group) or resumed, by `studies.queue_plan` on the supervisor."""
+        target = PlanQueue(self.sup)
+        try:
+            queued = queue_plan(target, plan, kind="sweep", spec=spec, nproc=nproc, command=command)
+        except ConfigError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        self._queued(list(queued["items"]), plan.names, activate=True)
+        for run_id in target.resumes:
+            await self.resume_run(run_id)
+        await self.pump_queue()
+        self.notify(queued_summary(plan.study, queued), title="Study", timeout=6)
+
+    def _queued(self: CifarTUI, ids: list[int], names: list[str], activate: bool) -> None:
+        """After queueing from the form: the first run's tab comes to the front when it starts, the
+        marks that chose the experiments are spent, and the lists show the new items."""
+        if activate and ids:
+            self._activate.add(ids[0])
+        if len(names) > 1:
+            self.experiments_pane.clear_marks()
+        self.refresh_store(force=True)  # our own writes do not move our connection's data_version
 
     def cancel_queue_item(self: CifarTUI, item_id: int) -> None:
         self.sup.cancel(item_id)
