@@ -10,7 +10,7 @@ import pytest
 
 # Every test runs offline and leaves no process behind (tests/support/hygiene.py); pytester
 # runs a test session inside a test (tests/integration/test_suite_hygiene.py).
-pytest_plugins = ["tests.support.hygiene", "pytester"]
+pytest_plugins = ["tests.support.hygiene", "tests.support.warm_engine_plugin", "pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
