@@ -325,12 +325,11 @@ def test_knowledge_distillation_uses_a_finished_teacher_run(workspace, tmp_path)
 
 def test_pretrained_offline_without_weights_is_refused_fast(workspace):
     """The suite runs offline (tests/support/hygiene.py: HF_HUB_OFFLINE, empty HF_HOME/TORCH_HOME,
-    a closed proxy), so this holds on a machine with internet access too."""
-    t0 = time.monotonic()
+    a closed proxy), so this holds on a machine with internet access too. Fast: refused by the
+    offline switch before any probe or hub call (no retries: tests/unit/test_suite_offline.py)."""
     res = subprocess.run([*CLI, "run", "resnet18_pretrained", "--data", "synthetic", "--device", "cpu", "--epochs", "1"],
                          env=workspace["env"], capture_output=True, text=True, timeout=120, cwd=workspace["tmp"])
     assert res.returncode == 2, res.stderr
     assert "resnet18" in res.stderr and "model.weights" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert "HF_HUB_OFFLINE" in res.stderr  # refused by the suite's offline switch, even where the hub is reachable
-    assert time.monotonic() - t0 < 30  # the hub client alone would retry for a minute or more
     assert not any(workspace["home"].glob("*/"))
