@@ -241,10 +241,20 @@ def test_kd_without_a_finished_teacher_says_what_to_train(workspace, tmp_path):
 
 
 def test_list_shows_every_experiment_with_reference(workspace):
+    """Every config file in configs/, once, in name order, each with its config's reference accuracy."""
+    from engine.config import list_config_paths, load_config
+
     res = cli(workspace, "list", "--json")
-    rows = {json.loads(line)["name"]: json.loads(line) for line in res.stdout.splitlines()}
-    assert len(rows) >= 12
-    assert rows["resnet18_baseline"]["reference"] == 44.26 and rows["resnet50_pretrained_arcface_224x224"]["input"] == "224"
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    paths = list_config_paths()
+    assert [r["name"] for r in rows] == [p.stem for p in paths] and len(paths) >= 12
+    for row, path in zip(rows, paths):
+        cfg = load_config(path.stem)
+        assert row["error"] is None and row["reference"] == cfg.reference.accuracy, row["name"]
+        sizes = "/".join(map(str, cfg.data.train_sizes)) or str(cfg.data.image_size)  # multi-scale: every size
+        assert row["input"] == sizes and row["pretrained"] == cfg.model.pretrained, row["name"]
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["resnet18_baseline"]["reference"] == 44.26 and by_name["resnet50_pretrained_arcface_224x224"]["input"] == "224"
 
 
 def _kd_first_step_loss(student_cfg, home: Path, data_root: Path, teacher_dir: Path, teacher_state: dict) -> dict:
