@@ -15,6 +15,7 @@ from engine.checkpoint import load_checkpoint
 from engine.events import read_events
 
 from tests.conftest import CLI, cli, set_args, tiny_overrides
+from tests.support.checkpoints import assert_same_training_state, epoch_metrics
 
 EVENT_FIELDS = {
     "start": {"config_name", "config", "device", "data_source", "params", "flops", "pid", "resumed_from"},
@@ -130,20 +131,20 @@ def _wait_for_step(home: Path, timeout: float = 120) -> Path:
     raise AssertionError("no step event")
 
 
-def _epoch_metrics(run_dir: Path) -> list[tuple]:
-    return [(e["epoch"], e["train_loss"], e["train_acc"], e["test_loss"], e["test_acc"])
-            for e in read_events(run_dir / "events.jsonl") if e["type"] == "epoch"]
-
-
 def test_ctrl_c_leaves_a_resumable_run_that_matches_an_uninterrupted_one(workspace, tmp_path):
     """Ctrl-C part-way through an epoch: exit 130, a `stopped` end, and a checkpoint of exactly
-    that step; `cifar-tui resume` continues from it and ends bit for bit as a run never stopped."""
+    that step; `cifar-tui resume` continues from it and ends bit for bit as a run never stopped:
+    the same epoch metrics exactly, and the same weights, optimizer, scheduler, EMA and RNG states."""
     one_thread = {"OMP_NUM_THREADS": "1"}  # the same float sums in both runs
     workspace["env"].update(one_thread)
-    # timm's small test_resnet, 128 steps an epoch: the stop lands inside one
-    overrides = tiny_overrides(model__backbone="test_resnet", data__train_limit=2048, train__batch_size=16,
+    # timm's small test_resnet, 64 steps an epoch: the stop lands inside one
+    overrides = tiny_overrides(model__backbone="test_resnet", data__train_limit=1024, train__batch_size=16,
                                data__augment="crop_flip", data__shuffle="true", schedule__name="cosine",
-                               train__keep="best+last")
+                               train__keep="best+last", train__ema__decay=0.9,
+                               model__drop_rate=0.2)  # dropout draws from the global RNG: its state must resume
+    reference = dict(workspace, home=tmp_path / "reference")  # the uninterrupted run, on the other core meanwhile
+    reference["env"] = dict(workspace["env"], CIFAR_TUI_HOME=str(reference["home"]))
+    uninterrupted = _start_engine(reference, "run", "resnet18_baseline", *set_args(overrides))
     proc = _start_engine(workspace, "run", "resnet18_baseline", *set_args(overrides))
     run_dir = _wait_for_step(workspace["home"])
     proc.send_signal(signal.SIGINT)
@@ -164,19 +165,18 @@ def test_ctrl_c_leaves_a_resumable_run_that_matches_an_uninterrupted_one(workspa
     starts = [e for e in read_events(run_dir / "events.jsonl") if e["type"] == "start"]
     assert starts[-1]["resumed_from"] == {"epoch": last["epoch"], "step": last["step_in_epoch"]}
 
-    reference = dict(workspace, home=tmp_path / "reference")
-    reference["env"] = dict(workspace["env"], CIFAR_TUI_HOME=str(reference["home"]))
-    assert cli(reference, "run", "resnet18_baseline", *set_args(overrides)).returncode == 0
+    ref_out, ref_err = uninterrupted.communicate(timeout=300)
+    assert uninterrupted.returncode == 0, ref_err
     ref_dir = only_run_dir(reference["home"])
-    # same epochs, same metrics: CPU with a fixed seed is deterministic
-    assert [e[0] for e in _epoch_metrics(run_dir)] == [1, 2]
-    assert _epoch_metrics(run_dir) == pytest.approx(_epoch_metrics(ref_dir), rel=1e-6, abs=1e-9)
+    # same epochs, the same metrics exactly: CPU with a fixed seed and one thread is deterministic
+    assert [e[0] for e in epoch_metrics(run_dir)] == [1, 2]
+    assert epoch_metrics(run_dir) == epoch_metrics(ref_dir)
+    assert read_events(run_dir / "events.jsonl")[-1]["weights_sha256"] == read_events(ref_dir / "events.jsonl")[-1]["weights_sha256"]
+    # and the whole training state: weights, optimizer moments, scheduler, EMA, RNGs, loop position
     a = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     b = load_checkpoint(ref_dir / "checkpoints" / "last.pt")
-    assert read_events(run_dir / "events.jsonl")[-1]["weights_sha256"] == read_events(ref_dir / "events.jsonl")[-1]["weights_sha256"]
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
-    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
+    assert "ema" in a
+    assert_same_training_state(a, b)
 
 
 def test_stop_command_stops_a_run_started_elsewhere(workspace):
