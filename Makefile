@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install clean
+.PHONY: run test test-gpu install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The GPU suite (tests/gpu): the CUDA paths for real. Without a CUDA device it fails (make test skips it).
+test-gpu: $(STAMP)
+	CIFAR_TUI_REQUIRE_GPU=1 $(BIN)/python -m pytest -q -m gpu tests/gpu $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -31,8 +31,6 @@ def _runs_tests(config: pytest.Config) -> bool:
 @pytest.hookimpl(trylast=True)  # after tests/support/hygiene.py made the environment offline: the server has it
 def pytest_configure(config: pytest.Config) -> None:
     global _engine, _log_owner
-    config.addinivalue_line("markers", "cold_engine: engine processes of this test start cold, as in production "
-                                       "(tests/support/warm_engine.py says which tests need that)")
     if config.getoption("--cold-engines") or config.option.collectonly:
         return
     if LOG_ENV not in os.environ:  # the controller's (or the only session's): workers inherit it
