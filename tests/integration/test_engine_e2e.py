@@ -32,8 +32,9 @@ def only_run_dir(home: Path) -> Path:
     return dirs[0]
 
 
+@pytest.mark.cold_engine  # the real `cifar-tui run`, start-up included, with the config's own model
 def test_run_end_to_end_writes_events_checkpoints_store_and_leaderboard(workspace):
-    res = cli(workspace, "run", "resnet18_baseline", *set_args(tiny_overrides()))
+    res = cli(workspace, "run", "resnet18_baseline", *set_args(tiny_overrides(model__backbone="resnet18")))
     assert res.returncode == 0, res.stderr + res.stdout
     run_dir = only_run_dir(workspace["home"])
     assert run_dir.name.startswith("resnet18_baseline-")
@@ -138,7 +139,7 @@ def test_ctrl_c_leaves_a_resumable_run_that_matches_an_uninterrupted_one(workspa
     one_thread = {"OMP_NUM_THREADS": "1"}  # the same float sums in both runs
     workspace["env"].update(one_thread)
     # timm's small test_resnet, 64 steps an epoch: the stop lands inside one
-    overrides = tiny_overrides(model__backbone="test_resnet", data__train_limit=1024, train__batch_size=16,
+    overrides = tiny_overrides(data__train_limit=1024, train__batch_size=16,
                                data__augment="crop_flip", data__shuffle="true", schedule__name="cosine",
                                train__keep="best+last", train__ema__decay=0.9,
                                model__drop_rate=0.2)  # dropout draws from the global RNG: its state must resume
@@ -235,7 +236,8 @@ def test_kd_without_a_finished_teacher_says_what_to_train(workspace, tmp_path):
     import timm
 
     torch.save(timm.create_model("resnet18").state_dict(), weights)
-    res = cli(workspace, "run", "resnet18_pretrained_arcface_kd", *set_args(tiny_overrides(model__weights=weights)))
+    res = cli(workspace, "run", "resnet18_pretrained_arcface_kd",
+              *set_args(tiny_overrides(model__weights=weights, model__backbone="resnet18")))
     assert res.returncode == 2
     assert "cifar-tui run resnet50_pretrained_arcface_224x224" in res.stderr
 
@@ -310,7 +312,8 @@ def test_knowledge_distillation_uses_a_finished_teacher_run(workspace, tmp_path)
     teacher = cli(workspace, "run", "resnet50_pretrained_arcface_224x224", "--epochs", "1",
                   *set_args(tiny_overrides(model__weights=weights, model__backbone="resnet18", data__image_size=64)))
     assert teacher.returncode == 0, teacher.stderr
-    student_overrides = tiny_overrides(model__weights=weights, train__epochs=1, data__train_limit=64, train__batch_size=64)
+    student_overrides = tiny_overrides(model__weights=weights, model__backbone="resnet18", train__epochs=1,
+                                       data__train_limit=64, train__batch_size=64)
     student = cli(workspace, "run", "resnet18_pretrained_arcface_kd", "--json", *set_args(student_overrides))
     assert student.returncode == 0, student.stderr
     events = [json.loads(line) for line in student.stdout.splitlines()]

@@ -102,3 +102,14 @@ def test_a_start_whose_environment_could_differ_is_a_cold_one(tmp_path):
     cold = start(tmp_path, "cold", "train.epochs=1", env={"MALLOC_ARENA_MAX": "2"})  # read as glibc starts
     assert wait_start(cold)["pid"] == cold.process.pid
     assert cold.process.wait(120) == 0
+
+
+def test_what_imports_in_the_launcher_do_to_its_environment_does_not_make_starts_cold(tmp_path):
+    """OpenCV's import (albumentations, in many tests) adds a missing folder to LD_LIBRARY_PATH
+    of this process: what counts is the folders that exist, so engines still start warm."""
+    import cv2  # noqa: F401
+
+    assert "LD_LIBRARY_PATH" in os.environ
+    warm = start(tmp_path, "warm", "train.epochs=1")
+    assert wait_start(warm)["pid"] != warm.process.pid
+    assert warm.process.wait(120) == 0

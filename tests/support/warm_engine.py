@@ -67,7 +67,11 @@ IMPORT_TIME_ENV = ("PYTHON", "HF_", "HUGGINGFACE", "TIMM_", "TORCH", "PYTORCH_",
 RUNTIME_ENV = {"PYTHONUNBUFFERED",   # the fork makes its std streams as a new interpreter would
                "PYTHONPATH",         # what counts is which modules sys.path finds (other_modules)
                "OMP_NUM_THREADS",    # torch.set_num_threads in the fork
-               "TORCH_HOME"}         # torch.hub reads it when it looks for weights
+               "TORCH_HOME",         # torch.hub reads it when it looks for weights
+               "TORCHINDUCTOR_CACHE_DIR"}  # Inductor sets it (in the launcher too) and reads it when it compiles
+# Search paths where only the folders that exist count: OpenCV's import adds a lib64 folder that is
+# not there to LD_LIBRARY_PATH (for its subprocesses), and every later start would go cold.
+PATH_LISTS = {"LD_LIBRARY_PATH"}
 GPU_ENV = {"CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"}  # read when CUDA starts: fine where there is no GPU
 PR_SET_PDEATHSIG = 1
 
@@ -93,10 +97,16 @@ def other_modules(path: list[str]) -> str | None:
     return None
 
 
+def _existing(paths: str | None) -> list[str]:
+    return [p for p in (paths or "").split(os.pathsep) if p and os.path.isdir(p)]
+
+
 def env_difference(client: dict[str, str], server: dict[str, str], gpu: bool) -> str | None:
     """Why `client`'s environment could make a warm engine differ from a cold one (None: it cannot)."""
     for key in sorted(set(client) | set(server)):
         if client.get(key) == server.get(key) or not key.startswith(IMPORT_TIME_ENV) or key in RUNTIME_ENV:
+            continue
+        if key in PATH_LISTS and _existing(client.get(key)) == _existing(server.get(key)):
             continue
         if key in GPU_ENV and not gpu:
             continue
