@@ -20,6 +20,11 @@ process started while the test ran (its call phase) that is still alive is kille
 process group, pass or fail; at the end of the session, everything left. Processes that
 pytest itself forks (multiprocessing, DataLoader workers) belong to in-process objects and
 are left to them. The terminal summary names what had to be killed.
+
+Under pytest-xdist each worker is such a session of its own (subreaper of what its tests start,
+killing per test and at its end); the controller is a subreaper too, so what outlives a worker
+comes to it, and it kills that at its end. Workers report their kills to the controller through
+a file (HYGIENE_LOG_ENV), so the one summary names them all.
 """
 from __future__ import annotations
 
@@ -46,6 +51,8 @@ _offline_home: Path | None = None
 _real = {"connect": socket.socket.connect, "connect_ex": socket.socket.connect_ex, "getaddrinfo": socket.getaddrinfo}
 _killed: list[tuple[str, list[str]]] = []  # (test id or "session end", what was killed)
 _CALL_KEY = pytest.StashKey[set]()
+HYGIENE_LOG_ENV = "CIFAR_TUI_SUITE_HYGIENE_LOG"  # where xdist workers write what they killed
+_log_owner: Path | None = None
 
 
 # ---------------------------------------------------------------- the network
@@ -220,8 +227,19 @@ def reap_zombies(pids: set[int] | None = None) -> None:
 # ---------------------------------------------------------------- pytest hooks
 
 
+def _record(where: str, what: list[str]) -> None:
+    _killed.append((where, what))
+    log = os.environ.get(HYGIENE_LOG_ENV)
+    if log and _log_owner is None:  # a worker: tell the controller
+        with open(log, "a") as f:
+            f.writelines(f"{where}\t{line}\n" for line in what)
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    global _offline_home
+    global _offline_home, _log_owner
+    if HYGIENE_LOG_ENV not in os.environ and getattr(config.option, "numprocesses", None):
+        _log_owner = Path(tempfile.mkdtemp(prefix="cifar-tui-tests-hygiene-"))  # the xdist controller
+        os.environ[HYGIENE_LOG_ENV] = str(_log_owner / "killed.log")
     _offline_home = Path(tempfile.mkdtemp(prefix="cifar-tui-tests-offline-"))
     os.environ.update(offline_environment(_offline_home))
     if "huggingface_hub" in sys.modules:  # imported before us: its constants are read at import
@@ -235,7 +253,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     left = descendants()
     if left:
-        _killed.append(("session end", kill_with_groups(left)))
+        _record("session end", kill_with_groups(left))
     reap_zombies()
 
 
@@ -243,6 +261,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     unblock_network()
     if _offline_home is not None:
         shutil.rmtree(_offline_home, ignore_errors=True)
+    if _log_owner is not None:
+        shutil.rmtree(_log_owner, ignore_errors=True)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -259,10 +279,14 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
         return
     left = descendants() - before
     if left:
-        _killed.append((item.nodeid, kill_with_groups(left)))
+        _record(item.nodeid, kill_with_groups(left))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if _log_owner is not None and (_log_owner / "killed.log").exists():
+        for line in (_log_owner / "killed.log").read_text().splitlines():
+            where, _, what = line.partition("\t")
+            _killed.append((where, [what]))
     if not _killed:
         return
     terminalreporter.section("processes left running by tests, killed")

@@ -169,7 +169,7 @@ def add_tune_study(ws: Workspace, study: str = TUNE) -> dict[str, object]:
     return {"runs": runs, "bests": bests, "best_run": best, "best_lr": tried[runs.index(best)][0]}
 
 
-async def until_loaded(pilot, app, timeout: float = 10.0) -> None:
+async def until_loaded(pilot, app, timeout: float = 60.0) -> None:  # polls: a loaded machine only waits longer
     """The experiment list is loaded off the main thread after the first frame."""
     deadline = time.monotonic() + timeout
     while not app.experiments_pane.loaded and time.monotonic() < deadline:

@@ -29,7 +29,7 @@ from tests.support.tui import fake_workspace, footer_keys, until_loaded
 SIZE = (160, 48)
 
 
-async def wait_for(pilot, cond, what: str, timeout: float = 10.0) -> None:
+async def wait_for(pilot, cond, what: str, timeout: float = 60.0) -> None:  # a bound for a stuck app, not a speed
     deadline = time.monotonic() + timeout
     while not cond() and time.monotonic() < deadline:
         await pilot.pause(0.05)
