@@ -306,14 +306,14 @@ def test_knowledge_distillation_uses_a_finished_teacher_run(workspace, tmp_path)
 
     from engine.config import load_config
 
-    weights = tmp_path / "r18.pth"
-    torch.save(timm.create_model("resnet18").state_dict(), weights)
-    # a small stand-in teacher: the named config, shrunk (resnet18 at 64x64) to fit a CPU test
+    weights = tmp_path / "test_resnet.pth"
+    torch.save(timm.create_model("test_resnet").state_dict(), weights)
+    # a small stand-in teacher: the named config, shrunk (timm's test_resnet at 64x64) to fit a CPU test
     teacher = cli(workspace, "run", "resnet50_pretrained_arcface_224x224", "--epochs", "1",
-                  *set_args(tiny_overrides(model__weights=weights, model__backbone="resnet18", data__image_size=64)))
+                  *set_args(tiny_overrides(model__weights=weights, data__image_size=64)))
     assert teacher.returncode == 0, teacher.stderr
-    student_overrides = tiny_overrides(model__weights=weights, model__backbone="resnet18", train__epochs=1,
-                                       data__train_limit=64, train__batch_size=64)
+    student_overrides = tiny_overrides(model__weights=weights, train__epochs=1, data__train_limit=64,
+                                       train__batch_size=64)
     student = cli(workspace, "run", "resnet18_pretrained_arcface_kd", "--json", *set_args(student_overrides))
     assert student.returncode == 0, student.stderr
     events = [json.loads(line) for line in student.stdout.splitlines()]

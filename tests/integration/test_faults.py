@@ -161,6 +161,7 @@ def assert_as_uninterrupted(run_dir: Path, uninterrupted: dict, tally) -> None:
     tally["resumes_equal_to_an_uninterrupted_run"] += 1
 
 
+@pytest.mark.cold_engine  # SIGKILL of the engine process itself, as in production
 def test_sigkill_mid_epoch_keeps_the_last_checkpoint_and_resume_finishes(workspace, procs, request, tally, uninterrupted):
     launched = start(workspace, procs, FAULT_RUN)
     run_dir, run_id = launched.run_dir, launched.run_id
@@ -224,6 +225,7 @@ def hook_pause(launched: Launched, marker: str, name: str) -> Path:
     return written
 
 
+@pytest.mark.cold_engine  # SIGKILL of the engine process itself, as in production
 def test_sigkill_inside_and_after_a_checkpoint_write_never_leaves_a_torn_checkpoint(workspace, procs, request, tally,
                                                                                   uninterrupted):
     """Killed twice in a checkpoint write: after best.pt's temp file is written and fsynced (before

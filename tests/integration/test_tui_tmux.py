@@ -55,6 +55,7 @@ class Tmux:
         raise AssertionError(f"{text!r} not on screen after {timeout}s; screen:\n{screen}")
 
 
+@pytest.mark.cold_engine  # the installed program in a terminal, start-up and its engine's included
 @pytest.mark.timeout(600)
 def test_installed_cifar_tui_in_tmux(tmp_path):
     tmux_bin = require_tmux()

@@ -44,9 +44,17 @@ def pytest_configure(config: pytest.Config) -> None:
     _engine = WarmEngine(workdir)
 
 
+# Whole files that stay cold without a marker of their own (their owners edit them): the browser tests.
+COLD_FILES = ("test_web",)
+
+
+def starts_cold(item: pytest.Item) -> bool:
+    return bool(item.get_closest_marker("cold_engine")) or item.path.name.startswith(COLD_FILES)
+
+
 @pytest.fixture(autouse=True)
 def _cold_engine_marker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    if request.node.get_closest_marker("cold_engine"):
+    if starts_cold(request.node):
         monkeypatch.delenv(SOCKET_ENV, raising=False)
 
 
