@@ -27,7 +27,7 @@ from cifar_tui.tui.support import pane_id_for
 from engine.events import read_events
 from engine.store import Store, pid_alive
 
-from tests.support.tui import footer_keys, until_loaded
+from tests.support.tui import until_form, footer_keys, until_loaded
 
 SIZE = (160, 48)
 LIMITS = "data.train_limit=256 data.test_limit=128"
@@ -90,8 +90,7 @@ def test_launch_watch_stop_resume_leaderboard(engine_ws):
             assert exp.row_count == 3  # baseline, baseline_lbsmooth, baseline_wd01
             assert app.experiments_pane.highlighted() == "resnet18_baseline"
             await pilot.press("l")
-            form = app.screen
-            assert isinstance(form, LaunchScreen)
+            form = await until_form(pilot, app)
             # a bad override is shown in the form, not a crash
             await fill_form(pilot, form, epochs="4", overrides="train.batch_size=-3")
             await pilot.press("enter")
@@ -124,7 +123,7 @@ def test_launch_watch_stop_resume_leaderboard(engine_ws):
             stopped_rows = table.row_count
             assert 1 <= stopped_rows < 4
             assert "stopped" in str(view.query_one("#run-status", Static).render())
-            await wait_for(pilot, lambda: app.store.run(rid)["status"] == "stopped", 10, "the store row")
+            await wait_for(pilot, lambda: app.store.run(rid)["status"] == "stopped", 60, "the store row")
 
             # resume: continues in the same tab until all 4 epochs are there
             await pilot.press("r")
@@ -135,7 +134,7 @@ def test_launch_watch_stop_resume_leaderboard(engine_ws):
             # the leaderboard shows the run with the store's values, marked synthetic
             await pilot.press("3")
             lb = app.query_one("#lb-table", DataTable)
-            await wait_for(pilot, lambda: rid in {k.value for k in lb.rows}, 10, "the leaderboard row")
+            await wait_for(pilot, lambda: rid in {k.value for k in lb.rows}, 60, "the leaderboard row")
             await wait_for(pilot, lambda: "completed" in lb.get_cell(rid, "status").plain, 3, "the row to say completed")
             stored = app.store.run(rid)
             cells = [c.plain if hasattr(c, "plain") else str(c) for c in lb.get_row(rid)]
@@ -167,8 +166,8 @@ def test_reattach_after_restart_and_queue_survives(engine_ws):
             await pilot.press("space", "down", "space")  # marks baseline and baseline_lbsmooth
             assert app.experiments_pane.marked == {"resnet18_baseline", "resnet18_baseline_lbsmooth"}
             await pilot.press("l")
-            form = app.screen
-            assert isinstance(form, LaunchScreen) and form.names == ["resnet18_baseline", "resnet18_baseline_lbsmooth"]
+            form = await until_form(pilot, app)
+            assert form.names == ["resnet18_baseline", "resnet18_baseline_lbsmooth"]
             await fill_form(pilot, form, epochs="3", overrides="data.train_limit=256 data.test_limit=128")
             await pilot.press("enter")
             # one slot on CPU: the first runs, the second waits in the persistent queue
@@ -179,7 +178,7 @@ def test_reattach_after_restart_and_queue_survives(engine_ws):
             view = app.views[rid]
             await pilot.press("2")
             runs = app.query_one("#runs-table", DataTable)
-            await wait_for(pilot, lambda: f"queue:{queued[0]['id']}" in {k.value for k in runs.rows}, 5, "queued row")
+            await wait_for(pilot, lambda: f"queue:{queued[0]['id']}" in {k.value for k in runs.rows}, 60, "queued row")
             await wait_for(pilot, lambda: view.state.step is not None or view.state.epochs, 240, "the first steps")
             assert view.status == "running"
             state["rid"], state["pid"] = rid, view.state.pid
@@ -196,7 +195,7 @@ def test_reattach_after_restart_and_queue_survives(engine_ws):
         async with app.run_test(size=SIZE) as pilot:
             await until_loaded(pilot, app)
             rid = state["rid"]
-            await wait_for(pilot, lambda: rid in app.views and app.views[rid].loaded, 10, "the re-attached tab")
+            await wait_for(pilot, lambda: rid in app.views and app.views[rid].loaded, 60, "the re-attached tab")
             view = app.views[rid]
             assert view.status in ("running", "completed")
             table = view.query_one("#epochs", DataTable)
@@ -239,7 +238,7 @@ def test_killed_engine_shows_crashed_and_resumes(engine_ws):
             rid = launched.run_id
             await pilot.press("2")
             runs = app.query_one("#runs-table", DataTable)
-            await wait_for(pilot, lambda: rid in {k.value for k in runs.rows}, 5, "the runs row")
+            await wait_for(pilot, lambda: rid in {k.value for k in runs.rows}, 60, "the runs row")
             assert "crashed" in runs.get_row(rid)[0].plain
             assert rid not in app.views  # a dead run is not re-attached as live
             runs.move_cursor(row=runs.get_row_index(rid))
@@ -327,7 +326,7 @@ def test_ui_stays_responsive_while_events_stream(tmp_path):
 
         async with app.run_test(size=SIZE) as pilot:
             await until_loaded(pilot, app)
-            await wait_for(pilot, lambda: rid in app.views and app.views[rid].loaded, 10, "the live tab")
+            await wait_for(pilot, lambda: rid in app.views and app.views[rid].loaded, 60, "the live tab")
             view = app.views[rid]
             tail, read = view.tail, view.tail.poll_lines
 
@@ -382,12 +381,12 @@ def test_a_study_from_the_form_runs_with_its_groups(engine_ws):
             app.experiments_pane.launch(["resnet18_baseline"])
             # mounted: its first field has the focus (typing before that would go elsewhere)
             await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen) and getattr(app.focused, "id", "")
-                           == "f-epochs", 10, "the form")
+                           == "f-epochs", 60, "the form")
             form = app.screen
             await fill_form(pilot, form, epochs="1", overrides=LIMITS)
             form.query_one("#f-seeds", Input).value = "2"
             form.query_one("#f-study", Input).value = "seeds2"
-            await wait_for(pilot, lambda: form.shown_plan is not None, 10, "the plan")
+            await wait_for(pilot, lambda: form.shown_plan is not None, 60, "the plan")
             assert "2 runs (2 seeds), 1 group" in str(form.query_one("#plan", Static).render())
             await pilot.press("ctrl+s")
             await wait_for(pilot, lambda: len(app.store.study_runs("seeds2")) == 2 and all(
@@ -403,7 +402,7 @@ def test_a_study_from_the_form_runs_with_its_groups(engine_ws):
             table = app.query_one("#lb-groups", DataTable)
             expected = leaderboard_groups(app.store, "seeds2")[0]
             key = f"synthetic\t{expected['group']}"
-            await wait_for(pilot, lambda: key in {r.key.value for r in table.ordered_rows}, 10, "the group row")
+            await wait_for(pilot, lambda: key in {r.key.value for r in table.ordered_rows}, 60, "the group row")
             row = [c.plain if hasattr(c, "plain") else str(c) for c in table.get_row(key)]
             assert expected["n"] == 2 and row[4:12] == group_cells(expected)[1:]
 

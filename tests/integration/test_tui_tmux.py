@@ -77,12 +77,12 @@ def test_installed_cifar_tui_in_tmux(tmp_path):
         tmux.keys("/")
         tmux.keys("resnet18_baseline", literal=True)
         tmux.keys("Enter", "l")
-        tmux.wait_for("Launch resnet18_baseline", 10)
+        tmux.wait_for("Launch resnet18_baseline", 60)
         tmux.keys("Tab", "Tab", "Tab", "Tab", "Tab", "Tab")  # epochs -> batch -> lr -> device -> processes -> data -> overrides
         tmux.keys("train.epochs=1 train.batch_size=64 data.source=synthetic train.device=cpu "
                   "data.train_limit=256 data.test_limit=128", literal=True)
         tmux.keys("Enter")
-        screen = tmux.wait_for("resnet18_baseline·", 10)  # the run's tab opened
+        screen = tmux.wait_for("resnet18_baseline·", 60)  # the run's tab opened
 
         # the run view fills in and the run completes
         screen = tmux.wait_for("completed", 300)

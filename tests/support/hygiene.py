@@ -31,6 +31,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -52,6 +53,7 @@ _real = {"connect": socket.socket.connect, "connect_ex": socket.socket.connect_e
 _killed: list[tuple[str, list[str]]] = []  # (test id or "session end", what was killed)
 _CALL_KEY = pytest.StashKey[set]()
 HYGIENE_LOG_ENV = "CIFAR_TUI_SUITE_HYGIENE_LOG"  # where xdist workers write what they killed
+TERMINAL_SIZE_ENV = "CIFAR_TUI_SUITE_TERMINAL_SIZE"  # the controller's COLUMNS and LINES, for its workers
 _log_owner: Path | None = None
 
 
@@ -240,6 +242,14 @@ def pytest_configure(config: pytest.Config) -> None:
     if HYGIENE_LOG_ENV not in os.environ and getattr(config.option, "numprocesses", None):
         _log_owner = Path(tempfile.mkdtemp(prefix="cifar-tui-tests-hygiene-"))  # the xdist controller
         os.environ[HYGIENE_LOG_ENV] = str(_log_owner / "killed.log")
+        # xdist's workers start with COLUMNS=80 LINES=24, which every CLI a test runs would then obey
+        os.environ[TERMINAL_SIZE_ENV] = json.dumps({k: os.environ.get(k) for k in ("COLUMNS", "LINES")})
+    if hasattr(config, "workerinput") and TERMINAL_SIZE_ENV in os.environ:
+        for key, value in json.loads(os.environ[TERMINAL_SIZE_ENV]).items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     _offline_home = Path(tempfile.mkdtemp(prefix="cifar-tui-tests-offline-"))
     os.environ.update(offline_environment(_offline_home))
     if "huggingface_hub" in sys.modules:  # imported before us: its constants are read at import

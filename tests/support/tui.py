@@ -177,6 +177,21 @@ async def until_loaded(pilot, app, timeout: float = 60.0) -> None:  # polls: a l
     assert app.experiments_pane.loaded
 
 
+async def until_form(pilot, app, timeout: float = 60.0):
+    """The launch form, mounted: its first field has the focus (typing before that goes elsewhere,
+    and its widgets may not be there yet on a busy machine). Returns the form."""
+    from cifar_tui.tui.screens import LaunchScreen
+
+    def ready() -> bool:
+        return isinstance(app.screen, LaunchScreen) and getattr(app.focused, "id", "") == "f-epochs"
+
+    deadline = time.monotonic() + timeout
+    while not ready() and time.monotonic() < deadline:
+        await pilot.pause(0.05)
+    assert ready(), f"the launch form did not come up (screen {app.screen!r}, focus {app.focused!r})"
+    return app.screen
+
+
 def footer_keys(app) -> dict[str, bool]:
     """The keys the footer shows now: key -> enabled (False: shown dimmed, it cannot act now)."""
     return {key: active.enabled for key, active in app.screen.active_bindings.items() if active.binding.show}
