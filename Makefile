@@ -19,8 +19,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/cifar-tui
 
+# Two pytest-xdist workers, a test file each at a time (module fixtures trained once); under 8 min on 2 cores.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The GPU suite (tests/gpu): the CUDA paths for real. Without a CUDA device it fails (make test skips it).
 test-gpu: $(STAMP)

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import os
 
-# cuBLAS is deterministic only with a fixed workspace, set before CUDA starts (the resume test).
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+if torch.cuda.is_available():  # cuBLAS is deterministic only with a fixed workspace, set before it starts
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 from engine.checkpoint import load_checkpoint  # noqa: E402
 from engine.config import load_config  # noqa: E402

@@ -106,10 +106,12 @@ def test_a_start_whose_environment_could_differ_is_a_cold_one(tmp_path):
 
 def test_what_imports_in_the_launcher_do_to_its_environment_does_not_make_starts_cold(tmp_path):
     """OpenCV's import (albumentations, in many tests) adds a missing folder to LD_LIBRARY_PATH
-    of this process: what counts is the folders that exist, so engines still start warm."""
+    of this process: what counts is the folders that exist, so engines still start warm; so do
+    variables read when CUDA starts (the server never starts it)."""
     import cv2  # noqa: F401
 
     assert "LD_LIBRARY_PATH" in os.environ
-    warm = start(tmp_path, "warm", "train.epochs=1")
+    # cuBLAS reads its workspace setting when CUDA starts, in the engine (the GPU suite sets it)
+    warm = start(tmp_path, "warm", "train.epochs=1", env={"CUBLAS_WORKSPACE_CONFIG": ":4096:8"})
     assert wait_start(warm)["pid"] != warm.process.pid
     assert warm.process.wait(120) == 0

@@ -72,12 +72,9 @@ RUNTIME_ENV = {"PYTHONUNBUFFERED",   # the fork makes its std streams as a new i
 # Search paths where only the folders that exist count: OpenCV's import adds a lib64 folder that is
 # not there to LD_LIBRARY_PATH (for its subprocesses), and every later start would go cold.
 PATH_LISTS = {"LD_LIBRARY_PATH"}
-GPU_ENV = {"CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"}  # read when CUDA starts: fine where there is no GPU
+# Read when CUDA starts (in the engine: the server never starts it; if it did, they count)
+GPU_ENV = ("CUDA_", "CUBLAS", "CUDNN", "NCCL_", "NVIDIA_", "PYTORCH_CUDA", "PYTORCH_NVML")
 PR_SET_PDEATHSIG = 1
-
-
-def has_nvidia_device() -> bool:
-    return Path("/proc/driver/nvidia").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
 
 
 def other_modules(path: list[str]) -> str | None:
@@ -101,14 +98,14 @@ def _existing(paths: str | None) -> list[str]:
     return [p for p in (paths or "").split(os.pathsep) if p and os.path.isdir(p)]
 
 
-def env_difference(client: dict[str, str], server: dict[str, str], gpu: bool) -> str | None:
+def env_difference(client: dict[str, str], server: dict[str, str], cuda_started: bool) -> str | None:
     """Why `client`'s environment could make a warm engine differ from a cold one (None: it cannot)."""
     for key in sorted(set(client) | set(server)):
         if client.get(key) == server.get(key) or not key.startswith(IMPORT_TIME_ENV) or key in RUNTIME_ENV:
             continue
         if key in PATH_LISTS and _existing(client.get(key)) == _existing(server.get(key)):
             continue
-        if key in GPU_ENV and not gpu:
+        if key.startswith(GPU_ENV) and not cuda_started:
             continue
         return f"{key}={client.get(key)!r} (the warm engine has {server.get(key)!r})"
     threads = client.get("OMP_NUM_THREADS")
@@ -255,12 +252,12 @@ def _receive(conn: socket.socket) -> tuple[dict, list[int]]:
     return json.loads(data), fds
 
 
-def keeper(conn: socket.socket, server_env: dict[str, str], gpu: bool) -> None:
+def keeper(conn: socket.socket, server_env: dict[str, str], cuda_started: bool) -> None:
     """One warm start: check it can be warm, fork the engine, pass signals, report its exit."""
     os.setpgid(0, 0)  # a group of its own: killing it (the suite's hygiene kills groups) spares the server
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     request, fds = _receive(conn)
-    reason = (env_difference(request["env"], server_env, gpu)
+    reason = (env_difference(request["env"], server_env, cuda_started)
               or (None if request["executable"] == sys.executable else f"interpreter {request['executable']}")
               or other_modules(request["path"]))
     if reason:
@@ -315,7 +312,9 @@ def serve(path: str) -> None:
     server_env = dict(os.environ)
     for module in PRELOAD:
         importlib.import_module(module)
-    gpu = has_nvidia_device()
+    import torch
+
+    cuda_started = torch.cuda.is_initialized()  # importing torch and timm does not start CUDA
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     listener.settimeout(0.5)
@@ -338,7 +337,7 @@ def serve(path: str) -> None:
             code = 0
             try:
                 listener.close()
-                keeper(conn, server_env, gpu)
+                keeper(conn, server_env, cuda_started)
             except BaseException:  # noqa: BLE001 - the stand-in then starts cold or exits 1
                 import traceback
 
