@@ -162,6 +162,7 @@ def test_two_gloo_ranks_match_one_process_with_sync_bn(workspace, extra):
     _assert_same_epochs(_epoch_events(first.run_dir), _epoch_events(run_dir))
 
 
+@pytest.mark.cold_engine  # one DDP run of true starts: the agent signals the ranks themselves
 def test_ddp_run_stops_on_ctrl_c_and_on_stop_then_resumes_with_both_ranks(workspace):
     """Ctrl-C on `cifar-tui run` reaches every rank through torchrun; `cifar-tui stop` signals rank 0
     only, and its request reaches the other rank through the all-reduce. Without SyncBN the ranks

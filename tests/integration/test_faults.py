@@ -522,6 +522,7 @@ def _paused_after_first_checkpoint(*launched: Launched) -> list[dict[str, str]]:
     return kept
 
 
+@pytest.mark.cold_engine  # prlimit and SIGSTOP/SIGCONT act on the spawned process itself
 def test_disk_full_or_read_only_during_a_checkpoint_fails_cleanly_and_keeps_earlier_checkpoints(workspace, procs, request,
                                                                                                tally):
     full = start(workspace, procs, fast(train__epochs=2, data__train_limit=512, train__batch_size=16))

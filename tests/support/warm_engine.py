@@ -1,31 +1,35 @@
-"""The test suite's warm engine: engine processes without the interpreter start and the imports.
+"""The test suite's warm engine: engine (and CLI) processes without the interpreter start and imports.
 
-A tiny engine run costs ~1 s of training and ~5 s of `import torch, timm, engine.trainer`;
-the suite starts about a hundred of them. So a test session (each xdist worker) starts one
-server, `python -m tests.support.warm_engine SOCKET`, that imports all that once and then
-only forks. The product is not changed and does not know: cifar_tui.launch still spawns
-`python -m engine.train ...` in its own session with its stdout going to the run's log, and
-that process (tests/support/warm_site/sitecustomize.py) asks the server for a warm start.
-The server forks a keeper, the keeper forks the engine, which takes the spawned process's
-stdin/stdout/stderr, environment, working directory, sys.path and arguments, starts a
-session of its own, and runs `engine.train` as __main__ (runpy, as `-m` does): the same code,
-the same events, checkpoints and exit codes. The spawned process stays as the engine's
-stand-in for its launcher (Popen.wait, signals): it passes on the signals it gets and exits
-as the engine does; the keeper kills the engine if the stand-in dies (SIGKILL), and the
-engine dies with its keeper.
+A tiny engine run costs ~1 s of training and ~4-5 s of `import torch, timm, engine.trainer`;
+the suite starts about a hundred of them, and hundreds of CLIs. So a test session (each xdist
+worker) starts one server, `python -m tests.support.warm_engine SOCKET`, that imports all that
+once and then only forks. The product is not changed and does not know: cifar_tui.launch still
+spawns `python -m engine.train ...` in its own session with its stdout going to the run's log
+(torchrun's agent spawns its ranks as `python -u -m engine.train`; a test runs `python -m
+cifar_tui ...`), and that process (tests/support/warm_site/sitecustomize.py) asks the server
+for a warm start. The server forks a keeper, the keeper forks the process, which takes the
+spawned process's stdin/stdout/stderr, environment, working directory, sys.path and arguments,
+starts a session of its own, and runs the module as __main__ (runpy, as `-m` does): the same
+code, the same events, checkpoints and exit codes. cifar_tui itself is not imported by the
+server (what it sets up at import, its consoles' width, is the forked process's own). The
+spawned process stays as the stand-in for its launcher (Popen.wait, signals): it passes on the
+signals it gets and exits as the process does; the keeper kills the process if the stand-in
+dies (SIGKILL), and the process dies with its keeper.
 
-What a warm engine differs in, and why no test can tell but on purpose: its pid is not the
+What a warm process differs in, and why no test can tell but on purpose: its pid is not the
 launcher's child's pid (the `start` event and the store have the engine's own pid, which is
-what `cifar-tui stop` and the status checks use), its /proc cmdline is the server's, and its
-process group holds no stand-in. So the tests that kill process groups, SIGKILL an engine,
-run DDP, or prove the real start-up (the CLI's `run`, tmux, the browser, the suite's own
-hygiene) are marked `cold_engine` and start as in production.
+what `cifar-tui stop` and the status checks use), its /proc cmdline is the server's, its
+process group holds no stand-in, and resource limits or SIGSTOP given to the spawned process
+do not reach it. So the tests that do such things to the spawned process, or prove the real
+start-up (the CLI's `run` end to end, tmux, the browser, a DDP stop, the SIGKILL faults, the
+suite's own hygiene) are marked `cold_engine` and start as in production. torchrun's agent
+always starts cold (cifar_tui.launch signals the ranks it finds as its children).
 
 A start stays cold (the stand-in just goes on as a normal interpreter) where the warm one
 could differ: an environment variable that changes what an import does (IMPORT_TIME_ENV: HF_*,
 OMP_* but the thread count, LD_*, the locale...), another interpreter, a sys.path that finds
-another copy of a module the server imported (another checkout's `engine`), a torchrun worker,
-or no server. The summary says how many started warm and why the others did not.
+another copy of a module the server imported (another checkout's `engine`), or no server. The
+summary says how many started warm and why the others did not.
 """
 from __future__ import annotations
 
@@ -69,6 +73,7 @@ RUNTIME_ENV = {"PYTHONUNBUFFERED",   # the fork makes its std streams as a new i
                "OMP_NUM_THREADS",    # torch.set_num_threads in the fork
                "TORCH_HOME",         # torch.hub reads it when it looks for weights
                "TORCHINDUCTOR_CACHE_DIR"}  # Inductor sets it (in the launcher too) and reads it when it compiles
+RUNTIME_PREFIXES = ("TORCHELASTIC_", "TORCH_NCCL_")  # torchrun's, for its ranks: read as they join the group
 # Search paths where only the folders that exist count: OpenCV's import adds a lib64 folder that is
 # not there to LD_LIBRARY_PATH (for its subprocesses), and every later start would go cold.
 PATH_LISTS = {"LD_LIBRARY_PATH"}
@@ -101,7 +106,8 @@ def _existing(paths: str | None) -> list[str]:
 def env_difference(client: dict[str, str], server: dict[str, str], cuda_started: bool) -> str | None:
     """Why `client`'s environment could make a warm engine differ from a cold one (None: it cannot)."""
     for key in sorted(set(client) | set(server)):
-        if client.get(key) == server.get(key) or not key.startswith(IMPORT_TIME_ENV) or key in RUNTIME_ENV:
+        if (client.get(key) == server.get(key) or not key.startswith(IMPORT_TIME_ENV) or key in RUNTIME_ENV
+                or key.startswith(RUNTIME_PREFIXES)):
             continue
         if key in PATH_LISTS and _existing(client.get(key)) == _existing(server.get(key)):
             continue
@@ -150,7 +156,8 @@ def _exit_code(exc: SystemExit) -> int:
 
 
 def run_engine(request: dict, fds: list[int]) -> None:
-    """In the forked engine process: become the spawned process's twin and run engine.train."""
+    """In the forked process: become the spawned process's twin and run its module (engine.train,
+    cifar_tui) as __main__."""
     code = 1
     try:
         os.setsid()
@@ -172,20 +179,23 @@ def run_engine(request: dict, fds: list[int]) -> None:
             torch.set_num_threads(int(threads))  # the server's OpenMP read its own value when it loaded
         if "numpy" in sys.modules:  # a fresh interpreter seeds it from the OS (random reseeds itself at fork)
             sys.modules["numpy"].random.seed()
-        unbuffered = bool(os.environ.get("PYTHONUNBUFFERED")) or bool(sys.flags.unbuffered)
+        argv = request["argv"]
+        at = argv.index("-m")  # [python, interpreter flags (-u), -m, module, arguments...]
+        module, args = argv[at + 1], argv[at + 2:]
+        unbuffered = bool(os.environ.get("PYTHONUNBUFFERED")) or "-u" in argv[1:at] or bool(sys.flags.unbuffered)
         sys.stdin = sys.__stdin__ = _stdio(0, False, "strict", unbuffered)
         sys.stdout = sys.__stdout__ = _stdio(1, True, "strict", unbuffered)
         sys.stderr = sys.__stderr__ = _stdio(2, True, "backslashreplace", unbuffered)
         sys.path[:] = request["path"]
-        sys.orig_argv[:] = request["argv"]
-        sys.argv[:] = ["-m", *request["argv"][3:]]
+        sys.orig_argv[:] = argv
+        sys.argv[:] = ["-m", *args]
         import runpy
         import types
 
-        sys.modules.pop("engine.train", None)
+        sys.modules.pop(module, None)
         sys.modules["__main__"] = types.ModuleType("__main__")
         try:
-            runpy._run_module_as_main("engine.train")  # what `python -m engine.train` runs
+            runpy._run_module_as_main(module)  # what `python -m module` runs
             code = 0
         except SystemExit as exc:
             code = _exit_code(exc)

@@ -1,11 +1,12 @@
 """The test suite's warm engine, client side (tests/support/warm_engine.py explains the whole).
 
 This directory is on PYTHONPATH for the processes a test session starts, so Python imports this
-file at the start of each of them. In every process but one kind it does nothing: a process
-started as `python -m engine.train ...` (by cifar_tui.launch, exactly as in production) while
-the suite's warm engine listens asks it for a warm start. The warm engine forks a process that
-has torch, timm and the engine imported already, gives it this process's stdin, stdout, stderr,
-environment, working directory and arguments, and runs `engine.train` as __main__ there. This
+file at the start of each of them. In every process but two kinds it does nothing: a process
+started as `python -m engine.train ...` (by cifar_tui.launch, exactly as in production) or as
+`python -m cifar_tui ...` (a test's CLI) while the suite's warm engine listens asks it for a warm
+start. The warm engine forks a process that has torch, timm and the engine imported already,
+gives it this process's stdin, stdout, stderr, environment, working directory and arguments,
+and runs the module as __main__ there. This
 process stays as its stand-in: it passes on every signal it gets and exits as the engine exits
 (the same code, or killed by the same signal). Where the warm engine says no (an environment
 that changes what imports do, another interpreter, another checkout) or is not there, this
@@ -15,13 +16,18 @@ import os
 import sys
 
 SOCKET_ENV = "CIFAR_TUI_SUITE_WARM_ENGINE"
-DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID")
+# the engine (a torchrun rank too: torchrun's agent starts it as `python -u -m engine.train`) and the CLI;
+# not torchrun's agent: cifar_tui.launch signals the ranks it finds as the agent's children
+WARM_MODULES = ("engine.train", "cifar_tui")
+FLAGS = ("-u",)
 FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
 
 
 def _wanted() -> bool:
-    return (bool(os.environ.get(SOCKET_ENV)) and list(getattr(sys, "orig_argv", [])[1:3]) == ["-m", "engine.train"]
-            and not any(v in os.environ for v in DISTRIBUTED_ENV))
+    argv = list(getattr(sys, "orig_argv", []))[1:]
+    while argv and argv[0] in FLAGS:
+        argv.pop(0)
+    return bool(os.environ.get(SOCKET_ENV)) and len(argv) >= 2 and argv[0] == "-m" and argv[1] in WARM_MODULES
 
 
 def _warm_start() -> None:
