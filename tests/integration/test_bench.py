@@ -127,7 +127,7 @@ def test_tui_first_screen_without_tmux(tmp_path, monkeypatch):
     timed: list[float] = []
     headless = startup._tui_first_screen_headless
     monkeypatch.setattr(startup, "_tui_first_screen_headless", lambda *a: timed.append(headless(*a)) or timed[-1])
-    plan = replace(BenchPlan.tiny(), tui_screen_repeats=2)
+    plan = BenchPlan.tiny()  # one warm-up and one timed start
     out: dict = {"samples": {}}
     startup.bench_startup(BenchContext(plan, None, out, _Progress(False), tmp_path))
     assert out["tui_first_screen_method"].startswith("headless")

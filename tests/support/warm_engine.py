@@ -49,6 +49,7 @@ import time
 from pathlib import Path
 
 SOCKET_ENV = "CIFAR_TUI_SUITE_WARM_ENGINE"
+COLD_START = {SOCKET_ENV: ""}  # in a spawned process's environment: that one starts cold
 LOG_ENV = "CIFAR_TUI_SUITE_WARM_LOG"
 SITE_DIR = Path(__file__).resolve().parent / "warm_site"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
