@@ -69,7 +69,8 @@ IMPORT_TIME_ENV = ("PYTHON", "HF_", "HUGGINGFACE", "TIMM_", "TORCH", "PYTORCH_",
                    "LD_", "MALLOC_", "GLIBC_", "LC_", "LANG", "TZ", "TMP", "TEMP", "HOME", "XDG_", "PROTOCOL_BUFFERS",
                    "GRPC_", "TF_", "TENSORBOARD", "MPL", "KINETO", "CUDA_")
 # ... but these are read later, or the fork takes care of them:
-RUNTIME_ENV = {"PYTHONUNBUFFERED",   # the fork makes its std streams as a new interpreter would
+RUNTIME_ENV = {"PYTHON",             # no interpreter's variable: scripts/gpu-check.sh's choice of one
+               "PYTHONUNBUFFERED",   # the fork makes its std streams as a new interpreter would
                "PYTHONPATH",         # what counts is which modules sys.path finds (other_modules)
                "OMP_NUM_THREADS",    # torch.set_num_threads in the fork
                "TORCH_HOME",         # torch.hub reads it when it looks for weights
