@@ -48,7 +48,14 @@ SNAPSHOTS = Path(__file__).parent / "__snapshots__" / "test_tui_snapshots"
 
 
 def make_app(ws) -> CifarTUI:
-    return CifarTUI(ws, max_parallel=1)
+    app = CifarTUI(ws, max_parallel=1)
+    notify = app.notify
+
+    def lasting(*args, **kwargs):  # a toast stays on screen until the shot, however slowly the machine gets there
+        return notify(*args, **{**kwargs, "timeout": 3600})
+
+    app.notify = lasting  # type: ignore[method-assign]
+    return app
 
 
 def svg_lines(svg: str) -> list[str]:
