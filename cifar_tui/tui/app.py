@@ -45,12 +45,13 @@ from .screens.main import NARROW  # narrower: a compact footer, the top bar with
 from .screens.studies import StudiesScreen, StudyChoice, load_studies
 from .support import pane_id_for, short_run
 from .widgets.gpu_bar import GpuBar
+from .widgets.keys import KeysInOrder
 from .widgets.text import show
 
 FIXED_TABS = ("experiments", "runs", "leaderboard")
 
 
-class CifarTUI(Lifecycle, App):
+class CifarTUI(KeysInOrder, Lifecycle, App):
     """cifar-tui: experiments, live runs, leaderboard."""
 
     CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses elsewhere still find it
