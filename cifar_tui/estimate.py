@@ -10,6 +10,8 @@ config in a child process, cached per machine, device, model and input size), el
     e.seconds, e.basis, e.note                    # None when unknown; "history" | "probe" | "unknown"
     format_estimate(e)                            # "about 3 h 20 min on cpu (from 2 earlier runs here)"
     est.total([cfg1, cfg2, ...])                  # a plan's cost: the sum, or None when any is unknown
+    est.needs_probe(cfg); p = est.start_probe(cfg); est.record_probe(p, p.result())  # measuring off the UI thread
+    surely_under(cfg, HOUR)                       # too small to take an hour anywhere: no need to measure
 
 The time of a run is modelled as epochs x train images x (seconds per train image) plus
 evaluations x test images x (seconds per test image, taken as EVAL_COST of a train image's).
@@ -36,9 +38,11 @@ FULL_TRAIN, FULL_TEST = 50000, 10000   # CIFAR-100's (and the synthetic set's) i
 EVAL_COST = 1 / 3                      # a test image (forward only) against a train image (forward + backward)
 HISTORY_RUNS = 5                       # the newest matching runs that count
 HOUR = 3600.0
-# Slower than any model of ours trains on any CPU, per 32x32 image (forward + backward): a run
+# Slower than any model of ours trains on any CPU, per 32x32 image (forward + backward; the largest,
+# WRN-28-10, needs ~16 GFLOP, a slow 2-core CPU does ~20 GFLOP/s), times the extras' passes: a run
 # whose work at this rate stays under a bound surely does (`surely_under`: no probe needed).
-SLOWEST_S_PER_IMAGE = 2.0
+SLOWEST_S_PER_IMAGE = 0.8
+EXTRA_COST = {"sam": 2.0, "kd": 1.5, "albumentations": 1.0}
 PROBE_TIMEOUT_S = 180.0
 FAILED_PROBE_TTL_S = 3600.0           # a failed probe is not tried again for this long
 STOPPED = "stopped"                    # the probe was killed (its form closed): nothing learnt
@@ -128,7 +132,10 @@ def _scale(cfg: ExperimentConfig) -> float:
 def surely_under(cfg: ExperimentConfig, seconds: float) -> bool:
     """True when the run cannot take `seconds` on any device (a small run: no need to measure)."""
     train, test = work(cfg)
-    return (train + EVAL_COST * test) * _scale(cfg) * SLOWEST_S_PER_IMAGE < seconds
+    slowest = SLOWEST_S_PER_IMAGE
+    for extra in _extras(cfg.to_dict()):
+        slowest *= EXTRA_COST[extra]
+    return (train + EVAL_COST * test) * _scale(cfg) * slowest < seconds
 
 
 def run_seconds(cfg: ExperimentConfig, train_s_per_image: float) -> float:
@@ -183,11 +190,8 @@ class Estimator:
                             key.device, rate)
         cached = self.cache.get(key)
         if cached is None and probe and probe_enabled():
-            cached = measure(cfg, key)
-            if isinstance(cached, float) and key.device == "cuda":
-                cached /= key.nproc  # one GPU measured; each of nproc GPUs takes 1/nproc of the images
-            if cached != STOPPED:
-                self.cache.put(key, cached)
+            handle = self.start_probe(cfg, device, nproc)
+            cached = self.record_probe(handle, handle.result())
         if isinstance(cached, float):
             return Estimate(run_seconds(cfg, cached), PROBE, f"measured: a short probe of {key.model} on {key.device}",
                             key.device, cached)
@@ -195,6 +199,19 @@ class Estimator:
         if isinstance(cached, str):
             why += f"; the probe failed: {cached}"
         return Estimate(None, UNKNOWN, why, key.device)
+
+    def start_probe(self, cfg: ExperimentConfig, device: str | None = None, nproc: int = 1) -> "Probe":
+        """The probe's child process, started (`.result()` waits for it, `.kill()` ends it)."""
+        return Probe(cfg, self.key(cfg, device, nproc))
+
+    def record_probe(self, probe: "Probe", result: float | str) -> float | str:
+        """Cache what a probe found (a killed probe found nothing); returns the rate for the run's processes."""
+        key = probe.key
+        if isinstance(result, float) and key.device == "cuda":
+            result /= key.nproc  # one GPU measured; each of nproc GPUs takes 1/nproc of the images
+        if result != STOPPED:
+            self.cache.put(key, result)
+        return result
 
     def needs_probe(self, cfg: ExperimentConfig, device: str | None = None, nproc: int = 1) -> bool:
         """Neither history nor the cache knows this run, and measuring is allowed."""
@@ -298,6 +315,7 @@ class Probe:
     config on its device, niced. `result()` waits; `kill()` ends it (a form closed meanwhile)."""
 
     def __init__(self, cfg: ExperimentConfig, key: SpeedKey):
+        self.key = key
         request = {"config": cfg.to_dict(), "device": key.device, "nproc": key.nproc}
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen([sys.executable, "-m", "cifar_tui.estimate_probe"], stdin=subprocess.PIPE,
@@ -332,10 +350,6 @@ class Probe:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
-
-
-def measure(cfg: ExperimentConfig, key: SpeedKey, timeout: float = PROBE_TIMEOUT_S) -> float | str:
-    return Probe(cfg, key).result(timeout)
 
 
 # ---------------------------------------------------------------------- words

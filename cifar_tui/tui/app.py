@@ -87,6 +87,7 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
         self._activate: set[int] = set()       # queue ids whose tab opens in front when they start
         self.resume_pending: set[str] = set()  # runs to resume once their exiting process is gone
         self._bindings_state: tuple | None = None
+        self._last_data: str | None = None     # the launch form's last data choice (the next form starts there)
 
     def get_default_screen(self) -> Screen:
         return MainScreen(id="_default")
@@ -239,8 +240,19 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
     # ------------------------------------------------------------------ launching + queue
     @on(msg.LaunchRequested)
     def _launch_requested(self, event: msg.LaunchRequested) -> None:
-        self.push_screen(LaunchScreen(event.names, self.ws.configs, self.ws.data_root, gpus=len(self.sup.gpus)),
-                         self._launch_planned)
+        self.push_screen(LaunchScreen(event.names, self.ws.configs, self.ws.data_root, gpus=len(self.sup.gpus),
+                                      data=self.last_data()), self._launch_planned)
+
+    def last_data(self) -> str | None:
+        """The data source chosen last: in a launch form of this app, else the newest run's."""
+        if self._last_data is None and self.index is not None and self.index.runs:
+            return self.index.runs[self.index.newest_first()[0]].get("data_source")
+        return self._last_data
+
+    @on(LaunchScreen.DataChosen)
+    def _data_chosen(self, event: LaunchScreen.DataChosen) -> None:
+        if event.source is not None:
+            self._last_data = event.source
 
     async def _launch_planned(self, plan: LaunchPlan | None) -> None:
         if plan is not None:

@@ -122,4 +122,6 @@ def test_words_and_bounds():
     assert surely_under(cfg("data.train_limit=256", "data.test_limit=128", "train.epochs=1"), 3600)
     assert not surely_under(cfg(), 3600)
     assert not surely_under(cfg("data.train_limit=256", "data.image_size=224", "train.epochs=3"), 3600)
+    small = ["data.train_limit=3000", "data.test_limit=100", "train.epochs=1"]
+    assert surely_under(cfg(*small), 3600) and not surely_under(cfg(*small, "optim.sam.rho=0.05"), 3600)
     assert speed_key(cfg(), "cpu").host == this_host()
