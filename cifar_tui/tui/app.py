@@ -21,6 +21,7 @@ from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.css.query import NoMatches
+from textual.reactive import Reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
@@ -38,7 +39,7 @@ from .panes.experiments import ExperimentsPane
 from .panes.leaderboard import LeaderboardPane
 from .panes.run_view import RunView
 from .panes.runs import RunsPane
-from .run_tabs import RunTabs
+from .run_tabs import FIXED_LABELS, RunTabs
 from .runs_index import Changes, RunsIndex
 from .screens import CompareScreen, ConfirmScreen, LaunchPlan, LaunchScreen, MainScreen, QuitScreen
 from .screens.main import NARROW  # narrower: a compact footer, the top bar without "N at a time on ..."
@@ -46,7 +47,7 @@ from .screens.studies import StudiesScreen, StudyChoice, load_studies
 from .support import pane_id_for, short_run
 from .widgets.gpu_bar import GpuBar
 from .widgets.keys import KeysInOrder
-from .widgets.text import show
+from .widgets.text import ANSI_DARK, show
 
 FIXED_TABS = ("experiments", "runs", "leaderboard")
 
@@ -58,6 +59,7 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
     TITLE = "cifar-tui"
     COMMANDS = App.COMMANDS | {CifarCommands}
     COMMAND_PALETTE_BINDING = "ctrl+p"
+    ansi_theme_dark = Reactive(ANSI_DARK, init=False)  # magenta is not red (widgets/text.py)
 
     BINDINGS = [
         # the tabs carry their keys in their labels ("1 Experiments"): the footer keeps its room for the pane's keys
@@ -100,11 +102,11 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
             yield Static("", id="counts")
         yield GpuBar([], id="gpu-bar")
         with TabbedContent(id="tabs", initial="experiments"):
-            with TabPane("1 Experiments", id="experiments"):
+            with TabPane(FIXED_LABELS[0], id="experiments"):
                 yield ExperimentsPane(self.ws.configs, id="exp-pane")
-            with TabPane("2 Runs", id="runs"):
+            with TabPane(FIXED_LABELS[1], id="runs"):
                 yield RunsPane(id="runs-pane")
-            with TabPane("3 Leaderboard", id="leaderboard"):
+            with TabPane(FIXED_LABELS[2], id="leaderboard"):
                 yield LeaderboardPane(id="lb-pane")
         yield Footer()
 
@@ -198,8 +200,15 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
         self.notices.store_changed(self.index, changes, set(self.views))
         return changes
 
+    def starting_runs(self) -> list[str]:
+        """Runs this app started whose engine has not written its store row yet (seconds: torch, data)."""
+        if self.sup is None or self.index is None:
+            return []
+        return [rid for rid, child in self.sup.children.items()
+                if rid not in self.index.runs and child.launched.process.poll() is None]
+
     def _draw_counts(self) -> None:
-        running, queued = len(self.index.running()), len(self.index.queue)
+        running, queued = len(self.index.running()) + len(self.starting_runs()), len(self.index.queue)
         counts = Text()
         counts.append(f"▶ {running} running", style="bold cyan" if running else "dim")
         counts.append("   ")
@@ -218,6 +227,7 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
         footer.show_command_palette = self.size.width >= NARROW
         if self.index is not None:
             self._draw_counts()
+        self.run_tabs.fit()
         self._bindings_state = None
         self.update_bindings()
 

@@ -35,25 +35,6 @@ def text(form: LaunchScreen, selector: str) -> str:
     return " ".join(str(form.query_one(selector, Static).render()).split())
 
 
-def test_without_cifar100_the_form_starts_on_synthetic_and_says_why(tmp_path, monkeypatch):
-    monkeypatch.setenv("CIFAR_TUI_ESTIMATE_PROBE", "off")
-    monkeypatch.setenv("CIFAR_TUI_GPUS", "")
-    ws = Workspace(home=tmp_path / "runs", data_root=tmp_path / "data", configs=CONFIGS)
-
-    async def scenario():
-        app = CifarTUI(ws)
-        async with app.run_test(size=(160, 45)) as pilot:
-            await until_loaded(pilot, app)
-            form = await open_form(pilot, app)
-            assert form.query_one("#f-data", Select).value == "synthetic"  # the config says cifar100
-            assert "Synthetic data: CIFAR-100 is not in" in text(form, "#data-hint")
-            assert "cifar-tui data download" in text(form, "#data-hint")
-            assert text(form, "#estimate") == "Time: unknown (no earlier run of resnet18 at 32x32 on cpu here)"
-            assert "data.source=synthetic" in form.overrides()
-
-    asyncio.run(scenario())
-
-
 def test_the_form_remembers_the_last_data_choice(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFAR_TUI_ESTIMATE_PROBE", "off")
     ws, _ = fake_workspace(tmp_path)  # its newest run is a synthetic one
@@ -86,7 +67,8 @@ def test_the_form_remembers_the_last_data_choice(tmp_path, monkeypatch):
     asyncio.run(scenario())
 
 
-def test_the_form_shows_the_time_from_earlier_runs_here(tmp_path, monkeypatch):
+def test_without_cifar100_the_form_starts_on_synthetic_and_shows_the_time_from_earlier_runs_here(tmp_path,
+                                                                                                 monkeypatch):
     monkeypatch.setenv("CIFAR_TUI_ESTIMATE_PROBE", "off")
     monkeypatch.setenv("CIFAR_TUI_GPUS", "")
     ws = Workspace(home=tmp_path / "runs", data_root=tmp_path / "data", configs=CONFIGS)
@@ -106,6 +88,10 @@ def test_the_form_shows_the_time_from_earlier_runs_here(tmp_path, monkeypatch):
         async with app.run_test(size=(160, 45)) as pilot:
             await until_loaded(pilot, app)
             form = await open_form(pilot, app)
+            assert form.query_one("#f-data", Select).value == "synthetic"  # the config says cifar100
+            assert "Synthetic data: CIFAR-100 is not in" in text(form, "#data-hint")
+            assert "cifar-tui data download" in text(form, "#data-hint")
+            assert "data.source=synthetic" in form.overrides()
             # 200 epochs x (50,000 + 10,000/3) images at 30 s / (2,000 + 500/3) images: 41.03 h
             assert text(form, "#estimate") == (
                 "Time: about 41 h on cpu (from 1 earlier run of resnet18 at 32x32 on cpu here) · fewer epochs "

@@ -12,7 +12,8 @@ first and then deletes it, and the characters typed after a Tab land in the fiel
 App's own queue, with the same rules Textual uses: priority bindings first; a key the focused
 widget consumes (a character in an Input, a paste) is typed into it there and then; any other
 key runs the first binding of the focused widget's chain (its own bindings, then its
-ancestors', up to the modal screen), as it would have after bubbling up. A key that moves the
+ancestors', up to the modal screen), as it would have after bubbling up. A key the footer shows
+dimmed (it cannot act now) says why, from the widget that holds it (`explain_disabled`). A key that moves the
 focus waits until the newly focused widget has handled its Focus event (an Input selects its
 text on focus), so the next key edits the new field as a person would see it. Keys nothing
 binds still bubble as before. This module holds the one place where key order is decided."""
@@ -21,6 +22,8 @@ from __future__ import annotations
 import asyncio
 
 from textual import events
+from textual.actions import ActionError
+from textual.actions import parse as parse_action
 from textual.widget import Widget
 from textual.widgets import Input
 
@@ -83,7 +86,26 @@ class KeysInOrder:
         if await self._check_bindings(event.key):  # the focused widget's bindings first, then its ancestors'
             await self._settle_focus(focused)
             return
+        if self._explain_disabled(event.key):
+            return
         focused._forward_event(event)  # nothing binds it: it bubbles (key_ methods, on_key handlers)
+
+    def _explain_disabled(self, key: str) -> bool:
+        """A key shown dimmed in the footer (its binding's check_action said None) was pressed: the
+        widget that holds it says why, when it can (`explain_disabled(action, parameters)`)."""
+        for namespace, bindings in self.screen._modal_binding_chain:
+            for binding in bindings.key_to_bindings.get(key, ()):
+                explain = getattr(namespace, "explain_disabled", None)
+                if binding.priority or explain is None:
+                    continue
+                try:
+                    _, action, parameters = parse_action(binding.action)
+                except ActionError:
+                    continue
+                if namespace.check_action(action, parameters) is None and (why := explain(action, parameters)):
+                    self.notify(why, severity="warning", timeout=5)
+                    return True
+        return False
 
     async def _settle_focus(self, before: Widget) -> None:
         """A binding moved the focus: wait until the new widget has handled the messages it has
