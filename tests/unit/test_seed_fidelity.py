@@ -1,8 +1,8 @@
 """The seed's code, not only its configs (issues 9 and 24): each behaviour checked against a reference
 built here independently of the engine: the albumentations transforms built directly, the
 `*bias*` names read off the model, a multi-scale batch run through a model by hand, a train-mode
-teacher forward of the same weights, the seed's dataset run through a forked DataLoader as the
-seed ran it."""
+teacher forward of the same weights, the teacher fed its own pipeline's batch, the seed's dataset
+run through a forked DataLoader as the seed ran it."""
 from __future__ import annotations
 
 import copy
@@ -303,11 +303,11 @@ def test_multiscale_resume_repeats_the_same_groups(tmp_path):
 # 4. the KD teacher: frozen, in training mode (batch statistics), buffers untouched
 
 
-def _teacher_run(home: Path, image_size: int = 48) -> tuple[str, dict]:
+def _teacher_run(home: Path, image_size: int = 48, normalize: str = "none") -> tuple[str, dict]:
     """A finished teacher run on disk: config.yaml and checkpoints/best.pt, with running statistics
     far from any batch's so that train- and eval-mode outputs differ."""
     cfg = load_config("resnet50_pretrained_arcface_224x224",
-                      [*TINY_TRAINER, f"data.image_size={image_size}"], CONFIGS)
+                      [*TINY_TRAINER, f"data.image_size={image_size}", f"data.normalize={normalize}"], CONFIGS)
     torch.manual_seed(3)
     model = build_model(cfg.model)
     with torch.no_grad():
@@ -363,6 +363,39 @@ def test_seed_kd_config_uses_a_train_mode_teacher():
     kd = load_config("resnet18_pretrained_arcface_kd", configs_dir=CONFIGS).loss.kd
     assert kd.teacher_mode == "train"
     assert math.isclose(kd.temperature, 4.0) and math.isclose(kd.alpha, 0.7)
+
+
+def test_teacher_sees_its_own_normalisation(tmp_path):
+    """A teacher trained with normalize: cifar100 distilled into a normalize: none student (issue 24):
+    its logits are those of the teacher's own pipeline's batch, not of the student's."""
+    home = tmp_path / "runs"
+    teacher_id, weights = _teacher_run(home, normalize="cifar100")
+    cfg = load_config("resnet18_pretrained_arcface_kd",
+                      [*TINY_TRAINER, f"loss.kd.teacher={teacher_id}", "loss.kd.teacher_mode=eval",
+                       "train.channels_last=false"], CONFIGS)
+    assert cfg.data.normalize == "none" and cfg.data.augment == "none" and not cfg.data.shuffle
+    trainer = Trainer(cfg, run_id="student", home=home, data_root=tmp_path / "data", hooks=[StopAfterFirstStep()])
+    trainer.prepare()
+    teacher_out: list[torch.Tensor] = []
+    teacher_logits = trainer.teacher.logits
+    trainer.teacher.logits = lambda x, y: teacher_out.append(teacher_logits(x, y)) or teacher_out[-1]
+    assert trainer.run() == 130
+
+    # the same images as the teacher's own pipeline makes them (at 32x32: uint8 resizing rounds), then 48x48
+    own = D.DevicePipeline(trainer.dataset, trainer.teacher.cfg.data.model_copy(update={"image_size": 32}), "cpu",
+                           channels_last=False)
+    x, y = next(own.train_batches(0, 0, cfg.train.batch_size))
+    assert float(x.min()) < -1  # cifar100 statistics, not x / 255
+    reference = build_model(trainer.teacher.cfg.model)
+    reference.load_state_dict(weights)
+    reference.train(False)
+    with torch.no_grad():
+        expected = hand_arcface(reference(F.interpolate(x, size=(48, 48), mode="bilinear", align_corners=False)), y)
+        student_view = hand_arcface(reference(F.interpolate((x * torch.tensor([0.2673, 0.2564, 0.2762]).view(1, 3, 1, 1)
+                                                             + torch.tensor([0.5071, 0.4865, 0.4409]).view(1, 3, 1, 1)),
+                                                            size=(48, 48), mode="bilinear", align_corners=False)), y)
+    torch.testing.assert_close(teacher_out[0], expected, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(student_view, expected, atol=1e-2)  # what it was fed before: x / 255
 
 
 # ---------------------------------------------------------------------------
