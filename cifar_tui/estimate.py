@@ -79,7 +79,7 @@ class SpeedKey:
     @property
     def model(self) -> str:
         sizes = "/".join(map(str, self.train_sizes)) if self.train_sizes else f"{self.image_size}x{self.image_size}"
-        return f"{self.backbone} at {sizes}"
+        return f"{self.backbone} at {sizes}" + (f" with {' + '.join(self.extras)}" if self.extras else "")
 
     def cache_key(self) -> str:
         return "|".join([self.host, self.device, str(self.nproc), self.backbone, self.stem, str(self.image_size),
