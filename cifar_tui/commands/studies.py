@@ -176,14 +176,20 @@ def is_sweep(overrides: List[str], seeds: int, study: Optional[str], dry_run: bo
 
 
 def sweep(names: List[str], overrides: List[str], extra: List[str], *, seeds: int, study: Optional[str],
-          dry_run: bool, opts: LaunchOptions, as_json: bool) -> None:
-    """`cifar-tui run NAME... --set k=a,b --seeds N [--study S] [--dry-run] [--launcher ...]`."""
+          dry_run: bool, opts: LaunchOptions, as_json: bool, auto: Optional[dict] = None) -> None:
+    """`cifar-tui run NAME... --set k=a,b --seeds N|auto [--study S] [--dry-run] [--launcher ...]`;
+    auto: the flags of --seeds auto (commands/auto.py drives it)."""
     from ..sweep import make_plan
 
     try:
         plan = make_plan(names, overrides, seeds, extra=extra, configs_dir=state.ws.configs, study=study)
     except ConfigError as exc:
         fail(str(exc))
+    if auto is not None:
+        from .auto import run_auto
+
+        record = {"names": list(names), "sets": list(overrides), "extra": list(extra)}
+        raise typer.Exit(run_auto(plan, auto, opts, dry_run=dry_run, as_json=as_json, record=record))
     if dry_run:
         print_plan(plan, {}, as_json)
         return
@@ -282,11 +288,12 @@ def studies_cmd(as_json: bool = typer.Option(False, "--json", help="One JSON obj
         console.print("no studies yet: cifar-tui run NAME --set optim.lr=1e-3,3e-3 --seeds 3")
 
 
-def print_groups(study: Optional[str], fmt: str = "table", keep: Optional[int] = None) -> None:
+def print_groups(study: Optional[str], fmt: str = "table", keep: Optional[int] = None, vs: Optional[str] = None) -> None:
     """One row per group (of the workspace, or of a study) with n, mean ± std and the 95% interval;
-    `keep`: at most that many of each data source (the best)."""
-    from ..report import group_cells, groups_text
-    from ..studies import leaderboard_groups
+    `keep`: at most that many of each data source (the best); `vs`: a group to hold the others
+    against (difference, interval, p-value, verdict, seeds to resolve)."""
+    from ..report import group_cells, groups_text, vs_cells
+    from ..studies import find_group, groups_title, leaderboard_groups, vs_baseline
     from . import listing
 
     store = open_store()
@@ -296,22 +303,36 @@ def print_groups(study: Optional[str], fmt: str = "table", keep: Optional[int] =
         groups = leaderboard_groups(store, study)
     finally:
         store.close()
+    baseline = None
+    if vs is not None:
+        try:
+            key = find_group(groups, vs)
+        except ConfigError as exc:
+            fail(str(exc))
+        vs_baseline(groups, key)
+        baseline = next(g for g in groups if g["group"] == key)
     if fmt != "table":
         sys.stdout.write(groups_text(groups if keep is None else
                                      [g for s in ("cifar100", "synthetic") for g in
-                                      [g for g in groups if g["data"] == s][:keep]], fmt))
+                                      [g for g in groups if g["data"] == s][:keep]], fmt, vs=baseline))
         return
-    columns = [listing.Column(c) for c in ("group", "n", "mean ± std", "95% interval", "seed", "seed inside", "diff",
-                                           "epochs", "wall")]
+    labels = ["group", "n", "mean ± std", "95% interval", "ref acc", "inside", "diff", "epochs", "wall"]
+    if baseline is not None:
+        labels += [f"vs {baseline['label']}: diff [95%]", "p", "verdict", "seeds to resolve"]
+    columns = [listing.Column(c) for c in labels]
     for source in ("cifar100", "synthetic"):
         part = [g for g in groups if g["data"] == source]
         if not part:
             continue
         title = "Groups (CIFAR-100)" if source == "cifar100" else "Synthetic data (not CIFAR-100, not compared with the seed)"
         shown = part[:keep]
-        listing.print_table(console, title + (f", study {study}" if study else ""), columns,
-                            [group_cells(g) for g in shown])
+        listing.print_table(console, title + (f", study {study}" if study else "") + f": {groups_title(part)}",
+                            columns, [group_cells(g) + (vs_cells(g) if baseline is not None else []) for g in shown])
         listing.hidden_line(console, len(part) - len(shown), "lower-ranked group", "best")
+    if baseline is not None and groups:
+        console.print("[dim]diff: this group's mean minus the baseline's, 95% interval (Welch; paired where both ran the "
+                      "same seeds); verdict at p < 0.05; seeds to resolve: runs per group for 80% power at the "
+                      "observed difference[/]", highlight=False)
     if not groups:
         console.print("no results yet" + (f" in study {study}" if study else ""))
 
