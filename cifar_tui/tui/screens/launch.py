@@ -20,7 +20,8 @@ from textual.widgets import Button, Footer, Input, Label, Select, Static
 from engine.config import ConfigError, load_config, resolve_config_path
 
 from ...sweep import Plan, default_study_name, is_study, make_plan
-from ..compare_data import group_label, shared_settings
+from ...auto_seeds import parse_auto
+from ...names import name_groups
 from ..messages import QueueStudy
 from ..support import parse_override_text
 from ..widgets.dialog import Dialog
@@ -47,11 +48,13 @@ class StudyForm:
     extra: list[str]      # the fields' values as overrides
     seeds: int
     nproc: int = 1
+    auto: object | None = None   # auto_seeds.AutoSpec: Seeds `auto` (seeds until each group is resolved)
 
     @property
     def spec(self) -> dict:
         """As the CLI records a sweep."""
-        return {"names": list(self.plan.names), "sets": list(self.sets), "extra": list(self.extra), "seeds": self.seeds}
+        spec = {"names": list(self.plan.names), "sets": list(self.sets), "extra": list(self.extra), "seeds": self.seeds}
+        return {**spec, **self.auto.to_dict()} if self.auto is not None else spec
 
     @property
     def command(self) -> str:
@@ -59,7 +62,11 @@ class StudyForm:
         args = ["cifar-tui", "run", *self.plan.names]
         for item in [*self.sets, *self.extra]:
             args += ["--set", item]
-        if self.seeds > 1:
+        if self.auto is not None:
+            args += ["--seeds", "auto", "--max-seeds", str(self.auto.max_seeds)]
+            args += ["--target-ci", f"{self.auto.target_ci:g}"] if self.auto.target_ci is not None else []
+            args += ["--vs", self.auto.vs] if self.auto.vs else []
+        elif self.seeds > 1:
             args += ["--seeds", str(self.seeds)]
         if self.nproc > 1:
             args += ["--nproc", str(self.nproc)]
@@ -67,33 +74,43 @@ class StudyForm:
 
 
 def parse_seeds(raw: str) -> int:
+    """A number of seeds (0 for `auto`)."""
     raw = raw.strip() or "1"
+    if raw.lower() == "auto":
+        return 0
     try:
         seeds = int(raw)
     except ValueError:
-        raise ConfigError(f"--seeds {raw!r}: expected a whole number of at least 1") from None
+        raise ConfigError(f"--seeds {raw!r}: expected a whole number of at least 1, or auto") from None
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: expected at least 1")
     return seeds
 
 
-def plan_text(plan: Plan, existing: str = "") -> Text:
-    """The plan as the form shows it: the study and its size, then its groups."""
+def plan_text(plan: Plan, existing: str = "", auto=None) -> Text:
+    """The plan as the form shows it: the study and its size (or, with seeds auto, its rule), then its groups."""
     text = Text()
     text.append("Plan ", style="bold")
     text.append(f"study {plan.study}: ", style="dim")
-    text.append(plan.describe(), style="bold cyan")
+    if auto is not None:
+        n = len(plan.groups())
+        text.append(f"{n} group{'s' if n != 1 else ''}, seeds auto", style="bold cyan")
+        text.append(f"\n  {auto.describe()}", style="dim")
+    else:
+        text.append(plan.describe(), style="bold cyan")
     if existing:
         text.append(f" · {existing}", style="yellow")
-    groups = [{"group": g, "config": r.config_name} for g, r in {r.group: r for r in plan.runs}.items()]
-    shared = shared_settings(groups)  # said once: the groups are told apart by the rest
-    if shared:
+    configs = {r.group: r.config_name for r in plan.runs}
+    names = name_groups(configs, configs)  # what every group shares said once; each named by the rest
+    if names.title:
         text.append("\n  every group: ", style="dim")
-        text.append(" ".join(sorted(shared)))
-    one_config = len({g["config"] for g in groups}) == 1
+        text.append(names.title)
+    groups = list(configs)
     for g in groups[:PLAN_GROUPS_SHOWN]:
         text.append("\n  ")
-        text.append(group_label(g, shared) if one_config else f"{g['config']} {group_label(g, shared)}", style="dim")
+        text.append(names[g], style="bold yellow" if auto is not None and g == auto.vs else "dim")
+        if auto is not None and g == auto.vs:
+            text.append("  (baseline)", style="dim")
     if len(groups) > PLAN_GROUPS_SHOWN:
         text.append(f"\n  … and {len(groups) - PLAN_GROUPS_SHOWN} more groups", style="dim")
     return text
@@ -182,10 +199,20 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
                             "optim.weight_decay=0.05", id="f-set")
                 yield Label("Seeds / study")
                 with Horizontal(classes="form-pair"):
-                    yield Input("1", placeholder="1", type="integer", id="f-seeds",
-                                tooltip="Runs per setting, seeds train.seed+0..N-1 (as --seeds N)")
+                    yield Input("1", placeholder="1", id="f-seeds", restrict=r"[0-9aAuUtToO]*",
+                                tooltip="Runs per setting, seeds train.seed+0..N-1 (as --seeds N); auto: seeds "
+                                "until each group is resolved (as --seeds auto)")
                     yield Input(placeholder=f"study (default {self._study_base()}-<time>)", id="f-study",
                                 tooltip="Names the study; an existing sweep study continues (as --study S)")
+                yield Label("Until resolved", id="auto-label", classes="-hidden")
+                with Horizontal(classes="form-pair -hidden", id="auto-fields"):
+                    yield Input(placeholder="max seeds", type="integer", id="f-max-seeds",
+                                tooltip="The most runs per group (as --max-seeds N): required with auto")
+                    yield Input(placeholder="±pp", type="number", id="f-target-ci",
+                                tooltip="Resolved when the group's 95% interval is within ± this many points "
+                                "(as --target-ci PP)")
+                    yield Input(placeholder="vs group, e.g. lr=1e-3", id="f-vs",
+                                tooltip="Resolved when the difference to this group is (p < 0.05) (as --vs GROUP)")
             yield Static("", id="plan", classes="plan")
             yield Static("", id="data-hint", classes="hint")
             yield Static("", id="form-error", classes="form-error")
@@ -272,6 +299,16 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
         nproc = self.processes()
         seeds = parse_seeds(self.query_one("#f-seeds", Input).value)
         study = self.query_one("#f-study", Input).value.strip()
+        if seeds == 0:  # auto: one run per group planned; the seeds are decided as results come in
+            plan = make_plan(self.names, sets, 1, extra=extra, configs_dir=self.configs_dir,
+                             study=study or self._default_study)
+            self._check_study_kind(plan.study)
+            configs = {r.group: r.config_name for r in plan.runs}
+            names = name_groups(configs, configs)
+            auto = parse_auto(self.query_one("#f-max-seeds", Input).value, self.query_one("#f-target-ci", Input).value,
+                              self.query_one("#f-vs", Input).value,
+                              [{"group": g, "label": names[g], "config": c} for g, c in configs.items()])
+            return StudyForm(plan, sets, extra, 1, nproc, auto=auto)
         if is_study(sets, seeds, study):
             plan = make_plan(self.names, sets, seeds, extra=extra, configs_dir=self.configs_dir,
                              study=study or self._default_study)
@@ -303,6 +340,12 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
         return f"continues the study: {done} done or running, {len(resume)} to resume, {len(start)} to start"
 
     # ------------------------------------------------------------------ the plan, shown as it is typed
+    @on(Input.Changed, "#f-seeds")
+    def _seeds_changed(self) -> None:
+        auto = self.query_one("#f-seeds", Input).value.strip().lower() == "auto"
+        for widget in (self.query_one("#auto-label"), self.query_one("#auto-fields")):
+            widget.set_class(not auto, "-hidden")
+
     @on(Input.Changed)
     @on(Select.Changed)
     def _fields_changed(self) -> None:
@@ -336,11 +379,11 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
         self.query_one("#form-error", Static).remove_class("-visible")  # fixed: the last refusal no longer holds
         if isinstance(form, StudyForm):
             self.shown_plan = form.plan
-            shown.update(plan_text(form.plan, self._existing(form.plan)))
+            shown.update(plan_text(form.plan, "" if form.auto else self._existing(form.plan), form.auto))
             shown.add_class("-visible")
             self.call_after_refresh(shown.scroll_visible, animate=False)  # a short terminal scrolls to it
             n = len(form.plan.runs)
-            go.label = f"Queue {n} run{'s' if n != 1 else ''}"
+            go.label = "Start the study" if form.auto else f"Queue {n} run{'s' if n != 1 else ''}"
         else:
             self.shown_plan = None
             shown.remove_class("-visible")
