@@ -56,6 +56,17 @@ def auto_spec(plan, flags: dict):
         fail(str(exc))
 
 
+def auto_cost(plan, spec, opts, as_json: bool) -> None:
+    """The time of the first seeds of every group, and of every group at its cap."""
+    from .studies import print_cost
+
+    first = [r.cfg for r in plan.runs for _ in range(spec.first_seeds)]
+    most = [r.cfg for r in plan.runs for _ in range(spec.max_seeds)]
+    print_cost(first, opts, as_json, prefix=f"first {spec.first_seeds} seeds per group: ")
+    if spec.max_seeds > spec.first_seeds:
+        print_cost(most, opts, as_json, prefix=f"at most ({spec.max_seeds} per group): ")
+
+
 def run_auto(plan, flags: dict, opts, *, dry_run: bool, as_json: bool, record: dict) -> int:
     """Check, record and drive a `--seeds auto` study; returns the exit code."""
     from ..auto_seeds import decide, planned_run, study_state
@@ -79,6 +90,7 @@ def run_auto(plan, flags: dict, opts, *, dry_run: bool, as_json: bool, record: d
                                   "baseline": g["group"] == spec.vs, **spec.to_dict()}))
         else:
             sys.stdout.write("\n".join(lines) + "\n")
+        auto_cost(plan, spec, opts, as_json)
         return 0
     try:
         sup = opts.supervisor()
@@ -93,6 +105,7 @@ def run_auto(plan, flags: dict, opts, *, dry_run: bool, as_json: bool, record: d
                              command=command_line())
         say = (lambda line: None) if as_json else (lambda line: console.print(line, highlight=False))
         say(f"study {plan.study}: {len(groups)} groups, {spec.describe(label.get(spec.vs))}")
+        auto_cost(plan, spec, opts, as_json)
 
         def refill() -> bool:
             """Queue what the study needs next; True while it waits for runs of others."""

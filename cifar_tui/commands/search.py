@@ -90,6 +90,13 @@ def tune(
         verb = "continuing" if tuner.continued else "new"
         console.print(f"study {spec.study} ({verb}): {trials} trials of {name} over "
                       f"{', '.join(p.text for p in parsed)}; pruner {spec.prune}")
+        from engine.config import load_config
+
+        from .studies import print_cost
+
+        left = max(0, trials - tuner._finished())  # each trial as long as the config's run (pruning shortens some)
+        print_cost([load_config(name, extra, state.ws.configs)] * left, opts, as_json=False,
+                   prefix=f"{left} trial{'s' if left != 1 else ''} left, at most: ")
         code = tuner.run()
     finally:
         sup.close()

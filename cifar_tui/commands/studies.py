@@ -63,13 +63,56 @@ class LaunchOptions:
 # ---------------------------------------------------------------- running a plan
 
 
+class _EmptyStore:
+    """No workspace yet (a dry run creates none): an empty store in memory, so no history."""
+
+    def __init__(self):
+        import sqlite3
+
+        from engine.store import SCHEMA
+
+        self.conn = sqlite3.connect(":memory:")
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def print_cost(cfgs, opts: "LaunchOptions", as_json: bool, *, prefix: str = "") -> None:
+    """The plan's estimated time on this machine's devices (studies.plan_cost), after the plan; not
+    with --json (machine-readable output, which a probe of seconds would only hold up)."""
+    from ..gpus import default_max_parallel, visible_gpus
+    from ..studies import plan_cost
+
+    if as_json:
+        return
+    out = console
+    if opts.launcher is Launcher.slurm:
+        out.print("estimated time: not estimated for a SLURM cluster (its GPUs are not this machine's)",
+                  highlight=False)
+        return
+    gpus = visible_gpus()
+    parallel = opts.max_parallel or default_max_parallel(gpus)
+    store = open_store() if (state.ws.home / "cifar_tui.db").is_file() else _EmptyStore()  # a plan creates nothing
+    try:
+        line = plan_cost(store, list(cfgs), parallel, probe=True, gpus=gpus,
+                         say=lambda text: err_console.print(f"[dim]{text}[/]", highlight=False))
+    finally:
+        store.close()
+    out.print(prefix + line, highlight=False, soft_wrap=True)
+
+
 def print_plan(plan, notes: dict[int, str], as_json: bool) -> None:
     from ..sweep import plan_lines
 
     if as_json:
+        from ..names import name_groups
+
+        configs = {r.group: r.config_name for r in plan.runs}
+        names = name_groups(configs, configs)
         for r in plan.runs:
             print(json.dumps({"study": plan.study, "index": r.index, "config": r.config_name, "overrides": list(r.overrides),
-                              "seed": r.seed, "group": r.group, "existing": notes.get(r.index)}))
+                              "seed": r.seed, "group": r.group, "label": names[r.group], "existing": notes.get(r.index)}))
         return
     sys.stdout.write("\n".join(plan_lines(plan, notes)) + "\n")
     sys.stdout.flush()
@@ -95,6 +138,7 @@ def execute(plan, opts: LaunchOptions, *, as_json: bool, kind: str, spec: dict, 
             sup.cancel_own()
             fail(str(exc))
         print_plan(plan, queued["notes"], as_json)
+        print_cost([r.cfg for r in queued["start"]], opts, as_json)
         # a held run already done, running or resumable is handled like any other
         held = {seed: pair for seed, pair in held.items() if pair[0] in queued["start"]}
         for (_, seed), row in queued["existing"].items():
@@ -192,6 +236,7 @@ def sweep(names: List[str], overrides: List[str], extra: List[str], *, seeds: in
         raise typer.Exit(run_auto(plan, auto, opts, dry_run=dry_run, as_json=as_json, record=record))
     if dry_run:
         print_plan(plan, {}, as_json)
+        print_cost([r.cfg for r in plan.runs], opts, as_json)
         return
     spec = {"names": list(names), "sets": list(overrides), "extra": list(extra), "seeds": seeds}
     raise typer.Exit(execute(plan, opts, as_json=as_json, kind="sweep", spec=spec))
@@ -247,16 +292,17 @@ def reproduce(
                          study=study or f"seed-{study_stamp()}")
     except ConfigError as exc:
         fail(str(exc))
+    opts = LaunchOptions(launcher=launcher, max_parallel=max_parallel, slurm_partition=slurm_partition,
+                         slurm_gpus_per_node=slurm_gpus_per_node, slurm_time=slurm_time)
     if dry_run:
         print_plan(plan, {}, as_json)
+        print_cost([r.cfg for r in plan.runs], opts, as_json)
         return
     held = {}
     for run in plan.runs:
         teacher = KD_TEACHERS.get(run.config_name)
         if teacher and teacher in names:
             held[run.seed] = (run, teacher)
-    opts = LaunchOptions(launcher=launcher, max_parallel=max_parallel, slurm_partition=slurm_partition,
-                         slurm_gpus_per_node=slurm_gpus_per_node, slurm_time=slurm_time)
     spec = {"names": names, "sets": list(overrides), "extra": extra, "seeds": seeds}
     raise typer.Exit(execute(plan, opts, as_json=as_json, kind="seed", spec=spec, held=held))
 

@@ -36,15 +36,26 @@ def _study_rows(home: Path, study: str) -> list[dict]:
         conn.close()
 
 
+@pytest.fixture(autouse=True)
+def _no_probe(workspace):
+    """The plans' time estimates from history only: the probe is estimate.py's to test."""
+    workspace["env"]["CIFAR_TUI_ESTIMATE_PROBE"] = "off"
+
+
 def test_dry_run_prints_the_plan_and_creates_nothing(workspace):
     res = cli(workspace, "run", "resnet18_baseline", "--set", "optim.lr=1e-3,3e-3", "--set",
               "optim.weight_decay=1e-4,1e-3", "--seeds", "3", "--study", "plan", "--dry-run", "--data", "synthetic")
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    assert lines[0] == "study plan: 12 runs (2 optim.lr x 2 optim.weight_decay x 3 seeds), 4 groups"
-    rows = [line.split(None, 2) for line in lines[2:]]
+    assert lines[0] == ("study plan: 12 runs (2 optim.lr x 2 optim.weight_decay x 3 seeds), 4 groups · every group: "
+                        "resnet18_baseline · data=synthetic")
+    rows = [line.split(None, 2) for line in lines[2:14]]
     assert [int(r[0]) for r in rows] == list(range(1, 13)) and [int(r[1]) for r in rows] == [0] * 4 + [1] * 4 + [2] * 4
-    assert rows[1][2] == "resnet18_baseline data.source=synthetic optim.lr=0.001 optim.weight_decay=0.001"
+    assert rows[1][2] == "lr=1e-3 wd=1e-3"  # each group by what sets it apart
+    assert lines[14].startswith("estimated time: ")  # no earlier run, probing off (the test's env): unknown
+    plan = [json.loads(line) for line in cli(workspace, "run", "resnet18_baseline", "--set", "optim.lr=1e-3,3e-3",
+                                               "--dry-run", "--json").stdout.splitlines()]
+    assert [p["label"] for p in plan] == ["lr=1e-3", "lr=3e-3"] and plan[0]["group"].endswith("optim.lr=0.001")
     assert not workspace["home"].exists(), "a dry run created the workspace"
     res = cli(workspace, "run", "resnet18_baseline", "--set", "data.train_sizes=[32,64],[32", "--dry-run")
     assert res.returncode == 2 and "a bracket is not closed" in res.stderr and "Traceback" not in res.stderr

@@ -117,7 +117,8 @@ def test_the_decision_is_the_stores_queued_and_live_runs_count_stopped_and_crash
     store.close()
 
 
-def test_the_cli_finishes_at_once_when_every_group_is_resolved_and_says_so(tmp_path):
+def test_the_cli_finishes_at_once_when_every_group_is_resolved_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR_TUI_ESTIMATE_PROBE", "off")  # the cost line: no probe (estimate.py's to test)
     home = tmp_path / "runs"
     store, plan = Store(home), plan_of("done")
     for g in plan.groups():
@@ -136,3 +137,37 @@ def test_the_cli_finishes_at_once_when_every_group_is_resolved_and_says_so(tmp_p
     dry = CliRunner().invoke(app, [*args[:-2], "--study", "new", "--dry-run", "--json"])
     lines = [json.loads(line) for line in dry.output.splitlines()]
     assert dry.exit_code == 0 and [d["label"] for d in lines] == ["lr=1e-3", "lr=3e-3", "lr=0.01"]
+
+
+def test_a_plan_says_what_it_costs_on_this_machine_from_earlier_runs(tmp_path, monkeypatch):
+    """The plan of a study (and of seeds auto: its first seeds and its cap) prints its time from earlier
+    runs of the same model and input size here, over the runs at a time; unknown without any."""
+    from cifar_tui.estimate import Estimator, fmt_span, run_seconds
+    from cifar_tui.studies import plan_cost
+
+    monkeypatch.setenv("CIFAR_TUI_ESTIMATE_PROBE", "off")
+    monkeypatch.setenv("CIFAR_TUI_MAX_PARALLEL", "2")
+    home = tmp_path / "runs"
+    store, plan = Store(home), plan_of("old")
+    assert plan_cost(store, [r.cfg for r in plan.runs], 2).startswith("estimated time: unknown (no earlier run")
+    for seed in range(2):  # two finished runs of resnet18 at 32x32 on the CPU, 3 s an epoch
+        overrides, cfg = planned_run(plan, plan.groups()[0], seed)
+        rid = f"old-{seed}"
+        store.run_started(rid, config=cfg.model_dump(mode="json"), device="cpu", pid=os.getpid(),
+                          run_dir=str(home / rid), epochs_total=2, params=1, flops=None, study="old", group=plan.groups()[0])
+        for ep in (1, 2):
+            store.epoch_done(rid, {"epoch": ep, "test_acc": 10.0, "best_acc": 10.0, "best_epoch": ep, "epoch_s": 3.0}, 3.0 * ep)
+        store.run_ended(rid, "completed", None, 6.0)
+    cfgs = [r.cfg for r in plan.runs]
+    rate = Estimator(store).estimate(cfgs[0]).train_s_per_image
+    expected = fmt_span(max(sum(run_seconds(c, rate) for c in cfgs) / 2, run_seconds(cfgs[0], rate)))
+    line = plan_cost(store, cfgs, 2)
+    assert line.startswith(f"estimated time: about {expected} on cpu (3 runs, 2 at a time; from 2 earlier runs")
+    store.close()
+    args = ["--home", str(home), "run", "resnet18_baseline", *[a for s in SETS for a in ("--set", s)], "--dry-run"]
+    res = CliRunner().invoke(app, [*args, "--seeds", "2"], env={"COLUMNS": "300"})
+    assert res.exit_code == 0 and f"estimated time: about " in res.stdout and "6 runs, 2 at a time" in res.stdout
+    res = CliRunner().invoke(app, [*args, "--seeds", "auto", "--max-seeds", "5", "--target-ci", "1"],
+                             env={"COLUMNS": "300"})
+    assert "first 3 seeds per group: estimated time: about" in res.stdout and "9 runs, 2 at a time" in res.stdout
+    assert "at most (5 per group): estimated time: about" in res.stdout and "15 runs" in res.stdout

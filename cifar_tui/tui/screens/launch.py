@@ -83,11 +83,11 @@ def parse_seeds(raw: str) -> int:
     except ValueError:
         raise ConfigError(f"--seeds {raw!r}: expected a whole number of at least 1, or auto") from None
     if seeds < 1:
-        raise ConfigError(f"--seeds {seeds}: expected at least 1")
+        raise ConfigError(f"--seeds {seeds}: expected at least 1 (or auto)")
     return seeds
 
 
-def plan_text(plan: Plan, existing: str = "", auto=None) -> Text:
+def plan_text(plan: Plan, existing: str = "", auto=None, cost: str = "") -> Text:
     """The plan as the form shows it: the study and its size (or, with seeds auto, its rule), then its groups."""
     text = Text()
     text.append("Plan ", style="bold")
@@ -100,6 +100,8 @@ def plan_text(plan: Plan, existing: str = "", auto=None) -> Text:
         text.append(plan.describe(), style="bold cyan")
     if existing:
         text.append(f" · {existing}", style="yellow")
+    if cost:
+        text.append(f"\n  {cost}", style="cyan")
     configs = {r.group: r.config_name for r in plan.runs}
     names = name_groups(configs, configs)  # what every group shares said once; each named by the rest
     if names.title:
@@ -328,6 +330,18 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
         if recorded is not None and recorded["kind"] != "sweep":
             raise ConfigError(f"--study {name}: already a {recorded['kind']} study; choose another name")
 
+    def _cost(self, form: StudyForm) -> str:
+        """The study's time on this machine (studies.plan_cost, never measuring here: the form stays
+        responsive); seeds auto: its first seeds."""
+        from ...studies import plan_cost
+
+        store, sup = self._store(), getattr(self.app, "sup", None)
+        if store is None:
+            return ""
+        runs = [r.cfg for r in form.plan.runs for _ in range(form.auto.first_seeds if form.auto else 1)]
+        line = plan_cost(store, runs, getattr(sup, "max_parallel", 1), gpus=list(getattr(sup, "gpus", []) or []))
+        return f"first {form.auto.first_seeds} seeds per group: {line}" if form.auto else line
+
     def _existing(self, plan: Plan) -> str:
         """What an existing study already has of the plan (a study continues), in words."""
         from ...studies import existing_runs, sort_plan
@@ -379,7 +393,8 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
         self.query_one("#form-error", Static).remove_class("-visible")  # fixed: the last refusal no longer holds
         if isinstance(form, StudyForm):
             self.shown_plan = form.plan
-            shown.update(plan_text(form.plan, "" if form.auto else self._existing(form.plan), form.auto))
+            shown.update(plan_text(form.plan, "" if form.auto else self._existing(form.plan), form.auto,
+                                   self._cost(form)))
             shown.add_class("-visible")
             self.call_after_refresh(shown.scroll_visible, animate=False)  # a short terminal scrolls to it
             n = len(form.plan.runs)
