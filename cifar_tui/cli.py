@@ -254,7 +254,7 @@ def bench(as_json: bool = typer.Option(False, "--json", help="One JSON object wi
           device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
           quick: bool = typer.Option(False, "--quick", help="Fewer repeats and smaller sizes (about 3 minutes on a 2-core CPU)."),
           sections: Optional[List[str]] = typer.Option(None, "--section", help="Only this section (repeatable): "
-                                                       "startup, pipeline, train, tui, augment."),
+                                                       "startup, pipeline, train, tui, augment, study."),
           workspace: Optional[List[int]] = typer.Option(
               None, "--workspace", metavar="N",
               help="Instead: the TUI and `runs`/`leaderboard` with a workspace of N copied runs (repeat for several N)."),

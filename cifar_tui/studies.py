@@ -303,30 +303,29 @@ def plan_cost(store, cfgs: Sequence, parallel: int = 1, *, probe: bool = False, 
     """The plan's time on this machine's devices, in words: each run from earlier runs of the same
     model and input size here, else a short probe (`probe`: measure the kinds nobody knows yet, one
     probe per model and input size, cached per machine; `say(line)` is told first), else unknown;
-    spread over `parallel` runs at a time (never less than its longest run)."""
-    from .estimate import Estimator, fmt_span
+    spread over `parallel` runs at a time (never less than its longest run). One estimate per kind
+    of run, then each run's own length (epochs, images): a 1,000-run plan costs a few queries."""
+    from .estimate import Estimator, fmt_span, run_seconds
 
     est = Estimator(store, gpus=gpus)
-    if probe:
-        seen = set()
-        for cfg in cfgs:
-            key = est.key(cfg)
-            if key in seen or not est.needs_probe(cfg):
-                continue
-            seen.add(key)
-            if say is not None:
-                say(f"estimating its time: a short probe of {key.model} on {key.device} (once per model on this "
-                    "machine; CIFAR_TUI_ESTIMATE_PROBE=off skips it)")
-            est.estimate(cfg, probe=True)
-    parts = [est.estimate(cfg) for cfg in cfgs]
-    if not parts:
+    kinds: dict = {}
+    for cfg in cfgs:
+        kinds.setdefault(est.key(cfg), cfg)
+    rates = {}
+    for key, cfg in kinds.items():
+        if probe and est.needs_probe(cfg) and say is not None:
+            say(f"estimating its time: a short probe of {key.model} on {key.device} (once per model on this "
+                "machine; CIFAR_TUI_ESTIMATE_PROBE=off skips it)")
+        rates[key] = est.estimate(cfg, probe=probe)
+    if not cfgs:
         return "estimated time: nothing to run"
-    unknown = next((p for p in parts if not p.known), None)
+    unknown = next((e for e in rates.values() if not e.known), None)
     if unknown is not None:
         return f"estimated time: unknown ({unknown.note})"
-    total = sum(p.seconds for p in parts)
-    wall = max(total / max(1, parallel), max(p.seconds for p in parts))
-    at_once = f", {parallel} at a time" if parallel > 1 and len(parts) > 1 else ""
-    n = len(parts)
-    return (f"estimated time: about {fmt_span(wall)} on {parts[0].device} ({n} run{'s' if n != 1 else ''}{at_once}; "
-            f"{parts[0].note})")
+    seconds = [run_seconds(cfg, rates[est.key(cfg)].train_s_per_image) for cfg in cfgs]
+    wall = max(sum(seconds) / max(1, parallel), max(seconds))
+    first = next(iter(rates.values()))
+    n = len(seconds)
+    at_once = f", {parallel} at a time" if parallel > 1 and n > 1 else ""
+    return (f"estimated time: about {fmt_span(wall)} on {first.device} ({n} run{'s' if n != 1 else ''}{at_once}; "
+            f"{first.note})")
