@@ -66,7 +66,8 @@ def group_figure(store, g: dict, out: Path, shared: str = "") -> Path:
         seed = seeds.get(rid)
         label = f"seed {seed}" if seed is not None else rid[-12:]
         label += "" if rid in g["runs"] else " (unfinished)"
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=cmap(i % 10), alpha=0.55, lw=0.9, label=label)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=cmap(i % 10), alpha=0.55, lw=0.9, label=label,
+                marker=marker, ms=3)
     if xs:
         ax.fill_between(xs, curve["low"], curve["high"], color="black", alpha=0.10, lw=0, label="mean ± 1 std")
         ax.plot(xs, curve["mean"], color="black", lw=2.2, marker=marker, ms=3, label=f"mean of {len(curve['runs'])}")
@@ -76,8 +77,13 @@ def group_figure(store, g: dict, out: Path, shared: str = "") -> Path:
     if shared:
         fig.text(0.01, 0.01, _wrap(f"every group: {shared}", 110), fontsize=7, color="0.35")
     ax.set(xlabel="epoch", ylabel="test accuracy %")
+    low, high = ax.get_ylim()
+    ax.set_ylim(max(0.0, low), min(100.0, high))  # an accuracy: never an axis beyond 0-100
     ax.grid(alpha=0.3)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(xs) == 1:  # one epoch: a point per run, the axis around it
+        ax.set_xlim(xs[0] - 0.5, xs[0] + 0.5)
+        ax.set_xticks(xs)
     ax.legend(**LEGEND_OUTSIDE)
     fig.tight_layout(rect=(0, 0.05 if shared else 0, 1, 1))
     try:
@@ -102,8 +108,14 @@ def means_figure(groups: list[dict], out: Path, title: str, seed_figures: dict[s
         wide = bool(g.get("ci95_wide"))
         ax.plot([low, high], [y, y], color="tab:blue", lw=2.2, ls=(0, (2, 1.5)) if wide else "-",
                 solid_capstyle="butt", label=None)
+        cut = bool(g.get("ci95_clamped"))
         for x in (low, high):
-            ax.plot([x, x], [y - 0.15, y + 0.15], color="tab:blue", lw=1.4)
+            if cut and x in (0.0, 100.0):  # the interval was cut here: an open end, not a cap
+                ax.plot([x], [y], "<" if x == 0.0 else ">", color="tab:blue", ms=7, mfc="white",
+                        label="interval cut at 0 or 100" if not shown.get("cut") else None)
+                shown["cut"] = True
+            else:
+                ax.plot([x, x], [y - 0.15, y + 0.15], color="tab:blue", lw=1.4)
         ax.plot([g["mean_acc"]], [y], "o", color="tab:blue", ms=6,
                 label="ours: mean, 95% interval" if not shown["ours"] else None)
         shown["ours"] = True
@@ -125,6 +137,8 @@ def means_figure(groups: list[dict], out: Path, title: str, seed_figures: dict[s
     ax.set_yticklabels([_wrap(f"{g['label']}  (n={g['n']})", 40) for g in rows], fontsize=8)
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.set_xlabel("best test accuracy %")
+    low, high = ax.get_xlim()
+    ax.set_xlim(max(-0.5, low), min(100.5, high))
     ax.set_title(_wrap(title, 110), fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(**LEGEND_OUTSIDE)
