@@ -136,7 +136,8 @@ def test_a_study_from_the_form_opens_one_tab_not_one_per_run(tmp_path):
 
             app.sup.pump = pump
             app.experiments_pane.launch(["resnet18_baseline"])
-            await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen), "the form")
+            await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen) and getattr(app.focused, "id", "")
+                           == "f-epochs", "the form")
             form = app.screen
             form.query_one("#f-set", Input).value = "optim.lr=1e-3,3e-3,1e-2"
             form.query_one("#f-seeds", Input).value = "2"
@@ -162,7 +163,8 @@ def test_seeds_auto_from_the_form_is_recorded_and_decided_by_the_app(tmp_path):
             await until_loaded(pilot, app)
             app.sup.pump = lambda: []  # nothing starts: what the driver queues stays queued
             app.experiments_pane.launch(["resnet18_baseline"])
-            await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen), "the form")
+            await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen) and getattr(app.focused, "id", "")
+                           == "f-epochs", "the form")
             form = app.screen
             form.query_one("#f-set", Input).value = "optim.lr=1e-3,3e-3"
             form.query_one("#f-seeds", Input).value = "auto"

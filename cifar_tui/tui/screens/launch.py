@@ -378,6 +378,8 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
 
     def update_plan(self) -> None:
         """Work the plan out from the fields and show it (or why there is none)."""
+        if not self.is_attached:  # the form was submitted or closed before its timer fired
+            return
         shown = self.query_one("#plan", Static)
         go = self.query_one("#go", Button)
         try:
@@ -413,6 +415,8 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
             error.add_class("-visible")
             return
         self.launched = True
+        if self._plan_timer is not None:  # a plan worked out after the form has gone would find no fields
+            self._plan_timer.stop()
         if isinstance(form, StudyForm):
             # the App queues it on the run lifecycle (studies.queue_plan); the form's result is None
             self.app.post_message(QueueStudy(form.plan, form.spec, form.nproc, form.command))
