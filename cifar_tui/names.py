@@ -86,6 +86,13 @@ def short_value(text: str, digits: int = DIGITS, long_text: int | None = LONG_TE
     return text
 
 
+def short_settings(values: dict) -> str:
+    """`lr=6e-3 wd=1e-4` for {key: value} (a tune trial's params): short keys and values."""
+    names = _key_names(values)
+    return " ".join(f"{names[k]}={short_number(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v}"
+                    for k, v in values.items())
+
+
 # ---------------------------------------------------------------- one group
 
 

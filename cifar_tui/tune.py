@@ -26,7 +26,7 @@ from engine.config import ConfigError, load_config
 from engine.events import EventTail, read_events
 from engine.status import COMPLETED, LIVE, PRUNED, QUEUED, RESUMABLE, STARTING, STOPPED
 
-from .names import TRIAL_KEY
+from .names import TRIAL_KEY, short_settings
 from .supervisor import Refused, Started, Supervisor
 from .sweep import canonical, group_key
 from .workspace import Workspace
@@ -223,8 +223,7 @@ class Tuner:
         group = f"{group_key(self.config_name, overrides)} {TRIAL_KEY}={trial.number}"  # named `#N lr=...` (names)
         item = self.sup.enqueue(self.spec.config, overrides, self.spec.nproc, study=self.spec.study, group=group)
         self.watched[trial.number] = Watched(trial, item_id=item)
-        shown = ", ".join(p.override(trial.params[p.key]) for p in self.spec.params)
-        self.say(f"trial {trial.number}: {shown}")
+        self.say(f"trial {trial.number}: {short_settings({p.key: trial.params[p.key] for p in self.spec.params})}")
 
     def _recover(self) -> None:
         """Trials a previous tune left RUNNING: follow, resume or settle them."""

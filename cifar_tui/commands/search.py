@@ -104,7 +104,9 @@ def tune(
     if as_json:
         print(json.dumps(best))
     elif best and best["number"] is not None:
-        settings = "  ".join(f"{k}={v}" for k, v in best["params"].items())
+        from ..names import short_settings
+
+        settings = short_settings(best["params"])  # as the trial is named everywhere (`--json`: full precision)
         console.print(f"best trial {best['number']}: test acc {best['value']:.2f}  {settings}  (run {best['run_id']})")
         console.print(f"trials: {', '.join(f'{n} {s}' for s, n in sorted(best['states'].items()))}")
     else:

@@ -12,6 +12,7 @@ import time
 
 from textual.widgets import DataTable, Input, Static
 
+from cifar_tui.names import short_number
 from cifar_tui.report import fmt_acc, group_cells
 from cifar_tui.studies import group_curve, leaderboard_groups
 from cifar_tui.sweep import group_key, make_plan
@@ -258,7 +259,7 @@ def test_studies_screen_shows_an_optuna_studys_best_trial(tmp_path):
             detail = str(screen.query_one("#study-detail", Static).render())
             best = tune["best_run"]
             assert f"best trial #1: {fmt_acc(tune['bests'][best])}%" in detail
-            assert f"optim.lr={tune['best_lr']:.4g}" in detail and best in detail
+            assert f"lr={short_number(tune['best_lr'])}" in detail and best in detail  # as the trial is named
             assert "2 complete, 1 pruned" in detail and "--param optim.lr=log:1e-4:1e-1" in detail
             await pilot.press("enter")  # its runs on the leaderboard
             lb = app.query_one("#lb-table", DataTable)

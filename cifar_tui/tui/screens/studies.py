@@ -14,6 +14,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from ...names import short_settings
 from ...report import fmt_acc
 
 
@@ -70,8 +71,7 @@ def trial_text(trial: dict | None) -> Text:
     if trial.get("run_id"):
         text.append(f"  run {trial['run_id']}", style="dim")
     text.append(f"  ({states})\n  ", style="dim")
-    text.append("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in sorted(trial["params"].items())), style="cyan")
+    text.append(short_settings(dict(sorted(trial["params"].items()))), style="cyan")
     return text
 
 
