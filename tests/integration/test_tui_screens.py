@@ -47,7 +47,7 @@ def test_experiment_list_filter_and_yaml(tmp_path):
             table = app.query_one("#exp-table", DataTable)
             assert table.row_count == len(list_config_paths(ROOT / "configs"))
             base = row_dict(table, "resnet18_baseline")
-            assert base["seed"] == "44.26" and base["model"] == "resnet18" and base["input"] == "32"
+            assert base["seed"] == "44.26 seed" and base["model"] == "resnet18" and base["input"] == "32"
             assert base["best"] == "40.39"  # best CIFAR-100 result of the fake runs
             assert row_dict(table, "resnet18_cifar_sgd")["best"].endswith("syn")  # only synthetic so far
             await pilot.press("slash", *"arcface 224")
