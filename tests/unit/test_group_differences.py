@@ -172,3 +172,29 @@ def test_references_are_named_for_what_they_are(tmp_path):
     assert (rows["resnet18_fast"]["ref_acc"], rows["resnet18_fast"]["ref_kind"]) == (75.0, "goal")
     table = invoke(tmp_path, "list").stdout
     assert "ref acc" in table and "seed acc" not in table and "goal 75.00" in table and "75.61 paper" in table
+
+
+def test_seed_and_reference_kind_survive_a_rebuild_and_fill_in_for_an_older_store(tmp_path):
+    """Pairing by seed and naming a reference need the `seed` and `reference_kind` columns: written
+    at a run's start, rebuilt from its run dir, and filled in from the resolved config for the rows
+    of a store made before they existed."""
+    import sqlite3
+
+    from tests.support.tui import fake_run
+
+    home = tmp_path / "runs"
+    home.mkdir()
+    rid = fake_run(home, "resnet18_fast", "0a0a", overrides=["train.seed=7"])
+    store = Store(home)
+    store.rebuild()  # the row from the run directory
+    row = store.run(rid)
+    assert (row["seed"], row["reference_kind"], row["reference_acc"]) == (7, "goal", 75.0)
+    with store.conn:  # as a store from before the two columns: drop them (SQLite >= 3.35)
+        store.conn.execute("ALTER TABLE runs DROP COLUMN seed")
+        store.conn.execute("ALTER TABLE runs DROP COLUMN reference_kind")
+    store.close()
+    assert "seed" not in {r[1] for r in sqlite3.connect(home / "cifar_tui.db").execute("PRAGMA table_info(runs)")}
+    store = Store(home)
+    row = store.run(rid)
+    assert (row["seed"], row["reference_kind"]) == (7, "goal")
+    store.close()
