@@ -15,6 +15,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterable
 
 TRIAL_KEY = "trial"          # a tune trial's number, in its group key (never a config key: those have a dot)
@@ -161,9 +162,17 @@ def _key_names(keys: Iterable[str]) -> dict[str, str]:
 
 
 def name_groups(groups: Iterable[str], configs: dict[str, str] | None = None) -> Names:
-    """Names for these groups (`configs`: group -> its config name, where known)."""
-    configs = configs or {}
-    keys_in_order = list(dict.fromkeys(groups))
+    """Names for these groups (`configs`: group -> its config name, where known). The same groups
+    get the same Names object again (a study's tab names its groups each time a run moves): do
+    not change it."""
+    keys = tuple(dict.fromkeys(groups))
+    return _name_groups(keys, tuple((g, (configs or {}).get(g)) for g in keys))
+
+
+@lru_cache(maxsize=64)
+def _name_groups(keys_in_order: tuple[str, ...], configs_of: tuple) -> Names:
+    configs = {g: c for g, c in configs_of if c}
+    keys_in_order = list(keys_in_order)
     parsed = {g: parse_group(g, configs.get(g)) for g in keys_in_order}
     all_configs = list(dict.fromkeys(p.config for p in parsed.values()))
     one_config = all_configs[0] if len(all_configs) == 1 else None

@@ -7,7 +7,8 @@ them live), in this process with the real Textual app, headless (App.run_test):
   engine writes it), then the app's store refresh and the tab's redraw, timed together;
 - the app's CPU while nothing happens, with the study's tab in front (this process's CPU time over
   a window: headless, so no terminal output is drawn; a lower bound for a real terminal).
-The store's rows are written directly (no engine runs): what is measured is the TUI's side.
+The store's rows are written directly (no engine runs; the finished runs ended an hour ago, as in
+a study that has run a while): what is measured is the TUI's side.
 """
 from __future__ import annotations
 
@@ -44,8 +45,9 @@ def write_study(home: Path, runs: int, seeds: int = 10) -> list[str]:
         config = {"name": "resnet18_baseline", "data": {"source": "synthetic"}, "train": {"seed": seed, "epochs": 10},
                   "optim": {"lr": lr}}
         rows.append((rid, "resnet18_baseline", "running" if running else "completed", "synthetic", "cpu",
-                     os.getpid() if running else None, socket.gethostname(), str(home / rid), now - runs + i,
-                     None if running else now - 1, now, now, 10, 4 if running else 10, acc - (3 if running else 0),
+                     os.getpid() if running else None, socket.gethostname(), str(home / rid), now - 7200 - runs + i,
+                     None if running else now - 3600, now if running else now - 3600, now if running else now - 3600,
+                     10, 4 if running else 10, acc - (3 if running else 0),
                      4 if running else 9, 40.0 if running else 100.0, json.dumps(config), STUDY, group, seed))
         if running:
             live.append(rid)
