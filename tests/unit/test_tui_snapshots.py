@@ -25,6 +25,7 @@ SIZE = (160, 45)
 def snap_env(tmp_path, monkeypatch):
     """cwd = tmp (relative paths on screen) and UTC clock formatting."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CIFAR_TUI_CACHE", str(tmp_path / "cache"))  # no run-time probe of this machine in a picture
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     yield tmp_path
