@@ -3,8 +3,8 @@
 - The study lives in the workspace: Optuna's RDB storage in runs/optuna.db (SQLite), next to
   cifar_tui.db; our `studies` table keeps what was asked (config, params, trials, pruner).
 - Each trial is a run queued on the supervisor (GPU leases; one at a time on the CPU), recorded
-  with `start.study` = the study and its own group; its run id is the trial's user attribute
-  `run_id`.
+  with `start.study` = the study and its own group (the config, its settings and `trial=N`, so
+  it is named `#N lr=...`); its run id is the trial's user attribute `run_id`.
 - Pruning: each epoch's test accuracy is reported to the trial (step = epoch); when the pruner
   says so the run is stopped as pruned (Supervisor.prune: a request in its run dir + SIGTERM),
   and its `end` event and store row say `pruned`; the trial is told PRUNED.
@@ -26,6 +26,7 @@ from engine.config import ConfigError, load_config
 from engine.events import EventTail, read_events
 from engine.status import COMPLETED, LIVE, PRUNED, QUEUED, RESUMABLE, STARTING, STOPPED
 
+from .names import TRIAL_KEY, short_settings
 from .supervisor import Refused, Started, Supervisor
 from .sweep import canonical, group_key
 from .workspace import Workspace
@@ -219,11 +220,10 @@ class Tuner:
     def _start_trial(self) -> None:
         trial = self.study.ask(self.distributions)
         overrides = [*self.spec.overrides, *(p.override(trial.params[p.key]) for p in self.spec.params)]
-        group = group_key(self.config_name, overrides)
+        group = f"{group_key(self.config_name, overrides)} {TRIAL_KEY}={trial.number}"  # named `#N lr=...` (names)
         item = self.sup.enqueue(self.spec.config, overrides, self.spec.nproc, study=self.spec.study, group=group)
         self.watched[trial.number] = Watched(trial, item_id=item)
-        shown = ", ".join(p.override(trial.params[p.key]) for p in self.spec.params)
-        self.say(f"trial {trial.number}: {shown}")
+        self.say(f"trial {trial.number}: {short_settings({p.key: trial.params[p.key] for p in self.spec.params})}")
 
     def _recover(self) -> None:
         """Trials a previous tune left RUNNING: follow, resume or settle them."""

@@ -45,8 +45,16 @@ Fraction = Annotated[float, Num, Field(ge=0, lt=1, allow_inf_nan=False)]
 ImageSize = Annotated[int, Num, Field(ge=8, le=1024)]
 
 
+REFERENCE_KINDS = ("seed", "paper", "estimate", "goal")  # the seed's write-up, a published figure, our estimate, our goal
+
+
 class ReferenceConfig(_Strict):
+    """The accuracy this config is held against, and what it is: `seed` (the seed's results table),
+    `paper` (a published figure: a paper or a public repository's README), `estimate` (ours, from
+    published figures) or `goal` (what we aim for: shown as a goal, never as a reference)."""
+
     accuracy: Optional[Annotated[float, Num, Field(ge=0, le=100, allow_inf_nan=False)]] = None
+    kind: Optional[Literal["seed", "paper", "estimate", "goal"]] = None
     source: str = ""
 
 

@@ -155,7 +155,15 @@ def run(
                                   "(--nproc GPUs for a DDP run), pinned with CUDA_VISIBLE_DEVICES."),
     max_parallel: Optional[int] = typer.Option(None, "--max-parallel", min=1, help="With --parallel: at most this many "
                                                "runs alive at a time on this host (default: one per GPU; 1 without GPUs)."),
-    seeds: int = typer.Option(1, "--seeds", min=1, help="A study: each run repeated with seeds train.seed+0..N-1."),
+    seeds: str = typer.Option("1", "--seeds", metavar="N|auto", help="A study: each run repeated with seeds "
+                              "train.seed+0..N-1; auto: seeds added until each group is resolved (--target-ci, --vs), "
+                              "at most --max-seeds."),
+    max_seeds: Optional[int] = typer.Option(None, "--max-seeds", metavar="N", help="With --seeds auto (required): "
+                                            "the most runs per group."),
+    target_ci: Optional[float] = typer.Option(None, "--target-ci", metavar="PP", help="With --seeds auto: a group is "
+                                              "resolved when its 95% interval is within ±PP accuracy points."),
+    vs: Optional[str] = typer.Option(None, "--vs", metavar="GROUP", help="With --seeds auto: a group is resolved when "
+                                     "its difference to GROUP (a group of the plan, as --dry-run names it) is (p<0.05)."),
     study: Optional[str] = typer.Option(None, "--study", help="A study's name (default: config name + time); "
                                         "an existing one continues (done runs skipped, stopped ones resumed)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (grid x seeds); start nothing."),
@@ -172,14 +180,16 @@ def run(
     (optim.lr=1e-3,3e-3) or --seeds N makes a study: the grid times the seeds, queued one run per
     GPU (one at a time on the CPU); --dry-run prints the plan."""
     from ..follow import follow_many
+    from .auto import seeds_option
     from .studies import LaunchOptions, is_sweep, sweep
 
-    if is_sweep(overrides, seeds, study, dry_run, launcher):
+    n_seeds, auto = seeds_option(seeds, max_seeds, target_ci, vs)
+    if is_sweep(overrides, n_seeds, study, dry_run, launcher) or auto:
         opts = LaunchOptions(launcher=launcher, nproc=nproc, nnodes=nnodes, max_parallel=max_parallel,
                              slurm_partition=slurm_partition, slurm_gpus_per_node=slurm_gpus_per_node,
                              slurm_time=slurm_time)
-        sweep(names, overrides, _cli_overrides([], data, device, epochs), seeds=seeds, study=study, dry_run=dry_run,
-              opts=opts, as_json=as_json)
+        sweep(names, overrides, _cli_overrides([], data, device, epochs), seeds=n_seeds, study=study, dry_run=dry_run,
+              opts=opts, as_json=as_json, auto=auto)
         return
     extra = _cli_overrides(overrides, data, device, epochs)
     configs = [_load(n, extra) for n in names]  # all checked before anything starts

@@ -90,6 +90,13 @@ def tune(
         verb = "continuing" if tuner.continued else "new"
         console.print(f"study {spec.study} ({verb}): {trials} trials of {name} over "
                       f"{', '.join(p.text for p in parsed)}; pruner {spec.prune}")
+        from engine.config import load_config
+
+        from .studies import print_cost
+
+        left = max(0, trials - tuner._finished())  # each trial as long as the config's run (pruning shortens some)
+        print_cost([load_config(name, extra, state.ws.configs)] * left, opts, as_json=False,
+                   prefix=f"{left} trial{'s' if left != 1 else ''} left, at most: ")
         code = tuner.run()
     finally:
         sup.close()
@@ -97,7 +104,9 @@ def tune(
     if as_json:
         print(json.dumps(best))
     elif best and best["number"] is not None:
-        settings = "  ".join(f"{k}={v}" for k, v in best["params"].items())
+        from ..names import short_settings
+
+        settings = short_settings(best["params"])  # as the trial is named everywhere (`--json`: full precision)
         console.print(f"best trial {best['number']}: test acc {best['value']:.2f}  {settings}  (run {best['run_id']})")
         console.print(f"trials: {', '.join(f'{n} {s}' for s, n in sorted(best['states'].items()))}")
     else:

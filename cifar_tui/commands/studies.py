@@ -22,6 +22,7 @@ from engine.config import ConfigError
 from engine.status import COMPLETED
 
 from .common import EXIT_STOPPED, command_line, console, err_console, fail, open_store, state, supervisor, warn
+from .readout import print_cost, print_groups  # noqa: F401 - print_groups: used by cli.py, search.py, auto.py
 
 
 class Launcher(str, Enum):
@@ -67,9 +68,13 @@ def print_plan(plan, notes: dict[int, str], as_json: bool) -> None:
     from ..sweep import plan_lines
 
     if as_json:
+        from ..names import name_groups
+
+        configs = {r.group: r.config_name for r in plan.runs}
+        names = name_groups(configs, configs)
         for r in plan.runs:
             print(json.dumps({"study": plan.study, "index": r.index, "config": r.config_name, "overrides": list(r.overrides),
-                              "seed": r.seed, "group": r.group, "existing": notes.get(r.index)}))
+                              "seed": r.seed, "group": r.group, "label": names[r.group], "existing": notes.get(r.index)}))
         return
     sys.stdout.write("\n".join(plan_lines(plan, notes)) + "\n")
     sys.stdout.flush()
@@ -95,6 +100,7 @@ def execute(plan, opts: LaunchOptions, *, as_json: bool, kind: str, spec: dict, 
             sup.cancel_own()
             fail(str(exc))
         print_plan(plan, queued["notes"], as_json)
+        print_cost([r.cfg for r in queued["start"]], opts, as_json)
         # a held run already done, running or resumable is handled like any other
         held = {seed: pair for seed, pair in held.items() if pair[0] in queued["start"]}
         for (_, seed), row in queued["existing"].items():
@@ -176,16 +182,23 @@ def is_sweep(overrides: List[str], seeds: int, study: Optional[str], dry_run: bo
 
 
 def sweep(names: List[str], overrides: List[str], extra: List[str], *, seeds: int, study: Optional[str],
-          dry_run: bool, opts: LaunchOptions, as_json: bool) -> None:
-    """`cifar-tui run NAME... --set k=a,b --seeds N [--study S] [--dry-run] [--launcher ...]`."""
+          dry_run: bool, opts: LaunchOptions, as_json: bool, auto: Optional[dict] = None) -> None:
+    """`cifar-tui run NAME... --set k=a,b --seeds N|auto [--study S] [--dry-run] [--launcher ...]`;
+    auto: the flags of --seeds auto (commands/auto.py drives it)."""
     from ..sweep import make_plan
 
     try:
         plan = make_plan(names, overrides, seeds, extra=extra, configs_dir=state.ws.configs, study=study)
     except ConfigError as exc:
         fail(str(exc))
+    if auto is not None:
+        from .auto import run_auto
+
+        record = {"names": list(names), "sets": list(overrides), "extra": list(extra)}
+        raise typer.Exit(run_auto(plan, auto, opts, dry_run=dry_run, as_json=as_json, record=record))
     if dry_run:
         print_plan(plan, {}, as_json)
+        print_cost([r.cfg for r in plan.runs], opts, as_json)
         return
     spec = {"names": list(names), "sets": list(overrides), "extra": list(extra), "seeds": seeds}
     raise typer.Exit(execute(plan, opts, as_json=as_json, kind="sweep", spec=spec))
@@ -241,16 +254,17 @@ def reproduce(
                          study=study or f"seed-{study_stamp()}")
     except ConfigError as exc:
         fail(str(exc))
+    opts = LaunchOptions(launcher=launcher, max_parallel=max_parallel, slurm_partition=slurm_partition,
+                         slurm_gpus_per_node=slurm_gpus_per_node, slurm_time=slurm_time)
     if dry_run:
         print_plan(plan, {}, as_json)
+        print_cost([r.cfg for r in plan.runs], opts, as_json)
         return
     held = {}
     for run in plan.runs:
         teacher = KD_TEACHERS.get(run.config_name)
         if teacher and teacher in names:
             held[run.seed] = (run, teacher)
-    opts = LaunchOptions(launcher=launcher, max_parallel=max_parallel, slurm_partition=slurm_partition,
-                         slurm_gpus_per_node=slurm_gpus_per_node, slurm_time=slurm_time)
     spec = {"names": names, "sets": list(overrides), "extra": extra, "seeds": seeds}
     raise typer.Exit(execute(plan, opts, as_json=as_json, kind="seed", spec=spec, held=held))
 
@@ -283,40 +297,6 @@ def studies_cmd(as_json: bool = typer.Option(False, "--json", help="One JSON obj
     console.print(table)
     if not found:
         console.print("no studies yet: cifar-tui run NAME --set optim.lr=1e-3,3e-3 --seeds 3")
-
-
-def print_groups(study: Optional[str], fmt: str = "table", keep: Optional[int] = None) -> None:
-    """One row per group (of the workspace, or of a study) with n, mean ± std and the 95% interval;
-    `keep`: at most that many of each data source (the best)."""
-    from ..report import group_cells, groups_text
-    from ..studies import leaderboard_groups
-    from . import listing
-
-    store = open_store()
-    try:
-        if study and store.study(study) is None and not store.study_runs(study):
-            fail(f"--study {study}: no such study in {state.ws.home} (see `cifar-tui studies`)")
-        groups = leaderboard_groups(store, study)
-    finally:
-        store.close()
-    if fmt != "table":
-        sys.stdout.write(groups_text(groups if keep is None else
-                                     [g for s in ("cifar100", "synthetic") for g in
-                                      [g for g in groups if g["data"] == s][:keep]], fmt))
-        return
-    columns = [listing.Column(c) for c in ("group", "n", "mean ± std", "95% interval", "seed", "seed inside", "diff",
-                                           "epochs", "wall")]
-    for source in ("cifar100", "synthetic"):
-        part = [g for g in groups if g["data"] == source]
-        if not part:
-            continue
-        title = "Groups (CIFAR-100)" if source == "cifar100" else "Synthetic data (not CIFAR-100, not compared with the seed)"
-        shown = part[:keep]
-        listing.print_table(console, title + (f", study {study}" if study else ""), columns,
-                            [group_cells(g) for g in shown])
-        listing.hidden_line(console, len(part) - len(shown), "lower-ranked group", "best")
-    if not groups:
-        console.print("no results yet" + (f" in study {study}" if study else ""))
 
 
 def show_run_if_run(name: str) -> bool:

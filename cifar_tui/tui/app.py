@@ -39,11 +39,13 @@ from .panes.experiments import ExperimentsPane
 from .panes.leaderboard import LeaderboardPane
 from .panes.run_view import RunView
 from .panes.runs import RunsPane
+from .auto_driver import AutoDriver
 from .run_tabs import FIXED_LABELS, RunTabs
 from .runs_index import Changes, RunsIndex
 from .screens import CompareScreen, ConfirmScreen, LaunchPlan, LaunchScreen, MainScreen, QuitScreen
 from .screens.main import NARROW  # narrower: a compact footer, the top bar without "N at a time on ..."
 from .screens.studies import StudiesScreen, StudyChoice, load_studies
+from .study_tabs import StudyTabs, study_pane_id
 from .support import pane_id_for, short_run
 from .widgets.gpu_bar import GpuBar
 from .widgets.keys import KeysInOrder
@@ -86,6 +88,8 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
         self.notices: Announcer | None = None
         self.run_tabs = RunTabs(self)
         self.views = self.run_tabs.views       # run id -> its view (one tab each)
+        self.study_tabs = StudyTabs(self)      # study -> its tab (a study's runs get no tab each)
+        self.auto_driver = AutoDriver(self)    # --seeds auto studies this TUI decides for
         self._activate: set[int] = set()       # queue ids whose tab opens in front when they start
         self.resume_pending: set[str] = set()  # runs to resume once their exiting process is gone
         self._bindings_state: tuple | None = None
@@ -141,11 +145,12 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
         self.notices = Announcer(self, self.sup)
         self.gpu_bar.gpus = list(self.sup.gpus)
         self.refresh_store()
-        # re-attach: every live run gets its tab back; crashed ones are reported
+        # re-attach: every live run gets its tab back (a study's runs: their study's tab); crashed ones are reported
         newest = self.index.newest_first()
         for rid in newest:
             if self.index.runs[rid]["status"] in LIVE:
-                self.call_later(self.open_run, rid, False)
+                study = self.index.runs[rid].get("study")
+                self.call_later(*((self.study_tabs.open, study, False) if study else (self.open_run, rid, False)))
         crashed = [rid for rid in newest if self.index.runs[rid]["status"] == CRASHED]
         if crashed:
             runs = "1 run" if len(crashed) == 1 else f"{len(crashed)} runs"
@@ -181,6 +186,8 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
             return
         try:
             self.reap_engines()
+            if self.auto_driver.tick():
+                self.refresh_store(force=True)  # our own writes do not move our connection's data_version
             self.refresh_store()
             await self.resume_exited()
             await self.pump_queue()
@@ -195,6 +202,7 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
         if changes:
             for pane in (self.experiments_pane, self.runs_pane, self.leaderboard_pane):
                 pane.runs_changed(self.index, changes)
+            self.study_tabs.runs_changed(self.index, changes)
             self._draw_counts()
             self.update_bindings()
         self.notices.store_changed(self.index, changes, set(self.views))
@@ -318,12 +326,33 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
     def _show_studies(self) -> None:
         pane = self.leaderboard_pane
 
-        def chosen(choice: StudyChoice | None) -> None:
-            if choice is not None:
+        async def chosen(choice: StudyChoice | None) -> None:
+            if choice is not None and choice.tab and choice.study:
+                await self.study_tabs.open(choice.study, True)
+                self.update_bindings()
+            elif choice is not None:
                 pane.show_study(choice.study, choice.by_group)
                 self.action_show_tab("leaderboard")
 
         self.push_screen(StudiesScreen(self.ws, load_studies(self.store), current=pane.study), chosen)
+
+    @on(msg.OpenStudy)
+    async def _open_study(self, event: msg.OpenStudy) -> None:
+        await self.study_tabs.open(event.study, True)
+        self.update_bindings()
+
+    @on(msg.CloseStudy)
+    async def _close_study(self, event: msg.CloseStudy) -> None:
+        await self.study_tabs.close(event.study)
+        self.action_show_tab("runs")
+
+    @on(msg.DriveStudy)
+    def _drive_study(self, event: msg.DriveStudy) -> None:
+        error = self.auto_driver.continue_recorded(event.study)
+        if error:
+            self.notify(error, severity="error", timeout=10)
+        else:
+            self.notify(f"study {event.study}: this TUI now adds its seeds", title="Seeds auto", timeout=5)
 
     # ------------------------------------------------------------------ run tabs
     @on(msg.OpenRun)
@@ -353,7 +382,7 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
         fixed = {"experiments": ExperimentsPane, "runs": RunsPane, "leaderboard": LeaderboardPane}.get(tab)
         if fixed is not None:
             return self.query_one(fixed)
-        return self.run_tabs.view_in(tab)
+        return self.study_tabs.view_in(tab) or self.run_tabs.view_in(tab)
 
     def current_view_run(self) -> str | None:
         view = self.active_pane()
@@ -376,7 +405,7 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
 
     def _cycle_tab(self, step: int) -> None:
         tabs = self.query_one("#tabs", TabbedContent)
-        ids = list(FIXED_TABS) + [pane_id_for(r) for r in self.views]
+        ids = list(FIXED_TABS) + [study_pane_id(s) for s in self.study_tabs.views] + [pane_id_for(r) for r in self.views]
         try:
             i = ids.index(tabs.active)
         except ValueError:

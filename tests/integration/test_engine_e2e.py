@@ -244,7 +244,8 @@ def test_list_shows_every_experiment_with_reference(workspace):
     res = cli(workspace, "list", "--json")
     rows = {json.loads(line)["name"]: json.loads(line) for line in res.stdout.splitlines()}
     assert len(rows) >= 12
-    assert rows["resnet18_baseline"]["reference"] == 44.26 and rows["resnet50_pretrained_arcface_224x224"]["input"] == "224"
+    assert rows["resnet18_baseline"]["ref_acc"] == 44.26 and rows["resnet18_baseline"]["ref_kind"] == "seed"
+    assert rows["resnet50_pretrained_arcface_224x224"]["input"] == "224"
 
 
 def _kd_first_step_loss(student_cfg, home: Path, data_root: Path, teacher_dir: Path, teacher_state: dict) -> dict:

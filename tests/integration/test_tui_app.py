@@ -396,6 +396,12 @@ def test_a_study_from_the_form_runs_with_its_groups(engine_ws):
                 start = next(e for e in read_events(ws.home / r["run_id"] / "events.jsonl") if e["type"] == "start")
                 assert start["study"] == "seeds2" and start["group"] == r["group_key"]
             assert sorted(json.loads(r["config_json"])["train"]["seed"] for r in runs) == [0, 1]
+            # one tab for the study, none per run: its grid filled in with both runs' best accuracies
+            assert app.views == {} and "seeds2" in app.study_tabs.views
+            pane = app.study_tabs.views["seeds2"]
+            await wait_for(pilot, lambda: pane.grid is not None and sorted(
+                (c.status, c.best) for c in pane.grid.cells.values()) == sorted(
+                ("completed", r["best_acc"]) for r in runs), 10, "the study's grid")
             await pilot.press("3", "g")
             table = app.query_one("#lb-groups", DataTable)
             expected = leaderboard_groups(app.store, "seeds2")[0]

@@ -165,9 +165,10 @@ def test_a_running_run_labels_its_time_left_as_time_left(tmp_path):
                 if view.loaded:
                     break
                 await pilot.pause(0.05)
-            view.supervised = "running"  # as the supervisor says of a live engine
+            # as the supervisor says of a live engine; read at once: the app's once-a-second status
+            # sync would say 'crashed' of this fake run (no process), and a pause lets it run first
+            view.supervised = "running"
             view._draw_progress()
-            await pilot.pause(0.1)
             info = shown(view.query_one("#progress-info", Static))
             assert re.search(r"epoch \S+ left · run \S+ left", info), info
             assert "ETA" not in info

@@ -12,6 +12,7 @@ import time
 
 from textual.widgets import DataTable, Input, Select, Static
 
+from cifar_tui.names import short_number
 from cifar_tui.report import fmt_acc, group_cells
 from cifar_tui.studies import group_curve, leaderboard_groups
 from cifar_tui.sweep import group_key, make_plan
@@ -100,9 +101,10 @@ def test_group_rows_are_the_cli_groups_and_a_study_filters_them(tmp_path):
                 half = T_975_2 * std / math.sqrt(len(accs))
                 assert row[4] == "3" and row[5] == f"{mean:.2f} ± {std:.2f}"
                 assert row[6] == f"[{mean - half:.2f}, {mean + half:.2f}]"
-                assert row[12] == group.split("optim.")[1].split(" ")[0].join(["optim.", ""])
+                lr = float(group.split("optim.lr=")[1].split(" ")[0])  # 0.001 -> lr=1e-3: the short name
+                assert row[12] == f"lr={lr:.0e}".replace("e-0", "e-")
             assert "study lr-sweep" in str(app.query_one("#lb-note", Static).render())
-            assert "data.source=synthetic" in str(app.query_one("#lb-note", Static).render())  # shared: said once
+            assert "data=synthetic" in str(app.query_one("#lb-note", Static).render())  # shared: said once
             # by run: only the study's runs; esc: every run again
             await pilot.press("g")
             lb = app.query_one("#lb-table", DataTable)
@@ -142,7 +144,7 @@ def test_launch_form_plans_a_grid_times_seeds_and_queues_it_with_groups(tmp_path
                            "the plan in the form")
             shown = str(form.query_one("#plan", Static).render())
             assert "8 runs (2 optim.lr x 2 optim.weight_decay x 2 seeds), 4 groups" in shown
-            assert "optim.lr=0.001 optim.weight_decay=0.0001" in shown
+            assert "lr=1e-3 wd=1e-4" in shown and "lr=3e-3 wd=1e-3" in shown  # each group by what sets it apart
             assert "Queue 8 runs" in str(form.query_one("#go").label)
             app.sup.pump = lambda: []  # nothing starts: the runs stay queued (no engine in a unit test)
             await pilot.press("ctrl+s")
@@ -258,7 +260,7 @@ def test_studies_screen_shows_an_optuna_studys_best_trial(tmp_path):
             detail = str(screen.query_one("#study-detail", Static).render())
             best = tune["best_run"]
             assert f"best trial #1: {fmt_acc(tune['bests'][best])}%" in detail
-            assert f"optim.lr={tune['best_lr']:.4g}" in detail and best in detail
+            assert f"lr={short_number(tune['best_lr'])}" in detail and best in detail  # as the trial is named
             assert "2 complete, 1 pruned" in detail and "--param optim.lr=log:1e-4:1e-1" in detail
             await pilot.press("enter")  # its runs on the leaderboard
             lb = app.query_one("#lb-table", DataTable)

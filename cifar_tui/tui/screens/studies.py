@@ -14,6 +14,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from ...names import short_settings
 from ...report import fmt_acc
 
 
@@ -23,6 +24,7 @@ class StudyChoice:
 
     study: str | None
     by_group: bool | None = None   # None: as it is
+    tab: bool = False              # the study's own tab instead (its groups x seeds grid)
 
 
 def load_studies(store) -> list[dict]:
@@ -46,7 +48,11 @@ def spec_text(study: dict) -> str:
         parts += [f"--set {o}" for o in spec.get("overrides") or []]
         return " ".join(parts)
     parts = [f"--set {o}" for o in [*(spec.get("sets") or []), *(spec.get("extra") or [])]]
-    if (spec.get("seeds") or 1) > 1:
+    if spec.get("seeds") == "auto":
+        parts.append(f"--seeds auto --max-seeds {spec.get('max_seeds')}")
+        parts += [f"--target-ci {spec['target_ci']:g}"] if spec.get("target_ci") is not None else []
+        parts += [f"--vs {spec['vs']!r}"] if spec.get("vs") else []
+    elif isinstance(spec.get("seeds"), int) and spec["seeds"] > 1:
         parts.append(f"--seeds {spec['seeds']}")
     return " ".join(parts)
 
@@ -65,8 +71,7 @@ def trial_text(trial: dict | None) -> Text:
     if trial.get("run_id"):
         text.append(f"  run {trial['run_id']}", style="dim")
     text.append(f"  ({states})\n  ", style="dim")
-    text.append("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in sorted(trial["params"].items())), style="cyan")
+    text.append(short_settings(dict(sorted(trial["params"].items()))), style="cyan")
     return text
 
 
@@ -77,6 +82,7 @@ class StudiesScreen(Screen[StudyChoice | None]):
         Binding("escape,q", "back", "Back"),
         Binding("enter", "runs", "Its runs", priority=True),  # before the table's own enter
         Binding("g", "groups", "Its groups"),
+        Binding("t", "tab", "Its tab"),
         Binding("a", "all", "All runs"),
     ]
 
@@ -151,7 +157,8 @@ class StudiesScreen(Screen[StudyChoice | None]):
             else:
                 text.append("reading the Optuna study…", style="dim")
                 self._read_trial(name)
-        text.append("\n  enter: its runs on the leaderboard · g: its groups · a: every run", style="dim")
+        text.append("\n  enter: its runs on the leaderboard · g: its groups · t: its tab (groups x seeds) · a: every run",
+                    style="dim")
         detail.update(text)
 
     @work(thread=True, exclusive=True, group="trial")
@@ -183,6 +190,10 @@ class StudiesScreen(Screen[StudyChoice | None]):
     def action_groups(self) -> None:
         if (name := self.highlighted()) is not None:
             self.dismiss(StudyChoice(name, by_group=True))
+
+    def action_tab(self) -> None:
+        if (name := self.highlighted()) is not None:
+            self.dismiss(StudyChoice(name, tab=True))
 
     def action_all(self) -> None:
         self.dismiss(StudyChoice(None))
