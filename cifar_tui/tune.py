@@ -1,7 +1,10 @@
 """`cifar-tui tune`: an Optuna study (TPE) over a config's settings, its trials ordinary runs.
 
-- The study lives in the workspace: Optuna's RDB storage in runs/optuna.db (SQLite), next to
-  cifar_tui.db; our `studies` table keeps what was asked (config, params, trials, pruner).
+- The study lives in the workspace: Optuna's JournalStorage in runs/optuna.journal (an append-only
+  log with a lock file taken by O_EXCL creation, safe on NFS where SQLite is not: SLURM workers on
+  several nodes share it, cifar_tui/tune_workers.py), next to cifar_tui.db; our `studies` table keeps
+  what was asked (config, params, trials, pruner). Studies of an older runs/optuna.db (SQLite) are
+  copied into it the first time it is opened.
 - Each trial is a run queued on the supervisor (GPU leases; one at a time on the CPU), recorded
   with `start.study` = the study and its own group; its run id is the trial's user attribute
   `run_id`.
@@ -30,20 +33,56 @@ from .supervisor import Refused, Started, Supervisor
 from .sweep import canonical, group_key
 from .workspace import Workspace
 
-STORAGE_FILE = "optuna.db"
+STORAGE_FILE = "optuna.journal"
+LEGACY_STORAGE_FILE = "optuna.db"   # the SQLite storage of earlier versions: its studies are copied once
 MAX_FAILURES_IN_A_ROW = 3
 PRUNERS = ("none", "median", "percentile:P", "threshold:MIN")
 
 
-def storage_url(ws: Workspace) -> str:
-    return f"sqlite:///{(Path(ws.home) / STORAGE_FILE).resolve()}"
+def storage_path(ws: Workspace) -> Path:
+    return (Path(ws.home) / STORAGE_FILE).resolve()
+
+
+def file_lock(path: Path):
+    """Optuna's lock for NFS (a lock file created with O_EXCL; one left by a dead holder is broken
+    after 30 s): `acquire()` waits for it, `release()`."""
+    from optuna.storages.journal import JournalFileOpenLock
+
+    return JournalFileOpenLock(str(path))
 
 
 def _storage(ws: Workspace):
     import optuna
+    from optuna.storages.journal import JournalFileBackend
 
     Path(ws.home).mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(storage_url(ws), engine_kwargs={"connect_args": {"timeout": 60}})
+    path = storage_path(ws)
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=file_lock(path)))
+    if (Path(ws.home) / LEGACY_STORAGE_FILE).is_file():
+        _copy_legacy(ws, storage)
+    return storage
+
+
+def _copy_legacy(ws: Workspace, storage) -> None:
+    """Copy the studies of runs/optuna.db (SQLite, earlier versions) into the journal, once; the
+    old file is kept as optuna.db.copied."""
+    import optuna
+
+    legacy = Path(ws.home) / LEGACY_STORAGE_FILE
+    lock = file_lock(legacy)
+    lock.acquire()
+    try:
+        if not legacy.is_file():
+            return  # another process copied it while we waited
+        old = optuna.storages.RDBStorage(f"sqlite:///{legacy.resolve()}")
+        have = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+        for summary in optuna.get_all_study_summaries(old, include_best_trial=False):
+            if summary.study_name not in have:
+                optuna.copy_study(from_study_name=summary.study_name, from_storage=old, to_storage=storage)
+        old.engine.dispose()
+        legacy.rename(legacy.with_name(LEGACY_STORAGE_FILE + ".copied"))
+    finally:
+        lock.release()
 
 
 # ---------------------------------------------------------------- the search space
@@ -203,6 +242,7 @@ class Tuner:
             sampler=optuna.samplers.TPESampler(seed=seed),
             pruner=make_pruner(spec.prune, warmup=spec.prune_warmup, startup=spec.prune_startup))
         self.continued = spec.study in existing
+        self.parallel = sup.max_parallel            # trials at a time
         self.distributions = {p.key: p.distribution() for p in spec.params}
         self.watched: dict[int, Watched] = {}      # by trial number
         self.interrupted = False
@@ -214,6 +254,30 @@ class Tuner:
         from optuna.trial import TrialState
 
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+    def _take_work(self) -> bool:
+        """Start one more trial if the study needs it; False when it does not."""
+        if self._finished() + len(self.watched) >= self.spec.trials:
+            return False
+        self._start_trial()
+        return True
+
+    def _search_done(self) -> bool:
+        """Nothing followed here: may the loop end?"""
+        return self._finished() >= self.spec.trials
+
+    def _tell(self, trial, value: float | None = None, state=None) -> None:
+        """Tell a trial its outcome, unless it was told already (by another worker, or a search
+        that adopted it)."""
+        from optuna.trial import TrialState
+
+        frozen = self.storage.get_trial(trial._trial_id)
+        if frozen.state.is_finished():
+            return
+        if value is None:
+            self.study.tell(trial, state=state or TrialState.FAIL)
+        else:
+            self.study.tell(trial, value)
 
     # -- trials
     def _start_trial(self) -> None:
@@ -230,29 +294,43 @@ class Tuner:
         import optuna
         from optuna.trial import TrialState
 
-        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-            trial = optuna.trial.Trial(self.study, frozen._trial_id)
-            run_id = frozen.user_attrs.get("run_id")
-            if not run_id:
-                self.study.tell(trial, state=TrialState.FAIL)
-                self.say(f"trial {frozen.number}: its run never started (failed)")
-                continue
-            status = self.sup.status(run_id)
-            w = Watched(trial, run_id=run_id, tail=EventTail(Path(self.ws.home) / run_id / "events.jsonl"),
-                        reported=set(frozen.intermediate_values))
-            if status in RESUMABLE:
-                try:
-                    w.item_id = self.sup.resume(run_id)
-                except ConfigError as exc:
-                    self.study.tell(trial, state=TrialState.FAIL)
-                    self.say(f"trial {frozen.number}: run {run_id} cannot be resumed ({exc}); failed")
-                    continue
-                self.say(f"trial {frozen.number}: resuming run {run_id} ({status})")
-            elif status in LIVE or status == QUEUED:
-                self.say(f"trial {frozen.number}: following run {run_id}, still {status}")
-            else:
-                self.say(f"trial {frozen.number}: run {run_id} is {status}")
-            self.watched[frozen.number] = w
+        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            self._adopt(frozen)
+
+    def _adopt(self, frozen) -> bool:
+        """Take up a trial left RUNNING: follow its run, resume it, or settle it (a trial its pruner
+        condemns is told pruned). False when it was told failed instead (its run never started or
+        cannot be resumed)."""
+        import optuna
+        from optuna.trial import TrialState
+
+        trial = optuna.trial.Trial(self.study, frozen._trial_id)
+        run_id = frozen.user_attrs.get("run_id")
+        if not run_id:
+            self._tell(trial, state=TrialState.FAIL)
+            self.say(f"trial {frozen.number}: its run never started (failed)")
+            return False
+        status = self.sup.status(run_id)
+        w = Watched(trial, run_id=run_id, tail=EventTail(Path(self.ws.home) / run_id / "events.jsonl"),
+                    reported=set(frozen.intermediate_values))
+        if status in RESUMABLE and frozen.intermediate_values and trial.should_prune():
+            self._tell(trial, state=TrialState.PRUNED)  # its search was stopping it when it was left
+            self.say(f"trial {frozen.number} pruned (run {run_id}, {status} while being pruned)")
+            return True
+        if status in RESUMABLE:
+            try:
+                w.item_id = self.sup.resume(run_id)
+            except ConfigError as exc:
+                self._tell(trial, state=TrialState.FAIL)
+                self.say(f"trial {frozen.number}: run {run_id} cannot be resumed ({exc}); failed")
+                return False
+            self.say(f"trial {frozen.number}: resuming run {run_id} ({status})")
+        elif status in LIVE or status == QUEUED:
+            self.say(f"trial {frozen.number}: following run {run_id}, still {status}")
+        else:
+            self.say(f"trial {frozen.number}: run {run_id} is {status}")
+        self.watched[frozen.number] = w
+        return True
 
     def _follow(self, w: Watched) -> None:
         """Report new epochs; prune when the pruner says so."""
@@ -291,18 +369,18 @@ class Tuner:
                              if e.get("type") == "end"), None)
         n = w.trial.number
         if status == COMPLETED and end is not None and end.get("best_acc") is not None:
-            self.study.tell(w.trial, float(end["best_acc"]))
+            self._tell(w.trial, float(end["best_acc"]))
             self.failures_in_a_row = 0
             self.say(f"trial {n} completed: best test acc {end['best_acc']:.2f} (run {w.run_id})")
         elif status == PRUNED:
-            self.study.tell(w.trial, state=TrialState.PRUNED)
+            self._tell(w.trial, state=TrialState.PRUNED)
             self.failures_in_a_row = 0
             self.say(f"trial {n} pruned (run {w.run_id})")
         elif status == STOPPED and self.interrupted:
             self.say(f"trial {n}: run {w.run_id} stopped; the next `cifar-tui tune ... --study "
                      f"{self.spec.study}` resumes it")
         else:
-            self.study.tell(w.trial, state=TrialState.FAIL)
+            self._tell(w.trial, state=TrialState.FAIL)
             self.failures_in_a_row += 1
             why = (end or {}).get("error") or status
             self.say(f"trial {n} failed: {why} (run {w.run_id})")
@@ -323,7 +401,7 @@ class Tuner:
                     w.tail = EventTail(outcome.launched.events_path)
                 self.say(f"trial {w.trial.number}: run {outcome.run_id} on {outcome.label}")
             elif isinstance(outcome, Refused):
-                self.study.tell(w.trial, state=TrialState.FAIL)
+                self._tell(w.trial, state=TrialState.FAIL)
                 self.watched.pop(w.trial.number)
                 self.failures_in_a_row += 1
                 self.say(f"trial {w.trial.number} refused: {outcome.reason}")
@@ -334,7 +412,7 @@ class Tuner:
 
         for number, w in list(self.watched.items()):
             if w.run_id is None:
-                self.study.tell(w.trial, state=TrialState.FAIL)
+                self._tell(w.trial, state=TrialState.FAIL)
                 del self.watched[number]
 
     def _interrupt(self, signum, frame) -> None:  # noqa: ARG002
@@ -364,11 +442,10 @@ class Tuner:
                     self.sup.cancel_own()
                     self._drop_unstarted()
                 else:
-                    while (len(self.watched) < self.sup.max_parallel
-                           and self._finished() + len(self.watched) < self.spec.trials):
-                        self._start_trial()
+                    while len(self.watched) < self.parallel and self._take_work():
+                        pass
                     self._on_pump(self.sup.pump())
-                if not self.watched and (self.interrupted or self.code or self._finished() >= self.spec.trials):
+                if not self.watched and (self.interrupted or self.code or self._search_done()):
                     break
                 time.sleep(0.2)
         finally:
