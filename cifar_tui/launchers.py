@@ -198,7 +198,6 @@ class SlurmOptions:
     cpus_per_task: int | None = None   # default: one per process for CPU runs, the cluster's default otherwise
     array_parallelism: int | None = None
     dependency: str | None = None      # e.g. afterok:1234 (the distillation run after its teacher)
-    hold: bool = False                 # submitted held (sbatch --hold): `cifar-tui bench` measures submission
 
 
 def warning_s(time_min: int) -> int:
@@ -262,8 +261,6 @@ class SlurmLauncher:
             params["array_parallelism"] = o.array_parallelism
         if o.dependency:
             params["dependency"] = o.dependency
-        if o.hold:
-            params["additional_parameters"] = {"hold": True}
         executor.update_parameters(**params)
         return executor
 
@@ -334,7 +331,7 @@ def refusal_line(exc: BaseException, options: SlurmOptions, gpus: int) -> str:
     if isinstance(exc, FileNotFoundError) or "No such file" in text:
         return "--launcher slurm: sbatch not found (is this a SLURM login node?)"
     last = next((line for line in reversed(text.splitlines()) if line.strip()), type(exc).__name__)
-    reason = last.split("error:", 1)[-1].strip()
+    reason = last.split("error:", 1)[-1].strip().removeprefix("Batch job submission failed:").strip()
     for needle, option, why in REFUSALS:
         if needle in reason.lower():
             named = option.format(partition=options.partition or "(default)", time=options.time_min, gpus=gpus,

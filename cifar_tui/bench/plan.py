@@ -21,6 +21,8 @@ GOALS_CPU: list[tuple[str, str, str, float]] = [
     ("augment_ratio_32", "RandAugment+erasing+MixUp/CutMix batched vs v2 per sample, 32x32", ">=", 10.0),
     ("randaugment_ratio_32", "RandAugment alone, batched vs v2 per image, 32x32", ">=", 10.0),
     ("train_augment_vs_plain_32", "training with RandAugment+MixUp/CutMix vs without, 32x32", ">=", 0.95),
+    ("slurm_submit_100_s", "a 100-run sweep submitted to SLURM as one array (s)", "<=", 2.0),
+    ("slurm_runs_100_s", "`cifar-tui runs` with 100 runs queued in SLURM (s)", "<=", 1.0),
 ]
 GOALS_GPU: list[tuple[str, str, str, float]] = [
     (k, label, op, {"pipeline_ratio_32": 10.0, "pipeline_ratio_224": 10.0, "train_vs_ceiling_224": 0.9}.get(k, goal))
@@ -38,6 +40,7 @@ class BenchPlan:
 
     repeats: int = 5                       # pipeline windows and engine/ceiling epoch pairs
     sections: tuple[str, ...] = ("startup", "pipeline", "train", "tui", "augment")
+    optional_sections: tuple[str, ...] = ("slurm",)  # run only when named (--section): they submit jobs
     # 1. pipeline
     pipeline_sizes: tuple[int, ...] = (32, 224)
     pipeline_batch: int = 250              # the seed's batch

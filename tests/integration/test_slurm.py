@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -25,7 +27,7 @@ from tests.support.slurm.cluster import MAXTIME_MIN, Cluster, slurm, slurm_clust
 
 CONFIG = "resnet18_baseline"
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # several engines on two cores; also deterministic on the CPU
-RUN = fast(train__epochs=4, optim__lr="1e-3")
+RUN = fast(train__epochs=8, optim__lr="1e-3")
 SLOW_EPOCHS = {"CIFAR_TUI_TEST_SLOW_CHECKPOINT": "last.pt:2"}   # each epoch's last.pt takes 2 s more
 SUBMITTED = re.compile(r"submitted (\S+) as SLURM job (\S+)")
 TIMEOUT = 240
@@ -83,6 +85,29 @@ def wait_with_jobs(slurm: Cluster, ws: dict, predicate, what: str, timeout: floa
     return wait_until(check, timeout, what, 0.5)
 
 
+class Once(threading.Thread):
+    """Does `action` once `ready()` is true (polled every 0.2 s, beside the test's own loop: a stop
+    must land while its run is still running); `error` holds what it raised."""
+
+    def __init__(self, ready, action, timeout: float = TIMEOUT):
+        super().__init__(daemon=True)
+        self.ready, self.action, self.timeout = ready, action, timeout
+        self.result, self.error = None, None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            wait_until(self.ready, self.timeout, "its moment", 0.2)
+            self.result = self.action()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+    def done(self) -> bool:
+        if self.error is not None:
+            raise self.error
+        return self.result is not None
+
+
 class Followed:
     """Each run's statuses in the order `cifar-tui runs` showed them, and the job ids it showed."""
 
@@ -101,55 +126,62 @@ class Followed:
         return rows
 
 
-def test_runs_go_from_queued_to_completed_and_stopped_killed_or_timed_out_ones_resume_as_new_jobs(slurm, workspace):
+def test_runs_on_a_real_cluster(slurm, workspace):
+    """Everything `--launcher slurm` promises for runs, side by side (a job's start-up costs seconds):
+    a sweep is one job array followed by `runs` from queued to completed; a run stopped with
+    `cifar-tui stop` resumes as a new job and ends bit for bit as the sweep's uninterrupted twin; a run
+    whose job step is SIGKILLed is `crashed` and resumes; a 1-minute job gets SLURM's time-limit
+    warning, stops with a checkpoint and resumes; reproduce's distillation run waits for its teacher
+    (afterok); a --nproc 2 run is torchrun inside its job; sbatch's refusals leave nothing."""
     ws = workspace
     # first, a 1-minute job: SLURM's warning (20 s before the limit) comes 10-40 s in, long before the run's end
     [(timed, timed_job)] = submit(ws, fast(train__epochs=20), "--study", "limit", time_min=1,
                                   env={"CIFAR_TUI_TEST_SLOW_CHECKPOINT": "last.pt:3"})
-    # a sweep of two runs: one job array; its lr=1e-3 run is what the stopped run must end as, bit for bit
+    # a sweep of two runs, one job array: its lr=1e-3 run is what the stopped run must end as, bit for
+    # bit; its lr=2e-3 run is the one SIGKILLed
     sweep = submit(ws, [o for o in RUN if not o.startswith("optim.lr")], "--set", "optim.lr=1e-3,2e-3",
-                   "--study", "sweep", env={"CIFAR_TUI_TEST_SLOW_CHECKPOINT": "last.pt:1"})
+                   "--study", "sweep", env=SLOW_EPOCHS)
     [(stopped, stopped_job)] = submit(ws, RUN, "--study", "stop", env=SLOW_EPOCHS)
-    [(killed, killed_job)] = submit(ws, RUN, "--study", "kill", env=SLOW_EPOCHS)
     assert [job.split("_")[1] for _, job in sweep] == ["0", "1"] and len({job.split("_")[0] for _, job in sweep}) == 1
-    reference = sweep[0][0]
+    (reference, _), (killed, killed_job) = sweep
+    teacher, student, ddp = submit_distillation_and_ddp(ws)
+    refused_submissions_leave_nothing(ws)
 
+    def stop_and_resume() -> str:
+        res = cli(ws, "stop", stopped)  # a stop request in its run dir + scancel; waits for its end
+        assert res.returncode == 0 and f"{stopped}: stopped" in res.stdout, res.stdout + res.stderr
+        return resume(ws, stopped)
+
+    def kill_and_resume() -> str:
+        # the job step's processes, SIGKILLed (scancel --signal=KILL of the whole job cancels it:
+        # SIGTERM first, a graceful stop)
+        slurm.run("scancel", "--signal=KILL", f"{killed_job}.0")
+        wait_until(lambda: runs(ws)[killed]["status"] == "crashed", 60, "the killed run to show as crashed")
+        return resume(ws, killed)
+
+    chains = {stopped: Once(lambda: checkpointed(ws, stopped, 1), stop_and_resume),
+              killed: Once(lambda: checkpointed(ws, killed, 1), kill_and_resume),
+              timed: Once(lambda: any(e["type"] == "end" for e in events(ws, timed)), lambda: resume(ws, timed))}
     followed = Followed(ws)
-    resumed: dict[str, str] = {}   # run id -> the job it resumed in
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
-        rows = followed.look()
-        status = {rid: r["status"] for rid, r in rows.items()}
-        if stopped not in resumed and status.get(stopped) == "running" and checkpointed(ws, stopped, 1):
-            res = cli(ws, "stop", stopped)  # a stop request in its run dir + scancel; waits for its end
-            assert res.returncode == 0 and f"{stopped}: stopped" in res.stdout, res.stdout + res.stderr
-            resumed[stopped] = resume(ws, stopped)
-        if killed not in resumed and status.get(killed) == "running" and checkpointed(ws, killed, 1):
-            # the job step's processes, SIGKILLed (scancel --signal=KILL of the whole job cancels it:
-            # SIGTERM first, a graceful stop)
-            slurm.run("scancel", "--signal=KILL", f"{killed_job}.0")
-            wait_until(lambda: runs(ws)[killed]["status"] == "crashed", 60, "the killed run to show as crashed")
-            followed.look()
-            resumed[killed] = resume(ws, killed)
-        if timed not in resumed and status.get(timed) == "stopped":
-            resumed[timed] = resume(ws, timed)
-        done = [sweep[0][0], sweep[1][0], *resumed]
-        if len(resumed) == 3 and all(status.get(rid) == "completed" for rid in done):
+        status = {rid: r["status"] for rid, r in followed.look().items()}
+        if all(c.done() for c in chains.values()) and all(status.get(rid) == "completed" for rid in
+                                                           [reference, teacher, student, ddp, *chains]):
             break
         time.sleep(0.3)
     else:
         raise AssertionError(f"not all done after {TIMEOUT}s: {dict(followed.statuses)}; jobs {slurm.jobs()}\n"
                              + job_logs(ws))
+    resumed = {rid: c.result for rid, c in chains.items()}  # run id -> the job it resumed in
 
     # the sweep: each task an ordinary run, shown queued with its job, then running, then completed
     for run_id, job_id in sweep:
-        assert followed.statuses[run_id][0] == "queued" and followed.jobs[run_id] == {job_id}
-        assert followed.statuses[run_id][-1] == "completed"
-        assert set(followed.statuses[run_id]) <= {"queued", "running", "completed"}, followed.statuses[run_id]
+        assert followed.statuses[run_id][0] == "queued" and followed.jobs[run_id] >= {job_id}
         start = events(ws, run_id)[0]
         job = start["provenance"]["job"]
         assert job["scheduler"] == "slurm" and job["job_id"] == job_id and job["task_started_at"] < start["t"]
-    assert any("running" in followed.statuses[rid] for rid, _ in sweep), dict(followed.statuses)
+    assert followed.statuses[reference] == ["queued", "running", "completed"], followed.statuses[reference]
 
     # stopped: a checkpoint and `stopped`, resumed as a new job, ending as the uninterrupted run did
     evs = events(ws, stopped)
@@ -172,44 +204,10 @@ def test_runs_go_from_queued_to_completed_and_stopped_killed_or_timed_out_ones_r
     evs = events(ws, timed)
     ends = [e for e in evs if e["type"] == "end"]
     assert [e["status"] for e in ends] == ["stopped", "completed"] and ends[0]["reason"] == TIME_LIMIT_REASON
-    assert ends[0]["epochs_done"] < 20 and any(e["type"] == "checkpoint" for e in evs[:evs.index(ends[0])])
+    assert ends[0]["epochs_done"] < 20 and "stopped" in followed.statuses[timed] and any(e["type"] == "checkpoint" for e in evs[:evs.index(ends[0])])
     assert [s["provenance"]["job"]["job_id"] for s in evs if s["type"] == "start"] == [timed_job, resumed[timed]]
-    wait_until(lambda: not slurm.jobs(), 60, "every job to end (its task returns after the engine's end)", 0.2)
 
-
-def test_distillation_waits_for_its_teacher_ddp_runs_torchrun_in_its_job_and_refused_submissions_leave_nothing(
-        slurm, workspace):
-    ws = workspace
-    teacher_cfg, student_cfg = "resnet50_pretrained_arcface_224x224", "resnet18_pretrained_arcface_kd"
-    tiny = fast(train__epochs=1)
-    res = cli(_env(ws, {"CIFAR_TUI_TEST_SLOW_CHECKPOINT": "last.pt:2"}), "reproduce", "--only",
-              f"{teacher_cfg},{student_cfg}", "--study", "seed", "--launcher", "slurm", "--slurm-time", "5",
-              "--set", "model.pretrained=false", "--set", "data.image_size=32", *set_args(tiny))
-    assert res.returncode == 0, res.stdout + res.stderr
-    (teacher, teacher_job), (student, student_job) = SUBMITTED.findall(res.stdout)
-    assert f"(after job {teacher_job})" in res.stdout
-    [(ddp, ddp_job)] = submit(ws, tiny, "--nproc", "2", "--study", "ddp")
-
-    # while the teacher trains, its student waits in SLURM's queue on the dependency
-    held = slurm.job(student_job)
-    assert held["Dependency"].startswith(f"afterok:{teacher_job}") and held["JobState"] == "PENDING", held
-
-    # refused by sbatch: one line naming the option, exit 2, nothing queued, nothing in the store
-    before = runs(ws)
-    for option, value in (("--slurm-partition", "nowhere"), ("--slurm-time", str(MAXTIME_MIN + 1))):
-        res = cli(_env(ws), "run", CONFIG, *set_args(tiny), "--launcher", "slurm", option, value, "--study", "refused")
-        assert res.returncode == 2, res.stdout + res.stderr
-        line = one_error_line(res.stderr)
-        assert line.startswith(f"error: {option} {value}: "), line
-    after = cli(ws, "runs", "--json")
-    assert runs(ws).keys() == before.keys() and '"not started"' not in after.stdout
-    assert "refused" not in cli(ws, "studies", "--json").stdout
-    assert sorted(p.name for p in Path(ws["home"]).iterdir() if p.name in before or not p.name.startswith(".")) \
-        == sorted(p.name for p in Path(ws["home"]).iterdir() if not p.name.startswith(".")), "no run dir left"
-
-    wait_with_jobs(slurm, ws, lambda: all(runs(ws).get(r, {}).get("status") == "completed"
-                                          for r in (teacher, student, ddp)),
-                   "the teacher, its student and the DDP run to complete")
+    # the distillation run started after its teacher's end, with that run as its teacher
     teacher_evs, student_evs = events(ws, teacher), events(ws, student)
     assert student_evs[0]["config"]["loss"]["kd"]["teacher"] == teacher
     assert student_evs[0]["t"] > teacher_evs[-1]["t"] and teacher_evs[-1]["status"] == "completed"
@@ -217,11 +215,46 @@ def test_distillation_waits_for_its_teacher_ddp_runs_torchrun_in_its_job_and_ref
     # the DDP run: torchrun inside the job, two ranks meeting on the job's node (gloo on the CPU)
     evs = events(ws, ddp)
     start, end = evs[0], evs[-1]
-    assert start["world_size"] == 2 and start["provenance"]["job"]["job_id"] == ddp_job
-    assert len(end["weights_sha256"]) == 2 and len(set(end["weights_sha256"])) == 1
-    script = next((Path(ws["home"]) / ".jobs").glob(f"{ddp_job}/*_submission.sh")).read_text()
-    assert "#SBATCH --cpus-per-task=2" in script and "gpus" not in script
-    wait_until(lambda: not slurm.jobs(), 60, "every job to end", 0.2)
+    assert start["world_size"] == 2 and len(end["weights_sha256"]) == 2 and len(set(end["weights_sha256"])) == 1
+    script = next((Path(ws["home"]) / ".jobs").glob(f"{start['provenance']['job']['job_id']}/*_submission.sh"))
+    assert "#SBATCH --cpus-per-task=2" in script.read_text() and "gpus" not in script.read_text()
+    wait_until(lambda: not slurm.jobs(), 60, "every job to end (its task returns after the engine's end)", 0.2)
+
+
+def submit_distillation_and_ddp(ws: dict) -> tuple[str, str, str]:
+    """reproduce's teacher and student (held on afterok:teacher), and a --nproc 2 run: their run ids."""
+    tiny = fast(train__epochs=1)
+    res = cli(_env(ws, {"CIFAR_TUI_TEST_SLOW_CHECKPOINT": "last.pt:2"}), "reproduce", "--only",
+              "resnet50_pretrained_arcface_224x224,resnet18_pretrained_arcface_kd", "--study", "seed",
+              "--launcher", "slurm", "--slurm-time", "5", "--set", "model.pretrained=false", "--set", "data.image_size=32",
+              *set_args(tiny))
+    assert res.returncode == 0, res.stdout + res.stderr
+    (teacher, teacher_job), (student, student_job) = SUBMITTED.findall(res.stdout)
+    assert f"(after job {teacher_job})" in res.stdout
+    [(ddp, _)] = submit(ws, tiny, "--nproc", "2", "--study", "ddp")
+    held = slurm_job(ws, student_job)  # while the teacher trains, its student waits on the dependency
+    assert held["Dependency"].startswith(f"afterok:{teacher_job}") and held["JobState"] == "PENDING", held
+    return teacher, student, ddp
+
+
+def slurm_job(ws: dict, job_id: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "--oneliner", "show", "job", job_id], env=ws["env"], capture_output=True,
+                         text=True, timeout=30).stdout
+    return dict(f.split("=", 1) for f in out.split() if "=" in f)
+
+
+def refused_submissions_leave_nothing(ws: dict) -> None:
+    """sbatch refusing: one line naming the option, exit 2, nothing queued, nothing in the store."""
+    home = Path(ws["home"])
+    before, dirs = runs(ws), sorted(p.name for p in home.iterdir() if p.is_dir())
+    for option, value in (("--slurm-partition", "nowhere"), ("--slurm-time", str(MAXTIME_MIN + 1))):
+        res = cli(_env(ws), "run", CONFIG, *set_args(fast()), "--launcher", "slurm", option, value, "--study", "refused")
+        assert res.returncode == 2, res.stdout + res.stderr
+        line = one_error_line(res.stderr)
+        assert line.startswith(f"error: {option} {value}: "), line
+    assert runs(ws).keys() == before.keys() and '"not started"' not in cli(ws, "runs", "--json").stdout
+    assert "refused" not in cli(ws, "studies", "--json").stdout
+    assert sorted(p.name for p in home.iterdir() if p.is_dir()) == dirs, "no run dir left"
 
 
 def test_tune_workers_share_one_study_prune_against_each_other_and_a_rerun_takes_up_killed_workers_trials(
