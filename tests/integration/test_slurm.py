@@ -19,6 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from engine.events import read_events
+from engine.store import Store
 from engine.job import TIME_LIMIT_REASON
 
 from tests.conftest import cli, set_args
@@ -141,6 +142,8 @@ def test_runs_on_a_real_cluster(slurm, workspace):
     # bit; its lr=2e-3 run is the one SIGKILLed
     sweep = submit(ws, [o for o in RUN if not o.startswith("optim.lr")], "--set", "optim.lr=1e-3,2e-3",
                    "--study", "sweep", env=SLOW_EPOCHS)
+    followed = Followed(ws)
+    followed.look()  # at once: SLURM holds them a moment at least
     [(stopped, stopped_job)] = submit(ws, RUN, "--study", "stop", env=SLOW_EPOCHS)
     assert [job.split("_")[1] for _, job in sweep] == ["0", "1"] and len({job.split("_")[0] for _, job in sweep}) == 1
     (reference, _), (killed, killed_job) = sweep
@@ -162,7 +165,6 @@ def test_runs_on_a_real_cluster(slurm, workspace):
     chains = {stopped: Once(lambda: checkpointed(ws, stopped, 1), stop_and_resume),
               killed: Once(lambda: checkpointed(ws, killed, 1), kill_and_resume),
               timed: Once(lambda: any(e["type"] == "end" for e in events(ws, timed)), lambda: resume(ws, timed))}
-    followed = Followed(ws)
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
         status = {rid: r["status"] for rid, r in followed.look().items()}
@@ -246,7 +248,7 @@ def slurm_job(ws: dict, job_id: str) -> dict[str, str]:
 def refused_submissions_leave_nothing(ws: dict) -> None:
     """sbatch refusing: one line naming the option, exit 2, nothing queued, nothing in the store."""
     home = Path(ws["home"])
-    before, dirs = runs(ws), sorted(p.name for p in home.iterdir() if p.is_dir())
+    before, dirs = runs(ws), sorted(p.name for p in home.iterdir() if p.is_dir() and p.name[0] != ".")
     for option, value in (("--slurm-partition", "nowhere"), ("--slurm-time", str(MAXTIME_MIN + 1))):
         res = cli(_env(ws), "run", CONFIG, *set_args(fast()), "--launcher", "slurm", option, value, "--study", "refused")
         assert res.returncode == 2, res.stdout + res.stderr
@@ -254,7 +256,12 @@ def refused_submissions_leave_nothing(ws: dict) -> None:
         assert line.startswith(f"error: {option} {value}: "), line
     assert runs(ws).keys() == before.keys() and '"not started"' not in cli(ws, "runs", "--json").stdout
     assert "refused" not in cli(ws, "studies", "--json").stdout
-    assert sorted(p.name for p in home.iterdir() if p.is_dir()) == dirs, "no run dir left"
+    assert sorted(p.name for p in home.iterdir() if p.is_dir() and p.name[0] != ".") == dirs, "no run dir left"
+    store = Store(home)
+    try:  # not even rows no view shows
+        assert store.conn.execute("SELECT count(*) FROM queue WHERE study='refused'").fetchone()[0] == 0
+    finally:
+        store.close()
 
 
 def test_tune_workers_share_one_study_prune_against_each_other_and_a_rerun_takes_up_killed_workers_trials(
