@@ -323,3 +323,4 @@ def test_tune_workers_share_one_study_prune_against_each_other_and_a_rerun_takes
         assert sorted(t.intermediate_values) == [1, 2, 3] and t.user_attrs["worker"].split("_")[0] != workers
     rows = [json.loads(line) for line in cli(ws, "studies", "--json").stdout.splitlines()]
     assert [r["by_status"] for r in rows if r["name"] == study] == [{"pruned": 2}]
+    assert [len(r["spec"]["workers"]) for r in rows if r["name"] == study] == [4]  # both submissions' tasks
