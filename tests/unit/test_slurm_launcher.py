@@ -109,3 +109,33 @@ def test_the_studies_of_an_older_sqlite_storage_are_carried_into_the_journal(tmp
     assert not (home / LEGACY_STORAGE_FILE).exists() and (home / f"{LEGACY_STORAGE_FILE}.copied").is_file()
     # a second open finds nothing left to copy
     assert len(optuna.load_study(study_name="old", storage=_storage(Workspace(home=home, data_root=tmp_path))).trials) == 3
+
+
+def test_the_tuis_runs_tab_lists_a_run_waiting_in_slurms_queue_with_its_job(tmp_path):
+    import asyncio
+
+    from textual.widgets import DataTable
+
+    from cifar_tui.tui.app import CifarTUI
+    from tests.support.tui import until_loaded
+
+    ws, ids = fake_workspace(tmp_path)
+    waiting = "resnet18_baseline-20260101T990000Z-0f0f"
+    store = Store(ws.home)
+    store.add_job(waiting, "slurm", "41_3", str(tmp_path))
+    store.close()
+
+    async def scenario():
+        app = CifarTUI(ws, max_parallel=1)
+        async with app.run_test(size=(230, 40)) as pilot:  # wide: every column shown
+            await until_loaded(pilot, app)
+            await pilot.press("2")
+            table = app.query_one("#runs-table", DataTable)
+            for _ in range(100):
+                if waiting in table.rows:
+                    break
+                await pilot.pause(0.05)
+            cells = [getattr(c, "plain", str(c)) for c in table.get_row(waiting)]
+            assert "queued" in cells[0] and "slurm job 41_3" in cells
+
+    asyncio.run(scenario())
