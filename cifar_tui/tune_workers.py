@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from engine.config import ConfigError, load_config
+from engine.config import load_config
 from engine.status import LIVE, QUEUED, STARTING
 
 from .tune import STORAGE_FILE, TuneSpec, Tuner, _storage, file_lock, parse_param, storage_path
@@ -197,4 +197,4 @@ def submit_search(ws: Workspace, spec: TuneSpec, workers: int, launcher, *, comm
     return Submission(spec.study, spec.study in existing, finished, job_ids, alive)
 
 
-__all__ = ["CLAIM_GRACE_S", "Submission", "WorkerTuner", "submit_search", "work", "ConfigError"]
+__all__ = ["CLAIM_GRACE_S", "Submission", "WorkerTuner", "submit_search", "work"]
