@@ -1,10 +1,8 @@
 """`cifar-tui tune`: an Optuna study (TPE) over a config's settings, its trials ordinary runs.
 
-- The study lives in the workspace: Optuna's JournalStorage in runs/optuna.journal (an append-only
-  log with a lock file taken by O_EXCL creation, safe on NFS where SQLite is not: SLURM workers on
-  several nodes share it, cifar_tui/tune_workers.py), next to cifar_tui.db; our `studies` table keeps
-  what was asked (config, params, trials, pruner). Studies of an older runs/optuna.db (SQLite) are
-  copied into it the first time it is opened.
+- The study lives in the workspace: Optuna's JournalStorage in runs/optuna.journal, safe on NFS
+  (cifar_tui/tune_storage.py; SLURM workers share it: cifar_tui/tune_workers.py), next to
+  cifar_tui.db; our `studies` table keeps what was asked (config, params, trials, pruner).
 - Each trial is a run queued on the supervisor (GPU leases; one at a time on the CPU), recorded
   with `start.study` = the study and its own group; its run id is the trial's user attribute
   `run_id`.
@@ -30,59 +28,14 @@ from engine.events import EventTail, read_events
 from engine.status import COMPLETED, LIVE, PRUNED, QUEUED, RESUMABLE, STARTING, STOPPED
 
 from .supervisor import Refused, Started, Supervisor
+from .tune_storage import LEGACY_STORAGE_FILE, STORAGE_FILE, file_lock, storage_path  # noqa: F401 - re-exported
+# (tests and the TUI import _storage from here)
+from .tune_storage import open_storage as _storage
 from .sweep import canonical, group_key
 from .workspace import Workspace
 
-STORAGE_FILE = "optuna.journal"
-LEGACY_STORAGE_FILE = "optuna.db"   # the SQLite storage of earlier versions: its studies are copied once
 MAX_FAILURES_IN_A_ROW = 3
 PRUNERS = ("none", "median", "percentile:P", "threshold:MIN")
-
-
-def storage_path(ws: Workspace) -> Path:
-    return (Path(ws.home) / STORAGE_FILE).resolve()
-
-
-def file_lock(path: Path):
-    """Optuna's lock for NFS (a lock file created with O_EXCL; one left by a dead holder is broken
-    after 30 s): `acquire()` waits for it, `release()`."""
-    from optuna.storages.journal import JournalFileOpenLock
-
-    return JournalFileOpenLock(str(path))
-
-
-def _storage(ws: Workspace):
-    import optuna
-    from optuna.storages.journal import JournalFileBackend
-
-    Path(ws.home).mkdir(parents=True, exist_ok=True)
-    path = storage_path(ws)
-    storage = optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=file_lock(path)))
-    if (Path(ws.home) / LEGACY_STORAGE_FILE).is_file():
-        _copy_legacy(ws, storage)
-    return storage
-
-
-def _copy_legacy(ws: Workspace, storage) -> None:
-    """Copy the studies of runs/optuna.db (SQLite, earlier versions) into the journal, once; the
-    old file is kept as optuna.db.copied."""
-    import optuna
-
-    legacy = Path(ws.home) / LEGACY_STORAGE_FILE
-    lock = file_lock(legacy)
-    lock.acquire()
-    try:
-        if not legacy.is_file():
-            return  # another process copied it while we waited
-        old = optuna.storages.RDBStorage(f"sqlite:///{legacy.resolve()}")
-        have = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-        for summary in optuna.get_all_study_summaries(old, include_best_trial=False):
-            if summary.study_name not in have:
-                optuna.copy_study(from_study_name=summary.study_name, from_storage=old, to_storage=storage)
-        old.engine.dispose()
-        legacy.rename(legacy.with_name(LEGACY_STORAGE_FILE + ".copied"))
-    finally:
-        lock.release()
 
 
 # ---------------------------------------------------------------- the search space
@@ -459,7 +412,7 @@ class Tuner:
 def best_trial(ws: Workspace, study: str) -> dict | None:
     """The best completed trial of the Optuna study `study` in the workspace, or None (no such
     study, or none completed): {"study", "number", "value", "params", "run_id", "states"}."""
-    if not (Path(ws.home) / STORAGE_FILE).is_file():
+    if not any((Path(ws.home) / name).is_file() for name in (STORAGE_FILE, LEGACY_STORAGE_FILE)):
         return None
     import optuna
 

@@ -33,7 +33,9 @@ from typing import Callable
 from engine.config import load_config
 from engine.status import LIVE, QUEUED, STARTING
 
-from .tune import STORAGE_FILE, TuneSpec, Tuner, _storage, file_lock, parse_param, storage_path
+from .tune import TuneSpec, Tuner, parse_param
+from .tune_storage import STORAGE_FILE, file_lock, storage_path
+from .tune_storage import open_storage as _storage
 from .workspace import Workspace
 
 CLAIM_GRACE_S = 10.0               # a trial claimed this recently is its worker's, whatever its run says
