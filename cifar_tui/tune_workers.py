@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from engine.config import load_config
+from engine.config import ConfigError, load_config
 from engine.status import LIVE, QUEUED, STARTING
 
 from .tune import TuneSpec, Tuner, parse_param
@@ -190,7 +190,12 @@ def submit_search(ws: Workspace, spec: TuneSpec, workers: int, launcher, *, comm
         if finished < spec.trials and missing > 0:
             on_cpu = load_config(spec.config, spec.overrides, ws.configs).train.device == "cpu"
             calls = [(work, _absolute(ws), {**spec.to_dict(), "study": spec.study}, i) for i in range(missing)]
-            jobs = launcher.submit_calls(ws, calls, on_cpu=on_cpu, folder=jobs_folder(ws))
+            try:
+                jobs = launcher.submit_calls(ws, calls, on_cpu=on_cpu, folder=jobs_folder(ws))
+            except ConfigError:  # sbatch refused: a study made just now goes too (nothing left)
+                if spec.study not in existing:
+                    optuna.delete_study(study_name=spec.study, storage=storage)
+                raise
             job_ids = [str(j.job_id) for j in jobs]
         store.save_study(spec.study, "tune", spec.config,
                          {**spec.to_dict(), "launcher": "slurm", "workers": earlier + job_ids}, command=command)

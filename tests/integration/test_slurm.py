@@ -254,6 +254,13 @@ def refused_submissions_leave_nothing(ws: dict) -> None:
         assert res.returncode == 2, res.stdout + res.stderr
         line = one_error_line(res.stderr)
         assert line.startswith(f"error: {option} {value}: "), line
+    res = cli(_env(ws), "tune", CONFIG, "--param", "optim.lr=log:1e-4:1e-1", "--trials", "2", "--workers", "2",
+              "--launcher", "slurm", "--slurm-partition", "nowhere", "--study", "refused", *set_args(fast()))
+    assert res.returncode == 2 and one_error_line(res.stderr).startswith("error: --slurm-partition nowhere: "), res.stderr
+    from cifar_tui.tune import best_trial
+    from cifar_tui.workspace import Workspace
+
+    assert best_trial(Workspace(home=home, data_root=Path(ws["data"])), "refused") is None  # no Optuna study either
     assert runs(ws).keys() == before.keys() and '"not started"' not in cli(ws, "runs", "--json").stdout
     assert "refused" not in cli(ws, "studies", "--json").stdout
     assert sorted(p.name for p in home.iterdir() if p.is_dir() and p.name[0] != ".") == dirs, "no run dir left"
