@@ -256,7 +256,7 @@ def bench(as_json: bool = typer.Option(False, "--json", help="One JSON object wi
           device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
           quick: bool = typer.Option(False, "--quick", help="Fewer repeats and smaller sizes (about 3 minutes on a 2-core CPU)."),
           sections: Optional[List[str]] = typer.Option(None, "--section", help="Only this section (repeatable): "
-                                                       "startup, pipeline, train, tui, augment, study."),
+                                                       "startup, pipeline, train, tui, augment, study; slurm (only when named: it submits jobs)."),
           workspace: Optional[List[int]] = typer.Option(
               None, "--workspace", metavar="N",
               help="Instead: the TUI and `runs`/`leaderboard` with a workspace of N copied runs (repeat for several N)."),
@@ -272,10 +272,11 @@ def bench(as_json: bool = typer.Option(False, "--json", help="One JSON object wi
 
     plan = BenchPlan.quick() if quick else BenchPlan.full()
     if sections:
-        unknown = [name for name in sections if name not in plan.sections]
+        known = plan.sections + plan.optional_sections
+        unknown = [name for name in sections if name not in known]
         if unknown:
-            fail(f"--section: unknown section {unknown[0]!r} (expected one of {', '.join(plan.sections)})")
-        plan = replace(plan, sections=tuple(name for name in plan.sections if name in sections))
+            fail(f"--section: unknown section {unknown[0]!r} (expected one of {', '.join(known)})")
+        plan = replace(plan, sections=tuple(name for name in known if name in sections))
     try:
         results = run_bench(device=device, quick=quick, progress=not as_json, plan=plan)
     except ConfigError as exc:

@@ -395,6 +395,11 @@ class Store:
                             (item_id,))
             return cur.rowcount == 1
 
+    def forget_queued(self, item_ids: list[int]) -> None:
+        """Remove items from the queue altogether (a submission the scheduler refused: as if never made)."""
+        with transaction(self.conn) as c:
+            c.executemany("DELETE FROM queue WHERE id=?", [(i,) for i in item_ids])
+
     # -- studies and batch jobs --------------------------------------------
     def save_study(self, name: str, kind: str, config: str | None, spec: dict, command: str | None = None) -> None:
         """Create a study, or update the spec of an existing one (a study continued with more runs)."""
@@ -405,6 +410,11 @@ class Store:
                          ON CONFLICT(name) DO UPDATE SET spec_json=excluded.spec_json, updated_at=excluded.updated_at,
                              config=excluded.config, command=excluded.command""",
                       (name, kind, config, json.dumps(spec), now, now, command))
+
+    def delete_study(self, name: str) -> None:
+        """Remove a study's record (its runs, if any, keep their rows)."""
+        with transaction(self.conn) as c:
+            c.execute("DELETE FROM studies WHERE name=?", (name,))
 
     def study(self, name: str) -> dict | None:
         r = self.conn.execute("SELECT * FROM studies WHERE name=?", (name,)).fetchone()
@@ -446,10 +456,19 @@ class Store:
         with transaction(self.conn) as c:
             c.execute("UPDATE jobs SET state=?, state_at=? WHERE run_id=?", (state, time.time(), run_id))
 
+    _PENDING = """SELECT jobs.*, runs.run_id IS NOT NULL AS resumes FROM jobs LEFT JOIN runs USING (run_id)
+                  WHERE jobs.state='submitted' AND (runs.run_id IS NULL OR MAX(COALESCE(runs.started_at, 0),
+                        COALESCE(runs.heartbeat_at, 0), COALESCE(runs.ended_at, 0)) < jobs.submitted_at)"""
+
     def pending_jobs(self) -> list[dict]:
-        """Submitted jobs whose engine has not started (no run row yet), oldest first."""
-        return [dict(r) for r in self.conn.execute(
-            "SELECT * FROM jobs WHERE state='submitted' AND run_id NOT IN (SELECT run_id FROM runs) ORDER BY submitted_at")]
+        """Submitted jobs whose engine has not started, oldest first: a new run's (no run row yet, `resumes`
+        False) and a resume's (`resumes` True: its run's row is older than the job)."""
+        return [dict(r) for r in self.conn.execute(self._PENDING + " ORDER BY jobs.submitted_at")]
+
+    def pending_job(self, run_id: str) -> dict | None:
+        """run_id's job if it is one of `pending_jobs`."""
+        r = self.conn.execute(self._PENDING + " AND jobs.run_id=?", (run_id,)).fetchone()
+        return None if r is None else dict(r)
 
     # -- recovery --------------------------------------------------------
     def rebuild(self) -> int:

@@ -23,6 +23,8 @@ GOALS_CPU: list[tuple[str, str, str, float]] = [
     ("train_augment_vs_plain_32", "training with RandAugment+MixUp/CutMix vs without, 32x32", ">=", 0.95),
     ("study_tab_first_s", "a study's tab at 1,000 runs: first showing (s)", "<=", 1.0),
     ("study_tab_redraw_s", "a study's tab at 1,000 runs: a run's change read and redrawn (s)", "<=", 0.1),
+    ("slurm_submit_100_s", "a 100-run sweep submitted to SLURM as one array (s)", "<=", 2.0),
+    ("slurm_runs_100_s", "`cifar-tui runs` with 100 runs queued in SLURM (s)", "<=", 1.0),
 ]
 GOALS_GPU: list[tuple[str, str, str, float]] = [
     (k, label, op, {"pipeline_ratio_32": 10.0, "pipeline_ratio_224": 10.0, "train_vs_ceiling_224": 0.9}.get(k, goal))
@@ -40,6 +42,7 @@ class BenchPlan:
 
     repeats: int = 5                       # pipeline windows and engine/ceiling epoch pairs
     sections: tuple[str, ...] = ("startup", "pipeline", "train", "tui", "augment", "study")
+    optional_sections: tuple[str, ...] = ("slurm",)  # run only when named (--section): they submit jobs
     # 1. pipeline
     pipeline_sizes: tuple[int, ...] = (32, 224)
     pipeline_batch: int = 250              # the seed's batch

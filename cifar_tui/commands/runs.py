@@ -276,7 +276,11 @@ def resume(run_id: str = typer.Argument(..., help="Run id or a unique prefix of 
         if sup.schedules_itself:
             from ..supervisor import Submitted
 
-            for outcome in sup.submit_queued():
+            try:
+                outcomes = sup.submit_queued()
+            except ConfigError as exc:  # sbatch refused it (SubmissionRefused): nothing queued
+                fail(str(exc))
+            for outcome in outcomes:
                 if not isinstance(outcome, Submitted):
                     fail(f"{run_id}: {outcome.reason}")
                 console.print(f"resuming {run_id} as SLURM job {outcome.job_id}; follow it with: cifar-tui runs")
@@ -415,7 +419,8 @@ def print_runs(queued: list[dict], rows: list[dict], hidden: int, refused: list[
     for r in rows:
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started_at"])) if r.get("started_at") else "-"
         st = r["status"]
-        device = r.get("device") or (f"{r['launcher']} job {r['job_id']}" if r.get("job_id") else "-")
+        job = f"{r['launcher']} job {r['job_id']}" if r.get("job_id") else None
+        device = (job if st == QUEUED else None) or r.get("device") or job or "-"
         cells.append([r["run_id"], st, r.get("data_source") or "-", device,
                       f"{r.get('epochs_done') or 0}/{r.get('epochs_total') or '?'}", fmt_acc(r.get("best_acc")),
                       fmt_duration(r.get("wall_s")), started, *([r.get("flag") or ""] if flagged else [])])

@@ -93,6 +93,7 @@ def execute(plan, opts: LaunchOptions, *, as_json: bool, kind: str, spec: dict, 
     except ConfigError as exc:
         fail(str(exc))
     try:
+        new_study = sup.store.study(plan.study) is None
         try:
             queued = queue_plan(sup, plan, kind=kind, spec=spec, nproc=opts.nproc, command=command_line(),
                                 hold=[run for run, _ in held.values()])
@@ -110,7 +111,7 @@ def execute(plan, opts: LaunchOptions, *, as_json: bool, kind: str, spec: dict, 
             console.print(f"study {plan.study}: nothing left to run")
             return 0
         if sup.schedules_itself:
-            return _submit(sup, plan, held, queued["items"])
+            return _submit(sup, plan, held, queued["items"], new_study=new_study)
 
         def finish(reaped, code, end) -> int:
             from .runs import _finish
@@ -143,13 +144,22 @@ def _release(sup, plan, run, teacher_run: str) -> int:
     return sup.enqueue(run.config, overrides, 1, study=plan.study, group=run.group)
 
 
-def _submit(sup, plan, held: dict, items: dict) -> int:
-    """SLURM: everything at once (one job array); a distillation run after its teacher's job (afterok)."""
+def _submit(sup, plan, held: dict, items: dict, *, new_study: bool) -> int:
+    """SLURM: everything at once (one job array); a distillation run after its teacher's job (afterok).
+    sbatch refusing (an unknown partition, a time over the limit): one line, exit 2, nothing kept."""
+    from ..launchers import SubmissionRefused
     from ..supervisor import Submitted
 
     code = 0
     submitted = {}  # (config name, seed) -> (run id, job id)
-    for o in sup.submit_queued():
+    try:
+        outcomes = sup.submit_queued()
+    except SubmissionRefused as exc:
+        sup.cancel_own()
+        if new_study and not sup.store.study_runs(plan.study):
+            sup.store.delete_study(plan.study)
+        fail(str(exc))
+    for o in outcomes:
         if isinstance(o, Submitted):
             console.print(f"submitted {o.run_id} as SLURM job {o.job_id}")
             planned = items.get(o.item_id)

@@ -171,7 +171,10 @@ def _trials(home: Path, study: str):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=study, storage=f"sqlite:///{home / 'optuna.db'}").get_trials()
+    from cifar_tui.tune import _storage
+    from cifar_tui.workspace import Workspace
+
+    return optuna.load_study(study_name=study, storage=_storage(Workspace(home=home, data_root=home))).get_trials()
 
 
 def test_tune_prunes_trials_and_a_pruned_run_ends_pruned(workspace):

@@ -268,3 +268,48 @@ def test_studies_screen_shows_an_optuna_studys_best_trial(tmp_path):
             assert {r.key.value for r in lb.ordered_rows} == set(tune["runs"])
 
     asyncio.run(scenario())
+
+
+def test_studies_screen_follows_a_search_that_runs_elsewhere(tmp_path):
+    """Tune workers on SLURM (another process): a trial's run arrives in the store, the trial in the
+    Optuna journal; the open screen shows both without being reopened."""
+    import optuna
+
+    from cifar_tui.tune import _storage
+    from engine.store import Store
+    from tests.support.tui import fake_run
+
+    ws, _, _ = study_workspace(tmp_path)
+    tune = add_tune_study(ws)
+
+    async def scenario():
+        app = CifarTUI(ws, max_parallel=1)
+        async with app.run_test(size=SIZE) as pilot:
+            await until_loaded(pilot, app)
+            await pilot.press("3", "f")
+            await wait_for(pilot, lambda: isinstance(app.screen, StudiesScreen), "the studies screen")
+            screen = app.screen
+            table = screen.query_one("#studies-table", DataTable)
+            await wait_for(pilot, lambda: TUNE in screen.trials, "the best trial")
+            assert text(table.get_row(TUNE)[3]) == "2 completed, 1 pruned"
+            # a worker elsewhere: a fourth trial, better than all, its run in the store and its value in the journal
+            run = fake_run(tmp_path / "runs", "resnet18_baseline", "7fff", epochs=4, overrides=["optim.lr=0.01"],
+                           acc_scale=1.6, t0=tune_t0(app) + 600, study=TUNE)
+            store = Store(tmp_path / "runs")
+            store.rebuild()
+            best = store.run(run)["best_acc"]
+            store.close()
+            search = optuna.load_study(study_name=TUNE, storage=_storage(ws))
+            search.add_trial(optuna.trial.create_trial(
+                params={"optim.lr": 0.01}, distributions={"optim.lr": optuna.distributions.FloatDistribution(
+                    1e-4, 1e-1, log=True)}, value=best, user_attrs={"run_id": run}))
+            await wait_for(pilot, lambda: text(table.get_row(TUNE)[3]) == "3 completed, 1 pruned", "the new run counted")
+            detail = lambda: str(screen.query_one("#study-detail", Static).render())  # noqa: E731
+            await wait_for(pilot, lambda: f"best trial #3: {fmt_acc(best)}%" in detail(), "the new best trial")
+            assert "3 complete, 1 pruned" in detail() and run in detail()
+
+    asyncio.run(scenario())
+
+
+def tune_t0(app) -> float:
+    return max(r["started_at"] or 0 for r in app.store.runs())
