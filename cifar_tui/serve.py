@@ -37,11 +37,10 @@ from aiohttp import web
 from aiohttp.web_runner import GracefulExit
 from textual_serve.server import Server, to_int
 
-from .serve_sessions import TERM_GRACE_S, Sessions, duration_text
+from .serve_sessions import HEARTBEAT_ENV, TERM_GRACE_S, Sessions, duration_text
 from .workspace import Workspace
 
 TOKEN_ENV = "CIFAR_TUI_SERVE_TOKEN"
-HEARTBEAT_ENV = "CIFAR_TUI_TEST_SERVE_HEARTBEAT"  # test-only: seconds between websocket pings (15)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
 
@@ -70,6 +69,19 @@ def app_command(ws: Workspace) -> list[str]:
     return cmd
 
 
+def heartbeat_s(warn) -> float:
+    """Seconds between websocket pings: 15, or the test hook's value (a bad one is a warning, then 15)."""
+    text = os.environ.get(HEARTBEAT_ENV)
+    try:
+        value = float(text) if text else 15.0
+        if value > 0:
+            return value
+    except ValueError:
+        pass
+    warn(f"warning: {HEARTBEAT_ENV}={text!r} is not a number of seconds above 0; pinging every 15 s")
+    return 15.0
+
+
 def _host_name(host_header: str) -> str:
     """'localhost:8000' -> 'localhost'; '[::1]:8000' -> '::1'."""
     return urlsplit(f"//{host_header}").hostname or ""
@@ -88,7 +100,7 @@ class GuardedServer(Server):
         self.cookie = f"cifar_tui_token_{port}"  # cookies are per host, not per port
         self.urls: list[str] = []                # printed at start
         self.sessions = Sessions(max_sessions, idle_s, log=self.say)
-        self.heartbeat = float(os.environ.get(HEARTBEAT_ENV) or 15.0)
+        self.heartbeat = heartbeat_s(self.say)
         self.stopping = False
 
     def say(self, line: str) -> None:

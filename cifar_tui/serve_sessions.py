@@ -33,6 +33,7 @@ from .tui.web_session import SERVER_PID_ENV
 QUIT_GRACE_S = 2.0   # an app told to quit (and given stdin EOF) exits by itself within this
 TERM_GRACE_S = 2.0   # then SIGTERM to its process group; then SIGKILL
 DRIVER = "cifar_tui.tui.web_session:SessionDriver"
+HEARTBEAT_ENV = "CIFAR_TUI_TEST_SERVE_HEARTBEAT"  # test-only: seconds between websocket pings (15); serve.py reads it
 _reading: contextvars.ContextVar["Session | None"] = contextvars.ContextVar("cifar_tui_session", default=None)
 
 
@@ -100,6 +101,7 @@ class Session(AppService):
         env = self._build_environment(width=width, height=height)
         env["TEXTUAL_DRIVER"] = DRIVER
         env[SERVER_PID_ENV] = str(os.getpid())
+        env.pop(HEARTBEAT_ENV, None)  # the server's own test hook: not for the app or its runs
         self._process = process = await asyncio.create_subprocess_exec(
             *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True)

@@ -242,7 +242,7 @@ def test_max_sessions_the_idle_timeout_and_a_dropped_network(workspace, procs):
     assert f"no input for {IDLE_S:g}s ends by itself" in page
     third = Tab(server.port)
     third.wait_closed()
-    assert {p.pid for p in app_processes(home)} == {idle_pid, busy_pid}  # no process for the third
+    assert psutil.pid_exists(idle_pid) and psutil.pid_exists(busy_pid)  # and none for the third: see the end
 
     idle.wait_for(FIRST_SCREEN)
     last_input = idle.resize()  # the idle clock starts again
@@ -317,19 +317,20 @@ def test_soak_30_tabs_dropped_at_random_moments_then_the_server_stops(workspace,
     browser = _browser(tmp_path, page_load_strategy="none", extra_flags=SOAK_FLAGS)
     home_window = browser.current_window_handle
     me = psutil.Process(server.proc.pid)
-    plans = [(rng.choices(MOMENTS, weights=(4, 3, 3))[0], rng.choice(("close", "navigate"))) for _ in range(TABS)]
+    plans = [(rng.choices(MOMENTS, weights=(5, 3, 2))[0], rng.choice(("close", "navigate"))) for _ in range(TABS)]
     slots: list[str | None] = [None] * AT_ONCE  # a tab left on about:blank, to load the next page in
     try:
         for round_start in range(0, TABS, AT_ONCE):
             shown_later = []
+            # the pages to be shown first, so that their apps load while the others come and go
             for slot, (moment, how) in sorted(enumerate(plans[round_start:round_start + AT_ONCE]),
-                                              key=lambda item: MOMENTS.index(item[1][0])):
+                                              key=lambda item: item[1][0] == "loading"):
                 if slots[slot] is not None:
                     browser.switch_to.window(slots[slot])
                 handle = _load(browser, url, new_tab=slots[slot] is None)
                 slots[slot] = None if how == "close" else handle
                 if moment == "loading":
-                    time.sleep(rng.uniform(0, 1.5))
+                    time.sleep(rng.uniform(0, 1.0))
                     _leave(browser, handle, how, home_window)
                 else:
                     shown_later.append((handle, moment, how))
