@@ -228,9 +228,11 @@ def data_synth(root: Optional[Path] = typer.Option(None, "--root", help="Data di
 
 
 @app.command()
-def plot(run_ids: List[str] = typer.Argument(..., help="Run ids (or unique prefixes) to draw (accuracy and loss curves)."),
-         out: Path = typer.Option(..., "--out", help="PNG file to write.")) -> None:
-    """Write accuracy/loss curves of one or more runs as a PNG (matplotlib)."""
+def plot(run_ids: List[str] = typer.Argument(..., metavar="RUN_ID...",
+                                             help="Run ids (or unique prefixes) to draw (accuracy and loss curves)."),
+         out: Optional[Path] = typer.Option(None, "--out", help="Image file to write (.png, .svg, .pdf); default: "
+                                            "curves.png in the (first) run's directory.")) -> None:
+    """Write accuracy/loss curves of one or more runs as an image (matplotlib) and print its path."""
     from .plot import plot_runs
 
     try:

@@ -35,6 +35,11 @@ SEED_EXPERIMENTS: tuple[tuple[str, str, float | None], ...] = (
     ("resnet18_pretrained_arcface_mst", "Multi-scale training (each image at 32 or 64), tested at 32", None),
 )
 SEED_NAMES = tuple(name for name, _, _ in SEED_EXPERIMENTS)
+# Run by `reproduce` beside the seed's experiment each one varies, so that the seed's claim can be
+# judged both ways (the report lists them under "Other experiments"): config -> the seed's.
+BESIDE_THE_SEED: dict[str, str] = {"resnet18_augment_fresh": "resnet18_augment"}  # augmentation drawn afresh
+REPRODUCE_NAMES = tuple(n for name in SEED_NAMES
+                        for n in (name, *(extra for extra, seed in BESIDE_THE_SEED.items() if seed == name)))
 KD_TEACHERS = {"resnet18_pretrained_arcface_kd": "resnet50_pretrained_arcface_224x224"}
 SYNTHETIC_NOTE = ("**Synthetic data**: these runs trained on generated CIFAR-100-shaped images, not on CIFAR-100. "
                   "Their accuracies say nothing about the seed's figures and are not compared with them.")

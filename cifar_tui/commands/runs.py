@@ -193,6 +193,7 @@ def run(
     except ConfigError as exc:
         fail(str(exc))
     try:
+        _say_long_runs(sup, configs, nproc, as_json)
         if parallel:
             for name, cfg in zip(names, configs):
                 sup.enqueue(name, extra, nproc, cfg=cfg, torchrun_args=torchrun_args)
@@ -208,6 +209,26 @@ def run(
         raise typer.Exit(final)
     finally:
         sup.close()
+
+
+def _say_long_runs(sup, configs, nproc: int, json_mode: bool) -> None:
+    """Before the runs start: the time of each that will take over an hour on its device (from
+    earlier runs here, else a short probe: cifar_tui.estimate). A small run is not measured."""
+    from ..estimate import HOUR, Estimator, format_estimate, surely_under
+
+    out = err_console if json_mode else console
+    estimator = Estimator(sup.store, gpus=sup.gpus)
+    for cfg in configs:
+        if surely_under(cfg, HOUR):
+            continue
+        if estimator.needs_probe(cfg, nproc=nproc):
+            key = estimator.key(cfg, nproc=nproc)
+            out.print(f"measuring how fast {key.model} trains on {key.device} (a few seconds; "
+                      f"CIFAR_TUI_ESTIMATE_PROBE=off skips it)…", highlight=False)
+        estimate = estimator.estimate(cfg, nproc=nproc, probe=True)
+        if estimate.known and estimate.seconds >= HOUR:
+            out.print(f"[yellow]estimate:[/] {escape(cfg.name)} takes {escape(format_estimate(estimate))}",
+                      highlight=False)
 
 
 def resume(run_id: str = typer.Argument(..., help="Run id or a unique prefix of it (see `cifar-tui runs`)."),

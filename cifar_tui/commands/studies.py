@@ -197,7 +197,8 @@ def sweep(names: List[str], overrides: List[str], extra: List[str], *, seeds: in
 def reproduce(
     seeds: int = typer.Option(1, "--seeds", min=1, help="Runs per experiment (seeds 0..N-1 above the config's)."),
     study: Optional[str] = typer.Option(None, "--study", help="Study name (default: seed-<time>); an existing one continues."),
-    only: Optional[str] = typer.Option(None, "--only", help="Comma list of the seed's experiments to run (default: all 11)."),
+    only: Optional[str] = typer.Option(None, "--only", help="Comma list of the experiments to run (default: the seed's 11 "
+                                       "and resnet18_augment_fresh)."),
     overrides: List[str] = typer.Option([], "--set", help="Override a key in every run: a.b=value (repeatable)."),
     data: Optional[str] = typer.Option(None, "--data", help="cifar100 | synthetic (overrides data.source)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
@@ -210,18 +211,20 @@ def reproduce(
     slurm_gpus_per_node: Optional[int] = typer.Option(None, "--slurm-gpus-per-node", min=1),
     slurm_time: int = typer.Option(24 * 60, "--slurm-time", min=1, help="Minutes per job."),
 ) -> None:
-    """Run the seed's 11 experiments as one study (the distillation run after its teacher), then
-    `cifar-tui report --study S --out report.md` writes the seed's table with ours beside it."""
-    from ..study_report import KD_TEACHERS, SEED_NAMES
+    """Run the seed's 11 experiments as one study (the distillation run after its teacher), and
+    resnet18_augment_fresh beside resnet18_augment (its augmentation drawn afresh every epoch, where
+    the seed's run fixed it per position), then `cifar-tui report --study S --out report.md` writes
+    the seed's table with ours beside it."""
+    from ..study_report import KD_TEACHERS, REPRODUCE_NAMES
     from ..sweep import make_plan, split_list, study_stamp
     from .runs import DataSource, _cli_overrides
 
-    names = list(SEED_NAMES)
+    names = list(REPRODUCE_NAMES)
     if only:
         names = [n.strip() for n in only.split(",") if n.strip()]
-        unknown = [n for n in names if n not in SEED_NAMES]
+        unknown = [n for n in names if n not in REPRODUCE_NAMES]
         if unknown or not names:
-            fail(f"--only {only}: expected some of {', '.join(SEED_NAMES)}")
+            fail(f"--only {only}: expected some of {', '.join(REPRODUCE_NAMES)}")
     for o in overrides:
         try:
             if len(split_list(o)) > 1:

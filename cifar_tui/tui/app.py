@@ -21,6 +21,7 @@ from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.css.query import NoMatches
+from textual.reactive import Reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
@@ -38,25 +39,27 @@ from .panes.experiments import ExperimentsPane
 from .panes.leaderboard import LeaderboardPane
 from .panes.run_view import RunView
 from .panes.runs import RunsPane
-from .run_tabs import RunTabs
+from .run_tabs import FIXED_LABELS, RunTabs
 from .runs_index import Changes, RunsIndex
 from .screens import CompareScreen, ConfirmScreen, LaunchPlan, LaunchScreen, MainScreen, QuitScreen
 from .screens.main import NARROW  # narrower: a compact footer, the top bar without "N at a time on ..."
 from .screens.studies import StudiesScreen, StudyChoice, load_studies
 from .support import pane_id_for, short_run
 from .widgets.gpu_bar import GpuBar
-from .widgets.text import show
+from .widgets.keys import KeysInOrder
+from .widgets.text import ANSI_DARK, show
 
 FIXED_TABS = ("experiments", "runs", "leaderboard")
 
 
-class CifarTUI(Lifecycle, App):
+class CifarTUI(KeysInOrder, Lifecycle, App):
     """cifar-tui: experiments, live runs, leaderboard."""
 
     CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses elsewhere still find it
     TITLE = "cifar-tui"
     COMMANDS = App.COMMANDS | {CifarCommands}
     COMMAND_PALETTE_BINDING = "ctrl+p"
+    ansi_theme_dark = Reactive(ANSI_DARK, init=False)  # magenta is not red (widgets/text.py)
 
     BINDINGS = [
         # the tabs carry their keys in their labels ("1 Experiments"): the footer keeps its room for the pane's keys
@@ -86,6 +89,7 @@ class CifarTUI(Lifecycle, App):
         self._activate: set[int] = set()       # queue ids whose tab opens in front when they start
         self.resume_pending: set[str] = set()  # runs to resume once their exiting process is gone
         self._bindings_state: tuple | None = None
+        self._last_data: str | None = None     # the launch form's last data choice (the next form starts there)
 
     def get_default_screen(self) -> Screen:
         return MainScreen(id="_default")
@@ -98,11 +102,11 @@ class CifarTUI(Lifecycle, App):
             yield Static("", id="counts")
         yield GpuBar([], id="gpu-bar")
         with TabbedContent(id="tabs", initial="experiments"):
-            with TabPane("1 Experiments", id="experiments"):
+            with TabPane(FIXED_LABELS[0], id="experiments"):
                 yield ExperimentsPane(self.ws.configs, id="exp-pane")
-            with TabPane("2 Runs", id="runs"):
+            with TabPane(FIXED_LABELS[1], id="runs"):
                 yield RunsPane(id="runs-pane")
-            with TabPane("3 Leaderboard", id="leaderboard"):
+            with TabPane(FIXED_LABELS[2], id="leaderboard"):
                 yield LeaderboardPane(id="lb-pane")
         yield Footer()
 
@@ -196,8 +200,15 @@ class CifarTUI(Lifecycle, App):
         self.notices.store_changed(self.index, changes, set(self.views))
         return changes
 
+    def starting_runs(self) -> list[str]:
+        """Runs this app started whose engine has not written its store row yet (seconds: torch, data)."""
+        if self.sup is None or self.index is None:
+            return []
+        return [rid for rid, child in self.sup.children.items()
+                if rid not in self.index.runs and child.launched.process.poll() is None]
+
     def _draw_counts(self) -> None:
-        running, queued = len(self.index.running()), len(self.index.queue)
+        running, queued = len(self.index.running()) + len(self.starting_runs()), len(self.index.queue)
         counts = Text()
         counts.append(f"▶ {running} running", style="bold cyan" if running else "dim")
         counts.append("   ")
@@ -216,6 +227,7 @@ class CifarTUI(Lifecycle, App):
         footer.show_command_palette = self.size.width >= NARROW
         if self.index is not None:
             self._draw_counts()
+        self.run_tabs.fit()
         self._bindings_state = None
         self.update_bindings()
 
@@ -238,8 +250,19 @@ class CifarTUI(Lifecycle, App):
     # ------------------------------------------------------------------ launching + queue
     @on(msg.LaunchRequested)
     def _launch_requested(self, event: msg.LaunchRequested) -> None:
-        self.push_screen(LaunchScreen(event.names, self.ws.configs, self.ws.data_root, gpus=len(self.sup.gpus)),
-                         self._launch_planned)
+        self.push_screen(LaunchScreen(event.names, self.ws.configs, self.ws.data_root, gpus=len(self.sup.gpus),
+                                      data=self.last_data()), self._launch_planned)
+
+    def last_data(self) -> str | None:
+        """The data source chosen last: in a launch form of this app, else the newest run's."""
+        if self._last_data is None and self.index is not None and self.index.runs:
+            return self.index.runs[self.index.newest_first()[0]].get("data_source")
+        return self._last_data
+
+    @on(LaunchScreen.DataChosen)
+    def _data_chosen(self, event: LaunchScreen.DataChosen) -> None:
+        if event.source is not None:
+            self._last_data = event.source
 
     async def _launch_planned(self, plan: LaunchPlan | None) -> None:
         if plan is not None:

@@ -57,7 +57,7 @@ class Lifecycle:
         replaces the refused item (and its tab)."""
         item = next((q for q in self.index.refused if q["id"] == event.item_id), {})
         form = LaunchScreen([event.config], self.ws.configs, self.ws.data_root, gpus=len(self.sup.gpus),
-                            overrides=event.overrides, note=item.get("error"))
+                            overrides=event.overrides, note=item.get("error"), data=self.last_data())
 
         async def done(plan: LaunchPlan | None) -> None:
             if plan is not None:

@@ -104,6 +104,13 @@ def test_launch_watch_stop_resume_leaderboard(engine_ws):
             rid, view = next(iter(app.views.items()))
             assert app.active_tab == pane_id_for(rid)
             assert rid.startswith("resnet18_baseline-")
+            # listed at once as starting, in the Runs tab and the header (its engine writes its store row
+            # only once torch is imported: seconds after this)
+            assert rid not in app.index.runs, "the engine wrote its store row at once: nothing left to check"
+            assert "▶ 1 running" in str(app.query_one("#counts", Static).render())
+            await pilot.press("2")
+            assert "starting" in app.query_one("#runs-table", DataTable).get_row(rid)[0].plain
+            app.action_show_tab(pane_id_for(rid))
             table = view.query_one("#epochs", DataTable)
 
             # the epoch table fills from the live events

@@ -23,8 +23,10 @@ SIZE = (160, 45)
 
 @pytest.fixture
 def snap_env(tmp_path, monkeypatch):
-    """cwd = tmp (relative paths on screen) and UTC clock formatting."""
+    """cwd = tmp (relative paths on screen), UTC clock formatting, no time probe (the launch form's
+    estimate says unknown: the fixture's runs are another host's)."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CIFAR_TUI_ESTIMATE_PROBE", "off")
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     yield tmp_path

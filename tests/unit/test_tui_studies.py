@@ -10,7 +10,7 @@ import math
 import statistics
 import time
 
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Input, Select, Static
 
 from cifar_tui.report import fmt_acc, group_cells
 from cifar_tui.studies import group_curve, leaderboard_groups
@@ -134,6 +134,7 @@ def test_launch_form_plans_a_grid_times_seeds_and_queues_it_with_groups(tmp_path
         app = CifarTUI(ws, max_parallel=1)
         async with app.run_test(size=SIZE) as pilot:
             form = await open_form(pilot, app)
+            form.query_one("#f-data", Select).value = "cifar100"  # the config's (the form starts on synthetic here)
             form.query_one("#f-set", Input).value = sets
             form.query_one("#f-seeds", Input).value = "2"
             form.query_one("#f-study", Input).value = "grid"

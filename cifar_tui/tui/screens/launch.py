@@ -14,6 +14,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal
+from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
@@ -24,11 +25,13 @@ from ..compare_data import group_label, shared_settings
 from ..messages import QueueStudy
 from ..support import parse_override_text
 from ..widgets.dialog import Dialog
+from ..widgets.run_estimate import RunEstimate
 
 PLAN_GROUPS_SHOWN = 6   # groups listed in the form; the rest are counted
 FIELD_KEYS = ("train.epochs", "train.batch_size", "optim.lr", "train.device", "data.source")  # the form's fields
 SHORT = 34              # a terminal lower than this gets the compact form (fields without borders)
 PLAN_DELAY_S = 0.25     # the plan is worked out this long after the last key press
+CIFAR100, SYNTHETIC = "cifar100", "synthetic"
 
 
 @dataclass
@@ -36,6 +39,7 @@ class LaunchPlan:
     names: list[str]
     overrides: list[str] = field(default_factory=list)
     nproc: int = 1  # > 1: each run is a DDP run of that many processes, one GPU each
+    cfgs: list = field(default_factory=list, compare=False, repr=False)  # the resolved configs, as validated
 
 
 @dataclass
@@ -100,7 +104,18 @@ def plan_text(plan: Plan, existing: str = "") -> Text:
 
 
 class LaunchScreen(ModalScreen[LaunchPlan | None]):
-    """The common knobs (epochs, batch size, lr, device, data) + free-form --set overrides."""
+    """The common knobs (epochs, batch size, lr, device, data) + free-form --set overrides, and the
+    time the launch will take (widgets/run_estimate.py).
+
+    Data: a retry's own choice, else the last one made in the app (`data`, the App remembers it),
+    else the config's; synthetic when CIFAR-100 is not in the data root (and the form says so)."""
+
+    class DataChosen(Message):
+        """The form was submitted with this data source (None: each config's own): the next form starts from it."""
+
+        def __init__(self, source: str | None):
+            super().__init__()
+            self.source = source
 
     BINDINGS = [
         Binding("escape", "cancel", "Cancel"),
@@ -108,8 +123,10 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
     ]
 
     def __init__(self, names: list[str], configs_dir: Path | None, data_root: Path, gpus: int = 0, *,
-                 overrides: list[str] | None = None, note: str | None = None):
+                 overrides: list[str] | None = None, note: str | None = None, data: str | None = None):
         super().__init__()
+        self.last_data = data                 # the data source chosen last in this workspace (None: none yet)
+        self.data_switched = False            # synthetic chosen because CIFAR-100 is not on disk
         self.gpus = gpus
         self.names = names
         self.prefill = list(overrides or [])  # a retry: the refused launch's settings, to change
@@ -148,7 +165,7 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
         device = fields.get("train.device", b.train.device if single else None)
         if single and device not in devices:
             devices.append(device)
-        source = fields.get("data.source", b.data.source if single else None)
+        source = self._initial_source(fields.get("data.source"), b.data.source if single else None)
         with Dialog(id="dialog", classes="launch-dialog"):
             yield Label(title, classes="dialog-title")
             if self.note:
@@ -175,8 +192,8 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
                 yield Input("1", placeholder="1", type="integer", id="f-nproc",
                             tooltip="DDP processes per run: one GPU each (gloo processes on the CPU)")
                 yield Label("Data")
-                yield Select([("cifar100", "cifar100"), ("synthetic (labelled, ranked apart)", "synthetic")],
-                             value=source if single else Select.NULL, prompt="from config", id="f-data")
+                yield Select([("cifar100", CIFAR100), ("synthetic (labelled, ranked apart)", SYNTHETIC)],
+                             value=source if source else Select.NULL, prompt="from config", id="f-data")
                 yield Label("Overrides")
                 yield Input(shlex.join(rest), placeholder="key=value ...  lists sweep: optim.lr=1e-3,3e-3 "
                             "optim.weight_decay=0.05", id="f-set")
@@ -187,6 +204,7 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
                     yield Input(placeholder=f"study (default {self._study_base()}-<time>)", id="f-study",
                                 tooltip="Names the study; an existing sweep study continues (as --study S)")
             yield Static("", id="plan", classes="plan")
+            yield RunEstimate(id="estimate", classes="estimate")
             yield Static("", id="data-hint", classes="hint")
             yield Static("", id="form-error", classes="form-error")
             with Horizontal(classes="buttons"):
@@ -197,7 +215,20 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
 
     def on_mount(self) -> None:
         self.query_one("#f-epochs", Input).focus()
+        self.query_one(RunEstimate).attach(self._store(), self.gpus)
         self._update_hint()
+        self.update_plan()  # the time estimate of the form as it opens
+
+    def _cifar100_here(self) -> bool:
+        return (self.data_root / "cifar-100-python").is_dir()
+
+    def _initial_source(self, prefilled: str | None, config_source: str | None) -> str | None:
+        """What the Data field starts with (None: each config's own)."""
+        source = prefilled or self.last_data or config_source
+        if (source or CIFAR100) == CIFAR100 and not self._cifar100_here():
+            self.data_switched = True
+            return SYNTHETIC
+        return source
 
     def on_resize(self) -> None:
         """A short terminal: fields without borders (one line each), so more of the form is in view."""
@@ -214,9 +245,12 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
     def _update_hint(self) -> None:
         value = self.query_one("#f-data", Select).value
         hint = ""
-        if value == "cifar100" and not (self.data_root / "cifar-100-python").is_dir():
+        if value == CIFAR100 and not self._cifar100_here():
             hint = (f"CIFAR-100 is not in {self.data_root}/cifar-100-python: the run will not start. Get it with "
                     f"`cifar-tui data download` (needs internet), or pick synthetic.")
+        elif value == SYNTHETIC and not self._cifar100_here():
+            hint = (f"Synthetic data: CIFAR-100 is not in {self.data_root}/cifar-100-python (`cifar-tui data "
+                    f"download` gets it, needs internet).")
         self.query_one("#data-hint", Static).update(hint)
 
     def overrides(self) -> list[str]:
@@ -277,9 +311,8 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
                              study=study or self._default_study)
             self._check_study_kind(plan.study)
             return StudyForm(plan, sets, extra, seeds, nproc)
-        for name in self.names:
-            load_config(name, overrides, self.configs_dir)
-        return LaunchPlan(list(self.names), overrides, nproc)
+        cfgs = [load_config(name, overrides, self.configs_dir) for name in self.names]
+        return LaunchPlan(list(self.names), overrides, nproc, cfgs)
 
     def _store(self):
         return getattr(self.app, "store", None)
@@ -323,10 +356,12 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
         """Work the plan out from the fields and show it (or why there is none)."""
         shown = self.query_one("#plan", Static)
         go = self.query_one("#go", Button)
+        estimate = self.query_one(RunEstimate)
         try:
             form = self.validate()
         except ConfigError as exc:
             self.shown_plan = None
+            estimate.clear()
             if self._looks_like_study():  # a plain launch's error waits for the submit, as before
                 shown.update(Text(f"Plan: ✖ {self._short_error(str(exc))}", style="red"))
                 shown.add_class("-visible")
@@ -334,6 +369,8 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
                 shown.remove_class("-visible")
             return
         self.query_one("#form-error", Static).remove_class("-visible")  # fixed: the last refusal no longer holds
+        cfgs = [r.cfg for r in form.plan.runs] if isinstance(form, StudyForm) else form.cfgs
+        estimate.show_for(cfgs, form.nproc)
         if isinstance(form, StudyForm):
             self.shown_plan = form.plan
             shown.update(plan_text(form.plan, self._existing(form.plan)))
@@ -355,6 +392,8 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
             error.add_class("-visible")
             return
         self.launched = True
+        data = self.query_one("#f-data", Select).value
+        self.post_message(self.DataChosen(None if data is Select.NULL else str(data)))
         if isinstance(form, StudyForm):
             # the App queues it on the run lifecycle (studies.queue_plan); the form's result is None
             self.app.post_message(QueueStudy(form.plan, form.spec, form.nproc, form.command))
