@@ -72,7 +72,7 @@ class Session(AppService):
                  debug: bool = False):
         self.browser_gone = False
         self.app_exited = False  # the app said it exits (the user quit it)
-        self.shown = False       # the app has sent its first output
+        self.shown = False       # the app has sent output (it started drawing its screen)
         self.ended_by = "itself"  # or what ended it: quit (and stdin EOF), SIGTERM, SIGKILL
         super().__init__(shlex.join(argv), write_bytes=_guarded(write_bytes, self), write_str=_guarded(write_str, self),
                          close=_guarded(close, self), download_manager=download_manager, debug=debug)
@@ -92,10 +92,6 @@ class Session(AppService):
     @property
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.returncode is None
 
     async def _open_app_process(self, width: int = 80, height: int = 24):
         env = self._build_environment(width=width, height=height)
@@ -118,7 +114,7 @@ class Session(AppService):
         await super().set_terminal_size(width, height)
 
     async def on_data(self, payload: bytes) -> None:
-        if not self.shown:  # the idle clock starts when the screen appears, not while the app loads
+        if not self.shown:  # the idle clock starts when the app starts drawing, not while it loads
             self.shown = True
             self.last_input = time.monotonic()
         await super().on_data(payload)

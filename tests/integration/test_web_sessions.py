@@ -232,7 +232,7 @@ def test_max_sessions_the_idle_timeout_and_a_dropped_network(workspace, procs):
     home = workspace["home"]
     server = Server(workspace, procs, "--max-sessions", "2", "--idle-timeout", f"{IDLE_S:g}s",
                     env={HEARTBEAT_ENV: "0.5"})
-    idle = Tab(server.port)
+    idle = Tab(server.port, active=True)  # busy until its first screen (a loaded machine may take a while)
     busy = Tab(server.port, active=True)  # a person at work: input every second
     idle_pid, busy_pid = server.session_pid(1), server.session_pid(2)
 
@@ -245,7 +245,8 @@ def test_max_sessions_the_idle_timeout_and_a_dropped_network(workspace, procs):
     assert psutil.pid_exists(idle_pid) and psutil.pid_exists(busy_pid)  # and none for the third: see the end
 
     idle.wait_for(FIRST_SCREEN)
-    last_input = idle.resize()  # the idle clock starts again
+    idle.active = False
+    last_input = idle.resize()  # the last input: from here, no more
     busy.wait_for(FIRST_SCREEN)
     busy.drop_network()
     server.wait_line(r"^session 2 ended: browser went away; .* \(1 of 2 in use\)")
@@ -306,6 +307,8 @@ def test_soak_30_tabs_dropped_at_random_moments_then_the_server_stops(workspace,
     chromium, _ = require_chromium()
     home, rng = workspace["home"], random.Random(19)
     server = Server(workspace, procs)
+    me = psutil.Process(server.proc.pid)
+    pipes = _pipes(me)  # before any session: its own output (stdout and stderr)
     url = f"http://127.0.0.1:{server.port}/"
     shot = subprocess.run([chromium, *CHROME_FLAGS, f"--user-data-dir={tmp_path / 'shot-profile'}",
                            f"--screenshot={tmp_path / 'shot.png'}", "--virtual-time-budget=8000", url],
@@ -316,7 +319,6 @@ def test_soak_30_tabs_dropped_at_random_moments_then_the_server_stops(workspace,
 
     browser = _browser(tmp_path, page_load_strategy="none", extra_flags=SOAK_FLAGS)
     home_window = browser.current_window_handle
-    me = psutil.Process(server.proc.pid)
     plans = [(rng.choices(MOMENTS, weights=(5, 3, 2))[0], rng.choice(("close", "navigate"))) for _ in range(TABS)]
     slots: list[str | None] = [None] * AT_ONCE  # a tab left on about:blank, to load the next page in
     try:
@@ -344,8 +346,9 @@ def test_soak_30_tabs_dropped_at_random_moments_then_the_server_stops(workspace,
                 _leave(browser, handle, how, home_window)
             wait_for_no_app(home, server=server)
             if round_start == 0:  # the server has served every kind of page once: from here on, flat
-                pipes, memory = _pipes(me), me.memory_info().rss
-        assert _pipes(me) == pipes, f"the server holds {_pipes(me) - pipes} more pipes after {TABS} pages"
+                memory = me.memory_info().rss
+        # a session's pipes close a moment after its process ends: wait for it (a leak never comes back)
+        wait_until(lambda: _pipes(me) == pipes, 30, f"the server to hold only its own {pipes} pipes again")
         growth = me.memory_info().rss - memory
         assert growth < 20 * 2**20, f"the server's memory grew by {growth / 2**20:.1f} MiB over {TABS} pages"
         assert {moment for moment, _ in plans} == set(MOMENTS) and {how for _, how in plans} == {"close", "navigate"}
@@ -360,9 +363,10 @@ def test_soak_30_tabs_dropped_at_random_moments_then_the_server_stops(workspace,
         wait_for_no_app(home)
     finally:
         browser.quit()
-    started = [line for line in server.lines if re.match(r"session \d+ started", line)]
-    ended = [line for line in server.lines if re.match(r"session \d+ ended", line)]
-    assert len(started) == len(ended) and len(started) > TABS // 2, server.lines
+    # every session that started ended, once (a tab gone before its app was started ends without starting)
+    started = [m.group(1) for m in map(re.compile(r"^session (\d+) started").match, server.lines) if m]
+    ended = [m.group(1) for m in map(re.compile(r"^session (\d+) ended").match, server.lines) if m]
+    assert set(started) <= set(ended) and len(ended) == len(set(ended)) and len(started) > TABS // 2, server.lines
 
 
 def _pipes(proc: psutil.Process) -> int:
