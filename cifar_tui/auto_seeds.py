@@ -66,6 +66,15 @@ class AutoSpec:
                 f"from resolved first, at most {self.max_seeds} per group")
 
 
+def plan_groups(plan) -> list[dict]:
+    """The plan's groups as find_group takes them: full key, short name, config."""
+    from .names import name_groups
+
+    configs = {r.group: r.config_name for r in plan.runs}
+    names = name_groups(configs, configs)
+    return [{"group": g, "label": names[g], "config": c} for g, c in configs.items()]
+
+
 def parse_auto(max_seeds: int | str | None, target_ci: float | str | None, vs: str | None, groups: Sequence[dict],
                flags: tuple[str, str, str] = ("--max-seeds", "--target-ci", "--vs")) -> AutoSpec:
     """An AutoSpec from the command line or the launch form; `groups`: the plan's groups as
@@ -282,3 +291,25 @@ def planned_run(plan, group: str, seed: int):
     overrides = [o for o in run.overrides if override_key(o) != SEED_KEY] + [f"{SEED_KEY}={seed}"]
     cfg = run.cfg.model_copy(update={"train": run.cfg.train.model_copy(update={"seed": seed})})
     return overrides, cfg
+
+
+def enqueue_run(sup, plan, group: str, seed: int, nproc: int = 1) -> int:
+    """Queue the run `decide` chose (group, seed) on a supervisor, as a run of the study; its item id."""
+    overrides, cfg = planned_run(plan, group, seed)
+    config = next(r.config for r in plan.runs if r.group == group)
+    return sup.enqueue(config, overrides, nproc, cfg=cfg, study=plan.study, group=group)
+
+
+def recorded_study(recorded: dict | None, study: str, configs_dir=None):
+    """(plan, AutoSpec) of an auto study from what the store recorded (`store.study(name)`), for a
+    driver that continues it (the TUI, a SLURM worker); ConfigError when it is not one, or its
+    configs no longer validate."""
+    from .sweep import make_plan
+
+    spec = (recorded or {}).get("spec") or {}
+    auto = AutoSpec.from_dict(spec)
+    if recorded is None or auto is None:
+        raise ConfigError(f"{study} is not a --seeds auto study")
+    plan = make_plan(spec.get("names") or [], spec.get("sets") or [], 1, extra=spec.get("extra") or [],
+                     configs_dir=configs_dir, study=study)
+    return plan, auto

@@ -139,7 +139,7 @@ def _follow_rich(launched: Launched, tail: EventTail, console: Console, poll_s: 
 
 def follow_many(sup: Supervisor, *, json_mode: bool, console: Console,
                 finish: Callable[[Reaped, int, dict | None], int], poll_s: float = 0.2,
-                refill: Callable[[], bool] | None = None) -> int:
+                refill: Callable[[], bool] | None = None, stop_signals: tuple[int, ...] = (signal.SIGINT,)) -> int:
     """Start the supervisor's own queued items as slots free up and follow them side by side.
 
     Prints where each run starts, why the next one waits (once per reason), each run's epochs
@@ -148,7 +148,8 @@ def follow_many(sup: Supervisor, *, json_mode: bool, console: Console,
     and starts no new one; so does bad input (exit 2). Returns 0 when all completed, else the
     first non-zero code (130 on Ctrl-C). `refill()`: called after each reaping (not after Ctrl-C)
     to queue more (a study deciding its next runs); True: keep waiting although nothing of ours
-    runs (runs of another launcher that the decision waits for)."""
+    runs (runs of another launcher that the decision waits for). `stop_signals`: the signals that
+    act as Ctrl-C (a SLURM worker adds scancel's SIGTERM and the time-limit warning's SIGUSR2)."""
     say = console.print if not json_mode else (lambda *a, **k: None)
     tails: dict[str, EventTail] = {}
     ends: dict[str, dict] = {}
@@ -173,7 +174,7 @@ def follow_many(sup: Supervisor, *, json_mode: bool, console: Console,
         if json_mode:
             sys.stdout.flush()
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = {sig: signal.signal(sig, on_sigint) for sig in stop_signals}
     try:
         while True:
             for run_id in tails:
@@ -210,5 +211,6 @@ def follow_many(sup: Supervisor, *, json_mode: bool, console: Console,
                 break
             time.sleep(poll_s)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return EXIT_STOPPED if interrupted and final == 0 else final

@@ -48,6 +48,7 @@ API
     runs that newly stalled or crashed since this supervisor last looked (engine.notify.Notice:
     title, message, severity for a UI); the first observer of the workspace also sends each
     (webhook, desktop notification: engine/notify.py). Call it where statuses are shown.
+``sup.starting() -> {run_id}``  runs started here or holding a lease (any launcher's): their row may not exist yet.
 ``sup.children``, ``sup.interrupt(sig)``, ``sup.keep_alive()``, ``sup.close()``.
 Call `pump()` and `reap()` periodically (the CLI every 0.2 s, the TUI once a second).
 
@@ -522,6 +523,11 @@ class Supervisor:
 
     def resolve(self, ref: str) -> str:
         return resolve_run_id(self.ws.home, ref, sorted(self.store.run_ids()))
+
+    def starting(self) -> set[str]:
+        """Runs that started and may have no store row yet: ours, and every run that holds a lease
+        (any launcher's, on any host sharing the store): a study's drivers count them in flight."""
+        return set(self.children) | {lease["run_id"] for lease in self.leases.held()}
 
     def live_count(self) -> int:
         """Runs alive on this host (every launcher's), as max_parallel counts them."""

@@ -1,11 +1,12 @@
 """`cifar-tui tune NAME ... --launcher slurm --workers N`: the search as N tasks of one SLURM job array.
 
 Each task is a worker (`work`, pickled by submitit): the Tuner of cifar_tui/tune.py inside the job,
-one trial at a time, its engine a child process of the task on the job's own resources (a local
-supervisor without GPU leases: SLURM placed the job). Every worker shares the study's Optuna
-storage (runs/optuna.journal: a file log with an NFS-safe lock) and the workspace's store.
+one trial at a time, its engine a child process of the task (what every kind of study worker shares,
+its supervisor, lock, name, stop signals and submission, is cifar_tui/study_workers.py). Every worker
+shares the study's Optuna storage (runs/optuna.journal: a file log with an NFS-safe lock) and the
+workspace's store.
 
-A worker takes work under the study's lock (a second lock file beside the journal), in this order:
+A worker takes work under the study's lock (study_workers.StudyLock), in this order:
 
 1. a trial another worker left: RUNNING, its run neither alive, queued nor starting (no lease), and
    no sign of life for CLAIM_GRACE_S (its claim, its run's last heartbeat or end): the crashed run
@@ -22,19 +23,16 @@ worker's run with a checkpoint; its trial stays RUNNING for the next worker.
 """
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Callable
 
 from engine.config import ConfigError, load_config
 from engine.status import LIVE, QUEUED, STARTING
 
+from .study_workers import (StudyLock, Submission, alive_workers, on_stop_signals, submit_workers, worker_name,
+                            worker_supervisor)
 from .tune import TuneSpec, Tuner, parse_param
-from .tune_storage import STORAGE_FILE, file_lock, storage_path
 from .tune_storage import open_storage as _storage
 from .workspace import Workspace
 
@@ -50,14 +48,6 @@ def spec_from_dict(d: dict) -> TuneSpec:
                     sampler_seed=d.get("sampler_seed"), nproc=int(d.get("nproc") or 1))
 
 
-def worker_name() -> str:
-    """The worker as the trials record it: its SLURM task and process."""
-    job = os.environ.get("SLURM_JOB_ID")
-    if os.environ.get("SLURM_ARRAY_JOB_ID"):
-        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}"
-    return f"{job or 'local'}@{socket.gethostname()}:{os.getpid()}"
-
-
 class WorkerTuner(Tuner):
     """A Tuner that shares its study with other workers: one trial at a time, taken as the module
     docstring says; ends when there is nothing to take."""
@@ -66,7 +56,7 @@ class WorkerTuner(Tuner):
         super().__init__(ws, sup, spec, say)
         self.parallel = 1
         self.name = name
-        self.lock = file_lock(storage_path(ws).with_name(f"{STORAGE_FILE}.{spec.study}.workers"))
+        self.lock = StudyLock(ws, spec.study)
         self._nothing_left = False
 
     def _recover(self) -> None:
@@ -78,8 +68,7 @@ class WorkerTuner(Tuner):
     def _take_work(self) -> bool:
         from optuna.trial import TrialState
 
-        self.lock.acquire()
-        try:
+        with self.lock:
             while True:
                 left, unsure = self._left_trials()
                 if not left:
@@ -98,8 +87,6 @@ class WorkerTuner(Tuner):
             self._start_trial()
             self._claim(max(self.watched.values(), key=lambda w: w.trial.number).trial._trial_id)
             return True
-        finally:
-            self.lock.release()
 
     def _claim(self, trial_id: int) -> None:
         self.storage.set_trial_user_attr(trial_id, WORKER_ATTR, self.name)
@@ -139,11 +126,10 @@ def work(ws: Workspace, spec: dict, index: int) -> int:
     if tune_spec.sampler_seed is not None:  # workers must not all sample the same settings
         tune_spec = replace(tune_spec, sampler_seed=tune_spec.sampler_seed + (index + 1) * SEED_STRIDE)
     name = worker_name()
-    sup = Supervisor(ws, gpus=[], max_parallel=sys.maxsize, shared_queue=False)
+    sup = worker_supervisor(ws)
     try:
         tuner = WorkerTuner(ws, sup, tune_spec, lambda line: print(f"[{name}] {line}", flush=True), name)
-        for sig in (signal.SIGTERM, signal.SIGUSR2):  # scancel, the time-limit warning: as Ctrl-C
-            signal.signal(sig, tuner._interrupt)
+        on_stop_signals(tuner._interrupt)  # scancel, the time-limit warning: as Ctrl-C
         code = tuner.run()
         print(f"[{name}] done: the study has {tuner._finished()} finished trials of {tune_spec.trials}", flush=True)
         return code
@@ -154,23 +140,12 @@ def work(ws: Workspace, spec: dict, index: int) -> int:
 # ---------------------------------------------------------------- submitting
 
 
-@dataclass
-class Submission:
-    study: str
-    continued: bool
-    finished: int            # finished trials before this submission
-    job_ids: list[str]       # the workers submitted now ([] when nothing is left to do)
-    alive: list[str]         # workers of earlier submissions still queued or running
-
-
 def submit_search(ws: Workspace, spec: TuneSpec, workers: int, launcher, *, command: str | None = None) -> Submission:
     """Check the search, create (or continue) its study, and submit as many workers as are missing
     for `workers` to be queued or running: one job array. ConfigError for bad input (nothing
     submitted); SubmissionRefused (one line) when sbatch refuses."""
     import optuna
     from optuna.trial import TrialState
-
-    from .launchers import _absolute, jobs_folder, slurm_states
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec.check(ws)
@@ -180,23 +155,16 @@ def submit_search(ws: Workspace, spec: TuneSpec, workers: int, launcher, *, comm
     finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
     store = ws.store()
     try:
-        recorded = (store.study(spec.study) or {}).get("spec") or {}
-        earlier = list(recorded.get("workers") or [])
-        states = slurm_states(earlier) if earlier else {}
-        alive = [j for j in earlier if (states or {}).get(j, "").split(" ")[0] in ("PENDING", "RUNNING", "CONFIGURING",
-                                                                                    "REQUEUED", "RESIZING")]
-        job_ids: list[str] = []
-        missing = workers - len(alive)
-        if finished < spec.trials and missing > 0:
-            on_cpu = load_config(spec.config, spec.overrides, ws.configs).train.device == "cpu"
-            calls = [(work, _absolute(ws), {**spec.to_dict(), "study": spec.study}, i) for i in range(missing)]
-            try:
-                jobs = launcher.submit_calls(ws, calls, on_cpu=on_cpu, folder=jobs_folder(ws))
-            except ConfigError:  # sbatch refused: a study made just now goes too (nothing left)
-                if spec.study not in existing:
-                    optuna.delete_study(study_name=spec.study, storage=storage)
-                raise
-            job_ids = [str(j.job_id) for j in jobs]
+        earlier, alive = alive_workers((store.study(spec.study) or {}).get("spec") or {})
+        missing = workers - len(alive) if finished < spec.trials else 0
+        on_cpu = load_config(spec.config, spec.overrides, ws.configs).train.device == "cpu"
+        try:
+            job_ids = submit_workers(ws, launcher, work, ({**spec.to_dict(), "study": spec.study},), missing,
+                                     first_index=len(earlier), on_cpu=on_cpu)
+        except ConfigError:  # sbatch refused: a study made just now goes too (nothing left)
+            if spec.study not in existing:
+                optuna.delete_study(study_name=spec.study, storage=storage)
+            raise
         store.save_study(spec.study, "tune", spec.config,
                          {**spec.to_dict(), "launcher": "slurm", "workers": earlier + job_ids}, command=command)
     finally:

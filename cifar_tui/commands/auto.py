@@ -37,18 +37,9 @@ def seeds_option(seeds: str, max_seeds: Optional[int], target_ci: Optional[float
     return n, None
 
 
-def plan_groups(plan) -> list[dict]:
-    """The plan's groups as find_group takes them: full key, short name, config."""
-    from ..names import name_groups
-
-    configs = {r.group: r.config_name for r in plan.runs}
-    names = name_groups(configs, configs)
-    return [{"group": g, "label": names[g], "config": c} for g, c in configs.items()]
-
-
 def auto_spec(plan, flags: dict):
     """The AutoSpec of a plan from the command line's flags (one line, exit 2, on bad input)."""
-    from ..auto_seeds import parse_auto
+    from ..auto_seeds import parse_auto, plan_groups
 
     try:
         return parse_auto(flags["max_seeds"], flags["target_ci"], flags["vs"], plan_groups(plan))
@@ -69,17 +60,15 @@ def auto_cost(plan, spec, opts, as_json: bool) -> None:
 
 def run_auto(plan, flags: dict, opts, *, dry_run: bool, as_json: bool, record: dict) -> int:
     """Check, record and drive a `--seeds auto` study; returns the exit code."""
-    from ..auto_seeds import decide, planned_run, study_state
+    from ..auto_seeds import decide, enqueue_run, plan_groups, study_state
     from ..follow import follow_many
+    from ..study_workers import StudyLock
     from .runs import _finish
     from .studies import Launcher, print_groups
 
     spec = auto_spec(plan, flags)
     groups = plan_groups(plan)
     label = {g["group"]: g["label"] for g in groups}
-    if opts.launcher is Launcher.slurm:
-        fail("--seeds auto: decides after each run, so it runs with --launcher local or local-submitit "
-             "(on SLURM: --seeds N)")
     if dry_run:
         lines = [f"study {plan.study}: {len(groups)} group{'s' if len(groups) != 1 else ''}, "
                  f"{spec.describe(label.get(spec.vs))}"]
@@ -92,6 +81,8 @@ def run_auto(plan, flags: dict, opts, *, dry_run: bool, as_json: bool, record: d
             sys.stdout.write("\n".join(lines) + "\n")
         auto_cost(plan, spec, opts, as_json)
         return 0
+    if opts.launcher is Launcher.slurm:
+        return submit_workers(plan, spec, opts, record=record, as_json=as_json)
     try:
         sup = opts.supervisor()
     except ConfigError as exc:
@@ -107,22 +98,23 @@ def run_auto(plan, flags: dict, opts, *, dry_run: bool, as_json: bool, record: d
         say(f"study {plan.study}: {len(groups)} groups, {spec.describe(label.get(spec.vs))}")
         auto_cost(plan, spec, opts, as_json)
 
+        lock = StudyLock(sup.ws, plan.study)  # other drivers of the study (SLURM workers, a TUI) decide under it too
+
         def refill() -> bool:
             """Queue what the study needs next; True while it waits for runs of others."""
-            state = study_state(sup.store, plan, starting=sup.children)
-            slots = max(0, sup.max_parallel - len(sup.children) - len(sup.own_queued()))
-            decision = decide(spec, state, slots)
-            for run_id in decision.resume:
-                if sup.status(run_id) not in ("queued",):
-                    try:
-                        sup.resume(run_id)
-                        say(f"resuming {run_id}")
-                    except ConfigError as exc:
-                        say(f"[yellow]{run_id} not resumed: {exc}[/]")
-            for group, seed in decision.start:
-                overrides, cfg = planned_run(plan, group, seed)
-                config = next(r.config for r in plan.runs if r.group == group)
-                sup.enqueue(config, overrides, opts.nproc, cfg=cfg, study=plan.study, group=group)
+            with lock:
+                state = study_state(sup.store, plan, starting=sup.starting())
+                slots = max(0, sup.max_parallel - len(sup.children) - len(sup.own_queued()))
+                decision = decide(spec, state, slots)
+                for run_id in decision.resume:
+                    if sup.status(run_id) not in ("queued",):
+                        try:
+                            sup.resume(run_id)
+                            say(f"resuming {run_id}")
+                        except ConfigError as exc:
+                            say(f"[yellow]{run_id} not resumed: {exc}[/]")
+                for group, seed in decision.start:
+                    enqueue_run(sup, plan, group, seed, opts.nproc)
             for group, p in decision.groups.items():
                 text = f"{p.state}: {p.why}" if p.why else p.state
                 if said.get(group) != text:
@@ -140,3 +132,43 @@ def run_auto(plan, flags: dict, opts, *, dry_run: bool, as_json: bool, record: d
         if code == EXIT_STOPPED:
             console.print(f"interrupted; continue the study with the same command (--study {plan.study})")
     return code
+
+
+def submit_workers(plan, spec, opts, *, record: dict, as_json: bool) -> int:
+    """`--launcher slurm --workers W`: the study recorded and W workers submitted as one job array
+    (cifar_tui/auto_workers.py); they run it without us."""
+    from ..auto_seeds import plan_groups
+    from ..auto_workers import submit_study
+    from ..launchers import SlurmLauncher, SlurmOptions
+    from .common import state
+
+    if opts.nnodes > 1:
+        fail(f"--nnodes {opts.nnodes}: a --seeds auto worker trains each run on its own node (--nproc GPUs of it)")
+    label = {g["group"]: g["label"] for g in plan_groups(plan)}
+    try:
+        launcher = SlurmLauncher(SlurmOptions(partition=opts.slurm_partition, gpus_per_node=opts.slurm_gpus_per_node,
+                                              time_min=opts.slurm_time, nproc=opts.nproc))
+        done = submit_study(state.ws, plan, spec, record, opts.workers or 1, launcher, nproc=opts.nproc,
+                            command=command_line())
+    except ConfigError as exc:  # another kind of study of that name, or sbatch refusing (one line naming the option)
+        fail(str(exc))
+    if as_json:
+        print(json.dumps({"study": done.study, "continued": done.continued, "completed": done.finished,
+                          "nothing_left": done.nothing_left, "submitted": done.job_ids, "alive": done.alive}))
+        return 0
+    verb = "continuing" if done.continued else "new"
+    console.print(f"study {plan.study} ({verb}): {len(label)} groups, {spec.describe(label.get(spec.vs))}; "
+                  f"{done.finished} runs completed so far", highlight=False)
+    if done.nothing_left:
+        console.print(f"study {plan.study}: nothing left to run (every group resolved or capped)")
+        return 0
+    if done.alive:
+        console.print(f"{len(done.alive)} worker{'s' if len(done.alive) != 1 else ''} of this study already queued "
+                      f"or running (SLURM {', '.join(done.alive)})")
+    if done.job_ids:
+        console.print(f"submitted {len(done.job_ids)} worker{'s' if len(done.job_ids) != 1 else ''} as SLURM job "
+                      f"{done.job_ids[0].split('_')[0]} ({', '.join(done.job_ids)}); their logs: {state.ws.home}/.jobs/",
+                      highlight=False)
+    console.print(f"follow it with: cifar-tui studies, cifar-tui leaderboard --by group --study {plan.study}   "
+                  f"(the TUI: its study tab); the same command again tops the workers up", highlight=False)
+    return 0

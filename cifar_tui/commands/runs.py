@@ -172,6 +172,8 @@ def run(
     slurm_gpus_per_node: Optional[int] = typer.Option(None, "--slurm-gpus-per-node", min=1,
                                                       help="GPUs per node of each job (default: --nproc)."),
     slurm_time: int = typer.Option(24 * 60, "--slurm-time", min=1, help="Time limit of each job, minutes."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="With --seeds auto --launcher slurm: SLURM "
+                                          "tasks that each take the study's next run until it is done (default 1)."),
 ) -> None:
     """Train in the foreground (headless). Ctrl-C stops cleanly and keeps the run resumable.
 
@@ -184,10 +186,13 @@ def run(
     from .studies import LaunchOptions, is_sweep, sweep
 
     n_seeds, auto = seeds_option(seeds, max_seeds, target_ci, vs)
+    if workers is not None and (auto is None or launcher is not Launcher.slurm):
+        fail(f"--workers {workers}: with --seeds auto --launcher slurm only (a study of --seeds N on SLURM is one "
+             "job array, a task per run; on this host, --max-parallel sets runs at a time)")
     if is_sweep(overrides, n_seeds, study, dry_run, launcher) or auto:
         opts = LaunchOptions(launcher=launcher, nproc=nproc, nnodes=nnodes, max_parallel=max_parallel,
                              slurm_partition=slurm_partition, slurm_gpus_per_node=slurm_gpus_per_node,
-                             slurm_time=slurm_time)
+                             slurm_time=slurm_time, workers=workers)
         sweep(names, overrides, _cli_overrides([], data, device, epochs), seeds=n_seeds, study=study, dry_run=dry_run,
               opts=opts, as_json=as_json, auto=auto)
         return

@@ -40,6 +40,7 @@ class LaunchOptions:
     slurm_partition: Optional[str] = None
     slurm_gpus_per_node: Optional[int] = None
     slurm_time: int = 24 * 60
+    workers: Optional[int] = None   # --seeds auto on SLURM: array tasks that share the study
 
     def supervisor(self):
         """The supervisor for this launcher (a CLI's own queue)."""
