@@ -226,7 +226,7 @@ def _need(spec: AutoSpec, g: GroupState, base: GroupState | None) -> tuple[int, 
             why.append(f"interval ±{(stats['ci'][1] - stats['ci'][0]) / 2:.2f}")
         else:
             more = seeds_for_half_width(stats["std"], spec.target_ci) if stats["std"] is not None else None
-            needs.append(more or spec.max_seeds)
+            needs.append(more or spec.max_seeds + 1)  # unknown, or beyond any estimate: more than the cap
             why.append(f"interval {'±%.2f' % ((stats['ci'][1] - stats['ci'][0]) / 2) if stats['ci'] else 'none yet'}"
                        f" > ±{spec.target_ci:g}")
     if base is not None and g is not base:
@@ -234,7 +234,7 @@ def _need(spec: AutoSpec, g: GroupState, base: GroupState | None) -> tuple[int, 
         if c["verdict"] != UNRESOLVED:
             why.append(f"{c['verdict']} (p={c['p']:.3f})")
         else:
-            needs.append(c["seeds"] or spec.max_seeds)
+            needs.append(c["seeds"] or spec.max_seeds + 1)
             why.append("difference not resolved" + (f" (p={c['p']:.2f})" if c["p"] is not None else ""))
     return max([n, *needs]) if needs else n, why
 
