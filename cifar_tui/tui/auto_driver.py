@@ -2,7 +2,8 @@
 store and cifar_tui.auto_seeds.decide says what to queue (on the shared queue: any TUI on the
 machine may start it) and what to resume; its tab shows where each group stands. The decision is
 the store's, so closing the TUI loses nothing: `a` in the study's tab (or the CLI command
-recorded with the study) continues it."""
+recorded with the study) continues it. It decides under the study's lock (study_workers.StudyLock),
+like the CLI and SLURM workers, taken only when free: a tick that finds it held waits for the next."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from engine.config import ConfigError
 
-from ..auto_seeds import AutoSpec, decide, planned_run, study_state
+from ..auto_seeds import AutoSpec, decide, enqueue_run, recorded_study, study_state
+from ..study_workers import StudyLock
 
 if TYPE_CHECKING:
     from ..sweep import Plan
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
 class Driven:
     plan: Plan
     spec: AutoSpec
+    lock: StudyLock
     nproc: int = 1
 
 
@@ -28,22 +31,15 @@ class AutoDriver:
     def __init__(self, app: CifarTUI):
         self.app = app
         self.studies: dict[str, Driven] = {}
+        self._plans: dict[str, Plan | None] = {}   # auto studies shown, not driven here (None: unreadable)
 
     def add(self, plan: Plan, spec: AutoSpec, nproc: int = 1) -> None:
-        self.studies[plan.study] = Driven(plan, spec, nproc)
+        self.studies[plan.study] = Driven(plan, spec, StudyLock(self.app.ws, plan.study), nproc)
 
     def continue_recorded(self, study: str) -> str | None:
         """Drive a recorded auto study again (its plan made from what it recorded); an error in words."""
-        from ..sweep import make_plan
-
-        recorded = self.app.store.study(study) or {}
-        spec = recorded.get("spec") or {}
-        auto = AutoSpec.from_dict(spec)
-        if auto is None:
-            return f"{study} is not a --seeds auto study"
         try:
-            plan = make_plan(spec.get("names") or [], spec.get("sets") or [], 1, extra=spec.get("extra") or [],
-                             configs_dir=self.app.ws.configs, study=study)
+            plan, auto = recorded_study(self.app.store.study(study), study, self.app.ws.configs)
         except ConfigError as exc:
             return str(exc)
         self.add(plan, auto)
@@ -53,25 +49,28 @@ class AutoDriver:
         """Queue what each driven study needs now; True when something was queued or resumed."""
         sup, moved = self.app.sup, False
         for study, d in list(self.studies.items()):
-            state = study_state(sup.store, d.plan, starting=sup.children)
-            pending = sum(len(g.pending) for g in state)
-            decision = decide(d.spec, state, max(0, sup.max_parallel - pending))
-            for run_id in decision.resume:
-                try:
-                    sup.resume(run_id)
-                    moved = True
-                except ConfigError as exc:
-                    self.app.notify(f"{run_id} not resumed: {exc}", severity="warning", timeout=6)
-            for group, seed in decision.start:
-                overrides, cfg = planned_run(d.plan, group, seed)
-                config = next(r.config for r in d.plan.runs if r.group == group)
-                try:
-                    sup.enqueue(config, overrides, d.nproc, cfg=cfg, study=study, group=group)
-                    moved = True
-                except ConfigError as exc:
-                    self.app.notify(str(exc), severity="error", timeout=10)
-                    decision.finished = True
-                    break
+            if not d.lock.try_acquire():
+                continue  # another driver is deciding: next tick
+            try:
+                state = study_state(sup.store, d.plan, starting=sup.starting())
+                pending = sum(len(g.pending) for g in state)
+                decision = decide(d.spec, state, max(0, sup.max_parallel - pending))
+                for run_id in decision.resume:
+                    try:
+                        sup.resume(run_id)
+                        moved = True
+                    except ConfigError as exc:
+                        self.app.notify(f"{run_id} not resumed: {exc}", severity="warning", timeout=6)
+                for group, seed in decision.start:
+                    try:
+                        enqueue_run(sup, d.plan, group, seed, d.nproc)
+                        moved = True
+                    except ConfigError as exc:
+                        self.app.notify(str(exc), severity="error", timeout=10)
+                        decision.finished = True
+                        break
+            finally:
+                d.lock.release()
             view = self.app.study_tabs.views.get(study)
             if view is not None:
                 view.driven = not decision.finished
@@ -79,4 +78,23 @@ class AutoDriver:
             if decision.finished:
                 del self.studies[study]
                 self.app.notify(f"study {study}: every group resolved or capped", title="Seeds auto", timeout=8)
+        self.show_others()
         return moved
+
+    def show_others(self) -> None:
+        """The open tab of an auto study driven elsewhere (a CLI, SLURM workers) shows where its groups
+        stand, as its drivers decide it from the store (read here; nothing queued), and its workers."""
+        for study, view in list(self.app.study_tabs.views.items()):
+            if view.auto is None or study in self.studies:
+                continue
+            recorded = self.app.store.study(study)
+            if study not in self._plans:
+                try:
+                    self._plans[study] = recorded_study(recorded, study, self.app.ws.configs)[0]
+                except ConfigError:
+                    self._plans[study] = None
+            plan = self._plans[study]
+            if plan is None:
+                continue
+            view.set_slurm_workers(((recorded or {}).get("spec") or {}).get("workers") or [])
+            view.set_plans(decide(view.auto, study_state(self.app.store, plan, starting=self.app.sup.starting()), 0).groups)

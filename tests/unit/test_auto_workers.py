@@ -199,3 +199,73 @@ def test_workers_only_with_seeds_auto_on_slurm(tmp_path, args, flag):
     store = Workspace(home=home, data_root=tmp_path / "data").store()
     assert store.study("au") is None and not store.queued(True)  # nothing recorded, nothing queued
     store.close()
+
+
+def test_the_study_tab_of_a_study_run_by_slurm_workers_follows_it_and_names_them(tmp_path):
+    """The tab of an auto study this TUI does not drive (SLURM workers elsewhere): its workers named, each
+    group's seeds-auto state as the workers decide it from the store, a run arriving from elsewhere
+    filling its cell and moving its group's state, without reopening the tab."""
+    import asyncio
+
+    from textual.widgets import DataTable, Static
+
+    from cifar_tui.tui.app import CifarTUI
+    from cifar_tui.tui.screens import StudiesScreen
+    from tests.support.tui import until_loaded
+
+    ws, plan, _ = setup(tmp_path)
+    g1, g2 = plan.groups()
+    spec = AutoSpec(max_seeds=2, target_ci=0.5)
+    store = ws.store()
+    store.save_study(plan.study, "sweep", "resnet18_baseline",
+                     {"names": ["resnet18_baseline"], "sets": ["optim.lr=1e-3,2e-3", "data.source=synthetic"],
+                      "extra": [], **spec.to_dict(), "launcher": "slurm", "workers": ["12_0", "12_1"]})
+
+    def run(group: str, seed: int, acc: float | None) -> str:
+        rid = f"resnet18_baseline-20260101T000000Z-{abs(hash((group, seed))) % 9000 + 1000}"
+        overrides, cfg = planned_run(plan, group, seed)
+        store.run_started(rid, config=cfg.model_dump(mode="json"), device="cpu", pid=os.getpid(),
+                          run_dir=str(ws.home / rid), epochs_total=1, params=1, flops=None, study=plan.study,
+                          group=group)
+        if acc is not None:
+            store.epoch_done(rid, {"epoch": 1, "test_acc": acc, "best_acc": acc, "best_epoch": 1}, 1.0)
+            store.run_ended(rid, "completed", None, 1.0)
+        return rid
+
+    run(g1, 0, 40.0), run(g1, 1, 44.0), run(g2, 0, 41.0)
+    live = run(g2, 1, None)  # training in a worker's task
+
+    def cells(table: DataTable) -> dict[str, dict[str, str]]:
+        keys = [c.value for c in table.columns]
+        return {r.key.value: dict(zip(keys, (getattr(c, "plain", str(c)) for c in table.get_row(r.key))))
+                for r in table.ordered_rows}
+
+    async def wait_for(pilot, cond, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not cond() and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        assert cond(), f"timed out waiting for {what}"
+
+    async def scenario():
+        app = CifarTUI(ws, max_parallel=1)
+        async with app.run_test(size=(180, 48)) as pilot:
+            await until_loaded(pilot, app)
+            await pilot.press("3", "f")
+            await wait_for(pilot, lambda: isinstance(app.screen, StudiesScreen), "the studies screen")
+            await pilot.press("t")
+            await wait_for(pilot, lambda: plan.study in app.study_tabs.views, "the study's tab")
+            pane = app.study_tabs.views[plan.study]
+            table = pane.query_one("#study-grid", DataTable)
+            note = lambda: str(pane.query_one("#study-note", Static).render())  # noqa: E731
+            await wait_for(pilot, lambda: "run by SLURM workers 12_0, 12_1" in note(), "its workers named")
+            await wait_for(pilot, lambda: cells(table).get(g1, {}).get("auto") == "capped", "g1 capped (±5.6 > ±0.5)")
+            assert cells(table)[g2]["auto"] == "needs ~2" and cells(table)[g2]["s1"].startswith("▶")
+            assert "driven by this TUI" not in note() and plan.study not in app.auto_driver.studies
+            store.epoch_done(live, {"epoch": 1, "test_acc": 41.0, "best_acc": 41.0, "best_epoch": 1}, 1.0)
+            store.run_ended(live, "completed", None, 1.0)  # the worker's run ends, elsewhere
+            await wait_for(pilot, lambda: cells(table)[g2]["s1"] == "✔ 41.00", "the run's cell filled")
+            await wait_for(pilot, lambda: cells(table)[g2]["auto"] == "resolved", "g2 resolved (±0)")
+            assert not app.sup.queued()  # shown, never driven from here
+
+    asyncio.run(scenario())
+    store.close()

@@ -102,6 +102,7 @@ class StudyPane(Vertical):
         self.planned = list(planned or [])      # groups the study plans (listed before they ran)
         self.driven = False                     # this TUI decides its next seeds (tui/auto_driver)
         self.plans: dict = {}                   # group -> auto_seeds.GroupPlan, from the driver
+        self.slurm_workers: list[str] = []      # the SLURM workers that run it (--launcher slurm --workers)
         self.grid: StudyGrid | None = None
         self.stale = True
         self.redraws = 0                        # grids computed (bench, tests)
@@ -138,6 +139,13 @@ class StudyPane(Vertical):
     def set_plans(self, plans: dict) -> None:
         if plans != self.plans:
             self.plans = dict(plans)
+            self.stale = True
+            if self.in_front:
+                self.redraw()
+
+    def set_slurm_workers(self, workers: list[str]) -> None:
+        if workers != self.slurm_workers:
+            self.slurm_workers = list(workers)
             self.stale = True
             if self.in_front:
                 self.redraw()
@@ -188,6 +196,8 @@ class StudyPane(Vertical):
         note = Text()
         if self.auto is not None:
             note.append("seeds auto: ", style="bold")
+            if self.slurm_workers and not self.driven:  # first: a long description is cut at the edge
+                note.append(f"run by SLURM workers {', '.join(self.slurm_workers)} · ", style="cyan")
             note.append(self.auto.describe(grid.labels.get(self.auto.vs)), style="dim")
             note.append(" · driven by this TUI" if self.driven else " · a: continue it here", style="cyan")
         else:
