@@ -22,7 +22,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 START, STOP = HERE / "start.sh", HERE / "stop.sh"
-CPUS = 8          # the test node offers more CPUs than this machine has: tiny runs side by side
+CPUS = 32         # the test node offers far more CPUs than this machine has: every job starts at once
 MAXTIME_MIN = 30  # the partition's limit: the tests ask for less, and once for more
 PARTITION = "debug"
 KILLWAIT_S = 10   # a cancelled job's processes get this long after SIGTERM: a tiny run's checkpoint takes less
