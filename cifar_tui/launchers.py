@@ -389,9 +389,13 @@ def refresh_pending(store) -> list[str]:
     marked `lost` (listed as failed). Returns their run ids. Best-effort: no answer, no change."""
     from engine.status import pid_alive
 
-    slurm = slurm_states([j["job_id"] for j in store.pending_jobs() if j["launcher"] == "slurm"])
+    asked = store.pending_jobs()
+    slurm = slurm_states([j["job_id"] for j in asked if j["launcher"] == "slurm"])
+    still = {j["run_id"] for j in store.pending_jobs()}  # an engine that started while squeue answered is not
     lost = []
-    for job in store.pending_jobs():  # again: an engine that started while squeue answered is not pending
+    for job in asked:  # and a job submitted meanwhile was not asked about: the next look asks
+        if job["run_id"] not in still:
+            continue
         if job["launcher"] == "slurm":
             if slurm is None:
                 continue

@@ -1,6 +1,7 @@
 """The SLURM launcher's pieces that need no cluster (tests/integration/test_slurm.py runs them on one):
 sbatch's refusals as one line naming the option, the warning time, a stop delivered twice by SLURM
-counted once, a run submitted to SLURM shown queued with its job (CLI and TUI), and the Optuna
+counted once, a run submitted to SLURM shown queued with its job (CLI and TUI), never taken for lost
+while squeue answers, and the Optuna
 studies of an older optuna.db carried into the journal storage."""
 from __future__ import annotations
 
@@ -88,6 +89,29 @@ def test_a_run_submitted_to_slurm_is_queued_with_its_job_until_its_engine_starts
             index.store.close()
         finally:
             sup.close()
+    finally:
+        store.close()
+
+
+def test_a_job_submitted_while_squeue_answers_is_not_taken_for_lost(tmp_path, monkeypatch):
+    """`runs` asks squeue about the pending jobs, then marks those it does not list `lost`: a job
+    submitted by another process between the question and the answer was not asked about (the
+    cluster test's `runs` marked a resume submitted at that moment lost, 0.3 s after sbatch took it)."""
+    import cifar_tui.launchers as launchers
+
+    ws, _ = fake_workspace(tmp_path)
+    store = Store(ws.home)
+
+    def squeue(job_ids):  # while it answers, another CLI submits job 43
+        store.add_job("resnet18_baseline-20260101T990000Z-0f0f", "slurm", "43", str(tmp_path))
+        return {"41_3": "PENDING"} if "41_3" in job_ids else {}
+
+    monkeypatch.setattr(launchers, "slurm_states", squeue)
+    try:
+        store.add_job("resnet18_baseline-20260101T990000Z-0e0e", "slurm", "41_3", str(tmp_path))
+        store.add_job("resnet18_baseline-20260101T990000Z-0d0d", "slurm", "40", str(tmp_path))  # ended long ago
+        assert launchers.refresh_pending(store) == ["resnet18_baseline-20260101T990000Z-0d0d"]
+        assert {j["job_id"] for j in store.pending_jobs()} == {"41_3", "43"}  # 43: asked about next time
     finally:
         store.close()
 
