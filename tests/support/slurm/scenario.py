@@ -46,17 +46,24 @@ def resume(ws: dict, run_id: str, env: dict | None = None) -> str:
     return re.search(r"as SLURM job (\S+);", res.stdout).group(1)
 
 
-def runs(ws: dict) -> dict[str, dict]:
-    """`cifar-tui runs --json`, in this process: the CLI's own command (a process per look, about once a
-    second, would cost a core's share of the machine the jobs need)."""
+def in_process(ws: dict, *args: str):
+    """A CLI command run in this process (no interpreter to start): the main thread only, with no other
+    in-process command at the same time (Click's runner swaps sys.stdout while it runs)."""
     from typer.testing import CliRunner
 
     from cifar_tui.cli import app
 
-    res = CliRunner().invoke(app, ["--home", str(ws["home"]), "runs", "--json"],
+    res = CliRunner().invoke(app, ["--home", str(ws["home"]), *args],
                              env={k: v for k, v in ws["env"].items() if k.startswith("SLURM")})  # squeue's cluster
     assert res.exit_code == 0, res.output
-    return {r["run_id"]: r for r in map(json.loads, res.stdout.splitlines()) if r.get("run_id")}
+    return res
+
+
+def runs(ws: dict) -> dict[str, dict]:
+    """`cifar-tui runs --json`, in this process (a process per look, about once a second, would cost a
+    core's share of the machine the jobs need)."""
+    return {r["run_id"]: r for r in map(json.loads, in_process(ws, "runs", "--json").stdout.splitlines())
+            if r.get("run_id")}
 
 
 def events(ws: dict, run_id: str) -> list[dict]:
@@ -89,8 +96,10 @@ def job_logs(ws: dict) -> str:
     return "\n".join(out)
 
 
-def studies(ws: dict) -> dict[str, dict]:
-    return {r["name"]: r for r in map(json.loads, cli(ws, "studies", "--json").stdout.splitlines())}
+def studies(ws: dict, *, here: bool = False) -> dict[str, dict]:
+    """`cifar-tui studies --json` (here: in this process, see `in_process`)."""
+    out = in_process(ws, "studies", "--json").stdout if here else cli(ws, "studies", "--json").stdout
+    return {r["name"]: r for r in map(json.loads, out.splitlines())}
 
 
 class Once(threading.Thread):
