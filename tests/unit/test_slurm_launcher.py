@@ -1,8 +1,7 @@
 """The SLURM launcher's pieces that need no cluster (tests/integration/test_slurm.py runs them on one):
 sbatch's refusals as one line naming the option, the warning time, a stop delivered twice by SLURM
-counted once, a run submitted to SLURM shown queued with its job (CLI and TUI), never taken for lost
-while squeue answers, and the Optuna
-studies of an older optuna.db carried into the journal storage."""
+counted once, a run submitted to SLURM shown queued with its job (CLI and TUI) and never taken for
+lost while squeue answers, and the Optuna studies of an older optuna.db carried into the journal."""
 from __future__ import annotations
 
 import signal
