@@ -157,7 +157,8 @@ def submit_workers(plan, spec, opts, *, record: dict, as_json: bool) -> int:
                           "nothing_left": done.nothing_left, "submitted": done.job_ids, "alive": done.alive}))
         return 0
     verb = "continuing" if done.continued else "new"
-    console.print(f"study {plan.study} ({verb}): {len(label)} groups, {spec.describe(label.get(spec.vs))}; "
+    console.print(f"study {plan.study} ({verb}): {len(label)} group{'s' if len(label) != 1 else ''}, "
+                  f"{spec.describe(label.get(spec.vs))}; "
                   f"{done.finished} runs completed so far", highlight=False)
     if done.nothing_left:
         console.print(f"study {plan.study}: nothing left to run (every group resolved or capped)")

@@ -269,3 +269,37 @@ def test_the_study_tab_of_a_study_run_by_slurm_workers_follows_it_and_names_them
 
     asyncio.run(scenario())
     store.close()
+
+
+def test_a_study_that_is_done_submits_no_worker_and_another_kind_of_study_of_its_name_is_refused(tmp_path):
+    from engine.config import ConfigError
+
+    from cifar_tui.auto_workers import submit_study
+
+    class NoSbatch:
+        def submit_calls(self, *args, **kw):
+            raise AssertionError("nothing should be submitted")
+
+    ws, plan, _ = setup(tmp_path)
+    spec = AutoSpec(max_seeds=2, target_ci=0.5)
+    store = ws.store()
+    for group in plan.groups():
+        for seed in range(2):
+            rid = f"r-{group[-4:]}-{seed}"
+            overrides, cfg = planned_run(plan, group, seed)
+            store.run_started(rid, config=cfg.model_dump(mode="json"), device="cpu", pid=os.getpid(),
+                              run_dir=str(ws.home / rid), epochs_total=1, params=1, flops=None, study=plan.study,
+                              group=group)
+            store.epoch_done(rid, {"epoch": 1, "test_acc": 40.0, "best_acc": 40.0, "best_epoch": 1}, 1.0)
+            store.run_ended(rid, "completed", None, 1.0)
+    record = {"names": ["resnet18_baseline"], "sets": ["optim.lr=1e-3,2e-3", "data.source=synthetic"], "extra": []}
+    done = submit_study(ws, plan, spec, record, 2, NoSbatch())
+    assert done.nothing_left and done.job_ids == [] and done.finished == 4 and not done.continued
+    assert store.study(plan.study)["spec"] == {**record, **spec.to_dict(), "launcher": "slurm", "nproc": 1,
+                                               "workers": []}
+    store.save_study("tn", "tune", "resnet18_baseline", {"trials": 4})
+    with pytest.raises(ConfigError, match="--study tn: already a tune study"):
+        submit_study(ws, make_plan(["resnet18_baseline"], ["optim.lr=1e-3,2e-3"], 1, study="tn"), spec, record, 2,
+                     NoSbatch())
+    assert store.study("tn")["kind"] == "tune"
+    store.close()
