@@ -168,7 +168,8 @@ def submit_workers(plan, spec, opts, *, record: dict, as_json: bool) -> int:
                       f"or running (SLURM {', '.join(done.alive)})")
     if done.job_ids:
         console.print(f"submitted {len(done.job_ids)} worker{'s' if len(done.job_ids) != 1 else ''} as SLURM job "
-                      f"{done.job_ids[0].split('_')[0]} ({', '.join(done.job_ids)}); their logs: {state.ws.home}/.jobs/",
+                      f"{done.job_ids[0].split('_')[0]} ({', '.join(done.job_ids)}); "
+                      f"their logs: {state.ws.home}/.jobs/",
                       highlight=False)
     console.print(f"follow it with: cifar-tui studies, cifar-tui leaderboard --by group --study {plan.study}   "
                   f"(the TUI: its study tab); the same command again tops the workers up", highlight=False)

@@ -97,4 +97,5 @@ class AutoDriver:
             if plan is None:
                 continue
             view.set_slurm_workers(((recorded or {}).get("spec") or {}).get("workers") or [])
-            view.set_plans(decide(view.auto, study_state(self.app.store, plan, starting=self.app.sup.starting()), 0).groups)
+            state = study_state(self.app.store, plan, starting=self.app.sup.starting())
+            view.set_plans(decide(view.auto, state, 0).groups)
