@@ -87,8 +87,9 @@ def open_tui() -> None:
 
 @app.command("list")
 def list_cmd(as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
-    """Experiments: name, model, input size, pretrained, head/loss, seed's accuracy."""
-    from .report import experiment_rows, fmt_acc
+    """Experiments: name, model, input size, pretrained, head/loss, the accuracy each is held against
+    (ref acc) with its kind: seed (the seed's table), paper, est. (our estimate) or goal (ours)."""
+    from .report import experiment_rows, fmt_ref
 
     rows = experiment_rows(state.ws.configs)
     if as_json:
@@ -97,13 +98,14 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="One JSON object
         return
     table = Table(title="Experiments", title_justify="left")
     table.add_column("name", no_wrap=True)
-    for col in ("model", "input", "pretrained", "head/loss", "seed acc"):
-        table.add_column(col, justify="right" if col in ("input", "seed acc") else "left")
+    for col in ("model", "input", "pretrained", "head/loss", "ref acc"):
+        table.add_column(col, justify="right" if col in ("input", "ref acc") else "left")
     for r in rows:
         if r["error"]:
             table.add_row(r["name"], f"[red]invalid: {r['error']}[/]", "", "", "", "")
             continue
-        table.add_row(r["name"], r["model"], r["input"], "yes" if r["pretrained"] else "no", r["head_loss"], fmt_acc(r["reference"]))
+        table.add_row(r["name"], r["model"], r["input"], "yes" if r["pretrained"] else "no", r["head_loss"],
+                      fmt_ref(r["ref_acc"], r["ref_kind"]))
     console.print(table)
 
 
@@ -151,14 +153,18 @@ def leaderboard(fmt: BoardFormat = typer.Option(BoardFormat.table, "--format", h
                 by: BoardBy = typer.Option(BoardBy.run, "--by", help="run | group (n, mean ± std, 95% interval per "
                                            "group: config + overrides, seed left out)"),
                 study: Optional[str] = typer.Option(None, "--study", help="Only the runs of this study."),
+                vs: Optional[str] = typer.Option(None, "--vs", metavar="GROUP", help="Per group: each other group "
+                                                 "against this one (its name as listed, or its full key): difference "
+                                                 "with its 95% interval, p-value, verdict, seeds to resolve it."),
                 limit: Optional[int] = listing.limit_option(), show_all: bool = listing.all_option()) -> None:
-    """Best test accuracy per run (or per group), with the seed's reference; synthetic runs ranked apart.
-    A table shows the best 50 of each (--all, --limit N); markdown, csv and json list every one."""
-    from .report import fmt_acc, leaderboard_csv, leaderboard_json, leaderboard_markdown, leaderboard_rows
+    """Best test accuracy per run (or per group), with the accuracy each is held against (ref acc:
+    the seed's, a paper's, our estimate or our goal); synthetic runs ranked apart. A table shows the
+    best 50 of each (--all, --limit N); markdown, csv and json list every one."""
+    from .report import fmt_acc, fmt_ref, leaderboard_csv, leaderboard_json, leaderboard_markdown, leaderboard_rows
 
     keep = listing.row_limit(limit, show_all, complete=fmt is not BoardFormat.table)
-    if by is BoardBy.group:
-        study_commands.print_groups(study, fmt.value, keep)
+    if by is BoardBy.group or vs is not None:
+        study_commands.print_groups(study, fmt.value, keep, vs=vs)
         return
     store = open_store()
     rows = leaderboard_rows([r for r in store.leaderboard() if not study or r.get("study") == study])
@@ -170,15 +176,15 @@ def leaderboard(fmt: BoardFormat = typer.Option(BoardFormat.table, "--format", h
     elif fmt is BoardFormat.json:
         print(leaderboard_json(rows[:keep]))
     else:
-        columns = [listing.Column(c, right=c in ("#", "best acc", "seed", "diff", "best ep")) for c in
-                   ("#", "config", "best acc", "seed", "diff", "best ep", "epochs", "wall", "status", "run id")]
+        columns = [listing.Column(c, right=c in ("#", "best acc", "ref acc", "diff", "best ep")) for c in
+                   ("#", "config", "best acc", "ref acc", "diff", "best ep", "epochs", "wall", "status", "run id")]
         for source in ("cifar100", "synthetic"):
             group = [r for r in rows if r["data"] == source]
             if not group:
                 continue
             title = "Leaderboard (CIFAR-100)" if source == "cifar100" else "Synthetic data (not CIFAR-100, not ranked with it)"
             shown = group[:keep]
-            cells = [[str(r["rank"]), r["config"], fmt_acc(r["best_acc"]), fmt_acc(r["reference"]),
+            cells = [[str(r["rank"]), r["config"], fmt_acc(r["best_acc"]), fmt_ref(r["reference"], r["ref_kind"]),
                       "-" if r["diff"] is None else f"{r['diff']:+.2f}", str(r["best_epoch"] or "-"), r["epochs"],
                       r["wall"], r["status"] or "?", r["run_id"]] for r in shown]
             listing.print_table(console, title, columns, cells)
@@ -228,9 +234,11 @@ def data_synth(root: Optional[Path] = typer.Option(None, "--root", help="Data di
 
 
 @app.command()
-def plot(run_ids: List[str] = typer.Argument(..., help="Run ids (or unique prefixes) to draw (accuracy and loss curves)."),
-         out: Path = typer.Option(..., "--out", help="PNG file to write.")) -> None:
-    """Write accuracy/loss curves of one or more runs as a PNG (matplotlib)."""
+def plot(run_ids: List[str] = typer.Argument(..., metavar="RUN_ID...",
+                                             help="Run ids (or unique prefixes) to draw (accuracy and loss curves)."),
+         out: Optional[Path] = typer.Option(None, "--out", help="Image file to write (.png, .svg, .pdf); default: "
+                                            "curves.png in the (first) run's directory.")) -> None:
+    """Write accuracy/loss curves of one or more runs as an image (matplotlib) and print its path."""
     from .plot import plot_runs
 
     try:
@@ -248,7 +256,7 @@ def bench(as_json: bool = typer.Option(False, "--json", help="One JSON object wi
           device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
           quick: bool = typer.Option(False, "--quick", help="Fewer repeats and smaller sizes (about 3 minutes on a 2-core CPU)."),
           sections: Optional[List[str]] = typer.Option(None, "--section", help="Only this section (repeatable): "
-                                                       "startup, pipeline, train, tui, augment."),
+                                                       "startup, pipeline, train, tui, augment, study; slurm (only when named: it submits jobs)."),
           workspace: Optional[List[int]] = typer.Option(
               None, "--workspace", metavar="N",
               help="Instead: the TUI and `runs`/`leaderboard` with a workspace of N copied runs (repeat for several N)."),
@@ -264,10 +272,11 @@ def bench(as_json: bool = typer.Option(False, "--json", help="One JSON object wi
 
     plan = BenchPlan.quick() if quick else BenchPlan.full()
     if sections:
-        unknown = [name for name in sections if name not in plan.sections]
+        known = plan.sections + plan.optional_sections
+        unknown = [name for name in sections if name not in known]
         if unknown:
-            fail(f"--section: unknown section {unknown[0]!r} (expected one of {', '.join(plan.sections)})")
-        plan = replace(plan, sections=tuple(name for name in plan.sections if name in sections))
+            fail(f"--section: unknown section {unknown[0]!r} (expected one of {', '.join(known)})")
+        plan = replace(plan, sections=tuple(name for name in known if name in sections))
     try:
         results = run_bench(device=device, quick=quick, progress=not as_json, plan=plan)
     except ConfigError as exc:

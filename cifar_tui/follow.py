@@ -24,6 +24,7 @@ from .report import fmt_acc, fmt_duration
 from .supervisor import ALERT_EVERY_S, Reaped, Started, Supervisor
 
 EXIT_BAD_INPUT, EXIT_STOPPED = 2, 130
+REFILL_EVERY_S = 1.0
 
 
 def _epoch_row(e: dict) -> str:
@@ -137,18 +138,23 @@ def _follow_rich(launched: Launched, tail: EventTail, console: Console, poll_s: 
 
 
 def follow_many(sup: Supervisor, *, json_mode: bool, console: Console,
-                finish: Callable[[Reaped, int, dict | None], int], poll_s: float = 0.2) -> int:
+                finish: Callable[[Reaped, int, dict | None], int], poll_s: float = 0.2,
+                refill: Callable[[], bool] | None = None, stop_signals: tuple[int, ...] = (signal.SIGINT,)) -> int:
     """Start the supervisor's own queued items as slots free up and follow them side by side.
 
     Prints where each run starts, why the next one waits (once per reason), each run's epochs
     prefixed with its run id or, with json_mode, every event as a JSON line. `finish(reaped,
     code, end_event) -> code` reports a finished run. Ctrl-C stops every running run gracefully
     and starts no new one; so does bad input (exit 2). Returns 0 when all completed, else the
-    first non-zero code (130 on Ctrl-C)."""
+    first non-zero code (130 on Ctrl-C). `refill()`: called after each reaping (not after Ctrl-C)
+    to queue more (a study deciding its next runs); True: keep waiting although nothing of ours
+    runs (runs of another launcher that the decision waits for). `stop_signals`: the signals that
+    act as Ctrl-C (a SLURM worker adds scancel's SIGTERM and the time-limit warning's SIGUSR2)."""
     say = console.print if not json_mode else (lambda *a, **k: None)
     tails: dict[str, EventTail] = {}
     ends: dict[str, dict] = {}
     final, interrupted, said = 0, False, None
+    waiting, next_refill = False, 0.0
 
     def on_sigint(signum, frame):  # noqa: ARG001
         nonlocal interrupted
@@ -168,19 +174,25 @@ def follow_many(sup: Supervisor, *, json_mode: bool, console: Console,
         if json_mode:
             sys.stdout.flush()
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = {sig: signal.signal(sig, on_sigint) for sig in stop_signals}
     try:
         while True:
             for run_id in tails:
                 read(run_id)
+            reaped_now = False
             for reaped in sup.reap():  # first: a GPU it frees goes to the next run in this round
+                reaped_now = True
                 read(reaped.run_id)  # what it wrote before exiting
                 tails.pop(reaped.run_id)
                 code = EXIT_STOPPED if interrupted and reaped.code == 0 else reaped.code
                 final = final or finish(reaped, code, ends.pop(reaped.run_id, None))
             if interrupted or final in (EXIT_BAD_INPUT, EXIT_STOPPED):
                 sup.cancel_own()
+                waiting = False
             else:
+                if refill is not None and (reaped_now or time.monotonic() >= next_refill):
+                    waiting = bool(refill())  # the store read at most once a second, and after each run
+                    next_refill = time.monotonic() + REFILL_EVERY_S
                 for outcome in sup.pump():
                     if isinstance(outcome, Started):
                         tails[outcome.run_id] = EventTail(outcome.launched.events_path)
@@ -195,9 +207,10 @@ def follow_many(sup: Supervisor, *, json_mode: bool, console: Console,
             for notice in sup.alerts(every_s=ALERT_EVERY_S):  # stalled runs: said here, notified once
                 if notice.run_id in tails:
                     say(f"{notice.run_id}: [magenta]{notice.status}[/] {escape(notice.detail or '')}")
-            if not sup.children and not sup.own_queued():
+            if not sup.children and not sup.own_queued() and not waiting:
                 break
             time.sleep(poll_s)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return EXIT_STOPPED if interrupted and final == 0 else final

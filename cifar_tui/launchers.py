@@ -18,6 +18,8 @@ and cancels the job (scancel through submitit).
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -27,15 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from engine.config import ConfigError, ExperimentConfig
+from engine.config import ConfigError, ExperimentConfig, load_config
+from engine.job import TASK_STARTED_VAR
 
-from .launch import Launched, LaunchRequest, engine_command, run_arguments
+from .launch import Launched, LaunchRequest, discard_unstarted, engine_command, run_arguments
 from .workspace import Workspace
 
 LAUNCHERS = ("local", "local-submitit", "slurm")
 JOBS_DIR = ".jobs"                    # in the runs home: not a plain run id, never listed as a run
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60       # the local executor kills a job after its timeout: a week
-RENDEZVOUS_PORT = 29500
 
 
 def jobs_folder(ws: Workspace, launcher: str = "slurm") -> Path:
@@ -75,7 +77,7 @@ def job_spec(ws: Workspace, item: dict, run_id: str, cfg: ExperimentConfig | Non
 
     ws = _absolute(ws)
     if nnodes > 1:  # one torchrun per node, meeting on the job's first node
-        torchrun = [f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={{master}}:{RENDEZVOUS_PORT}",
+        torchrun = [f"--nnodes={nnodes}", "--rdzv-backend=c10d", "--rdzv-endpoint={master}:{port}",
                     f"--rdzv-id={run_id}"]
     else:
         torchrun = None
@@ -189,13 +191,33 @@ class SubmititSpawner:
 @dataclass
 class SlurmOptions:
     partition: str | None = None
-    gpus_per_node: int | None = None   # default: the run's processes per node (--nproc)
+    gpus_per_node: int | None = None   # default: the run's processes per node (--nproc); none for CPU runs
     time_min: int = 24 * 60
     nodes: int = 1                     # a DDP run across nodes: one task per node
     nproc: int = 1                     # processes (GPUs) per node
-    cpus_per_task: int | None = None
+    cpus_per_task: int | None = None   # default: one per process for CPU runs, the cluster's default otherwise
     array_parallelism: int | None = None
     dependency: str | None = None      # e.g. afterok:1234 (the distillation run after its teacher)
+
+
+def warning_s(time_min: int) -> int:
+    """Seconds before the time limit SLURM sends the warning signal (USR2: the engine checkpoints
+    and stops): 2 minutes, a third of a short job. slurmctld looks every 30 s, so it may come up
+    to 30 s earlier (for a 1-minute job: between 10 and 40 s after its start)."""
+    return max(10, min(120, time_min * 20))
+
+
+def _on_cpu(ws: Workspace, planned) -> bool:
+    """Whether every planned run trains on the CPU (train.device=cpu): its job asks for no GPU."""
+    for item, run_id, cfg, _ in planned:
+        if cfg is None and item.get("resume_of"):
+            try:
+                cfg = load_config(str(Path(ws.home) / run_id / "config.yaml"))
+            except ConfigError:
+                return False
+        if cfg is None or cfg.train.device != "cpu":
+            return False
+    return True
 
 
 class SlurmLauncher:
@@ -206,51 +228,60 @@ class SlurmLauncher:
     name = "slurm"
 
     def __init__(self, options: SlurmOptions):
-        gpus = options.gpus_per_node if options.gpus_per_node is not None else options.nproc
-        if gpus < options.nproc:
+        gpus = options.gpus_per_node
+        if gpus is not None and 0 < gpus < options.nproc:
             raise ConfigError(f"--slurm-gpus-per-node {gpus}: fewer than the {options.nproc} processes per node (--nproc)")
         if options.time_min < 1:
             raise ConfigError(f"--slurm-time {options.time_min}: expected minutes, at least 1")
         self.options = options
-        self.gpus_per_node = gpus
 
-    def executor(self, ws: Workspace):
+    def gpus_per_node(self, on_cpu: bool) -> int:
+        if self.options.gpus_per_node is not None:
+            return self.options.gpus_per_node
+        return 0 if on_cpu else self.options.nproc
+
+    def executor(self, ws: Workspace, *, on_cpu: bool = False, folder: Path | None = None):
         import submitit
 
         o = self.options
-        executor = submitit.SlurmExecutor(folder=jobs_folder(ws), max_num_timeout=0)
-        params = {"time": o.time_min, "nodes": o.nodes, "ntasks_per_node": 1, "gpus_per_node": self.gpus_per_node,
-                  "job_name": "cifar-tui", "signal_delay_s": 120,
-                  "setup": [f"export {k}={v}" for k, v in _project_env().items()]}
+        executor = submitit.SlurmExecutor(folder=folder or jobs_folder(ws), max_num_timeout=0)
+        setup = [f"export {k}={v}" for k, v in _project_env().items()]
+        setup.append(f"export {TASK_STARTED_VAR}=$(date +%s.%N)")  # the start event's job.task_started_at
+        params = {"time": o.time_min, "nodes": o.nodes, "ntasks_per_node": 1, "job_name": "cifar-tui",
+                  "signal_delay_s": warning_s(o.time_min), "setup": setup}
+        gpus = self.gpus_per_node(on_cpu)
+        if gpus:
+            params["gpus_per_node"] = gpus
+        cpus = o.cpus_per_task or (o.nproc if on_cpu and o.nproc > 1 else None)
+        if cpus:
+            params["cpus_per_task"] = cpus
         if o.partition:
             params["partition"] = o.partition
-        if o.cpus_per_task:
-            params["cpus_per_task"] = o.cpus_per_task
         if o.array_parallelism:
             params["array_parallelism"] = o.array_parallelism
         if o.dependency:
-            params["additional_parameters"] = {"dependency": o.dependency}
+            params["dependency"] = o.dependency
         executor.update_parameters(**params)
         return executor
 
     def submit(self, ws: Workspace, planned: Sequence[tuple[dict, str, ExperimentConfig | None, list | None]]) -> list[str]:
         """Submit runs (queue item, run id, config, torchrun args): one job each, several as one
-        array. Returns the job ids, in order."""
+        array. Returns the job ids, in order. SubmissionRefused (one line naming the option) when
+        sbatch refuses them: then nothing was queued."""
         from engine.job import run_engine
 
+        on_cpu = _on_cpu(ws, planned)
+        specs = [job_spec(ws, item, run_id, cfg, nproc=self.options.nproc, nnodes=self.options.nodes)
+                 for item, run_id, cfg, _ in planned]
+        for spec in specs:
+            (Path(ws.home) / spec.run_id).mkdir(parents=True, exist_ok=True)
+        calls = [(run_engine, s.cmd, s.env, os.getcwd(), s.log_file, s.distributed) for s in specs]
         try:
-            executor = self.executor(ws)
-        except RuntimeError as exc:  # submitit: no srun on PATH
-            raise ConfigError(f"--launcher slurm: {exc}") from None
-        specs = []
-        for item, run_id, cfg, _ in planned:
-            (Path(ws.home) / run_id).mkdir(parents=True, exist_ok=True)
-            specs.append(job_spec(ws, item, run_id, cfg, nproc=self.options.nproc, nnodes=self.options.nodes))
-        try:
-            with executor.batch():
-                jobs = [executor.submit(run_engine, s.cmd, s.env, os.getcwd(), s.log_file, s.distributed) for s in specs]
-        except Exception as exc:  # noqa: BLE001 - sbatch missing or refusing: one line, nothing started
-            raise ConfigError(f"--launcher slurm: submitting failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}") from None
+            jobs = self.submit_calls(ws, calls, on_cpu=on_cpu)
+        except SubmissionRefused:
+            for spec in specs:
+                discard_unstarted(Path(ws.home) / spec.run_id)
+            raise
         store = ws.store()
         try:
             for spec, job in zip(specs, jobs):
@@ -259,17 +290,66 @@ class SlurmLauncher:
             store.close()
         return [str(job.job_id) for job in jobs]
 
+    def submit_calls(self, ws: Workspace, calls: Sequence[tuple], *, on_cpu: bool, folder: Path | None = None) -> list:
+        """Submit functions with their arguments (one job each, several as one array): submitit's
+        jobs. sbatch's refusal becomes SubmissionRefused, its files (pickles, script) removed."""
+        try:
+            executor = self.executor(ws, on_cpu=on_cpu, folder=folder)
+        except RuntimeError as exc:  # submitit: no srun on PATH
+            raise ConfigError(f"--launcher slurm: {exc}") from None
+        root = (folder or jobs_folder(ws)).parent
+        root.mkdir(parents=True, exist_ok=True)
+        before = set(root.iterdir())
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's stderr as well
+                with executor.batch():
+                    jobs = [executor.submit(*call) for call in calls]
+        except Exception as exc:  # noqa: BLE001 - sbatch missing or refusing: one line, nothing queued
+            for path in set(root.iterdir()) - before:  # the array's pickles, the job script
+                if path.is_file() or path.is_symlink():
+                    path.unlink(missing_ok=True)
+            raise SubmissionRefused(refusal_line(exc, self.options, self.gpus_per_node(on_cpu))) from None
+        return jobs
+
+
+class SubmissionRefused(ConfigError):
+    """sbatch refused a submission (an unknown partition, a time over the limit): nothing queued."""
+
+
+# sbatch's reasons (its last line) and the option each names
+REFUSALS = (
+    ("invalid partition", "--slurm-partition {partition}", "SLURM has no such partition (sinfo lists them)"),
+    ("time limit", "--slurm-time {time}", "over the partition's time limit (sinfo -o '%P %l' shows it)"),
+    ("node configuration is not available", "--slurm-gpus-per-node {gpus} / --nproc {nproc} / --nnodes {nodes}",
+     "no node of the partition has that many GPUs or CPUs (sinfo -o '%P %c %G' shows them)"),
+)
+
+
+def refusal_line(exc: BaseException, options: SlurmOptions, gpus: int) -> str:
+    """sbatch's refusal as one line naming the option it is about."""
+    text = str(exc).strip()
+    if isinstance(exc, FileNotFoundError) or "No such file" in text:
+        return "--launcher slurm: sbatch not found (is this a SLURM login node?)"
+    last = next((line for line in reversed(text.splitlines()) if line.strip()), type(exc).__name__)
+    reason = last.split("error:", 1)[-1].strip().removeprefix("Batch job submission failed:").strip()
+    for needle, option, why in REFUSALS:
+        if needle in reason.lower():
+            named = option.format(partition=options.partition or "(default)", time=options.time_min, gpus=gpus,
+                                  nproc=options.nproc, nodes=options.nodes)
+            return f"{named}: {why}; sbatch: {reason}"
+    return f"--launcher slurm: sbatch refused the job: {reason}"
+
 
 def cancel_job(job: dict) -> None:
-    """Cancel a run's batch job (scancel through submitit; the local executor's controller gets SIGTERM)."""
+    """Cancel a run's batch job (scancel: SIGTERM to its processes, the graceful stop; the local
+    executor's controller gets SIGTERM)."""
     if job["launcher"] == "slurm":
-        import submitit
-
         try:
-            submitit.SlurmJob(folder=job["folder"], job_id=job["job_id"]).cancel(check=False)
-        except OSError as exc:
+            subprocess.run(["scancel", str(job["job_id"])], capture_output=True, text=True, timeout=60, check=True)
+        except (OSError, subprocess.SubprocessError) as exc:
+            detail = (getattr(exc, "stderr", None) or "").strip() or getattr(exc, "strerror", None) or exc
             raise ConfigError(f"cannot cancel SLURM job {job['job_id']} of run {job['run_id']}: scancel: "
-                              f"{exc.strerror or exc}") from None
+                              f"{detail}") from None
     else:
         try:
             os.kill(int(job["job_id"]), signal.SIGTERM)
@@ -277,32 +357,51 @@ def cancel_job(job: dict) -> None:
             pass
 
 
+def slurm_states(job_ids: Sequence[str]) -> dict[str, str] | None:
+    """{job id: SLURM state} of the jobs squeue still knows (an array's tasks one by one), from one
+    squeue call; None when squeue cannot answer (not a SLURM host, controller down). A job squeue
+    no longer lists has ended (it forgets ended jobs after MinJobAge)."""
+    if not job_ids:
+        return {}
+    try:
+        out = subprocess.run(["squeue", "--array", "--noheader", "--format=%i %T",
+                              f"--jobs={','.join(sorted({j.split('_')[0] for j in job_ids}))}"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        # an id squeue has forgotten is an error when it is the only one asked about
+        return {} if "Invalid job id" in out.stderr else None
+    states = {}
+    for line in out.stdout.splitlines():
+        job_id, _, state = line.strip().partition(" ")
+        if job_id:
+            states[job_id] = state.strip()
+    return states
+
+
+ENDED_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
+                "DEADLINE"}
+
+
 def refresh_pending(store) -> list[str]:
     """Ask the scheduler about submitted jobs whose engine never started; those it says ended are
-    marked `lost` (listed as failed). Returns their run ids. Best-effort: no sacct, no change."""
-    import logging
+    marked `lost` (listed as failed). Returns their run ids. Best-effort: no answer, no change."""
+    from engine.status import pid_alive
 
-    pending = store.pending_jobs()
-    if any(job["launcher"] == "slurm" for job in pending):
-        import submitit  # noqa: F401 - configures its logger on import: quieten it after that
-
-        logging.getLogger("submitit").setLevel(logging.ERROR)  # no sacct here: the jobs stay queued, no warnings
+    asked = store.pending_jobs()
+    slurm = slurm_states([j["job_id"] for j in asked if j["launcher"] == "slurm"])
+    still = {j["run_id"] for j in store.pending_jobs()}  # an engine that started while squeue answered is not
     lost = []
-    for job in pending:
-        state = None
+    for job in asked:  # and a job submitted meanwhile was not asked about: the next look asks
+        if job["run_id"] not in still:
+            continue
         if job["launcher"] == "slurm":
-            try:
-                import submitit
-
-                state = submitit.SlurmJob(folder=job["folder"], job_id=job["job_id"]).state
-            except Exception:  # noqa: BLE001 - sacct missing or failing: nothing learnt
-                state = None
-            ended = state is not None and state.upper().split()[0] in {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT",
-                                                                      "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
-                                                                      "BOOT_FAIL", "DEADLINE"}
+            if slurm is None:
+                continue
+            state = slurm.get(str(job["job_id"]))
+            ended = state is None or state.split()[0] in ENDED_STATES
         else:
-            from engine.status import pid_alive
-
             ended = not pid_alive(int(job["job_id"]))  # the controller is gone
         if ended:
             store.set_job_state(job["run_id"], "lost")

@@ -1,12 +1,11 @@
-"""`cifar-tui plot RUN_ID... --out F.png`: accuracy and loss curves as an image (matplotlib)."""
+"""`cifar-tui plot RUN_ID... [--out F.png]`: accuracy and loss curves as an image (matplotlib)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from engine.config import ConfigError
 from engine.events import read_events, summarize
-from engine.paths import check_run_id, resolve_run_id
+from engine.paths import check_out_file, check_run_id, resolve_run_id
 
 IMAGE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
 
@@ -30,27 +29,24 @@ def _epochs_for(ws, store, run_id: str) -> tuple[dict, list[dict]]:
     return row, epochs
 
 
-def _check_out(out: Path) -> Path:
-    out = Path(out)
-    if out.suffix.lower() not in IMAGE_SUFFIXES:
-        raise ConfigError(f"--out {out}: expected an image file name ending in {', '.join(IMAGE_SUFFIXES)}")
-    parent = out.parent if str(out.parent) else Path(".")
-    if out.is_dir():
-        raise ConfigError(f"--out {out}: is a directory")
-    if not parent.is_dir():
-        raise ConfigError(f"--out {out}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise ConfigError(f"--out {out}: not writable")
-    return out
+def default_out(ws, run_ids: list[str]) -> Path:
+    """curves.png in the run's directory; several runs: in the first one's, named by the others' ids."""
+    run_dir = Path(ws.home) / run_ids[0]
+    if len(run_ids) == 1:
+        return run_dir / "curves.png"
+    others = [rid.rsplit("-", 1)[-1] for rid in run_ids[1:4]] + ([f"{len(run_ids) - 4}-more"] if len(run_ids) > 4 else [])
+    return run_dir / f"curves-vs-{'-'.join(others)}.png"
 
 
-def plot_runs(ws, run_ids: list[str], out: Path) -> Path:
-    """Write test/train accuracy and loss per epoch of the given runs to `out`; return it."""
+def plot_runs(ws, run_ids: list[str], out: Path | None = None) -> Path:
+    """Write test/train accuracy and loss per epoch of the given runs to `out` (default:
+    `default_out`); return the path written."""
     if not run_ids:
         raise ConfigError("plot: give at least one run id")
     for rid in run_ids:
         check_run_id(rid)
-    out = _check_out(out)
+    if out is not None:
+        out = check_out_file(out, IMAGE_SUFFIXES, "image file")
     store = ws.store()
     try:
         known = store.run_ids()
@@ -58,6 +54,8 @@ def plot_runs(ws, run_ids: list[str], out: Path) -> Path:
         series = [(rid, *_epochs_for(ws, store, rid)) for rid in run_ids]
     finally:
         store.close()
+    if out is None:
+        out = check_out_file(default_out(ws, run_ids), IMAGE_SUFFIXES, "image file")
     if not any(epochs for _, _, epochs in series):
         raise ConfigError(f"plot: no finished epoch yet in {', '.join(run_ids)}")
 

@@ -13,6 +13,11 @@ a websocket; textual-serve ships its JavaScript, so this works offline. Who may 
   Without --public the command refuses (exit 2).
 
 The token is random per start (secrets.token_urlsafe), or CIFAR_TUI_SERVE_TOKEN when set.
+
+Sessions (cifar_tui/serve_sessions.py): at most --max-sessions at once (a "server full" page
+beyond), each ended when its browser goes away (a closed tab, or a dropped network: no answer to
+the websocket heartbeat), after --idle-timeout without input, and when the server stops
+(SIGTERM, SIGINT, SIGHUP; a SIGKILLed server's sessions end by themselves: web_session.py).
 """
 from __future__ import annotations
 
@@ -29,11 +34,14 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
-from textual_serve.server import Server
+from aiohttp.web_runner import GracefulExit
+from textual_serve.server import Server, to_int
 
+from .serve_sessions import HEARTBEAT_ENV, TERM_GRACE_S, Sessions, duration_text
 from .workspace import Workspace
 
 TOKEN_ENV = "CIFAR_TUI_SERVE_TOKEN"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
 
 
@@ -52,13 +60,26 @@ def new_token() -> str:
     return os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(24)
 
 
-def app_command(ws: Workspace) -> str:
-    """The shell command each browser session runs: this cifar-tui on the same workspace."""
+def app_command(ws: Workspace) -> list[str]:
+    """What each browser session runs: this cifar-tui on the same workspace."""
     cmd = [sys.executable, "-m", "cifar_tui", "--home", str(Path(ws.home).resolve()),
            "--data-root", str(Path(ws.data_root).resolve())]
     if ws.configs:
         cmd += ["--configs", str(Path(ws.configs).resolve())]
-    return shlex.join(cmd)
+    return cmd
+
+
+def heartbeat_s(warn) -> float:
+    """Seconds between websocket pings: 15, or the test hook's value (a bad one is a warning, then 15)."""
+    text = os.environ.get(HEARTBEAT_ENV)
+    try:
+        value = float(text) if text else 15.0
+        if value > 0:
+            return value
+    except ValueError:
+        pass
+    warn(f"warning: {HEARTBEAT_ENV}={text!r} is not a number of seconds above 0; pinging every 15 s")
+    return 15.0
 
 
 def _host_name(host_header: str) -> str:
@@ -70,13 +91,20 @@ class GuardedServer(Server):
     """textual_serve's Server with the checks above (an aiohttp middleware) and page URLs built from
     the address the browser used (an SSH tunnel may map the port to another one)."""
 
-    def __init__(self, command: str, *, host: str, port: int, token: str | None, public_url: str | None = None,
-                 title: str = "cifar-tui"):
-        super().__init__(command, host=host, port=port, title=title, public_url=public_url)
+    def __init__(self, argv: list[str], *, host: str, port: int, token: str | None, public_url: str | None = None,
+                 max_sessions: int, idle_s: float, title: str = "cifar-tui"):
+        super().__init__(shlex.join(argv), host=host, port=port, title=title, public_url=public_url)
+        self.argv = argv
         self.token = token
         self.fixed_public_url = public_url is not None
         self.cookie = f"cifar_tui_token_{port}"  # cookies are per host, not per port
         self.urls: list[str] = []                # printed at start
+        self.sessions = Sessions(max_sessions, idle_s, log=self.say)
+        self.heartbeat = heartbeat_s(self.say)
+        self.stopping = False
+
+    def say(self, line: str) -> None:
+        self.console.print(line, highlight=False, soft_wrap=True)
 
     async def _make_app(self) -> web.Application:
         app = await super()._make_app()
@@ -111,12 +139,62 @@ class GuardedServer(Server):
         return await handler(request)
 
     async def handle_index(self, request: web.Request):
+        if self.sessions.full():
+            return full_page(self.sessions.limit, self.sessions.idle_s)
         if not self.fixed_public_url:  # no await before the page is built: no other request interleaves
             self.public_url = f"{request.scheme}://{request.host}"
-        return await super().handle_index(request)
+        response = await super().handle_index(request)
+        # no-store keeps the page out of the back/forward cache, where a page left for another keeps its
+        # websocket (and its session) open
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    async def handle_websocket(self, request: web.Request) -> web.WebSocketResponse:
+        """textual-serve's handler, with the limit, the idle timeout and an end that always comes."""
+        websocket = web.WebSocketResponse(heartbeat=self.heartbeat)  # no pong: a dropped network, the end
+        if self.sessions.full() or self.stopping:  # a tab that raced another one to the last place
+            await websocket.prepare(request)
+            await websocket.close(code=1013, message=b"server full")  # 1013: try again later
+            return websocket
+        session = self.sessions.new(websocket, argv=self.argv, write_bytes=websocket.send_bytes,
+                                    write_str=websocket.send_str, close=websocket.close,
+                                    download_manager=self.download_manager, debug=self.debug)
+        why = "browser went away"
+        idle = None
+        try:
+            await websocket.prepare(request)
+            await session.start(to_int(request.query.get("width", "80"), 80),
+                                to_int(request.query.get("height", "24"), 24))
+            self.say(f"session {session.number} started: pid {session.pid} "
+                     f"({len(self.sessions.live)} of {self.sessions.limit} in use)")
+            idle = asyncio.create_task(self.sessions.end_when_idle(session))
+            await self._process_messages(websocket, session)
+            if session.app_exited:
+                why = "the app exited"
+        except asyncio.CancelledError:
+            why = "server stopping"
+        except Exception as exc:  # noqa: BLE001 - one session's failure must not stop the server
+            why = f"error: {exc!r}"
+        finally:
+            if idle is not None:
+                idle.cancel()
+            await asyncio.shield(self.sessions.end(session, why))
+        return websocket
 
     async def on_startup(self, app: web.Application) -> None:
         pass  # textual-serve prints its banner here, before the port is open; `listening` says it after
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        self.stopping = True
+        await self.sessions.end_all("server stopping")
+
+    def request_exit(self, sig: signal.Signals | None = None) -> None:
+        if self.stopping:  # a second Ctrl+C while the sessions end: they are ending already
+            return
+        self.stopping = True
+        live = len(self.sessions.live)
+        self.say(f"{sig.name if sig else 'stop'}: ending {live} session{'' if live == 1 else 's'}, then exiting")
+        raise GracefulExit()
 
     def listening(self, *_args) -> None:
         self.console.print("[bold]cifar-tui in a browser[/] (Ctrl+C stops the server; runs go on)")
@@ -129,10 +207,39 @@ class GuardedServer(Server):
         self.initialize_logging()
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.request_exit)
-        web.run_app(self._make_app(), host=self.host, port=self.port, handle_signals=False, loop=loop,
-                    print=self.listening)
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self.request_exit, sig)
+        try:
+            web.run_app(self._make_app(), host=self.host, port=self.port, handle_signals=False, loop=loop,
+                        print=self.listening, shutdown_timeout=TERM_GRACE_S)
+        finally:
+            self.sessions.kill_all_now()
+
+
+def full_page(limit: int, idle_s: float) -> web.Response:
+    """What a browser gets while all sessions are taken (503: try again later)."""
+    idle = (f"<p>A session with no input for {duration_text(idle_s)} ends by itself.</p>" if idle_s > 0 else "")
+    body = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>cifar-tui: server full</title>
+<style>
+body {{ background: #0c181f; color: rgba(255,255,255,.92); font: 18px/1.5 menlo, "DejaVu Sans Mono", monospace;
+       display: flex; align-items: center; justify-content: center; min-height: 90vh; margin: 0; }}
+main {{ background: #12232d; padding: 32px 48px; max-width: 720px; border-left: 4px solid #ac5af4; }}
+h1 {{ font-size: 24px; margin: 0 0 16px; }}
+button {{ padding: 12px 28px; background: #5e0ba7; color: #fff; border: none; font: inherit; cursor: pointer; }}
+button:hover {{ background: #ac5af4; }}
+</style></head>
+<body><main>
+<h1>cifar-tui: this server is full</h1>
+<p>It serves at most {limit} browser tab{"s" if limit != 1 else ""} at a time, one cifar-tui each, and {limit}
+{"are" if limit != 1 else "is"} open now. Close one (here or on another computer), then reload this page.</p>
+{idle}
+<p>Runs go on either way. Whoever started the server can allow more with
+<code>cifar-tui serve --max-sessions N</code>.</p>
+<button type="button" onclick="location.reload()">Reload</button>
+</main></body></html>
+"""
+    return web.Response(status=503, text=body, content_type="text/html", headers={"Retry-After": "10"})
 
 
 def start_urls(host: str, port: int, token: str | None) -> list[str]:

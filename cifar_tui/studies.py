@@ -6,10 +6,14 @@ Workspace) and returns dicts and lists.
 For a UI
 --------
 ``group_stats(runs) -> [dict]``
-    One row per (group, data source) of store rows: n, mean_acc, std_acc, ci95 (Student's t,
-    95%), reference, ref_in_ci, diff, epochs, wall_s, runs (the completed run ids the figures
-    use), unfinished (the other run ids). CIFAR-100 groups first, then synthetic ones (their
-    reference is None: never compared with the seed's figures).
+    One row per (group, data source) of store rows: its short name (label), n, mean_acc, std_acc,
+    ci95 (Student's t, 95%, clamped to [0, 100]), reference and its kind, ref_in_ci, diff, epochs,
+    wall_s, runs (the completed run ids the figures use), seeds, unfinished (the other run ids).
+    CIFAR-100 groups first, then synthetic ones (their reference is None: never compared with the
+    seed's figures). The statistics are cifar_tui.stats', the names cifar_tui.names'.
+``find_group(groups, text)``, ``vs_baseline(groups, baseline)``
+    The group a user named (--vs); each other group's difference to it (stats.compare: the
+    difference with its interval, p-value, verdict, seeds that would resolve it).
 ``leaderboard_groups(store, study=None) -> [dict]``   the same, for the workspace or one study.
 ``group_curve(store, run_ids) -> dict``
     The mean test-accuracy curve of some runs with its band: epochs, mean, std, low, high, n
@@ -31,66 +35,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from typing import Any, Iterable, Sequence
 
+from engine.config import ConfigError
 from engine.status import COMPLETED, LIVE, PRUNED, RESUMABLE
 
+from .names import name_groups
+from .stats import compare, interval, mean_interval, t_quantile  # noqa: F401 - t_quantile: re-exported
 from .sweep import GROUP_EXCLUDED, canonical
 
-CONFIDENCE = 0.95
-
-
-# ---------------------------------------------------------------- Student's t
-
-
-def _t_two_sided(t: float, df: int) -> float:
-    """P(|T| <= t) for Student's t with integer df (Abramowitz & Stegun 26.7.3 / 26.7.4, exact)."""
-    theta = math.atan(t / math.sqrt(df))
-    c2, s = math.cos(theta) ** 2, math.sin(theta)
-    if df % 2 == 1:
-        total, term = 0.0, 0.0
-        if df > 1:
-            total = term = 1.0
-            for k in range(1, (df - 3) // 2 + 1):
-                term *= (2 * k) / (2 * k + 1) * c2
-                total += term
-        return 2 / math.pi * (theta + s * math.cos(theta) * total)
-    total = term = 1.0
-    for k in range(1, (df - 2) // 2 + 1):
-        term *= (2 * k - 1) / (2 * k) * c2
-        total += term
-    return s * total
-
-
-def t_quantile(confidence: float, df: int) -> float:
-    """The t such that P(|T| <= t) = confidence, for Student's t with df degrees of freedom
-    (t_quantile(0.95, 4) = 2.776). Bisection on the exact distribution function."""
-    if df < 1:
-        raise ValueError("df must be at least 1")
-    lo, hi = 0.0, 1.0
-    while _t_two_sided(hi, df) < confidence:
-        hi *= 2
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        if _t_two_sided(mid, df) < confidence:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
-
-def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> dict[str, Any]:
-    """n, mean, sample standard deviation and the Student's t interval of the mean (None where n < 2)."""
-    n = len(values)
-    if n == 0:
-        return {"n": 0, "mean": None, "std": None, "ci": None}
-    mean = sum(values) / n
-    if n < 2:
-        return {"n": 1, "mean": mean, "std": None, "ci": None}
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = t_quantile(confidence, n - 1) * std / math.sqrt(n)
-    return {"n": n, "mean": mean, "std": std, "ci": (mean - half, mean + half)}
 
 
 # ---------------------------------------------------------------- groups
@@ -118,10 +71,13 @@ def group_of(row: dict) -> str:
 def group_stats(runs: Iterable[dict]) -> list[dict]:
     """One row per (group, data source): statistics of the best test accuracy of its completed runs.
 
-    Rows: group, config, data, n, mean_acc, std_acc, ci95 [low, high] (None below 2 runs),
-    reference (the seed's figure; None for synthetic data), ref_in_ci (None without both),
-    diff (mean - reference), epochs (of the completed runs: "200", or "2-3"), wall_s (mean),
-    runs (completed run ids, oldest first), unfinished (other run ids), studies."""
+    Rows: group (the full key), label (its short name among these groups: cifar_tui.names), config,
+    data, n, mean_acc, std_acc, ci95 [low, high] (None below 2 runs; clamped to [0, 100]),
+    ci95_clamped, ci95_wide (from 2 runs), reference (None for synthetic data), ref_kind (seed |
+    paper | estimate | goal | None), ref_in_ci (None without both, and for a goal), diff (mean -
+    reference), epochs (of the completed runs: "200", or "2-3"), wall_s (mean), runs (completed
+    run ids, oldest first), seeds ({seed: best acc} of those runs), unfinished (other run ids),
+    studies."""
     buckets: dict[tuple[str, str], list[dict]] = {}
     for r in runs:
         buckets.setdefault((group_of(r), r.get("data_source") or "?"), []).append(r)
@@ -130,26 +86,82 @@ def group_stats(runs: Iterable[dict]) -> list[dict]:
         rows.sort(key=lambda r: r.get("started_at") or 0)
         done = [r for r in rows if r.get("status") == COMPLETED and r.get("best_acc") is not None]
         done_ids = {r["run_id"] for r in done}  # a set: a group of thousands of runs, not a scan per run
-        stats = mean_interval([float(r["best_acc"]) for r in done])
-        ref = next((r.get("reference_acc") for r in rows if r.get("reference_acc") is not None), None)
-        ref = ref if source == "cifar100" else None
+        stats = interval([float(r["best_acc"]) for r in done])
+        with_ref = next((r for r in rows if r.get("reference_acc") is not None), None)
+        ref = with_ref["reference_acc"] if with_ref is not None and source == "cifar100" else None
+        kind = with_ref.get("reference_kind") if ref is not None else None
         ci = stats["ci"]
         epochs = sorted({int(r.get("epochs_done") or 0) for r in done})
         walls = [float(r["wall_s"]) for r in done if r.get("wall_s") is not None]
+        seeds: dict[str, float] = {}   # seed -> best acc; a run of an unknown or repeated seed under its run id
+        for r in done:
+            seed = run_seed(r)
+            key = str(seed) if seed is not None and str(seed) not in seeds else f"run:{r['run_id']}"
+            seeds[key] = float(r["best_acc"])
         out.append({
             "group": group, "config": rows[0].get("config_name"), "data": source,
             "n": stats["n"], "mean_acc": _round(stats["mean"]), "std_acc": _round(stats["std"]),
             "ci95": None if ci is None else [_round(ci[0]), _round(ci[1])],
-            "reference": ref, "ref_in_ci": None if ci is None or ref is None else bool(ci[0] <= ref <= ci[1]),
+            "ci95_clamped": stats["clamped"], "ci95_wide": stats["wide"],
+            "reference": ref, "ref_kind": kind,
+            "ref_in_ci": None if ci is None or ref is None or kind == "goal" else bool(ci[0] <= ref <= ci[1]),
             "diff": None if ref is None or stats["mean"] is None else _round(stats["mean"] - ref),
             "epochs": "-" if not epochs else (str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"),
             "wall_s": _round(sum(walls) / len(walls)) if walls else None,
-            "runs": [r["run_id"] for r in done],
+            "runs": [r["run_id"] for r in done], "seeds": seeds,
             "unfinished": [r["run_id"] for r in rows if r["run_id"] not in done_ids],
             "studies": sorted({r["study"] for r in rows if r.get("study")}),
         })
     out.sort(key=lambda g: (g["data"] != "cifar100", g["mean_acc"] is None, -(g["mean_acc"] or 0), g["group"]))
+    names = name_groups([g["group"] for g in out], {g["group"]: g["config"] for g in out if g["config"]})
+    for g in out:
+        g["label"] = names[g["group"]]
     return out
+
+
+def groups_title(groups: list[dict]) -> str:
+    """What every one of these groups shares (said once above them)."""
+    return name_groups([g["group"] for g in groups], {g["group"]: g["config"] for g in groups if g["config"]}).title
+
+
+def run_seed(row: dict) -> int | None:
+    """The train.seed a run ran with: the store's column, else its resolved config."""
+    seed = row.get("seed")
+    return int(seed) if seed is not None else seed_of(row)
+
+
+# ---------------------------------------------------------------- differences between groups
+
+
+def find_group(groups: list[dict], text: str, flag: str = "--vs") -> str:
+    """The group (its full key) a user named: the full key, its short name (label), its config name
+    when that is one group's, or a part of one label only. ConfigError (one line, naming `flag`)
+    when none or several match."""
+    wanted = text.strip()
+    found: set[str] = set()
+    for field in ("group", "label", "config"):
+        found = {g["group"] for g in groups if g.get(field) == wanted}
+        if found:
+            break
+    if not found and wanted:
+        found = {g["group"] for g in groups if wanted in (g.get("label") or "")}
+    if len(found) == 1:
+        return next(iter(found))
+    listed = sorted({g.get("label") or g["group"] for g in groups if not found or g["group"] in found})
+    what = "matches several groups" if found else "no such group"
+    raise ConfigError(f"{flag} {text}: {what}; expected one of: {', '.join(listed) or '(no groups yet)'}")
+
+
+def vs_baseline(groups: list[dict], baseline: str) -> list[dict]:
+    """Each group with `vs`: stats.compare(the baseline group's runs, its runs), against the
+    baseline's row of the same data source (a group on a source the baseline has no runs on, and
+    the baseline itself: None); `baseline`: True on the baseline's rows."""
+    base = {g["data"]: g for g in groups if g["group"] == baseline}
+    for g in groups:
+        b = base.get(g["data"])
+        g["baseline"] = g["group"] == baseline
+        g["vs"] = compare(b["seeds"], g["seeds"]) if b is not None and not g["baseline"] else None
+    return groups
 
 
 def _round(x: float | None, digits: int = 4) -> float | None:
@@ -263,8 +275,6 @@ def queue_plan(sup, plan, *, kind: str = "sweep", spec: dict | None = None, npro
     notes, start, resume = sort_plan(plan, existing)
     recorded = sup.store.study(plan.study)
     if recorded is not None and recorded["kind"] != kind:
-        from engine.config import ConfigError
-
         raise ConfigError(f"--study {plan.study}: already a {recorded['kind']} study; choose another name")
     sup.store.save_study(plan.study, kind, ",".join(plan.names), spec or {}, command=command)
     items = {}
@@ -283,3 +293,39 @@ def best_trial(ws, study: str) -> dict | None:
     from .tune import best_trial as tune_best
 
     return tune_best(ws, study)
+
+
+# ---------------------------------------------------------------- what a plan costs
+
+
+def plan_cost(store, cfgs: Sequence, parallel: int = 1, *, probe: bool = False, gpus=None,
+              say=None) -> str:
+    """The plan's time on this machine's devices, in words: each run from earlier runs of the same
+    model and input size here, else a short probe (`probe`: measure the kinds nobody knows yet, one
+    probe per model and input size, cached per machine; `say(line)` is told first), else unknown;
+    spread over `parallel` runs at a time (never less than its longest run). One estimate per kind
+    of run, then each run's own length (epochs, images): a 1,000-run plan costs a few queries."""
+    from .estimate import Estimator, fmt_span, run_seconds
+
+    est = Estimator(store, gpus=gpus)
+    kinds: dict = {}
+    for cfg in cfgs:
+        kinds.setdefault(est.key(cfg), cfg)
+    rates = {}
+    for key, cfg in kinds.items():
+        if probe and est.needs_probe(cfg) and say is not None:
+            say(f"estimating its time: a short probe of {key.model} on {key.device} (once per model on this "
+                "machine; CIFAR_TUI_ESTIMATE_PROBE=off skips it)")
+        rates[key] = est.estimate(cfg, probe=probe)
+    if not cfgs:
+        return "estimated time: nothing to run"
+    unknown = next((e for e in rates.values() if not e.known), None)
+    if unknown is not None:
+        return f"estimated time: unknown ({unknown.note})"
+    seconds = [run_seconds(cfg, rates[est.key(cfg)].train_s_per_image) for cfg in cfgs]
+    wall = max(sum(seconds) / max(1, parallel), max(seconds))
+    first = next(iter(rates.values()))
+    n = len(seconds)
+    at_once = f", {parallel} at a time" if parallel > 1 and n > 1 else ""
+    return (f"estimated time: about {fmt_span(wall)} on {first.device} ({n} run{'s' if n != 1 else ''}{at_once}; "
+            f"{first.note})")

@@ -33,7 +33,9 @@ API
     and its job cancelled: None (no local pid to wait for).
 ``sup.prune(run_id, reason)``    stop a run so that it ends `pruned` (a search's verdict).
 ``sup.submit_queued() -> [Submitted | Refused]``  with a launcher that schedules itself (SLURM): every
-    item this supervisor serves, submitted at once (one job array), none followed here.
+    item this supervisor serves, submitted at once (one job array), none followed here; when the
+    scheduler refuses the submission (cifar_tui.launchers.SubmissionRefused, one line naming the
+    option) the items are removed from the queue and the error raised.
 ``sup.delete(run_id)``           directory + store rows; RunIsLive for a live run.
 ``sup.cancel(item_id) -> bool``  drop a queued item.
 ``sup.refused() -> [dict]``, ``sup.dismiss(item_id)``  items whose launch was refused (a bad config, or an
@@ -46,6 +48,7 @@ API
     runs that newly stalled or crashed since this supervisor last looked (engine.notify.Notice:
     title, message, severity for a UI); the first observer of the workspace also sends each
     (webhook, desktop notification: engine/notify.py). Call it where statuses are shown.
+``sup.starting() -> {run_id}``  runs started here or holding a lease (any launcher's): their row may not exist yet.
 ``sup.children``, ``sup.interrupt(sig)``, ``sup.keep_alive()``, ``sup.close()``.
 Call `pump()` and `reap()` periodically (the CLI every 0.2 s, the TUI once a second).
 
@@ -343,8 +346,15 @@ class Supervisor:
             planned.append((item, run_id, cfg, self._torchrun.pop(item["id"], None)))
         if not planned:
             return out
+        from .launchers import SubmissionRefused
+
         try:
             job_ids = self.spawner.submit(self.ws, planned)
+        except SubmissionRefused:  # the scheduler refused them all (its options): as if never queued
+            self.store.forget_queued([item["id"] for item, *_ in planned])
+            for item, *_ in planned:
+                self._own.discard(item["id"])
+            raise
         except (ConfigError, OSError) as exc:
             return out + [self._refuse(item, str(exc)) for item, *_ in planned]
         for (item, run_id, _, _), job_id in zip(planned, job_ids):
@@ -486,8 +496,9 @@ class Supervisor:
             status = row["status"]
         else:
             status = UNKNOWN
-        if not ignore_queue and status not in LIVE and any(q["resume_of"] == run_id for q in self.queued()):
-            return QUEUED
+        if not ignore_queue and status not in LIVE and (any(q["resume_of"] == run_id for q in self.queued())
+                                                         or self.store.pending_job(run_id) is not None):
+            return QUEUED  # waiting here, or in a batch scheduler's queue (a resume submitted to SLURM)
         return status
 
     def runs(self) -> list[dict]:
@@ -499,15 +510,24 @@ class Supervisor:
                 r["status"] = self.status(r["run_id"])
         starting = [{"run_id": rid, "status": self.status(rid), "config_name": c.launched.run_id.rsplit("-", 2)[0]}
                     for rid, c in self.children.items() if rid not in known]
-        # submitted to a batch scheduler, not started yet: queued there
+        # submitted to a batch scheduler, not started yet: queued there (a resume: its row says so)
+        jobs = [j for j in self.store.pending_jobs() if j["run_id"] not in self.children
+                and (j["launcher"] == "slurm" or pid_alive(int(j["job_id"])))]  # a local job: its controller
+        resuming = {j["run_id"]: j for j in jobs if j["resumes"]}
+        for r in rows:
+            if r["run_id"] in resuming and r["status"] not in LIVE:
+                r.update(status=QUEUED, job_id=resuming[r["run_id"]]["job_id"], launcher=resuming[r["run_id"]]["launcher"])
         pending = [{"run_id": j["run_id"], "status": QUEUED, "config_name": j["run_id"].rsplit("-", 2)[0],
-                    "job_id": j["job_id"], "launcher": j["launcher"]}
-                   for j in self.store.pending_jobs() if j["run_id"] not in self.children
-                   and (j["launcher"] == "slurm" or pid_alive(int(j["job_id"])))]  # a local job: its controller
+                    "job_id": j["job_id"], "launcher": j["launcher"]} for j in jobs if not j["resumes"]]
         return starting + pending + rows
 
     def resolve(self, ref: str) -> str:
         return resolve_run_id(self.ws.home, ref, sorted(self.store.run_ids()))
+
+    def starting(self) -> set[str]:
+        """Runs that started and may have no store row yet: ours, and every run that holds a lease
+        (any launcher's, on any host sharing the store): a study's drivers count them in flight."""
+        return set(self.children) | {lease["run_id"] for lease in self.leases.held()}
 
     def live_count(self) -> int:
         """Runs alive on this host (every launcher's), as max_parallel counts them."""

@@ -228,7 +228,7 @@ def make_plan(names: Sequence[str], sets: Sequence[str], seeds: int = 1, *, extr
               configs_dir=None, study: str | None = None) -> Plan:
     """Expand names x grid x seeds into validated runs. ConfigError (one line) on bad input."""
     if seeds < 1:
-        raise ConfigError(f"--seeds {seeds}: expected at least 1")
+        raise ConfigError(f"--seeds {seeds}: expected at least 1 (or auto)")
     fixed, axes = parse_sets(sets, extra)
     if seeds > 1 and any(a.key == SEED_KEY for a in axes):
         raise ConfigError(f"--seeds {seeds} and a list of {SEED_KEY}: give the seeds one way")
@@ -271,12 +271,17 @@ def make_plan(names: Sequence[str], sets: Sequence[str], seeds: int = 1, *, extr
 
 
 def plan_lines(plan: Plan, notes: dict[int, str] | None = None) -> list[str]:
-    """The plan as text lines: a header, then one line per run (notes: index -> what exists already)."""
+    """The plan as text lines: a header (what every group shares said once), then one line per run,
+    its group by its short name (cifar_tui.names; notes: index -> what exists already)."""
+    from .names import name_groups
+
     notes = notes or {}
     width = len(str(len(plan.runs)))
-    lines = [f"study {plan.study}: {plan.describe()}",
+    configs = {r.group: r.config_name for r in plan.runs}
+    names = name_groups(configs, configs)
+    lines = [f"study {plan.study}: {plan.describe()}" + (f" · every group: {names.title}" if names.title else ""),
              f"  {'#':>{width}}  {'seed':>6}  group"]
     for r in plan.runs:
         note = f"  ({notes[r.index]})" if r.index in notes else ""
-        lines.append(f"  {r.index:>{width}}  {r.seed:>6}  {r.group}{note}")
+        lines.append(f"  {r.index:>{width}}  {r.seed:>6}  {names[r.group]}{note}")
     return lines

@@ -1,10 +1,11 @@
 """`cifar-tui tune`: an Optuna study (TPE) over a config's settings, its trials ordinary runs.
 
-- The study lives in the workspace: Optuna's RDB storage in runs/optuna.db (SQLite), next to
+- The study lives in the workspace: Optuna's JournalStorage in runs/optuna.journal, safe on NFS
+  (cifar_tui/tune_storage.py; SLURM workers share it: cifar_tui/tune_workers.py), next to
   cifar_tui.db; our `studies` table keeps what was asked (config, params, trials, pruner).
 - Each trial is a run queued on the supervisor (GPU leases; one at a time on the CPU), recorded
-  with `start.study` = the study and its own group; its run id is the trial's user attribute
-  `run_id`.
+  with `start.study` = the study and its own group (the config, its settings and `trial=N`, so
+  it is named `#N lr=...`); its run id is the trial's user attribute `run_id`.
 - Pruning: each epoch's test accuracy is reported to the trial (step = epoch); when the pruner
   says so the run is stopped as pruned (Supervisor.prune: a request in its run dir + SIGTERM),
   and its `end` event and store row say `pruned`; the trial is told PRUNED.
@@ -26,24 +27,16 @@ from engine.config import ConfigError, load_config
 from engine.events import EventTail, read_events
 from engine.status import COMPLETED, LIVE, PRUNED, QUEUED, RESUMABLE, STARTING, STOPPED
 
+from .names import TRIAL_KEY, short_settings
 from .supervisor import Refused, Started, Supervisor
+from .tune_storage import LEGACY_STORAGE_FILE, STORAGE_FILE, file_lock, storage_path  # noqa: F401 - re-exported
+# (tests and the TUI import _storage from here)
+from .tune_storage import open_storage as _storage
 from .sweep import canonical, group_key
 from .workspace import Workspace
 
-STORAGE_FILE = "optuna.db"
 MAX_FAILURES_IN_A_ROW = 3
 PRUNERS = ("none", "median", "percentile:P", "threshold:MIN")
-
-
-def storage_url(ws: Workspace) -> str:
-    return f"sqlite:///{(Path(ws.home) / STORAGE_FILE).resolve()}"
-
-
-def _storage(ws: Workspace):
-    import optuna
-
-    Path(ws.home).mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(storage_url(ws), engine_kwargs={"connect_args": {"timeout": 60}})
 
 
 # ---------------------------------------------------------------- the search space
@@ -203,6 +196,7 @@ class Tuner:
             sampler=optuna.samplers.TPESampler(seed=seed),
             pruner=make_pruner(spec.prune, warmup=spec.prune_warmup, startup=spec.prune_startup))
         self.continued = spec.study in existing
+        self.parallel = sup.max_parallel            # trials at a time
         self.distributions = {p.key: p.distribution() for p in spec.params}
         self.watched: dict[int, Watched] = {}      # by trial number
         self.interrupted = False
@@ -215,44 +209,81 @@ class Tuner:
 
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
+    def _take_work(self) -> bool:
+        """Start one more trial if the study needs it; False when it does not."""
+        if self._finished() + len(self.watched) >= self.spec.trials:
+            return False
+        self._start_trial()
+        return True
+
+    def _search_done(self) -> bool:
+        """Nothing followed here: may the loop end?"""
+        return self._finished() >= self.spec.trials
+
+    def _tell(self, trial, value: float | None = None, state=None) -> None:
+        """Tell a trial its outcome, unless it was told already (by another worker, or a search
+        that adopted it)."""
+        from optuna.trial import TrialState
+
+        frozen = self.storage.get_trial(trial._trial_id)
+        if frozen.state.is_finished():
+            return
+        if value is None:
+            self.study.tell(trial, state=state or TrialState.FAIL)
+        else:
+            self.study.tell(trial, value)
+
     # -- trials
     def _start_trial(self) -> None:
         trial = self.study.ask(self.distributions)
         overrides = [*self.spec.overrides, *(p.override(trial.params[p.key]) for p in self.spec.params)]
-        group = group_key(self.config_name, overrides)
+        group = f"{group_key(self.config_name, overrides)} {TRIAL_KEY}={trial.number}"  # named `#N lr=...` (names)
         item = self.sup.enqueue(self.spec.config, overrides, self.spec.nproc, study=self.spec.study, group=group)
         self.watched[trial.number] = Watched(trial, item_id=item)
-        shown = ", ".join(p.override(trial.params[p.key]) for p in self.spec.params)
-        self.say(f"trial {trial.number}: {shown}")
+        self.say(f"trial {trial.number}: {short_settings({p.key: trial.params[p.key] for p in self.spec.params})}")
 
     def _recover(self) -> None:
         """Trials a previous tune left RUNNING: follow, resume or settle them."""
         import optuna
         from optuna.trial import TrialState
 
-        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-            trial = optuna.trial.Trial(self.study, frozen._trial_id)
-            run_id = frozen.user_attrs.get("run_id")
-            if not run_id:
-                self.study.tell(trial, state=TrialState.FAIL)
-                self.say(f"trial {frozen.number}: its run never started (failed)")
-                continue
-            status = self.sup.status(run_id)
-            w = Watched(trial, run_id=run_id, tail=EventTail(Path(self.ws.home) / run_id / "events.jsonl"),
-                        reported=set(frozen.intermediate_values))
-            if status in RESUMABLE:
-                try:
-                    w.item_id = self.sup.resume(run_id)
-                except ConfigError as exc:
-                    self.study.tell(trial, state=TrialState.FAIL)
-                    self.say(f"trial {frozen.number}: run {run_id} cannot be resumed ({exc}); failed")
-                    continue
-                self.say(f"trial {frozen.number}: resuming run {run_id} ({status})")
-            elif status in LIVE or status == QUEUED:
-                self.say(f"trial {frozen.number}: following run {run_id}, still {status}")
-            else:
-                self.say(f"trial {frozen.number}: run {run_id} is {status}")
-            self.watched[frozen.number] = w
+        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            self._adopt(frozen)
+
+    def _adopt(self, frozen) -> bool:
+        """Take up a trial left RUNNING: follow its run, resume it, or settle it (a trial its pruner
+        condemns is told pruned). False when it was told failed instead (its run never started or
+        cannot be resumed)."""
+        import optuna
+        from optuna.trial import TrialState
+
+        trial = optuna.trial.Trial(self.study, frozen._trial_id)
+        run_id = frozen.user_attrs.get("run_id")
+        if not run_id:
+            self._tell(trial, state=TrialState.FAIL)
+            self.say(f"trial {frozen.number}: its run never started (failed)")
+            return False
+        status = self.sup.status(run_id)
+        w = Watched(trial, run_id=run_id, tail=EventTail(Path(self.ws.home) / run_id / "events.jsonl"),
+                    reported=set(frozen.intermediate_values))
+        if status in RESUMABLE and frozen.intermediate_values and trial.should_prune():
+            self._tell(trial, state=TrialState.PRUNED)  # its search was stopping it when it was left
+            self.say(f"trial {frozen.number} pruned (run {run_id}, {status} while being pruned)")
+            return True
+        if status in RESUMABLE:
+            try:
+                w.item_id = self.sup.resume(run_id)
+            except ConfigError as exc:
+                self._tell(trial, state=TrialState.FAIL)
+                self.say(f"trial {frozen.number}: run {run_id} cannot be resumed ({exc}); failed")
+                return False
+            self.say(f"trial {frozen.number}: resuming run {run_id} ({status})")
+        elif status in LIVE or status == QUEUED:
+            self.say(f"trial {frozen.number}: following run {run_id}, still {status}")
+        else:
+            self.say(f"trial {frozen.number}: run {run_id} is {status}")
+        self.watched[frozen.number] = w
+        return True
 
     def _follow(self, w: Watched) -> None:
         """Report new epochs; prune when the pruner says so."""
@@ -291,18 +322,18 @@ class Tuner:
                              if e.get("type") == "end"), None)
         n = w.trial.number
         if status == COMPLETED and end is not None and end.get("best_acc") is not None:
-            self.study.tell(w.trial, float(end["best_acc"]))
+            self._tell(w.trial, float(end["best_acc"]))
             self.failures_in_a_row = 0
             self.say(f"trial {n} completed: best test acc {end['best_acc']:.2f} (run {w.run_id})")
         elif status == PRUNED:
-            self.study.tell(w.trial, state=TrialState.PRUNED)
+            self._tell(w.trial, state=TrialState.PRUNED)
             self.failures_in_a_row = 0
             self.say(f"trial {n} pruned (run {w.run_id})")
         elif status == STOPPED and self.interrupted:
             self.say(f"trial {n}: run {w.run_id} stopped; the next `cifar-tui tune ... --study "
                      f"{self.spec.study}` resumes it")
         else:
-            self.study.tell(w.trial, state=TrialState.FAIL)
+            self._tell(w.trial, state=TrialState.FAIL)
             self.failures_in_a_row += 1
             why = (end or {}).get("error") or status
             self.say(f"trial {n} failed: {why} (run {w.run_id})")
@@ -323,7 +354,7 @@ class Tuner:
                     w.tail = EventTail(outcome.launched.events_path)
                 self.say(f"trial {w.trial.number}: run {outcome.run_id} on {outcome.label}")
             elif isinstance(outcome, Refused):
-                self.study.tell(w.trial, state=TrialState.FAIL)
+                self._tell(w.trial, state=TrialState.FAIL)
                 self.watched.pop(w.trial.number)
                 self.failures_in_a_row += 1
                 self.say(f"trial {w.trial.number} refused: {outcome.reason}")
@@ -334,7 +365,7 @@ class Tuner:
 
         for number, w in list(self.watched.items()):
             if w.run_id is None:
-                self.study.tell(w.trial, state=TrialState.FAIL)
+                self._tell(w.trial, state=TrialState.FAIL)
                 del self.watched[number]
 
     def _interrupt(self, signum, frame) -> None:  # noqa: ARG002
@@ -364,11 +395,10 @@ class Tuner:
                     self.sup.cancel_own()
                     self._drop_unstarted()
                 else:
-                    while (len(self.watched) < self.sup.max_parallel
-                           and self._finished() + len(self.watched) < self.spec.trials):
-                        self._start_trial()
+                    while len(self.watched) < self.parallel and self._take_work():
+                        pass
                     self._on_pump(self.sup.pump())
-                if not self.watched and (self.interrupted or self.code or self._finished() >= self.spec.trials):
+                if not self.watched and (self.interrupted or self.code or self._search_done()):
                     break
                 time.sleep(0.2)
         finally:
@@ -382,7 +412,7 @@ class Tuner:
 def best_trial(ws: Workspace, study: str) -> dict | None:
     """The best completed trial of the Optuna study `study` in the workspace, or None (no such
     study, or none completed): {"study", "number", "value", "params", "run_id", "states"}."""
-    if not (Path(ws.home) / STORAGE_FILE).is_file():
+    if not any((Path(ws.home) / name).is_file() for name in (STORAGE_FILE, LEGACY_STORAGE_FILE)):
         return None
     import optuna
 

@@ -45,8 +45,16 @@ Fraction = Annotated[float, Num, Field(ge=0, lt=1, allow_inf_nan=False)]
 ImageSize = Annotated[int, Num, Field(ge=8, le=1024)]
 
 
+REFERENCE_KINDS = ("seed", "paper", "estimate", "goal")  # the seed's write-up, a published figure, our estimate, our goal
+
+
 class ReferenceConfig(_Strict):
+    """The accuracy this config is held against, and what it is: `seed` (the seed's results table),
+    `paper` (a published figure: a paper or a public repository's README), `estimate` (ours, from
+    published figures) or `goal` (what we aim for: shown as a goal, never as a reference)."""
+
     accuracy: Optional[Annotated[float, Num, Field(ge=0, le=100, allow_inf_nan=False)]] = None
+    kind: Optional[Literal["seed", "paper", "estimate", "goal"]] = None
     source: str = ""
 
 
@@ -147,6 +155,14 @@ class DataConfig(_Strict):
     # seed's per-image CPU recipe, run in DataLoader workers.
     augment: Literal["none", "flip", "crop_flip", "albumentations"] = "none"
     augment_p: Annotated[float, Num, Field(ge=0, le=1)] = 1.0
+    # How the albumentations recipe draws its parameters (engine/data/seed_augment.py).
+    # per_epoch: afresh for every image in every epoch, from (seed, epoch, index).
+    # fixed_per_position: as the seed's code did: its DataLoader forks `augment_fixed_workers`
+    # workers every epoch from a transform never called, so worker w (batches w, w+N, ...)
+    # replays one parameter sequence: the same augmentation at a position every epoch, the
+    # same in each worker. The default is what runs started before this key existed did.
+    augment_seeding: Literal["per_epoch", "fixed_per_position"] = "per_epoch"
+    augment_fixed_workers: Annotated[int, Num, Field(ge=1, le=256)] = 16  # the seed's; not our num_workers
     crop_padding: Annotated[int, Num, Field(ge=0, le=64)] = 4
     normalize: Literal["none", "cifar100", "imagenet"] = "none"
     shuffle: bool = True
@@ -266,6 +282,9 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"data.train_sizes: each size once, got {self.data.train_sizes}")
         if self.data.augment == "albumentations" and self.data.train_sizes:
             raise ValueError("data.train_sizes: multi-scale is not available with augment: albumentations")
+        if self.data.augment_seeding != "per_epoch" and self.data.augment != "albumentations":
+            raise ValueError(f"data.augment_seeding: {self.data.augment_seeding} reproduces the seed's albumentations "
+                             f"DataLoader workers; it needs data.augment: albumentations (got {self.data.augment})")
         if self.schedule.name == "multistep" and not self.schedule.milestones:
             raise ValueError("schedule.milestones: multistep needs at least one milestone")
         self._check_batched_augment()

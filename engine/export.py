@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .config import ConfigError
+from .paths import check_out_file
 from .run_model import class_names, eval_pipeline, load_run_model, load_test_set, preprocessing
 
 FORMATS = ("onnx", "torchscript")
@@ -65,18 +66,6 @@ def default_out(run_dir: Path, run_id: str, fmt: str) -> Path:
 
 def sidecar_path(out: Path) -> Path:
     return Path(out).with_name(Path(out).name + ".json")
-
-
-def _check_out(out: Path) -> Path:
-    out = Path(out)
-    if out.is_dir():
-        raise ConfigError(f"--out {out}: is a directory; give a file name")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise ConfigError(f"--out {out}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise ConfigError(f"--out {out}: directory {parent} is not writable")
-    return out
 
 
 def _export_onnx(module: nn.Module, sample: torch.Tensor, path: Path) -> dict[str, Any]:
@@ -125,11 +114,13 @@ def export_run(home: Path, data_root: Path, run_id: str, fmt: str, out: Path | N
         raise ConfigError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if fmt == "onnx":
         _need_onnx()
+    if out is not None:
+        out = check_out_file(Path(out))  # before the model is loaded: a bad --out is said at once
     run = load_run_model(home, run_id, ckpt, "cpu")
     if out is None:
         out = default_out(run.run_dir, run.run_id, fmt)
         out.parent.mkdir(parents=True, exist_ok=True)
-    out = _check_out(Path(out))
+        out = check_out_file(out)
     dataset = load_test_set(run.cfg, data_root)
     batch, _ = next(iter(eval_pipeline(dataset, run.cfg, run.device).test_batches(parity_images)))
     batch = batch.contiguous()  # the exported model takes a plain NCHW tensor

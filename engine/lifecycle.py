@@ -6,6 +6,7 @@ import errno
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch
 from .config import ExperimentConfig
 from .guard import TrainingDiverged
 from .dataloader_failure import dataloader_failure
+from .stop_request import early_warning
 from .store import Store
 
 
@@ -38,22 +40,33 @@ def failure_message(exc: BaseException, cfg: ExperimentConfig) -> str:
 
 
 class StopRequested:
-    """SIGINT/SIGTERM ask for a graceful stop; a second signal stops at once."""
+    """SIGINT/SIGTERM (and SIGUSR2, SLURM's warning before a job's time limit) ask for a graceful
+    stop; a second signal stops at once. The same stop delivered twice within SAME_STOP_S counts
+    once: SLURM signals every process of a job step, and the job's launcher (engine.job, the
+    torchrun agent) passes the signal on as well."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+    SAME_STOP_S = 1.0
 
     def __init__(self) -> None:
         self.flag = False
+        self._at = 0.0
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in self.SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
+        if early_warning():  # SLURM's warning came while the engine started
+            self.flag, self._at = True, time.monotonic()
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002
-        if self.flag:
+        now = time.monotonic()
+        if self.flag and now - self._at > self.SAME_STOP_S:
             raise KeyboardInterrupt
-        self.flag = True
+        if not self.flag:
+            self.flag, self._at = True, now
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():

@@ -86,3 +86,27 @@ def write_run_config(run_dir: Path, cfg) -> Path:
     tmp.write_text(cfg.to_yaml())
     os.replace(tmp, path)
     return path
+
+
+def check_out_file(out: Path, suffixes: tuple[str, ...] = (), kind: str = "file") -> Path:
+    """An --out file a command may write: its name (one of `suffixes`, when given), its directory
+    there and writable. Writability is tried with a file: os.access says yes to root everywhere
+    (/proc, a read-only mount). ConfigError with one line otherwise."""
+    out = Path(out)
+    if suffixes and out.suffix.lower() not in suffixes:
+        raise ConfigError(f"--out {out}: expected {'an' if kind[0] in 'aeiou' else 'a'} {kind} name ending in "
+                          f"{', '.join(suffixes)}")
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a directory; give a file name")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(f"--out {out}: directory {parent} does not exist")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise ConfigError(f"--out {out}: not writable")
+    probe = parent / f".{out.name}.probe-{os.getpid()}"
+    try:
+        probe.open("x").close()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: not writable ({parent}: {exc.strerror or exc})") from None
+    return out

@@ -5,7 +5,8 @@
      "gpus": [{"index", "model", "driver", "memory_mb"}],   # [] on the CPU
      "host": "node12", "command": "python -m engine.train ...",
      "launcher_command": "cifar-tui run ...",                # the command that queued it, when known
-     "job": {"scheduler": "slurm", "job_id": "1234_0"}}      # only inside a SLURM / submitit job
+     "job": {"scheduler": "slurm", "job_id": "1234_0",        # only inside a SLURM / submitit job
+             "task_started_at": 1700000000.123}}             # when its task started (cifar-tui's jobs)
 
 Collected once per start (a resumed run gets the provenance of the code that continues it).
 Every probe is best-effort: a missing tool or package gives null, never an error.
@@ -95,14 +96,19 @@ def gpus() -> list[dict[str, Any]]:
     return found
 
 
-def job_info(env: dict[str, str] | None = None) -> dict[str, str] | None:
+def job_info(env: dict[str, str] | None = None) -> dict[str, Any] | None:
     """The batch job this process runs in (SLURM, or submitit's local executor), if any."""
     env = os.environ if env is None else env
     if env.get("SLURM_JOB_ID"):
         job = env["SLURM_JOB_ID"]
         if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
             job = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
-        return {"scheduler": "slurm", "job_id": job}
+        info = {"scheduler": "slurm", "job_id": job}
+        try:  # when the job script's task started (cifar-tui's SLURM jobs export it): start-up time
+            info["task_started_at"] = round(float(env["CIFAR_TUI_TASK_STARTED"]), 3)
+        except (KeyError, ValueError):
+            pass
+        return info
     if env.get("SUBMITIT_LOCAL_JOB_ID"):
         return {"scheduler": "submitit-local", "job_id": env["SUBMITIT_LOCAL_JOB_ID"]}
     return None

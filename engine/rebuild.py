@@ -49,13 +49,14 @@ def _run_row(run_id: str, events_file: Path) -> tuple[tuple, list[dict], str | N
               state.get("progress_t"), (cfg.get("train") or {}).get("epochs"), max((e["epoch"] for e in epochs), default=0),
               state["best_acc"], state["best_epoch"], wall, (cfg.get("reference") or {}).get("accuracy"),
               start.get("params"), start.get("flops"), start.get("world_size", 1), end.get("error"), json.dumps(cfg),
-              flag, _text(start.get("study")), _text(start.get("group")))
+              flag, _text(start.get("study")), _text(start.get("group")), _int((cfg.get("train") or {}).get("seed")),
+              _text((cfg.get("reference") or {}).get("kind")))
     return values, epochs, flag
 
 
 _COLUMNS = ("run_id, config_name, status, data_source, device, pid, host, run_dir, started_at, ended_at, heartbeat_at, "
             "progress_at, epochs_total, epochs_done, best_acc, best_epoch, wall_s, reference_acc, params, flops, "
-            "world_size, error, config_json, flag, study, group_key")
+            "world_size, error, config_json, flag, study, group_key, seed, reference_kind")
 
 
 def ingest_run_dirs(store: Store, *, replace: bool = False) -> IngestReport:
@@ -105,6 +106,10 @@ def ingest_run_dirs(store: Store, *, replace: bool = False) -> IngestReport:
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _number(value: object) -> float | None:

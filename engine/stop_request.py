@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -26,6 +27,18 @@ from .status import PRUNED, STOPPED
 
 REQUEST_FILE = "stop_request.json"
 REQUESTABLE = (STOPPED, PRUNED)
+_early_warnings: list[int] = []
+
+
+def hold_early_warning() -> None:
+    """SLURM's warning before a job's time limit (SIGUSR2) may come while the engine still starts,
+    and would end it: held from the engine's first line, honoured once the trainer listens
+    (engine.lifecycle.StopRequested)."""
+    signal.signal(signal.SIGUSR2, lambda signum, frame: _early_warnings.append(signum))
+
+
+def early_warning() -> bool:
+    return bool(_early_warnings)
 
 
 def request_path(run_dir: Path) -> Path:

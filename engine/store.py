@@ -167,7 +167,12 @@ ADDED_COLUMNS = (
     ("runs", "group_key", "TEXT"),         # its group: config + overrides, seed left out (start.group)
     ("queue", "study", "TEXT"),
     ("queue", "group_key", "TEXT"),
+    ("runs", "seed", "INTEGER"),           # train.seed (a study pairs its groups' runs by seed)
+    ("runs", "reference_kind", "TEXT"),    # reference.kind: seed | paper | estimate | goal
 )
+# what an added column holds in the rows written before it existed (from their resolved config)
+BACKFILL = {("runs", "seed"): "json_extract(config_json, '$.train.seed')",
+            ("runs", "reference_kind"): "json_extract(config_json, '$.reference.kind')"}
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
@@ -179,6 +184,12 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
         except sqlite3.OperationalError as exc:
             if "duplicate column" not in str(exc):  # another process added it just now
                 raise
+            continue
+        if (table, column) in BACKFILL:
+            try:
+                conn.execute(f"UPDATE {table} SET {column} = {BACKFILL[table, column]} WHERE json_valid(config_json)")
+            except sqlite3.OperationalError:  # locked by a writer for longer than the busy timeout: left NULL
+                pass
 
 
 @contextmanager
@@ -218,15 +229,16 @@ class Store:
             c.execute(
                 f"""INSERT INTO runs (run_id, config_name, status, data_source, device, pid, host, run_dir,
                        started_at, heartbeat_at, progress_at, epochs_total, reference_acc, params, flops, world_size,
-                       config_json, study, group_key)
-                   VALUES (?, ?, '{RUNNING}', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       config_json, study, group_key, seed, reference_kind)
+                   VALUES (?, ?, '{RUNNING}', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(run_id) DO UPDATE SET status='{RUNNING}', device=excluded.device, pid=excluded.pid,
                        host=excluded.host, heartbeat_at=excluded.heartbeat_at, progress_at=excluded.progress_at,
                        epochs_total=excluded.epochs_total, world_size=excluded.world_size, ended_at=NULL, error=NULL,
                        study=COALESCE(excluded.study, runs.study), group_key=COALESCE(excluded.group_key, runs.group_key)""",
                 (run_id, config["name"], config["data"]["source"], device, pid, socket.gethostname(), run_dir,
                  now, now, now, epochs_total, (config.get("reference") or {}).get("accuracy"),
-                 params, flops, world_size, json.dumps(config), study, group),
+                 params, flops, world_size, json.dumps(config), study, group, (config.get("train") or {}).get("seed"),
+                 (config.get("reference") or {}).get("kind")),
             )
             c.execute("UPDATE leases SET heartbeat_at=? WHERE run_id=?", (now, run_id))
 
@@ -383,6 +395,11 @@ class Store:
                             (item_id,))
             return cur.rowcount == 1
 
+    def forget_queued(self, item_ids: list[int]) -> None:
+        """Remove items from the queue altogether (a submission the scheduler refused: as if never made)."""
+        with transaction(self.conn) as c:
+            c.executemany("DELETE FROM queue WHERE id=?", [(i,) for i in item_ids])
+
     # -- studies and batch jobs --------------------------------------------
     def save_study(self, name: str, kind: str, config: str | None, spec: dict, command: str | None = None) -> None:
         """Create a study, or update the spec of an existing one (a study continued with more runs)."""
@@ -394,6 +411,11 @@ class Store:
                              config=excluded.config, command=excluded.command""",
                       (name, kind, config, json.dumps(spec), now, now, command))
 
+    def delete_study(self, name: str) -> None:
+        """Remove a study's record (its runs, if any, keep their rows)."""
+        with transaction(self.conn) as c:
+            c.execute("DELETE FROM studies WHERE name=?", (name,))
+
     def study(self, name: str) -> dict | None:
         r = self.conn.execute("SELECT * FROM studies WHERE name=?", (name,)).fetchone()
         return None if r is None else dict(r, spec=json.loads(r["spec_json"] or "{}"))
@@ -402,6 +424,15 @@ class Store:
         """Every recorded study, newest first."""
         rows = self.conn.execute("SELECT * FROM studies ORDER BY created_at DESC").fetchall()
         return [dict(r, spec=json.loads(r["spec_json"] or "{}")) for r in rows]
+
+    def study_queue(self, study: str) -> list[dict]:
+        """A study's queue items, waiting (queued) or claimed (started), oldest first: its new runs,
+        and the resumes of its runs (their items name the run in `resume_of`)."""
+        rows = self.conn.execute(
+            f"""SELECT * FROM queue WHERE state IN ('{ITEM_QUEUED}', '{ITEM_STARTED}')
+                AND (study=? OR resume_of IN (SELECT run_id FROM runs WHERE study=?)) ORDER BY id""",
+            (study, study)).fetchall()
+        return [dict(r, overrides=json.loads(r["overrides"])) for r in rows]
 
     def study_runs(self, study: str, stall_after_s: float | None = None) -> list[dict]:
         """The runs of a study, oldest first, with effective statuses."""
@@ -425,10 +456,19 @@ class Store:
         with transaction(self.conn) as c:
             c.execute("UPDATE jobs SET state=?, state_at=? WHERE run_id=?", (state, time.time(), run_id))
 
+    _PENDING = """SELECT jobs.*, runs.run_id IS NOT NULL AS resumes FROM jobs LEFT JOIN runs USING (run_id)
+                  WHERE jobs.state='submitted' AND (runs.run_id IS NULL OR MAX(COALESCE(runs.started_at, 0),
+                        COALESCE(runs.heartbeat_at, 0), COALESCE(runs.ended_at, 0)) < jobs.submitted_at)"""
+
     def pending_jobs(self) -> list[dict]:
-        """Submitted jobs whose engine has not started (no run row yet), oldest first."""
-        return [dict(r) for r in self.conn.execute(
-            "SELECT * FROM jobs WHERE state='submitted' AND run_id NOT IN (SELECT run_id FROM runs) ORDER BY submitted_at")]
+        """Submitted jobs whose engine has not started, oldest first: a new run's (no run row yet, `resumes`
+        False) and a resume's (`resumes` True: its run's row is older than the job)."""
+        return [dict(r) for r in self.conn.execute(self._PENDING + " ORDER BY jobs.submitted_at")]
+
+    def pending_job(self, run_id: str) -> dict | None:
+        """run_id's job if it is one of `pending_jobs`."""
+        r = self.conn.execute(self._PENDING + " AND jobs.run_id=?", (run_id,)).fetchone()
+        return None if r is None else dict(r)
 
     # -- recovery --------------------------------------------------------
     def rebuild(self) -> int:

@@ -11,6 +11,10 @@
     forward, and the teacher's buffers stay as its checkpoint has them (the seed's teacher moved
     its running statistics, which nothing read).  Under DDP with ``train.sync_bn`` the teacher's
     BatchNorm is synchronised too, so N processes still match one.
+
+The teacher sees the student's batch as its own training did: resized to its ``data.image_size``
+and re-normalised from the student's ``data.normalize`` to its own (a per-channel affine map, so
+a `none` student feeds a `cifar100` teacher the images that teacher was trained on).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint
 from .config import ConfigError, ExperimentConfig, config_from_dict, read_config_file
+from .data.formats import NORMALIZE_STATS
 from .ddp import convert_sync_batchnorm
 from .losses import Criterion
 from .models import build_model
@@ -37,11 +42,23 @@ def batch_statistics_mode(model: nn.Module) -> nn.Module:
     return model
 
 
+def renormalization(student: str, teacher: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(scale, bias), shaped (1, 3, 1, 1), that map a batch normalised with `student` to `teacher`'s
+    normalisation: x_t = x_s * std_s / std_t + (mean_s - mean_t) / std_t; None when they are the same."""
+    if student == teacher:
+        return None
+    (mean_s, std_s), (mean_t, std_t) = NORMALIZE_STATS[student], NORMALIZE_STATS[teacher]
+    scale = [s / t for s, t in zip(std_s, std_t)]
+    bias = [(ms - mt) / t for ms, mt, t in zip(mean_s, mean_t, std_t)]
+    return (torch.tensor(scale, device=device).view(1, 3, 1, 1), torch.tensor(bias, device=device).view(1, 3, 1, 1))
+
+
 class Teacher:
-    """A frozen finished run used for knowledge distillation."""
+    """A frozen finished run used for knowledge distillation.  ``student_normalize`` is the
+    data.normalize of the batches it is fed (None: the teacher's own)."""
 
     def __init__(self, run_dir: Path, device: torch.device, channels_last: bool, mode: str = "eval",
-                 sync_bn: bool = False, mixed_targets: bool = False):
+                 sync_bn: bool = False, mixed_targets: bool = False, student_normalize: str | None = None):
         self.cfg = config_from_dict(read_config_file(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
         if mixed_targets and self.cfg.loss.margin != "none":
             # its logits pass its own margin, which needs one class per image (a MixUp/CutMix batch has two)
@@ -63,6 +80,8 @@ class Teacher:
             self.model.to(memory_format=torch.channels_last)
         self.criterion = Criterion(self.cfg.loss)
         self.image_size = self.cfg.data.image_size
+        self._renormalize = renormalization(student_normalize or self.cfg.data.normalize, self.cfg.data.normalize,
+                                            torch.device(device))
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor | tuple[torch.Tensor, ...], labels: torch.Tensor) -> torch.Tensor:
@@ -71,6 +90,9 @@ class Teacher:
         groups = x if isinstance(x, tuple) else (x,)
         outputs = []
         for xi in groups:
+            if self._renormalize is not None:  # before any upsampling: the same (both are linear), on fewer pixels
+                scale, bias = self._renormalize
+                xi = torch.addcmul(bias, xi, scale)
             if xi.shape[-1] != self.image_size:
                 xi = F.interpolate(xi, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
             outputs.append(self.model(xi))

@@ -7,6 +7,8 @@ failure (1). Bare ``torchrun ... -m engine.train`` works just as well, with torc
 """
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 from torch.distributed.elastic.multiprocessing import SignalException
@@ -14,7 +16,20 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import main as torchrun_main
 
 
+def _pass_on(signum, frame) -> None:  # noqa: ARG001
+    """SIGUSR2 (SLURM's time-limit warning) would end the agent: the ranks get it instead (they stop
+    gracefully; under SLURM they got it too, and count it once)."""
+    from .job import child_pids
+
+    for pid in child_pids(os.getpid()):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGUSR2, _pass_on)
     try:
         torchrun_main(argv)
     except ChildFailedError as exc:

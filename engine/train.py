@@ -57,6 +57,9 @@ def study_labels(args: argparse.Namespace, run_dir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .stop_request import hold_early_warning
+
+    hold_early_warning()
     args = parse_args(argv)
     fault_hooks.check_environment(report=os.environ.get("RANK", "0") == "0")  # a misset test hook: one warning
     home = args.home or default_home()

@@ -109,7 +109,8 @@ class Trainer:
         self.teacher = None
         if teacher_dir:
             self.teacher = Teacher(teacher_dir, self.device, cfg.train.channels_last, cfg.loss.kd.teacher_mode,
-                                   sync_bn=info.enabled and cfg.train.sync_bn, mixed_targets=cfg.data.mixup.enabled)
+                                   sync_bn=info.enabled and cfg.train.sync_bn, mixed_targets=cfg.data.mixup.enabled,
+                                   student_normalize=cfg.data.normalize)
         self.criterion = Criterion(cfg.loss)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.device)
         self.steps_per_epoch = self.pipeline.steps_per_epoch(cfg.train.batch_size)

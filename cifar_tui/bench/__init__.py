@@ -14,6 +14,12 @@ Sections, one module each, run in this order (BenchPlan.sections selects them by
 ``augment`` (augment.py)
     the recipes' batched augmentations vs torchvision.transforms.v2 per sample, and training
     with RandAugment + MixUp/CutMix vs without.
+``study`` (study.py)
+    a study's tab at 1,000 runs: its first showing, a run's change redrawn, the grid's figures,
+    idle CPU (the real app, headless).
+``slurm`` (slurm.py), only when asked for (``--section slurm``: it submits jobs)
+    ``--launcher slurm`` on the cluster this shell reaches: a 100-run sweep submitted as one array,
+    ``cifar-tui runs`` with 100 runs queued there, a task's start to its ``start`` event.
 
 A new section is a module with ``SECTION = Section(name, run, details)``: ``run(ctx)`` adds its
 figures to ``ctx.out`` (timing its parts with ``ctx.timed``), ``details(results)`` gives its rows
@@ -31,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from . import augment, pipeline, startup, training, tui
+from . import augment, pipeline, slurm, startup, study, training, tui
 from .common import BenchContext, Section, _Progress, cpu_count, cpu_model, device_name, loadavg, resolve_device
 from .pipeline import SeedStyleDataset
 from .plan import GOALS_CPU, GOALS_GPU, REQUIRED_KEYS, BenchPlan, goals_for
@@ -40,7 +46,8 @@ from .render import render_bench as _render
 __all__ = ["BenchContext", "BenchPlan", "GOALS_CPU", "GOALS_GPU", "REQUIRED_KEYS", "SECTIONS", "Section",
            "SeedStyleDataset", "goals_for", "render_bench", "run_bench"]
 
-SECTIONS: list[Section] = [startup.SECTION, pipeline.SECTION, training.SECTION, tui.SECTION, augment.SECTION]
+SECTIONS: list[Section] = [startup.SECTION, pipeline.SECTION, training.SECTION, tui.SECTION, augment.SECTION,
+                           study.SECTION, slurm.SECTION]
 
 _THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
 

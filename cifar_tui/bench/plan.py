@@ -21,6 +21,10 @@ GOALS_CPU: list[tuple[str, str, str, float]] = [
     ("augment_ratio_32", "RandAugment+erasing+MixUp/CutMix batched vs v2 per sample, 32x32", ">=", 10.0),
     ("randaugment_ratio_32", "RandAugment alone, batched vs v2 per image, 32x32", ">=", 10.0),
     ("train_augment_vs_plain_32", "training with RandAugment+MixUp/CutMix vs without, 32x32", ">=", 0.95),
+    ("study_tab_first_s", "a study's tab at 1,000 runs: first showing (s)", "<=", 1.0),
+    ("study_tab_redraw_s", "a study's tab at 1,000 runs: a run's change read and redrawn (s)", "<=", 0.1),
+    ("slurm_submit_100_s", "a 100-run sweep submitted to SLURM as one array (s)", "<=", 2.0),
+    ("slurm_runs_100_s", "`cifar-tui runs` with 100 runs queued in SLURM (s)", "<=", 1.0),
 ]
 GOALS_GPU: list[tuple[str, str, str, float]] = [
     (k, label, op, {"pipeline_ratio_32": 10.0, "pipeline_ratio_224": 10.0, "train_vs_ceiling_224": 0.9}.get(k, goal))
@@ -37,7 +41,8 @@ class BenchPlan:
     """Sizes, steps and repeats of one benchmark run (quick, full, or tiny for tests)."""
 
     repeats: int = 5                       # pipeline windows and engine/ceiling epoch pairs
-    sections: tuple[str, ...] = ("startup", "pipeline", "train", "tui", "augment")
+    sections: tuple[str, ...] = ("startup", "pipeline", "train", "tui", "augment", "study")
+    optional_sections: tuple[str, ...] = ("slurm",)  # run only when named (--section): they submit jobs
     # 1. pipeline
     pipeline_sizes: tuple[int, ...] = (32, 224)
     pipeline_batch: int = 250              # the seed's batch
@@ -59,6 +64,10 @@ class BenchPlan:
     # 4. start-up
     startup_repeats: int = 7
     tui_screen_repeats: int = 5
+    # 6. a study's tab (bench/study.py)
+    study_runs: int = 1000
+    study_repeats: int = 20
+    study_idle_s: float = 10.0
 
     @classmethod
     def full(cls) -> "BenchPlan":
@@ -67,7 +76,7 @@ class BenchPlan:
     @classmethod
     def quick(cls) -> "BenchPlan":
         return cls(repeats=3, pipeline_images=5000, pipeline_min_s=0.5, train_steps=3, tui_steps=3,
-                   tui_phases="HTTHHT", startup_repeats=5, tui_screen_repeats=3, train_224=None)
+                   tui_phases="HTTHHT", startup_repeats=5, tui_screen_repeats=3, train_224=None, study_idle_s=5.0)
 
     def for_device(self, device_type: str) -> "BenchPlan":
         """A GPU runs a step in milliseconds: more steps per timed epoch (same meaning)."""
@@ -84,4 +93,5 @@ class BenchPlan:
         """Seconds, for tests: every code path, meaningless numbers."""
         return cls(repeats=2, pipeline_sizes=(32, 48), pipeline_batch=32, pipeline_images=256, pipeline_min_s=0.05,
                    backbone="test_resnet", train_batch=8, train_steps=2, train_224=False, tui_steps=2, tui_phases="HT",
-                   tui_settle_s=0.2, startup_repeats=1, tui_screen_repeats=1)
+                   tui_settle_s=0.2, startup_repeats=1, tui_screen_repeats=1, study_runs=40, study_repeats=2,
+                   study_idle_s=0.2)

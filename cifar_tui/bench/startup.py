@@ -87,7 +87,8 @@ def _tui_first_screens_tmux(tmux_bin: str, repeats: int, env: dict, home: Path, 
 def bench_startup(ctx: BenchContext) -> None:
     plan, out, prog, workdir = ctx.plan, ctx.out, ctx.prog, ctx.workdir
     home, data_root = workdir / "startup" / "runs", workdir / "startup" / "data"
-    env = {**os.environ, "CIFAR_TUI_HOME": str(home), "CIFAR_TUI_DATA": str(data_root)}
+    # the plan's own cost: its time estimate from history only (a probe is measured once per machine, cached)
+    env = {**os.environ, "CIFAR_TUI_HOME": str(home), "CIFAR_TUI_DATA": str(data_root), "CIFAR_TUI_ESTIMATE_PROBE": "off"}
     for k in ("COLUMNS", "LINES"):
         env.pop(k, None)
     cwd = workdir

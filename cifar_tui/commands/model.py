@@ -164,9 +164,13 @@ def export_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the sidecar (with the parity check) as JSON."),
 ) -> None:
     """A model file that runs without cifar-tui, a JSON sidecar (input, normalisation, classes), a parity check."""
+    from engine.paths import check_out_file
+
     from .common import console, err_console, fail, state
 
     try:
+        if out is not None:
+            check_out_file(out)  # before torch is loaded: a bad --out is said at once
         from engine.export import export_run
 
         result = export_run(state.ws.home, state.ws.data_root, resolve_run(run_id), fmt.value, out, ckpt=ckpt,

@@ -155,7 +155,15 @@ def run(
                                   "(--nproc GPUs for a DDP run), pinned with CUDA_VISIBLE_DEVICES."),
     max_parallel: Optional[int] = typer.Option(None, "--max-parallel", min=1, help="With --parallel: at most this many "
                                                "runs alive at a time on this host (default: one per GPU; 1 without GPUs)."),
-    seeds: int = typer.Option(1, "--seeds", min=1, help="A study: each run repeated with seeds train.seed+0..N-1."),
+    seeds: str = typer.Option("1", "--seeds", metavar="N|auto", help="A study: each run repeated with seeds "
+                              "train.seed+0..N-1; auto: seeds added until each group is resolved (--target-ci, --vs), "
+                              "at most --max-seeds."),
+    max_seeds: Optional[int] = typer.Option(None, "--max-seeds", metavar="N", help="With --seeds auto (required): "
+                                            "the most runs per group."),
+    target_ci: Optional[float] = typer.Option(None, "--target-ci", metavar="PP", help="With --seeds auto: a group is "
+                                              "resolved when its 95% interval is within ±PP accuracy points."),
+    vs: Optional[str] = typer.Option(None, "--vs", metavar="GROUP", help="With --seeds auto: a group is resolved when "
+                                     "its difference to GROUP (a group of the plan, as --dry-run names it) is (p<0.05)."),
     study: Optional[str] = typer.Option(None, "--study", help="A study's name (default: config name + time); "
                                         "an existing one continues (done runs skipped, stopped ones resumed)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (grid x seeds); start nothing."),
@@ -164,6 +172,8 @@ def run(
     slurm_gpus_per_node: Optional[int] = typer.Option(None, "--slurm-gpus-per-node", min=1,
                                                       help="GPUs per node of each job (default: --nproc)."),
     slurm_time: int = typer.Option(24 * 60, "--slurm-time", min=1, help="Time limit of each job, minutes."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="With --seeds auto --launcher slurm: SLURM "
+                                          "tasks that each take the study's next run until it is done (default 1)."),
 ) -> None:
     """Train in the foreground (headless). Ctrl-C stops cleanly and keeps the run resumable.
 
@@ -172,14 +182,19 @@ def run(
     (optim.lr=1e-3,3e-3) or --seeds N makes a study: the grid times the seeds, queued one run per
     GPU (one at a time on the CPU); --dry-run prints the plan."""
     from ..follow import follow_many
+    from .auto import seeds_option
     from .studies import LaunchOptions, is_sweep, sweep
 
-    if is_sweep(overrides, seeds, study, dry_run, launcher):
+    n_seeds, auto = seeds_option(seeds, max_seeds, target_ci, vs)
+    if workers is not None and (auto is None or launcher is not Launcher.slurm):
+        fail(f"--workers {workers}: with --seeds auto --launcher slurm only (a study of --seeds N on SLURM is one "
+             "job array, a task per run; on this host, --max-parallel sets runs at a time)")
+    if is_sweep(overrides, n_seeds, study, dry_run, launcher) or auto:
         opts = LaunchOptions(launcher=launcher, nproc=nproc, nnodes=nnodes, max_parallel=max_parallel,
                              slurm_partition=slurm_partition, slurm_gpus_per_node=slurm_gpus_per_node,
-                             slurm_time=slurm_time)
-        sweep(names, overrides, _cli_overrides([], data, device, epochs), seeds=seeds, study=study, dry_run=dry_run,
-              opts=opts, as_json=as_json)
+                             slurm_time=slurm_time, workers=workers)
+        sweep(names, overrides, _cli_overrides([], data, device, epochs), seeds=n_seeds, study=study, dry_run=dry_run,
+              opts=opts, as_json=as_json, auto=auto)
         return
     extra = _cli_overrides(overrides, data, device, epochs)
     configs = [_load(n, extra) for n in names]  # all checked before anything starts
@@ -193,6 +208,7 @@ def run(
     except ConfigError as exc:
         fail(str(exc))
     try:
+        _say_long_runs(sup, configs, nproc, as_json)
         if parallel:
             for name, cfg in zip(names, configs):
                 sup.enqueue(name, extra, nproc, cfg=cfg, torchrun_args=torchrun_args)
@@ -208,6 +224,26 @@ def run(
         raise typer.Exit(final)
     finally:
         sup.close()
+
+
+def _say_long_runs(sup, configs, nproc: int, json_mode: bool) -> None:
+    """Before the runs start: the time of each that will take over an hour on its device (from
+    earlier runs here, else a short probe: cifar_tui.estimate). A small run is not measured."""
+    from ..estimate import HOUR, Estimator, format_estimate, surely_under
+
+    out = err_console if json_mode else console
+    estimator = Estimator(sup.store, gpus=sup.gpus)
+    for cfg in configs:
+        if surely_under(cfg, HOUR):
+            continue
+        if estimator.needs_probe(cfg, nproc=nproc):
+            key = estimator.key(cfg, nproc=nproc)
+            out.print(f"measuring how fast {key.model} trains on {key.device} (a few seconds; "
+                      f"CIFAR_TUI_ESTIMATE_PROBE=off skips it)…", highlight=False)
+        estimate = estimator.estimate(cfg, nproc=nproc, probe=True)
+        if estimate.known and estimate.seconds >= HOUR:
+            out.print(f"[yellow]estimate:[/] {escape(cfg.name)} takes {escape(format_estimate(estimate))}",
+                      highlight=False)
 
 
 def resume(run_id: str = typer.Argument(..., help="Run id or a unique prefix of it (see `cifar-tui runs`)."),
@@ -245,7 +281,11 @@ def resume(run_id: str = typer.Argument(..., help="Run id or a unique prefix of 
         if sup.schedules_itself:
             from ..supervisor import Submitted
 
-            for outcome in sup.submit_queued():
+            try:
+                outcomes = sup.submit_queued()
+            except ConfigError as exc:  # sbatch refused it (SubmissionRefused): nothing queued
+                fail(str(exc))
+            for outcome in outcomes:
                 if not isinstance(outcome, Submitted):
                     fail(f"{run_id}: {outcome.reason}")
                 console.print(f"resuming {run_id} as SLURM job {outcome.job_id}; follow it with: cifar-tui runs")
@@ -384,7 +424,8 @@ def print_runs(queued: list[dict], rows: list[dict], hidden: int, refused: list[
     for r in rows:
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started_at"])) if r.get("started_at") else "-"
         st = r["status"]
-        device = r.get("device") or (f"{r['launcher']} job {r['job_id']}" if r.get("job_id") else "-")
+        job = f"{r['launcher']} job {r['job_id']}" if r.get("job_id") else None
+        device = (job if st == QUEUED else None) or r.get("device") or job or "-"
         cells.append([r["run_id"], st, r.get("data_source") or "-", device,
                       f"{r.get('epochs_done') or 0}/{r.get('epochs_total') or '?'}", fmt_acc(r.get("best_acc")),
                       fmt_duration(r.get("wall_s")), started, *([r.get("flag") or ""] if flagged else [])])

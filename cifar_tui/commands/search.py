@@ -35,19 +35,27 @@ def tune(
     sampler_seed: Optional[int] = typer.Option(None, "--sampler-seed", help="Seed of the TPE sampler."),
     max_parallel: Optional[int] = typer.Option(None, "--max-parallel", min=1, help="Trials at a time (default: one "
                                                "per GPU, one on the CPU)."),
-    launcher: Launcher = typer.Option(Launcher.local, "--launcher", help="local | local-submitit"),
+    launcher: Launcher = typer.Option(Launcher.local, "--launcher", help="local | local-submitit | slurm (workers "
+                                      "as a job array)"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="With --launcher slurm: SLURM tasks that "
+                                          "each run trials until the study has --trials (default 1)."),
+    slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition", help="SLURM partition."),
+    slurm_gpus_per_node: Optional[int] = typer.Option(None, "--slurm-gpus-per-node", min=0,
+                                                      help="GPUs per worker (default 1; 0 on the CPU)."),
+    slurm_time: int = typer.Option(24 * 60, "--slurm-time", min=1, help="Time limit of each worker, minutes."),
     as_json: bool = typer.Option(False, "--json", help="The best trial as one JSON object at the end."),
 ) -> None:
     """Search settings with Optuna (TPE): each trial an ordinary run of the study; the best trial
-    and its settings printed at the end. Resumable: rerun with the same --study."""
+    and its settings printed at the end. Resumable: rerun with the same --study. With --launcher
+    slurm, --workers N SLURM tasks share the study (runs/optuna.journal) and the command returns
+    once they are submitted."""
     from engine.config import check_plain_name
 
     from ..sweep import default_study_name
     from ..tune import Param, TuneSpec, Tuner, best_trial, parse_param
 
-    if launcher is Launcher.slurm:
-        fail("--launcher slurm: tune follows each trial's epochs to prune it; run it with local or local-submitit "
-             "(a sweep runs on SLURM: cifar-tui run NAME --set k=a,b --launcher slurm)")
+    if workers is not None and launcher is not Launcher.slurm:
+        fail(f"--workers {workers}: with --launcher slurm only (on this host, --max-parallel sets trials at a time)")
     extra = _cli_overrides(list(overrides), data, device, epochs)
     try:
         name_for_study = check_plain_name(study, "--study") if study else default_study_name([name])
@@ -75,6 +83,9 @@ def tune(
                         sampler_seed=sampler_seed)
     finally:
         store.close()
+    if launcher is Launcher.slurm:
+        _submit_workers(spec, workers or 1, slurm_partition, slurm_gpus_per_node, slurm_time)
+        return
     opts = LaunchOptions(launcher=launcher, max_parallel=max_parallel)
     try:
         sup = opts.supervisor()
@@ -90,6 +101,13 @@ def tune(
         verb = "continuing" if tuner.continued else "new"
         console.print(f"study {spec.study} ({verb}): {trials} trials of {name} over "
                       f"{', '.join(p.text for p in parsed)}; pruner {spec.prune}")
+        from engine.config import load_config
+
+        from .studies import print_cost
+
+        left = max(0, trials - tuner._finished())  # each trial as long as the config's run (pruning shortens some)
+        print_cost([load_config(name, extra, state.ws.configs)] * left, opts, as_json=False,
+                   prefix=f"{left} trial{'s' if left != 1 else ''} left, at most: ")
         code = tuner.run()
     finally:
         sup.close()
@@ -97,7 +115,9 @@ def tune(
     if as_json:
         print(json.dumps(best))
     elif best and best["number"] is not None:
-        settings = "  ".join(f"{k}={v}" for k, v in best["params"].items())
+        from ..names import short_settings
+
+        settings = short_settings(best["params"])  # as the trial is named everywhere (`--json`: full precision)
         console.print(f"best trial {best['number']}: test acc {best['value']:.2f}  {settings}  (run {best['run_id']})")
         console.print(f"trials: {', '.join(f'{n} {s}' for s, n in sorted(best['states'].items()))}")
     else:
@@ -105,6 +125,33 @@ def tune(
     if code == 130:
         console.print(f"interrupted; continue with: cifar-tui tune {name} --study {spec.study}")
     raise typer.Exit(code)
+
+
+def _submit_workers(spec, workers: int, partition: Optional[str], gpus_per_node: Optional[int], time_min: int) -> None:
+    """`tune --launcher slurm`: the workers submitted as one job array; the search runs on without us."""
+    from ..launchers import SlurmLauncher, SlurmOptions
+    from ..tune_workers import submit_search
+
+    try:
+        launcher = SlurmLauncher(SlurmOptions(partition=partition, gpus_per_node=gpus_per_node, time_min=time_min,
+                                              nproc=spec.nproc))
+        done = submit_search(state.ws, spec, workers, launcher, command=command_line())
+    except ConfigError as exc:  # bad input, or sbatch refusing (one line naming the option)
+        fail(str(exc))
+    verb = "continuing" if done.continued else "new"
+    console.print(f"study {spec.study} ({verb}): {spec.trials} trials of {spec.config} over "
+                  f"{', '.join(p.text for p in spec.params)}; pruner {spec.prune}; {done.finished} finished so far")
+    if done.finished >= spec.trials:
+        console.print(f"study {spec.study}: nothing left to run")
+        return
+    if done.alive:
+        console.print(f"{len(done.alive)} worker{'s' if len(done.alive) != 1 else ''} of this study already queued "
+                      f"or running (SLURM {', '.join(done.alive)})")
+    if done.job_ids:
+        console.print(f"submitted {len(done.job_ids)} worker{'s' if len(done.job_ids) != 1 else ''} as SLURM job "
+                      f"{done.job_ids[0].split('_')[0]} ({', '.join(done.job_ids)}); their logs: "
+                      f"{state.ws.home}/.jobs/")
+    console.print("follow it with: cifar-tui studies, cifar-tui runs   (the TUI: Leaderboard, f: Studies)")
 
 
 def report(

@@ -22,6 +22,7 @@ from engine.config import ConfigError
 from engine.status import COMPLETED
 
 from .common import EXIT_STOPPED, command_line, console, err_console, fail, open_store, state, supervisor, warn
+from .readout import print_cost, print_groups  # noqa: F401 - print_groups: used by cli.py, search.py, auto.py
 
 
 class Launcher(str, Enum):
@@ -39,6 +40,7 @@ class LaunchOptions:
     slurm_partition: Optional[str] = None
     slurm_gpus_per_node: Optional[int] = None
     slurm_time: int = 24 * 60
+    workers: Optional[int] = None   # --seeds auto on SLURM: array tasks that share the study
 
     def supervisor(self):
         """The supervisor for this launcher (a CLI's own queue)."""
@@ -67,9 +69,13 @@ def print_plan(plan, notes: dict[int, str], as_json: bool) -> None:
     from ..sweep import plan_lines
 
     if as_json:
+        from ..names import name_groups
+
+        configs = {r.group: r.config_name for r in plan.runs}
+        names = name_groups(configs, configs)
         for r in plan.runs:
             print(json.dumps({"study": plan.study, "index": r.index, "config": r.config_name, "overrides": list(r.overrides),
-                              "seed": r.seed, "group": r.group, "existing": notes.get(r.index)}))
+                              "seed": r.seed, "group": r.group, "label": names[r.group], "existing": notes.get(r.index)}))
         return
     sys.stdout.write("\n".join(plan_lines(plan, notes)) + "\n")
     sys.stdout.flush()
@@ -88,6 +94,7 @@ def execute(plan, opts: LaunchOptions, *, as_json: bool, kind: str, spec: dict, 
     except ConfigError as exc:
         fail(str(exc))
     try:
+        new_study = sup.store.study(plan.study) is None
         try:
             queued = queue_plan(sup, plan, kind=kind, spec=spec, nproc=opts.nproc, command=command_line(),
                                 hold=[run for run, _ in held.values()])
@@ -95,6 +102,7 @@ def execute(plan, opts: LaunchOptions, *, as_json: bool, kind: str, spec: dict, 
             sup.cancel_own()
             fail(str(exc))
         print_plan(plan, queued["notes"], as_json)
+        print_cost([r.cfg for r in queued["start"]], opts, as_json)
         # a held run already done, running or resumable is handled like any other
         held = {seed: pair for seed, pair in held.items() if pair[0] in queued["start"]}
         for (_, seed), row in queued["existing"].items():
@@ -104,7 +112,7 @@ def execute(plan, opts: LaunchOptions, *, as_json: bool, kind: str, spec: dict, 
             console.print(f"study {plan.study}: nothing left to run")
             return 0
         if sup.schedules_itself:
-            return _submit(sup, plan, held, queued["items"])
+            return _submit(sup, plan, held, queued["items"], new_study=new_study)
 
         def finish(reaped, code, end) -> int:
             from .runs import _finish
@@ -137,13 +145,22 @@ def _release(sup, plan, run, teacher_run: str) -> int:
     return sup.enqueue(run.config, overrides, 1, study=plan.study, group=run.group)
 
 
-def _submit(sup, plan, held: dict, items: dict) -> int:
-    """SLURM: everything at once (one job array); a distillation run after its teacher's job (afterok)."""
+def _submit(sup, plan, held: dict, items: dict, *, new_study: bool) -> int:
+    """SLURM: everything at once (one job array); a distillation run after its teacher's job (afterok).
+    sbatch refusing (an unknown partition, a time over the limit): one line, exit 2, nothing kept."""
+    from ..launchers import SubmissionRefused
     from ..supervisor import Submitted
 
     code = 0
     submitted = {}  # (config name, seed) -> (run id, job id)
-    for o in sup.submit_queued():
+    try:
+        outcomes = sup.submit_queued()
+    except SubmissionRefused as exc:
+        sup.cancel_own()
+        if new_study and not sup.store.study_runs(plan.study):
+            sup.store.delete_study(plan.study)
+        fail(str(exc))
+    for o in outcomes:
         if isinstance(o, Submitted):
             console.print(f"submitted {o.run_id} as SLURM job {o.job_id}")
             planned = items.get(o.item_id)
@@ -176,16 +193,23 @@ def is_sweep(overrides: List[str], seeds: int, study: Optional[str], dry_run: bo
 
 
 def sweep(names: List[str], overrides: List[str], extra: List[str], *, seeds: int, study: Optional[str],
-          dry_run: bool, opts: LaunchOptions, as_json: bool) -> None:
-    """`cifar-tui run NAME... --set k=a,b --seeds N [--study S] [--dry-run] [--launcher ...]`."""
+          dry_run: bool, opts: LaunchOptions, as_json: bool, auto: Optional[dict] = None) -> None:
+    """`cifar-tui run NAME... --set k=a,b --seeds N|auto [--study S] [--dry-run] [--launcher ...]`;
+    auto: the flags of --seeds auto (commands/auto.py drives it)."""
     from ..sweep import make_plan
 
     try:
         plan = make_plan(names, overrides, seeds, extra=extra, configs_dir=state.ws.configs, study=study)
     except ConfigError as exc:
         fail(str(exc))
+    if auto is not None:
+        from .auto import run_auto
+
+        record = {"names": list(names), "sets": list(overrides), "extra": list(extra)}
+        raise typer.Exit(run_auto(plan, auto, opts, dry_run=dry_run, as_json=as_json, record=record))
     if dry_run:
         print_plan(plan, {}, as_json)
+        print_cost([r.cfg for r in plan.runs], opts, as_json)
         return
     spec = {"names": list(names), "sets": list(overrides), "extra": list(extra), "seeds": seeds}
     raise typer.Exit(execute(plan, opts, as_json=as_json, kind="sweep", spec=spec))
@@ -197,7 +221,8 @@ def sweep(names: List[str], overrides: List[str], extra: List[str], *, seeds: in
 def reproduce(
     seeds: int = typer.Option(1, "--seeds", min=1, help="Runs per experiment (seeds 0..N-1 above the config's)."),
     study: Optional[str] = typer.Option(None, "--study", help="Study name (default: seed-<time>); an existing one continues."),
-    only: Optional[str] = typer.Option(None, "--only", help="Comma list of the seed's experiments to run (default: all 11)."),
+    only: Optional[str] = typer.Option(None, "--only", help="Comma list of the experiments to run (default: the seed's 11 "
+                                       "and resnet18_augment_fresh)."),
     overrides: List[str] = typer.Option([], "--set", help="Override a key in every run: a.b=value (repeatable)."),
     data: Optional[str] = typer.Option(None, "--data", help="cifar100 | synthetic (overrides data.source)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
@@ -210,18 +235,20 @@ def reproduce(
     slurm_gpus_per_node: Optional[int] = typer.Option(None, "--slurm-gpus-per-node", min=1),
     slurm_time: int = typer.Option(24 * 60, "--slurm-time", min=1, help="Minutes per job."),
 ) -> None:
-    """Run the seed's 11 experiments as one study (the distillation run after its teacher), then
-    `cifar-tui report --study S --out report.md` writes the seed's table with ours beside it."""
-    from ..study_report import KD_TEACHERS, SEED_NAMES
+    """Run the seed's 11 experiments as one study (the distillation run after its teacher), and
+    resnet18_augment_fresh beside resnet18_augment (its augmentation drawn afresh every epoch, where
+    the seed's run fixed it per position), then `cifar-tui report --study S --out report.md` writes
+    the seed's table with ours beside it."""
+    from ..study_report import KD_TEACHERS, REPRODUCE_NAMES
     from ..sweep import make_plan, split_list, study_stamp
     from .runs import DataSource, _cli_overrides
 
-    names = list(SEED_NAMES)
+    names = list(REPRODUCE_NAMES)
     if only:
         names = [n.strip() for n in only.split(",") if n.strip()]
-        unknown = [n for n in names if n not in SEED_NAMES]
+        unknown = [n for n in names if n not in REPRODUCE_NAMES]
         if unknown or not names:
-            fail(f"--only {only}: expected some of {', '.join(SEED_NAMES)}")
+            fail(f"--only {only}: expected some of {', '.join(REPRODUCE_NAMES)}")
     for o in overrides:
         try:
             if len(split_list(o)) > 1:
@@ -238,16 +265,17 @@ def reproduce(
                          study=study or f"seed-{study_stamp()}")
     except ConfigError as exc:
         fail(str(exc))
+    opts = LaunchOptions(launcher=launcher, max_parallel=max_parallel, slurm_partition=slurm_partition,
+                         slurm_gpus_per_node=slurm_gpus_per_node, slurm_time=slurm_time)
     if dry_run:
         print_plan(plan, {}, as_json)
+        print_cost([r.cfg for r in plan.runs], opts, as_json)
         return
     held = {}
     for run in plan.runs:
         teacher = KD_TEACHERS.get(run.config_name)
         if teacher and teacher in names:
             held[run.seed] = (run, teacher)
-    opts = LaunchOptions(launcher=launcher, max_parallel=max_parallel, slurm_partition=slurm_partition,
-                         slurm_gpus_per_node=slurm_gpus_per_node, slurm_time=slurm_time)
     spec = {"names": names, "sets": list(overrides), "extra": extra, "seeds": seeds}
     raise typer.Exit(execute(plan, opts, as_json=as_json, kind="seed", spec=spec, held=held))
 
@@ -280,40 +308,6 @@ def studies_cmd(as_json: bool = typer.Option(False, "--json", help="One JSON obj
     console.print(table)
     if not found:
         console.print("no studies yet: cifar-tui run NAME --set optim.lr=1e-3,3e-3 --seeds 3")
-
-
-def print_groups(study: Optional[str], fmt: str = "table", keep: Optional[int] = None) -> None:
-    """One row per group (of the workspace, or of a study) with n, mean ± std and the 95% interval;
-    `keep`: at most that many of each data source (the best)."""
-    from ..report import group_cells, groups_text
-    from ..studies import leaderboard_groups
-    from . import listing
-
-    store = open_store()
-    try:
-        if study and store.study(study) is None and not store.study_runs(study):
-            fail(f"--study {study}: no such study in {state.ws.home} (see `cifar-tui studies`)")
-        groups = leaderboard_groups(store, study)
-    finally:
-        store.close()
-    if fmt != "table":
-        sys.stdout.write(groups_text(groups if keep is None else
-                                     [g for s in ("cifar100", "synthetic") for g in
-                                      [g for g in groups if g["data"] == s][:keep]], fmt))
-        return
-    columns = [listing.Column(c) for c in ("group", "n", "mean ± std", "95% interval", "seed", "seed inside", "diff",
-                                           "epochs", "wall")]
-    for source in ("cifar100", "synthetic"):
-        part = [g for g in groups if g["data"] == source]
-        if not part:
-            continue
-        title = "Groups (CIFAR-100)" if source == "cifar100" else "Synthetic data (not CIFAR-100, not compared with the seed)"
-        shown = part[:keep]
-        listing.print_table(console, title + (f", study {study}" if study else ""), columns,
-                            [group_cells(g) for g in shown])
-        listing.hidden_line(console, len(part) - len(shown), "lower-ranked group", "best")
-    if not groups:
-        console.print("no results yet" + (f" in study {study}" if study else ""))
 
 
 def show_run_if_run(name: str) -> bool:

@@ -109,13 +109,24 @@ def serve(host: str = typer.Option("127.0.0.1", "--host", help="Address to liste
           public: bool = typer.Option(False, "--public", help="Allow a non-loopback --host; every browser must then "
                                       "present the token printed at start."),
           public_url: Optional[str] = typer.Option(None, "--public-url", help="The URL browsers reach this server by, "
-                                                   "when a reverse proxy stands in front (default: the address they used).")) -> None:
+                                                   "when a reverse proxy stands in front (default: the address they used)."),
+          max_sessions: int = typer.Option(4, "--max-sessions", min=1, help="Browser tabs served at once (one "
+                                           "cifar-tui process each); beyond, a 'server full' page."),
+          idle_timeout: str = typer.Option("1h", "--idle-timeout", help="End a session after this long without "
+                                           "input from its tab (90s, 30m, 2h; off: never).")) -> None:
     """The TUI in a browser (textual-serve): one cifar-tui per browser tab, on this workspace.
 
-    Reach it from another machine through SSH: ssh -L 8000:127.0.0.1:8000 HOST, then open
-    http://localhost:8000. Runs outlive the page and the server."""
+    From another machine: ssh -L 8000:127.0.0.1:8000 HOST, then open http://localhost:8000.
+
+    A tab's cifar-tui ends with the tab, after --idle-timeout, and with the server; runs go on."""
+    from engine.watch_config import parse_duration
+
     from ..serve import is_loopback
 
+    try:
+        idle_s = parse_duration(idle_timeout, "--idle-timeout")
+    except ConfigError as exc:
+        fail(str(exc))
     if not is_loopback(host) and not public:
         fail(f"--host {host} is not a loopback address: anyone who can reach it could drive this TUI (launch, stop, "
              f"delete runs). Use an SSH tunnel (ssh -L {port}:127.0.0.1:{port} HOST, then open http://localhost:{port}) "
@@ -125,7 +136,8 @@ def serve(host: str = typer.Option("127.0.0.1", "--host", help="Address to liste
     except ImportError as exc:  # the `web` extra
         fail(f"cifar-tui serve needs textual-serve ({exc}): pip install 'cifar-tui[web]'")
     token = new_token() if public else None
-    server = GuardedServer(app_command(state.ws), host=host, port=port, token=token, public_url=public_url)
+    server = GuardedServer(app_command(state.ws), host=host, port=port, token=token, public_url=public_url,
+                           max_sessions=max_sessions, idle_s=idle_s)
     server.urls = start_urls(host, port, token)
     # each session runs `python -m cifar_tui`: the same package as this one, wherever it was imported from
     project_root = str(Path(__file__).resolve().parents[2])

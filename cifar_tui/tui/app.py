@@ -21,6 +21,7 @@ from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.css.query import NoMatches
+from textual.reactive import Reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
@@ -38,25 +39,29 @@ from .panes.experiments import ExperimentsPane
 from .panes.leaderboard import LeaderboardPane
 from .panes.run_view import RunView
 from .panes.runs import RunsPane
-from .run_tabs import RunTabs
+from .auto_driver import AutoDriver
+from .run_tabs import FIXED_LABELS, RunTabs
 from .runs_index import Changes, RunsIndex
 from .screens import CompareScreen, ConfirmScreen, LaunchPlan, LaunchScreen, MainScreen, QuitScreen
 from .screens.main import NARROW  # narrower: a compact footer, the top bar without "N at a time on ..."
 from .screens.studies import StudiesScreen, StudyChoice, load_studies
+from .study_tabs import StudyTabs, study_pane_id
 from .support import pane_id_for, short_run
 from .widgets.gpu_bar import GpuBar
-from .widgets.text import show
+from .widgets.keys import KeysInOrder
+from .widgets.text import ANSI_DARK, show
 
 FIXED_TABS = ("experiments", "runs", "leaderboard")
 
 
-class CifarTUI(Lifecycle, App):
+class CifarTUI(KeysInOrder, Lifecycle, App):
     """cifar-tui: experiments, live runs, leaderboard."""
 
     CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses elsewhere still find it
     TITLE = "cifar-tui"
     COMMANDS = App.COMMANDS | {CifarCommands}
     COMMAND_PALETTE_BINDING = "ctrl+p"
+    ansi_theme_dark = Reactive(ANSI_DARK, init=False)  # magenta is not red (widgets/text.py)
 
     BINDINGS = [
         # the tabs carry their keys in their labels ("1 Experiments"): the footer keeps its room for the pane's keys
@@ -83,9 +88,12 @@ class CifarTUI(Lifecycle, App):
         self.notices: Announcer | None = None
         self.run_tabs = RunTabs(self)
         self.views = self.run_tabs.views       # run id -> its view (one tab each)
+        self.study_tabs = StudyTabs(self)      # study -> its tab (a study's runs get no tab each)
+        self.auto_driver = AutoDriver(self)    # --seeds auto studies this TUI decides for
         self._activate: set[int] = set()       # queue ids whose tab opens in front when they start
         self.resume_pending: set[str] = set()  # runs to resume once their exiting process is gone
         self._bindings_state: tuple | None = None
+        self._last_data: str | None = None     # the launch form's last data choice (the next form starts there)
 
     def get_default_screen(self) -> Screen:
         return MainScreen(id="_default")
@@ -98,11 +106,11 @@ class CifarTUI(Lifecycle, App):
             yield Static("", id="counts")
         yield GpuBar([], id="gpu-bar")
         with TabbedContent(id="tabs", initial="experiments"):
-            with TabPane("1 Experiments", id="experiments"):
+            with TabPane(FIXED_LABELS[0], id="experiments"):
                 yield ExperimentsPane(self.ws.configs, id="exp-pane")
-            with TabPane("2 Runs", id="runs"):
+            with TabPane(FIXED_LABELS[1], id="runs"):
                 yield RunsPane(id="runs-pane")
-            with TabPane("3 Leaderboard", id="leaderboard"):
+            with TabPane(FIXED_LABELS[2], id="leaderboard"):
                 yield LeaderboardPane(id="lb-pane")
         yield Footer()
 
@@ -137,11 +145,12 @@ class CifarTUI(Lifecycle, App):
         self.notices = Announcer(self, self.sup)
         self.gpu_bar.gpus = list(self.sup.gpus)
         self.refresh_store()
-        # re-attach: every live run gets its tab back; crashed ones are reported
+        # re-attach: every live run gets its tab back (a study's runs: their study's tab); crashed ones are reported
         newest = self.index.newest_first()
         for rid in newest:
             if self.index.runs[rid]["status"] in LIVE:
-                self.call_later(self.open_run, rid, False)
+                study = self.index.runs[rid].get("study")
+                self.call_later(*((self.study_tabs.open, study, False) if study else (self.open_run, rid, False)))
         crashed = [rid for rid in newest if self.index.runs[rid]["status"] == CRASHED]
         if crashed:
             runs = "1 run" if len(crashed) == 1 else f"{len(crashed)} runs"
@@ -177,6 +186,8 @@ class CifarTUI(Lifecycle, App):
             return
         try:
             self.reap_engines()
+            if self.auto_driver.tick():
+                self.refresh_store(force=True)  # our own writes do not move our connection's data_version
             self.refresh_store()
             await self.resume_exited()
             await self.pump_queue()
@@ -191,13 +202,21 @@ class CifarTUI(Lifecycle, App):
         if changes:
             for pane in (self.experiments_pane, self.runs_pane, self.leaderboard_pane):
                 pane.runs_changed(self.index, changes)
+            self.study_tabs.runs_changed(self.index, changes)
             self._draw_counts()
             self.update_bindings()
         self.notices.store_changed(self.index, changes, set(self.views))
         return changes
 
+    def starting_runs(self) -> list[str]:
+        """Runs this app started whose engine has not written its store row yet (seconds: torch, data)."""
+        if self.sup is None or self.index is None:
+            return []
+        return [rid for rid, child in self.sup.children.items()
+                if rid not in self.index.runs and child.launched.process.poll() is None]
+
     def _draw_counts(self) -> None:
-        running, queued = len(self.index.running()), len(self.index.queue)
+        running, queued = len(self.index.running()) + len(self.starting_runs()), len(self.index.queue)
         counts = Text()
         counts.append(f"▶ {running} running", style="bold cyan" if running else "dim")
         counts.append("   ")
@@ -216,6 +235,7 @@ class CifarTUI(Lifecycle, App):
         footer.show_command_palette = self.size.width >= NARROW
         if self.index is not None:
             self._draw_counts()
+        self.run_tabs.fit()
         self._bindings_state = None
         self.update_bindings()
 
@@ -238,8 +258,19 @@ class CifarTUI(Lifecycle, App):
     # ------------------------------------------------------------------ launching + queue
     @on(msg.LaunchRequested)
     def _launch_requested(self, event: msg.LaunchRequested) -> None:
-        self.push_screen(LaunchScreen(event.names, self.ws.configs, self.ws.data_root, gpus=len(self.sup.gpus)),
-                         self._launch_planned)
+        self.push_screen(LaunchScreen(event.names, self.ws.configs, self.ws.data_root, gpus=len(self.sup.gpus),
+                                      data=self.last_data()), self._launch_planned)
+
+    def last_data(self) -> str | None:
+        """The data source chosen last: in a launch form of this app, else the newest run's."""
+        if self._last_data is None and self.index is not None and self.index.runs:
+            return self.index.runs[self.index.newest_first()[0]].get("data_source")
+        return self._last_data
+
+    @on(LaunchScreen.DataChosen)
+    def _data_chosen(self, event: LaunchScreen.DataChosen) -> None:
+        if event.source is not None:
+            self._last_data = event.source
 
     async def _launch_planned(self, plan: LaunchPlan | None) -> None:
         if plan is not None:
@@ -295,12 +326,33 @@ class CifarTUI(Lifecycle, App):
     def _show_studies(self) -> None:
         pane = self.leaderboard_pane
 
-        def chosen(choice: StudyChoice | None) -> None:
-            if choice is not None:
+        async def chosen(choice: StudyChoice | None) -> None:
+            if choice is not None and choice.tab and choice.study:
+                await self.study_tabs.open(choice.study, True)
+                self.update_bindings()
+            elif choice is not None:
                 pane.show_study(choice.study, choice.by_group)
                 self.action_show_tab("leaderboard")
 
         self.push_screen(StudiesScreen(self.ws, load_studies(self.store), current=pane.study), chosen)
+
+    @on(msg.OpenStudy)
+    async def _open_study(self, event: msg.OpenStudy) -> None:
+        await self.study_tabs.open(event.study, True)
+        self.update_bindings()
+
+    @on(msg.CloseStudy)
+    async def _close_study(self, event: msg.CloseStudy) -> None:
+        await self.study_tabs.close(event.study)
+        self.action_show_tab("runs")
+
+    @on(msg.DriveStudy)
+    def _drive_study(self, event: msg.DriveStudy) -> None:
+        error = self.auto_driver.continue_recorded(event.study)
+        if error:
+            self.notify(error, severity="error", timeout=10)
+        else:
+            self.notify(f"study {event.study}: this TUI now adds its seeds", title="Seeds auto", timeout=5)
 
     # ------------------------------------------------------------------ run tabs
     @on(msg.OpenRun)
@@ -330,7 +382,7 @@ class CifarTUI(Lifecycle, App):
         fixed = {"experiments": ExperimentsPane, "runs": RunsPane, "leaderboard": LeaderboardPane}.get(tab)
         if fixed is not None:
             return self.query_one(fixed)
-        return self.run_tabs.view_in(tab)
+        return self.study_tabs.view_in(tab) or self.run_tabs.view_in(tab)
 
     def current_view_run(self) -> str | None:
         view = self.active_pane()
@@ -353,7 +405,7 @@ class CifarTUI(Lifecycle, App):
 
     def _cycle_tab(self, step: int) -> None:
         tabs = self.query_one("#tabs", TabbedContent)
-        ids = list(FIXED_TABS) + [pane_id_for(r) for r in self.views]
+        ids = list(FIXED_TABS) + [study_pane_id(s) for s in self.study_tabs.views] + [pane_id_for(r) for r in self.views]
         try:
             i = ids.index(tabs.active)
         except ValueError:

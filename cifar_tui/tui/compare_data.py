@@ -5,20 +5,20 @@ the config keys that differ, and the provenance keys that differ (`engine.proven
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.provenance import differences
 
+from ..names import name_groups
 from ..report import fmt_acc, fmt_duration
 from ..studies import group_curve
 from ..sweep import GROUP_EXCLUDED
 from .support import config_diff, flatten, fmt_value, short_run
 
 RUN_SUMMARY = ("run", "config", "data", "best acc", "top-5", "best ep", "epochs", "status")
-GROUP_SUMMARY = ("group", "config", "data", "n", "mean ± std", "95% interval", "seed", "inside", "epochs", "wall")
+GROUP_SUMMARY = ("group", "config", "data", "n", "mean ± std", "95% interval", "ref acc", "inside", "epochs", "wall")
 
 
 @dataclass
@@ -59,45 +59,16 @@ def compare_runs(store, home: Path, run_ids: list[str]) -> list[Compared]:
     return out
 
 
-_SETTING = re.compile(r'\S+?=(?:"(?:[^"\\]|\\.)*"|\S*)|\S+')
-
-
-def settings(group: str, config: str | None) -> list[str]:
-    """A group's `key=value` items (sweep.group_key's text) without its config name."""
-    config = config or ""
-    text = group[len(config):] if config and group.startswith(config) else group
-    return _SETTING.findall(text)
-
-
-def group_label(g: dict, shared: set[str] = frozenset()) -> str:
-    """A group's settings without its config name (a column of its own) and without the items
-    every group listed beside it shares (`shared`)."""
-    own = settings(g["group"], g.get("config"))
-    items = [s for s in own if s not in shared]
-    if not items:
-        return "(only the shared settings)" if own else "(the config as is)"
-    return " ".join(items)
-
-
-def shared_settings(groups: list[dict]) -> set[str]:
-    """The `key=value` items all these groups have (none for fewer than two groups)."""
-    if len(groups) < 2:
-        return set()
-    sets = [set(settings(g["group"], g.get("config"))) for g in groups]
-    return set.intersection(*sets)
-
-
 def compare_groups(store, home: Path, groups: list[dict]) -> list[Compared]:
     """Groups (`studies.group_stats` rows): the figures of their completed runs, the mean curve
     of those runs with its band, the config of the first one (seed, device and data root left out)."""
     from ..report import group_cells
 
     out = []
-    shared = shared_settings(groups)
-    one_config = len({g.get("config") for g in groups}) == 1  # then a label is the settings alone
+    names = name_groups([g["group"] for g in groups], {g["group"]: g["config"] for g in groups if g.get("config")})
     for g in groups:
         runs = list(g["runs"]) or list(g["unfinished"])
-        cells = group_cells(g)  # group, n, mean ± std, interval, seed, inside, diff, epochs, wall
+        cells = group_cells(g)  # group, n, mean ± std, interval, ref acc, inside, diff, epochs, wall
         config = _config(store.run(runs[0])) if runs else {}
         for key in GROUP_EXCLUDED:
             section, _, leaf = key.partition(".")
@@ -105,8 +76,8 @@ def compare_groups(store, home: Path, groups: list[dict]) -> list[Compared]:
                 config[section].pop(leaf, None)
         curve = group_curve(store, g["runs"])
         out.append(Compared(
-            key=f"{g['data']}\t{g['group']}", label=group_label(g, shared) if one_config else f"{g['config']} {group_label(g, shared)}",
-            summary=[group_label(g, shared), g["config"] or "?", g["data"], cells[1], cells[2], cells[3], cells[4],
+            key=f"{g['data']}\t{g['group']}", label=names[g["group"]],
+            summary=[names[g["group"]], g["config"] or "?", g["data"], cells[1], cells[2], cells[3], cells[4],
                      cells[5], g["epochs"], fmt_duration(g.get("wall_s"))],
             curve={k: curve[k] for k in ("epochs", "mean", "low", "high")}, config=config,
             run_dirs=[home / rid for rid in runs]))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from engine.config import ConfigError
 from engine.status import LIVE
 
+from ..auto_seeds import AutoSpec
 from ..launch import resume_point
 from ..studies import queue_plan
 from ..supervisor import Refused, Started
@@ -57,7 +58,7 @@ class Lifecycle:
         replaces the refused item (and its tab)."""
         item = next((q for q in self.index.refused if q["id"] == event.item_id), {})
         form = LaunchScreen([event.config], self.ws.configs, self.ws.data_root, gpus=len(self.sup.gpus),
-                            overrides=event.overrides, note=item.get("error"))
+                            overrides=event.overrides, note=item.get("error"), data=self.last_data())
 
         async def done(plan: LaunchPlan | None) -> None:
             if plan is not None:
@@ -103,6 +104,8 @@ class Lifecycle:
         if not self.index.queue:
             self.runs_pane.set_blocked(None)
             return []
+        study_of = {q["id"]: q.get("study") or (self.index.runs.get(q.get("resume_of") or "") or {}).get("study")
+                    for q in self.index.queue}
         pumped = self.sup.pump()
         self.runs_pane.set_blocked(self.sup.blocked)
         for out in pumped:
@@ -111,6 +114,10 @@ class Lifecycle:
                 continue
             activate = out.item_id in self._activate
             self._activate.discard(out.item_id)
+            study = study_of.get(out.item_id)
+            if study and out.run_id not in self.views:  # a study's run: its study's tab, not a tab of its own
+                await self.study_tabs.open(study, activate)
+                continue
             view = await self.open_run(out.run_id, activate)
             view.set_supervised(self.sup.status(out.run_id))
             self.run_tabs.relabel(out.run_id)
@@ -137,16 +144,38 @@ class Lifecycle:
 
     async def queue_study(self: CifarTUI, plan: Plan, *, spec: dict, nproc: int, command: str | None) -> None:
         """A study from the launch form: recorded, and what it still lacks queued (each run with its
-        study and group) or resumed, by `studies.queue_plan` on the supervisor."""
+        study and group) or resumed, by `studies.queue_plan` on the supervisor; a `--seeds auto` one
+        is decided by the auto driver from now on. Its tab opens (one tab for the study, none per run)."""
+        auto = AutoSpec.from_dict(spec)
+        if auto is not None:
+            recorded = self.store.study(plan.study)
+            if recorded is not None and recorded["kind"] != "sweep":
+                self.notify(f"--study {plan.study}: already a {recorded['kind']} study; choose another name",
+                            severity="error", timeout=10)
+                return
+            self.sup.store.save_study(plan.study, "sweep", ",".join(plan.names), spec, command=command)
+            self.auto_driver.add(plan, auto, nproc)
+            self._queued([], plan.names, activate=False)
+            await self.study_tabs.open(plan.study, True, planned=plan.groups())
+            self.auto_driver.tick()
+            self.refresh_store(force=True)
+            await self.pump_queue()
+            self.notify(f"study {plan.study}: seeds auto, {len(plan.groups())} groups", title="Study", timeout=6)
+            return
         target = PlanQueue(self.sup)
         try:
             queued = queue_plan(target, plan, kind="sweep", spec=spec, nproc=nproc, command=command)
         except ConfigError as exc:
             self.notify(str(exc), severity="error", timeout=10)
             return
-        self._queued(list(queued["items"]), plan.names, activate=True)
+        self._queued(list(queued["items"]), plan.names, activate=False)
+        await self.study_tabs.open(plan.study, True, planned=plan.groups())
         for run_id in target.resumes:
-            await self.resume_run(run_id)
+            try:
+                self.sup.resume(run_id)  # its study's tab shows it; no tab of its own
+            except ConfigError as exc:
+                self.notify(str(exc), severity="warning", timeout=8)
+        self.refresh_store(force=True)
         await self.pump_queue()
         self.notify(queued_summary(plan.study, queued), title="Study", timeout=6)
 

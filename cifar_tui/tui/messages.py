@@ -118,3 +118,21 @@ class CompareGroups(Message):
 
 class ShowStudies(Message):
     """Open the studies screen (its choice filters the leaderboard)."""
+
+
+class StudyMessage(Message):
+    def __init__(self, study: str):
+        super().__init__()
+        self.study = study
+
+
+class OpenStudy(StudyMessage):
+    """Open (or bring to the front) the study's tab."""
+
+
+class CloseStudy(StudyMessage):
+    """Close the study's tab (its runs keep going)."""
+
+
+class DriveStudy(StudyMessage):
+    """Decide a `--seeds auto` study's next runs from this TUI (tui/auto_driver)."""

@@ -19,10 +19,28 @@ if TYPE_CHECKING:
     from .app import CifarTUI
 
 
+FIXED_LABELS = ("1 Experiments", "2 Runs", "3 Leaderboard")  # the App's first three tabs
+TAB_PADDING = 2          # a Tab's cells around its label
+MIN_LABEL = 6            # "✔ 1a2b": the status and the run's own four hex digits
+FULL = 1000
+
+
+def fit_name(name: str, width: int) -> str:
+    """`config·1a2b` in `width` cells: the config shortened with an ellipsis, else the hex alone."""
+    if len(name) <= width:
+        return name
+    config, dot, tail = name.rpartition("·")
+    if not dot:
+        return name[:max(1, width - 1)] + "…"
+    keep = width - len(tail) - 2  # "…·"
+    return f"{config[:keep]}…·{tail}" if keep >= 3 else tail
+
+
 class RunTabs:
     def __init__(self, app: CifarTUI):
         self.app = app
         self.views: dict[str, RunView] = {}    # run id -> its view (one tab each)
+        self.label_width = FULL                # the most cells a run tab's label takes (fit())
 
     @property
     def _tabs(self) -> TabbedContent:
@@ -35,6 +53,7 @@ class RunTabs:
             view = RunView(run_id, self.app.ws.home / run_id, id=f"view-{pane_id}")
             self.views[run_id] = view
             await self._tabs.add_pane(TabPane(self.label(run_id), view, id=pane_id))
+            self.fit()
         if activate:
             self._tabs.active = pane_id
             view.focus_main()
@@ -43,6 +62,19 @@ class RunTabs:
     async def close(self, run_id: str) -> None:
         if self.views.pop(run_id, None) is not None:
             await self._tabs.remove_pane(pane_id_for(run_id))
+            self.fit()
+
+    def fit(self) -> None:
+        """Run tab labels short enough that the whole tab bar fits the terminal: it scrolls only when
+        even `✔ 1a2b` labels do not fit, and never while they do (a scrolled bar hid "1 Experiments")."""
+        if not self.views:
+            return
+        room = self.app.size.width - sum(len(label) + TAB_PADDING for label in FIXED_LABELS) - 1
+        budget = max(MIN_LABEL, room // len(self.views) - TAB_PADDING)
+        if budget != self.label_width:
+            self.label_width = budget
+            for run_id in self.views:
+                self.relabel(run_id)
 
     def view_in(self, tab_id: str) -> RunView | None:
         return next((v for rid, v in self.views.items() if pane_id_for(rid) == tab_id), None)
@@ -51,7 +83,7 @@ class RunTabs:
         view = self.views.get(run_id)
         status = view.status if view else STARTING
         label = Text(f"{status_text(status).plain.split()[0]} ", style=STATUS_RICH.get(status, ""))
-        label.append(short_run(run_id))
+        label.append(fit_name(short_run(run_id), self.label_width - 2))
         return Content.from_rich_text(label)
 
     def relabel(self, run_id: str) -> None:

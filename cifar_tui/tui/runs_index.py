@@ -18,6 +18,10 @@ delete) do not move its own connection's data_version: it forces a read after th
 Liveness (is the pid alive, is the heartbeat fresh) is checked only for the rows the store says
 are running, on every refresh, with the store's own `effective_status`.
 
+Runs submitted to a batch scheduler (SLURM) whose engine has not started (`Store.pending_jobs`,
+read with the queue) are listed as `queued` with their job: a new run as a row of its own until
+its engine writes the real one, a resumed run as its row with the status `queued`.
+
 No textual import: unit-tested on a plain Store.
 """
 from __future__ import annotations
@@ -26,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from engine.status import LIVE, RUNNING, effective_status, stall_after_default
+from engine.status import LIVE, QUEUED, RUNNING, effective_status, stall_after_default
 from engine.store import Store
 
 LEFT_OUT = ("config_json",)  # the bulk of a row: read on demand (compare screen)
@@ -72,6 +76,7 @@ class RunsIndex:
         self._clock = clock
         self._top5: dict[str, tuple[tuple, float | None]] = {}  # run id -> ((best_epoch, epochs_done), top-5)
         self._fallback_group: dict[str, str] = {}  # run id -> its group, for runs that recorded none
+        self._jobs: dict[str, dict] = {}    # run id -> its pending batch job (what the rows show)
         self._columns = [r[1] for r in store.conn.execute("PRAGMA table_info(runs)") if r[1] not in LEFT_OUT]
         self._select = f"SELECT rowid, {', '.join(self._columns)} FROM runs"
 
@@ -113,7 +118,36 @@ class RunsIndex:
         if queue != self.queue or refused != self.refused or everything:  # a full read tells every reader everything
             self.queue, self.refused = queue, refused
             changes.queue = True
+        self._read_jobs(changes)
         self._since = now - SLACK_S
+
+    def _read_jobs(self, changes: Changes) -> None:
+        """Runs waiting in a batch scheduler's queue: shown `queued`, with their job."""
+        jobs = {j["run_id"]: j for j in self.store.pending_jobs()}
+        for rid in set(self._jobs) | set(jobs):
+            job = jobs.get(rid)
+            if job == self._jobs.get(rid) and not changes.runs & {rid}:
+                continue
+            stored = self._stored.get(rid)
+            if job is None:  # started (its row is there) or gone from the scheduler
+                if stored is None:
+                    self.runs.pop(rid, None)
+                    changes.removed.add(rid)
+                else:
+                    self.runs[rid] = stored if rid not in self._running else self.runs[rid]
+                    changes.changed.add(rid)
+                continue
+            shown = {"job_id": job["job_id"], "launcher": job["launcher"], "status": QUEUED,
+                     "device": f"{job['launcher']} job {job['job_id']}"}
+            if stored is None:
+                row = dict.fromkeys(self._columns)
+                row.update(run_id=rid, config_name=rid.rsplit("-", 2)[0], **shown)
+                (changes.changed if rid in self.runs else changes.added).add(rid)
+                self.runs[rid] = row
+            elif self.runs[rid]["status"] not in LIVE:
+                self.runs[rid] = dict(stored, **shown)
+                changes.changed.add(rid)
+        self._jobs = jobs
 
     def _fetch(self, sql: str, params: tuple | list = ()) -> list[tuple]:
         cursor = self.store.conn.cursor()

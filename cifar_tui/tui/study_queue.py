@@ -1,8 +1,8 @@
 """`studies.queue_plan` on the App's supervisor.
 
 queue_plan asks a supervisor for `store`, `enqueue(...)` and `resume(run_id)`. New runs go straight
-to the supervisor's queue; resumes are kept for the App, which resumes each one its own way (the
-run's tab opens and shows that it waits for a slot)."""
+to the supervisor's queue; resumes are kept for the App, which resumes each one (the study's tab
+shows it)."""
 from __future__ import annotations
 
 from typing import Sequence

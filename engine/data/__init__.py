@@ -51,8 +51,10 @@ same way; a rank whose share of the short last test batch is empty skips it.
 Randomness never touches the global RNGs.  The epoch order is a function of
 ``(seed, epoch)``; everything random inside a step is a function of
 ``(seed, epoch, step)`` (device pipeline) or ``(seed, epoch, sample index)``
-(albumentations).  Starting at ``(epoch, start_step)`` therefore reproduces the
-batches of an uninterrupted run exactly: there is no RNG state to checkpoint.
+(albumentations; with ``augment_seeding: fixed_per_position``, ``(seed, place in the seed's
+DataLoader worker's sequence)``, the same every epoch).  Starting at ``(epoch, start_step)``
+therefore reproduces the batches of an uninterrupted run exactly: there is no RNG state to
+checkpoint.
 """
 from __future__ import annotations
 

@@ -106,11 +106,41 @@ def _cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def worker_position(position: int, batch_size: int, workers: int) -> int:
+    """Where the image at ``position`` of an epoch falls in its worker's sequence, in the seed's
+    DataLoader: in-order batches go round-robin to ``workers`` workers (worker w gets batches w,
+    w + workers, ...), and each worker augments its batches' images one after another."""
+    batch, offset = divmod(position, batch_size)
+    return (batch // workers) * batch_size + offset
+
+
+def sample_seeds(cfg: DataConfig, seed: int, epoch: int, indices: list[int], positions: range,
+                 batch_size: int) -> list[int]:
+    """The seed each image's transform is drawn from (data.augment_seeding).
+
+    ``per_epoch``: from (seed, epoch, image index), new every epoch.
+    ``fixed_per_position``: what the seed's code did.  Since albumentations 1.4.21 each transform
+    (the OneOf and its five children) keeps its own random.Random and np.random.Generator, seeded
+    from OS entropy when it is built, and 2.0 does not reseed them in DataLoader workers.  The
+    seed builds its OneOf in the main process and never calls it there; every epoch its DataLoader
+    forks ``augment_fixed_workers`` (16) non-persistent workers from that unchanged state, with
+    shuffle off.  The five transforms draw the same number of values for every 32x32 image, so
+    all workers advance in lockstep: the k-th image a worker augments gets the same transform and
+    parameters in every worker and every epoch.  Here that k (:func:`worker_position`) and
+    train.seed give the seed, so the same positions share an augmentation as in the seed; its
+    values came from OS entropy and cannot be matched."""
+    if cfg.augment_seeding == "fixed_per_position":
+        return [seed_int(seed, worker_position(p, batch_size, cfg.augment_fixed_workers), tag="albumentations-fixed")
+                for p in positions]
+    return [seed_int(seed, epoch, i, tag="albumentations") for i in indices]
+
+
 class AlbumentationsPipeline(_PipelineBase):
     """The seed's per-image CPU recipe (augment: albumentations) in DataLoader workers,
     same interface as DevicePipeline.
 
-    Each image is augmented at 32x32 with a transform reseeded from (seed, epoch, index),
+    Each image is augmented at 32x32 with a transform reseeded for it (:func:`sample_seeds`: from
+    (seed, epoch, index), or from its place in the seed's workers' sequences),
     so batches do not depend on the worker count and resume is exact.  Workers return
     whole uint8 batches; they are pinned (CUDA), moved, then resized to ``image_size``
     (batched, bilinear, on the device), converted and normalised like DevicePipeline.
@@ -158,8 +188,10 @@ class AlbumentationsPipeline(_PipelineBase):
         ws, r = self.world_size, self.rank
         plan = []
         for step in range(max(0, start_step), steps):
-            gidx = self._global_batch(order, step, batch_size)[r::ws].tolist()
-            plan.append([(i, seed_int(seed, epoch, i, tag="albumentations")) for i in gidx])
+            gidx = self._global_batch(order, step, batch_size).tolist()
+            seeds = sample_seeds(self.cfg, seed, epoch, gidx, range(step * batch_size, step * batch_size + len(gidx)),
+                                 batch_size)
+            plan.append(list(zip(gidx, seeds))[r::ws])
         if not plan:
             return
         self._sampler.plan = plan

@@ -55,7 +55,11 @@ def test_every_figure_measured_and_consistent(tiny_results):
     assert r["samples"]["tui_attached"] and r["samples"]["tui_headless"]
     assert r["tui_cpu_cores"] is None or r["tui_cpu_cores"] >= 0
     assert r["channels_last"] is True and r["precision"] == "fp32"
-    assert set(r["section_s"]) == {"startup", "pipeline", "train_32", "tui", "augment", "train_augment"}
+    assert set(r["section_s"]) == {"startup", "pipeline", "train_32", "tui", "augment", "train_augment", "study"}
+    # a study's tab (bench/study.py): the tiny plan's 40 runs, 4 groups
+    assert r["study_runs"] == 40 and r["study_groups"] == 4 and r["study_tab_redraws"] >= 3
+    assert all(_positive(r[k]) for k in ("study_tab_first_s", "study_tab_redraw_s", "study_grid_ms"))
+    assert r["study_tab_idle_cores"] >= 0
     # the recipes' augmentations: ratios of the reported medians; the training pairs alternate A/P
     for name in ("augment", "randaugment"):
         engine, ref = r[f"{name}_engine_img_per_s_32"], r[f"{name}_reference_img_per_s_32"]

@@ -252,11 +252,14 @@ def test_list_shows_every_experiment_with_reference(workspace):
     assert [r["name"] for r in rows] == [p.stem for p in paths] and len(paths) >= 12
     for row, path in zip(rows, paths):
         cfg = load_config(path.stem)
-        assert row["error"] is None and row["reference"] == cfg.reference.accuracy, row["name"]
+        ref = cfg.reference
+        assert row["error"] is None and row["ref_acc"] == ref.accuracy, row["name"]
+        assert row["ref_kind"] == (ref.kind if ref.accuracy is not None else None), row["name"]
         sizes = "/".join(map(str, cfg.data.train_sizes)) or str(cfg.data.image_size)  # multi-scale: every size
         assert row["input"] == sizes and row["pretrained"] == cfg.model.pretrained, row["name"]
     by_name = {r["name"]: r for r in rows}
-    assert by_name["resnet18_baseline"]["reference"] == 44.26 and by_name["resnet50_pretrained_arcface_224x224"]["input"] == "224"
+    assert by_name["resnet18_baseline"]["ref_acc"] == 44.26 and by_name["resnet18_baseline"]["ref_kind"] == "seed"
+    assert by_name["resnet50_pretrained_arcface_224x224"]["input"] == "224"
 
 
 def _kd_first_step_loss(student_cfg, home: Path, data_root: Path, teacher_dir: Path, teacher_state: dict) -> dict:

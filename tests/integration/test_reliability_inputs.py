@@ -32,6 +32,7 @@ CASE_TIMEOUT = 120  # a refusal takes well under a second (an engine-side one a 
 EXPECTED = {
     "alias_bomb.yaml": "alias bomb",
     "alias_deep_chain.yaml": "nested more than 50 levels deep after alias expansion",
+    "augment_seeding_off_albumentations.yaml": "data.augment_seeding: fixed_per_position reproduces the seed's albumentations",
     "bad_yaml_mapping_in_scalar.yaml": "invalid YAML (line 1",
     "bad_yaml_tab_indent.yaml": "invalid YAML (line 3",
     "bad_yaml_unclosed_list.yaml": "invalid YAML",

@@ -36,15 +36,26 @@ def _study_rows(home: Path, study: str) -> list[dict]:
         conn.close()
 
 
+@pytest.fixture(autouse=True)
+def _no_probe(workspace):
+    """The plans' time estimates from history only: the probe is estimate.py's to test."""
+    workspace["env"]["CIFAR_TUI_ESTIMATE_PROBE"] = "off"
+
+
 def test_dry_run_prints_the_plan_and_creates_nothing(workspace):
     res = cli(workspace, "run", "resnet18_baseline", "--set", "optim.lr=1e-3,3e-3", "--set",
               "optim.weight_decay=1e-4,1e-3", "--seeds", "3", "--study", "plan", "--dry-run", "--data", "synthetic")
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    assert lines[0] == "study plan: 12 runs (2 optim.lr x 2 optim.weight_decay x 3 seeds), 4 groups"
-    rows = [line.split(None, 2) for line in lines[2:]]
+    assert lines[0] == ("study plan: 12 runs (2 optim.lr x 2 optim.weight_decay x 3 seeds), 4 groups · every group: "
+                        "resnet18_baseline · data=synthetic")
+    rows = [line.split(None, 2) for line in lines[2:14]]
     assert [int(r[0]) for r in rows] == list(range(1, 13)) and [int(r[1]) for r in rows] == [0] * 4 + [1] * 4 + [2] * 4
-    assert rows[1][2] == "resnet18_baseline data.source=synthetic optim.lr=0.001 optim.weight_decay=0.001"
+    assert rows[1][2] == "lr=1e-3 wd=1e-3"  # each group by what sets it apart
+    assert lines[14].startswith("estimated time: ")  # no earlier run, probing off (the test's env): unknown
+    plan = [json.loads(line) for line in cli(workspace, "run", "resnet18_baseline", "--set", "optim.lr=1e-3,3e-3",
+                                               "--dry-run", "--json").stdout.splitlines()]
+    assert [p["label"] for p in plan] == ["lr=1e-3", "lr=3e-3"] and plan[0]["group"].endswith("optim.lr=0.001")
     assert not workspace["home"].exists(), "a dry run created the workspace"
     res = cli(workspace, "run", "resnet18_baseline", "--set", "data.train_sizes=[32,64],[32", "--dry-run")
     assert res.returncode == 2 and "a bracket is not closed" in res.stderr and "Traceback" not in res.stderr
@@ -86,14 +97,25 @@ def test_a_sweep_runs_grid_times_seeds_and_its_group_statistics_are_right(worksp
         half = T_975_DF1 * std / math.sqrt(2)
         assert g["n"] == 2 and g["config"] == "resnet18_baseline" and g["data"] == "synthetic"
         assert g["mean_acc"] == pytest.approx(mean, abs=1e-4) and g["std_acc"] == pytest.approx(std, abs=1e-4)
-        assert g["ci95"] == pytest.approx([mean - half, mean + half], abs=2e-3)
+        assert g["ci95"] == pytest.approx([max(0.0, mean - half), min(100.0, mean + half)], abs=2e-3)  # clamped
+        assert g["ci95_wide"] and g["ci95_clamped"] == (mean - half < 0)  # 2 runs: marked wide
         assert g["reference"] is None and g["ref_in_ci"] is None  # synthetic: never compared with the seed
         assert sorted(g["runs"]) == sorted(r["run_id"] for r in rows if r["group_key"] == group)
     csv_text = cli(workspace, "leaderboard", "--by", "group", "--study", "sw", "--format", "csv").stdout
-    assert csv_text.splitlines()[0].startswith("group,config,data,n,mean_acc,std_acc,ci95_low,ci95_high,reference")
+    assert csv_text.splitlines()[0].startswith("group,label,config,data,n,mean_acc,std_acc,ci95_low,ci95_high")
     assert len(csv_text.splitlines()) == 3
     md = cli(workspace, "leaderboard", "--by", "group", "--study", "sw", "--format", "markdown").stdout
-    assert "Synthetic data" in md and all(g in md for g in best)
+    assert "Synthetic data" in md and all(f"| {groups[g]['label']} |" in md for g in best)
+    assert {g["label"] for g in groups.values()} == {"lr=1e-3", "lr=3e-3"}  # named by what differs
+    vs = {g["label"]: g["vs"] for g in json.loads(cli(workspace, "leaderboard", "--by", "group", "--study", "sw",
+                                                       "--vs", "lr=1e-3", "--format", "json").stdout)}
+    from scipy import stats as sp
+
+    by_label = {groups[g]["label"]: [e for e in accs] for g, accs in best.items()}  # seeds 0, 1 in both: paired
+    ref = sp.ttest_rel(by_label["lr=3e-3"], by_label["lr=1e-3"])
+    assert vs["lr=1e-3"] is None and vs["lr=3e-3"]["test"] == "paired"
+    if math.isfinite(ref.pvalue):
+        assert vs["lr=3e-3"]["p"] == pytest.approx(ref.pvalue, rel=1e-6)
 
     import yaml
 
@@ -133,12 +155,15 @@ def test_the_seed_study_runs_distillation_after_its_teacher_and_the_report_match
     table = [line for line in text.splitlines() if line.startswith("| ") and ".yaml" in line]
     assert [line.split(" | ")[0][2:].split(".yaml")[0] for line in table] == list(SEED_NAMES)
     board = json.loads(cli(workspace, "leaderboard", "--by", "group", "--study", "seedy", "--format", "json").stdout)
+    from cifar_tui.report_figures import figure_name
+
     for g in board:
         row = next(line for line in table if line.startswith(f"| {g['config']}.yaml"))
         cells = row.split(" | ")
-        assert cells[3] == f"{g['mean_acc']:.2f}" and cells[4] == str(g["n"]) and "synthetic data" in cells[9]
-        png = out.parent / "report_files" / f"{g['config']}.png"
+        assert cells[3] == f"{g['mean_acc']:.2f}" and cells[4] == str(g["n"]) and "synthetic data" in cells[13]
+        png = out.parent / "report_files" / figure_name(g)  # its own figure, linked from its row
         assert f"(report_files/{png.name})" in row and png.stat().st_size > 1000
+    assert "## The seed's claims" in text and "| distillation does not help |" in text
     assert sum("| not run |" in line for line in table) == len(SEED_NAMES) - 2
 
 
@@ -146,7 +171,10 @@ def _trials(home: Path, study: str):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=study, storage=f"sqlite:///{home / 'optuna.db'}").get_trials()
+    from cifar_tui.tune import _storage
+    from cifar_tui.workspace import Workspace
+
+    return optuna.load_study(study_name=study, storage=_storage(Workspace(home=home, data_root=home))).get_trials()
 
 
 def test_tune_prunes_trials_and_a_pruned_run_ends_pruned(workspace):

@@ -104,6 +104,13 @@ def test_launch_watch_stop_resume_leaderboard(engine_ws):
             rid, view = next(iter(app.views.items()))
             assert app.active_tab == pane_id_for(rid)
             assert rid.startswith("resnet18_baseline-")
+            # listed at once as starting, in the Runs tab and the header (its engine writes its store row
+            # only once torch is imported: seconds after this)
+            assert rid not in app.index.runs, "the engine wrote its store row at once: nothing left to check"
+            assert "▶ 1 running" in str(app.query_one("#counts", Static).render())
+            await pilot.press("2")
+            assert "starting" in app.query_one("#runs-table", DataTable).get_row(rid)[0].plain
+            app.action_show_tab(pane_id_for(rid))
             table = view.query_one("#epochs", DataTable)
 
             # the epoch table fills from the live events
@@ -398,6 +405,12 @@ def test_a_study_from_the_form_runs_with_its_groups(engine_ws):
                 start = next(e for e in read_events(ws.home / r["run_id"] / "events.jsonl") if e["type"] == "start")
                 assert start["study"] == "seeds2" and start["group"] == r["group_key"]
             assert sorted(json.loads(r["config_json"])["train"]["seed"] for r in runs) == [0, 1]
+            # one tab for the study, none per run: its grid filled in with both runs' best accuracies
+            assert app.views == {} and "seeds2" in app.study_tabs.views
+            pane = app.study_tabs.views["seeds2"]
+            await wait_for(pilot, lambda: pane.grid is not None and sorted(
+                (c.status, c.best) for c in pane.grid.cells.values()) == sorted(
+                ("completed", r["best_acc"]) for r in runs), 10, "the study's grid")
             await pilot.press("3", "g")
             table = app.query_one("#lb-groups", DataTable)
             expected = leaderboard_groups(app.store, "seeds2")[0]

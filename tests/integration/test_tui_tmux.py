@@ -107,3 +107,71 @@ def test_installed_cifar_tui_in_tmux(tmp_path):
         deadline = time.monotonic() + 10  # the pane's process dies of the hang-up; the test leaves nothing
         while pid_alive(pane_pid) and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+def field_text(screen: str, label: str) -> str:
+    """What the launch form's field on the row labelled `label` shows (between its borders)."""
+    for line in screen.splitlines():
+        if f" {label} " in line and "▊" in line:
+            return line.split("▊", 1)[1].split("▎", 1)[0].strip()
+    raise AssertionError(f"no field {label!r} on screen:\n{screen}")
+
+
+FORM_FIELDS = ("Epochs", "Batch size", "Learning rate", "Processes", "Overrides")
+
+
+def fields(screen: str) -> dict[str, str]:
+    return {label: field_text(screen, label) for label in FORM_FIELDS}
+
+
+def settled(tmux: Tmux, done, timeout: float = 20.0) -> str:
+    """The screen once the app has handled the keys sent (`done(fields)`), or after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        screen = tmux.screen()
+        if done(fields(screen)) or time.monotonic() > deadline:
+            return screen
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(120)
+def test_keys_sent_at_once_land_in_order_in_the_installed_app(tmp_path):
+    """200 keys in ONE send-keys call, over every field of the launch form, then a bracketed paste
+    between keys: nothing lost, nothing out of order (Textual resolved bound keys after typed ones)."""
+    from tests.unit.test_tui_keys import BURST, OVERRIDES
+
+    tmux_bin = require_tmux()
+    tmux = Tmux(tmux_bin, f"cifar-tui-keys-{os.getpid()}")
+    command = (f"cd {shlex.quote(str(tmp_path))} && env -u COLUMNS -u LINES CIFAR_TUI_ESTIMATE_PROBE=off "
+               f"{shlex.quote(str(EXE))} --home {shlex.quote(str(tmp_path / 'runs'))} "
+               f"--data-root {shlex.quote(str(tmp_path / 'data'))}; echo EXITED-$?; exec sleep 600")
+    tmux("new-session", "-d", "-s", "tui", "-x", "160", "-y", "45", command)
+    pane_pid = int(tmux("display-message", "-p", "-t", "tui", "#{pane_pid}").strip())
+    try:
+        tmux.wait_for("resnet18_baseline", 30)
+        tmux.keys("/")
+        tmux.keys("resnet18_baseline", literal=True)
+        tmux.keys("Enter", "l")
+        tmux.wait_for("Launch resnet18_baseline", 20)
+        time.sleep(0.5)  # the form has taken the focus (Epochs, its text selected)
+        tmux("send-keys", "-t", "tui", *["Space" if k == " " else k for k in BURST])
+        expected = {"Epochs": "40", "Batch size": "128", "Learning rate": "1.002", "Processes": "1",
+                    "Overrides": OVERRIDES}
+        screen = settled(tmux, lambda shown: shown["Overrides"] == OVERRIDES)
+        assert fields(screen) == expected, screen
+        assert field_text(screen, "Seeds / study") == "1", screen
+
+        # back to Overrides (its text selected), a bracketed paste over it, then keys: one tmux call
+        tmux("set-buffer", "-b", "paste", "train.epochs=1 model.backbone=test_resnet", ";",
+             "send-keys", "-t", "tui", "BTab", "BTab", ";", "paste-buffer", "-p", "-d", "-b", "paste", "-t", "tui", ";",
+             "send-keys", "-t", "tui", *["BSpace"] * 11, *"resnet18")
+        screen = settled(tmux, lambda shown: shown["Overrides"].endswith("resnet18"))
+        assert field_text(screen, "Overrides") == "train.epochs=1 model.backbone=resnet18", screen
+
+        tmux.keys("Escape", "q")
+        tmux.wait_for("EXITED-0", 15)
+    finally:
+        subprocess.run([*tmux.base, "kill-server"], capture_output=True)
+        deadline = time.monotonic() + 10
+        while pid_alive(pane_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)

@@ -46,9 +46,11 @@ def require_chromium() -> tuple[str, str]:
 
 
 def _serve(workspace: dict, procs, *args: str, urls: int = 1) -> tuple[subprocess.Popen, list[str]]:
-    """Start `cifar-tui serve ARGS`; returns it and the URLs it printed (once it printed `urls` of them)."""
+    """Start `cifar-tui serve ARGS` in a process group of its own (a test may signal the whole group); returns
+    it and the URLs it printed (once it printed `urls` of them)."""
     proc = procs.add(subprocess.Popen([*CLI, "serve", *args], env={**workspace["env"], "COLUMNS": "300"},
-                                      cwd=workspace["tmp"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+                                      cwd=workspace["tmp"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                      start_new_session=True))
     lines: list[str] = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -62,7 +64,7 @@ def _serve(workspace: dict, procs, *args: str, urls: int = 1) -> tuple[subproces
     raise AssertionError(f"serve printed no URL: {''.join(lines)}")
 
 
-def _browser(tmp: Path):
+def _browser(tmp: Path, page_load_strategy: str = "normal", extra_flags: tuple[str, ...] = ()):
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
@@ -70,7 +72,8 @@ def _browser(tmp: Path):
     chromium, driver = require_chromium()
     options = Options()
     options.binary_location = chromium
-    for flag in CHROME_FLAGS:
+    options.page_load_strategy = page_load_strategy
+    for flag in (*CHROME_FLAGS, *extra_flags):  # a later flag wins
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp / 'chromium-profile'}")
     browser = webdriver.Chrome(service=Service(driver), options=options)

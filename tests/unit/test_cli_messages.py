@@ -64,7 +64,7 @@ def test_a_mistyped_experiment_suggests_the_closest():
     assert "resnet50" not in str(err.value)  # not the whole list
     with pytest.raises(ConfigError) as err:
         load_config("nothing_like_it")
-    assert "known: convnext_tiny_cifar, resnet18_augment, resnet18_baseline" in str(err.value)
+    assert "known: convnext_tiny_cifar, resnet18_augment, resnet18_augment_fresh, resnet18_baseline" in str(err.value)
 
 
 def test_a_mistyped_experiment_on_the_command_line(tmp_path):

@@ -1,21 +1,26 @@
-"""The seed's code, not only its configs (issue 9): each behaviour checked against a reference
+"""The seed's code, not only its configs (issues 9 and 24): each behaviour checked against a reference
 built here independently of the engine: the albumentations transforms built directly, the
 `*bias*` names read off the model, a multi-scale batch run through a model by hand, a train-mode
-teacher forward of the same weights."""
+teacher forward of the same weights, the teacher fed its own pipeline's batch, the seed's dataset
+run through a forked DataLoader as the seed ran it."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
+import warnings
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from engine import data as D
 from engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from engine.config import DataConfig, ModelConfig, OptimConfig, load_config
+from engine.config import ConfigError, DataConfig, ModelConfig, OptimConfig, config_from_dict, load_config
 from engine.data.pipeline import MIN_SCALE_GROUP, scale_groups
 from engine.hooks import TrainerHook
 from engine.models import build_model
@@ -298,11 +303,11 @@ def test_multiscale_resume_repeats_the_same_groups(tmp_path):
 # 4. the KD teacher: frozen, in training mode (batch statistics), buffers untouched
 
 
-def _teacher_run(home: Path, image_size: int = 48) -> tuple[str, dict]:
+def _teacher_run(home: Path, image_size: int = 48, normalize: str = "none") -> tuple[str, dict]:
     """A finished teacher run on disk: config.yaml and checkpoints/best.pt, with running statistics
     far from any batch's so that train- and eval-mode outputs differ."""
     cfg = load_config("resnet50_pretrained_arcface_224x224",
-                      [*TINY_TRAINER, f"data.image_size={image_size}"], CONFIGS)
+                      [*TINY_TRAINER, f"data.image_size={image_size}", f"data.normalize={normalize}"], CONFIGS)
     torch.manual_seed(3)
     model = build_model(cfg.model)
     with torch.no_grad():
@@ -358,3 +363,167 @@ def test_seed_kd_config_uses_a_train_mode_teacher():
     kd = load_config("resnet18_pretrained_arcface_kd", configs_dir=CONFIGS).loss.kd
     assert kd.teacher_mode == "train"
     assert math.isclose(kd.temperature, 4.0) and math.isclose(kd.alpha, 0.7)
+
+
+def test_teacher_sees_its_own_normalisation(tmp_path):
+    """A teacher trained with normalize: cifar100 distilled into a normalize: none student (issue 24):
+    its logits are those of the teacher's own pipeline's batch, not of the student's."""
+    home = tmp_path / "runs"
+    teacher_id, weights = _teacher_run(home, normalize="cifar100")
+    cfg = load_config("resnet18_pretrained_arcface_kd",
+                      [*TINY_TRAINER, f"loss.kd.teacher={teacher_id}", "loss.kd.teacher_mode=eval",
+                       "train.channels_last=false"], CONFIGS)
+    assert cfg.data.normalize == "none" and cfg.data.augment == "none" and not cfg.data.shuffle
+    trainer = Trainer(cfg, run_id="student", home=home, data_root=tmp_path / "data", hooks=[StopAfterFirstStep()])
+    trainer.prepare()
+    teacher_out: list[torch.Tensor] = []
+    teacher_logits = trainer.teacher.logits
+    trainer.teacher.logits = lambda x, y: teacher_out.append(teacher_logits(x, y)) or teacher_out[-1]
+    assert trainer.run() == 130
+
+    # the same images as the teacher's own pipeline makes them (at 32x32: uint8 resizing rounds), then 48x48
+    own = D.DevicePipeline(trainer.dataset, trainer.teacher.cfg.data.model_copy(update={"image_size": 32}), "cpu",
+                           channels_last=False)
+    x, y = next(own.train_batches(0, 0, cfg.train.batch_size))
+    assert float(x.min()) < -1  # cifar100 statistics, not x / 255
+    reference = build_model(trainer.teacher.cfg.model)
+    reference.load_state_dict(weights)
+    reference.train(False)
+    with torch.no_grad():
+        expected = hand_arcface(reference(F.interpolate(x, size=(48, 48), mode="bilinear", align_corners=False)), y)
+        student_view = hand_arcface(reference(F.interpolate((x * torch.tensor([0.2673, 0.2564, 0.2762]).view(1, 3, 1, 1)
+                                                             + torch.tensor([0.5071, 0.4865, 0.4409]).view(1, 3, 1, 1)),
+                                                            size=(48, 48), mode="bilinear", align_corners=False)), y)
+    torch.testing.assert_close(teacher_out[0], expected, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(student_view, expected, atol=1e-2)  # what it was fed before: x / 255
+
+
+# ---------------------------------------------------------------------------
+# 5. the augment run's seeding (issue 24): the seed's DataLoader workers replay one parameter
+# sequence, the same every epoch; data.augment_seeding: fixed_per_position does the same
+
+BATCH, LOADER_WORKERS, STEPS = 8, 2, 6  # 48 images; worker 0 gets batches 0, 2, 4 and worker 1 gets 1, 3, 5
+SAME_PLACE_IN_A_WORKER = {(a, b) for a in range(STEPS) for b in range(a + 1, STEPS)
+                          if a // LOADER_WORKERS == b // LOADER_WORKERS}  # {(0, 1), (2, 3), (4, 5)}
+
+
+def _one_batch_repeated() -> D.Dataset:
+    """Every batch holds the same 8 images: two batches come out equal when they got the same augmentations."""
+    base = D.synthetic_dataset(0, BATCH, 4)
+    train = D.Split(images=np.tile(base.train.images, (STEPS, 1, 1, 1)), labels=np.tile(base.train.labels, STEPS))
+    return D.Dataset(train=train, test=base.test, classes=base.classes, source="synthetic")
+
+
+def _equal_pairs(batches: list[torch.Tensor]) -> set[tuple[int, int]]:
+    return {(a, b) for a in range(len(batches)) for b in range(a + 1, len(batches)) if torch.equal(batches[a], batches[b])}
+
+
+class _SeedAugDataset(torch.utils.data.Dataset):
+    """The seed's CIFAR100AugDataset (dataset.py): DefaultImageAug(p=1) built once, in the main process;
+    __getitem__ augments the HWC image (the seed's resize from 32 to 32 left out)."""
+
+    def __init__(self, images_hwc: np.ndarray):
+        import albumentations as A
+
+        self.images = images_hwc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.aug = A.OneOf([A.ShiftScaleRotate(), A.CoarseDropout(), A.ColorJitter(), A.HorizontalFlip(),
+                                A.VerticalFlip()], p=1)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, idx: int) -> np.ndarray:
+        return self.aug(image=self.images[idx])["image"]
+
+
+def _pipeline(ds: D.Dataset, seeding: str, **kw) -> D.AlbumentationsPipeline:
+    cfg = DataConfig(source="synthetic", augment="albumentations", shuffle=False, num_workers=0,
+                     augment_seeding=seeding, augment_fixed_workers=LOADER_WORKERS)
+    return D.make_pipeline(ds, cfg, "cpu", channels_last=False, **kw)
+
+
+def test_the_seeds_workers_repeat_one_sequence_every_epoch_and_fixed_per_position_does_too():
+    import cv2
+
+    cv2.setNumThreads(0)  # OpenCV's thread pool must not be inherited by the forked workers
+    ds = _one_batch_repeated()
+    # the seed's own structure, run: shuffle off, non-persistent forked workers, two epochs
+    seed_set = _SeedAugDataset(np.ascontiguousarray(ds.train.images.transpose(0, 2, 3, 1)))
+    loader = torch.utils.data.DataLoader(seed_set, batch_size=BATCH, num_workers=LOADER_WORKERS, shuffle=False)
+    seed_epochs = [list(loader) for _ in range(2)]
+    assert not torch.equal(seed_epochs[0][0], torch.from_numpy(seed_set.images[:BATCH]))  # it does augment
+    assert all(torch.equal(a, b) for a, b in zip(*seed_epochs))  # epoch 1 is epoch 0 again
+    assert _equal_pairs(seed_epochs[0]) == SAME_PLACE_IN_A_WORKER  # the workers repeat each other
+
+    fixed = _pipeline(ds, "fixed_per_position")
+    ours = [[x for x, _ in fixed.train_batches(epoch, 0, BATCH)] for epoch in (0, 1)]
+    assert all(torch.equal(a, b) for a, b in zip(*ours))
+    assert _equal_pairs(ours[0]) == SAME_PLACE_IN_A_WORKER
+    other_seed = [x for x, _ in fixed.train_batches(0, 1, BATCH)]  # train.seed draws the values
+    assert not any(torch.equal(a, b) for a, b in zip(ours[0], other_seed))
+    rank1 = [x for x, _ in _pipeline(ds, "fixed_per_position", rank=1, world_size=2).train_batches(0, 0, BATCH)]
+    assert all(torch.equal(a[1::2], b) for a, b in zip(ours[0], rank1))  # DDP: the ranks share the global batch
+
+    fresh = _pipeline(ds, "per_epoch")
+    drawn = [[x for x, _ in fresh.train_batches(epoch, 0, BATCH)] for epoch in (0, 1)]
+    assert not any(torch.equal(a, b) for a, b in zip(*drawn))  # new augmentations every epoch
+    assert _equal_pairs(drawn[0]) == set()  # and every image its own
+
+
+def test_the_seeds_sixteen_workers_share_3250_parameter_sets():
+    """Batch 250, 16 workers, 50000 images: 200 batches; workers 0-7 get 13, 8-15 get 12; position 250
+    (batch 1) is worker 1's first image, 4000 (batch 16) worker 0's 251st."""
+    from engine.data.seed_augment import worker_position
+
+    assert [worker_position(p, 250, 16) for p in (0, 249, 250, 4000, 4253, 49999)] == [0, 249, 0, 250, 253, 3249]
+    uses = Counter(worker_position(p, 250, 16) for p in range(50000))
+    assert len(uses) == 3250 and set(uses[j] for j in range(3000)) == {16} and set(uses[j] for j in range(3000, 3250)) == {8}
+    cfg = load_config("resnet18_augment", configs_dir=CONFIGS).data
+    assert (cfg.augment_seeding, cfg.augment_fixed_workers) == ("fixed_per_position", 16)
+    assert "fixed, distorted" in load_config("resnet18_augment", configs_dir=CONFIGS).reference.source
+    fresh = load_config("resnet18_augment_fresh", configs_dir=CONFIGS)
+    assert fresh.data.augment_seeding == "per_epoch" and fresh.reference.accuracy is None
+    # apart from the seeding (and the name and words), the same experiment
+    same = {k: v for k, v in cfg.model_dump().items() if not k.startswith("augment_seeding")}
+    assert {k: v for k, v in fresh.data.model_dump().items() if not k.startswith("augment_seeding")} == same
+    for section in ("model", "loss", "optim", "schedule", "train", "eval"):
+        assert getattr(fresh, section) == getattr(load_config("resnet18_augment", configs_dir=CONFIGS), section)
+
+
+def test_fixed_per_position_is_refused_off_the_albumentations_pipeline(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config("resnet18_baseline", ["data.augment_seeding=fixed_per_position"], CONFIGS)
+    assert "data.augment_seeding" in str(err.value) and "needs data.augment: albumentations (got none)" in str(err.value)
+    from typer.testing import CliRunner
+
+    from cifar_tui.cli import app
+
+    res = CliRunner().invoke(app, ["--home", str(tmp_path / "runs"), "--configs", str(CONFIGS), "show",
+                                   "resnet18_cifar_sgd", "--set", "data.augment_seeding=fixed_per_position"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    (line,) = res.stderr.strip().splitlines()
+    assert "data.augment_seeding" in line and "(got crop_flip)" in line
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    # a run started before the key existed (its config.yaml lacks it) resumes as it started
+    raw = load_config("resnet18_augment", configs_dir=CONFIGS).to_dict()
+    del raw["data"]["augment_seeding"], raw["data"]["augment_fixed_workers"]
+    assert config_from_dict(raw).data.augment_seeding == "per_epoch"
+
+
+def test_reproduce_runs_the_fresh_augmentation_beside_the_seeds(tmp_path):
+    """`cifar-tui reproduce` plans the seed's 11 and resnet18_augment_fresh right after resnet18_augment,
+    so the claim "augmentation hurts" can be judged both ways; the report's table stays the seed's."""
+    from typer.testing import CliRunner
+
+    from cifar_tui.cli import app
+    from cifar_tui.study_report import SEED_NAMES
+
+    res = CliRunner().invoke(app, ["--home", str(tmp_path / "runs"), "--configs", str(CONFIGS), "reproduce",
+                                   "--dry-run", "--json"])
+    assert res.exit_code == 0, res.output
+    planned = [json.loads(line)["config"] for line in res.stdout.splitlines()]
+    at = SEED_NAMES.index("resnet18_augment") + 1
+    assert planned == [*SEED_NAMES[:at], "resnet18_augment_fresh", *SEED_NAMES[at:]]
+    assert "resnet18_augment_fresh" not in SEED_NAMES

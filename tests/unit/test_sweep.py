@@ -54,7 +54,9 @@ def test_the_grid_times_the_seeds_in_order_seeds_outermost_last_list_fastest():
     assert {r.group for r in plan.runs if r.seed == 2} == set(plan.groups())
     assert plan.describe() == "12 runs (2 optim.lr x 2 optim.weight_decay x 3 seeds), 4 groups"
     lines = plan_lines(plan, {5: "completed: x"})
-    assert lines[0] == "study s: 12 runs (2 optim.lr x 2 optim.weight_decay x 3 seeds), 4 groups"
+    assert lines[0] == ("study s: 12 runs (2 optim.lr x 2 optim.weight_decay x 3 seeds), 4 groups · every group: "
+                        "resnet18_baseline · data=synthetic")
+    assert lines[2].split()[2:] == ["lr=1e-3", "wd=1e-4"]  # each run's group by what sets it apart
     assert len(lines) == 14 and lines[6].endswith("(completed: x)") and " 1  " in lines[6]
 
 

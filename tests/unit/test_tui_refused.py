@@ -164,8 +164,8 @@ def test_a_running_run_labels_its_time_left_as_time_left(tmp_path):
                 if view.loaded:
                     break
                 await pilot.pause(0.05)
-            # as the supervisor says of a live engine; read at once, before the app's next look at its
-            # processes (this run has none) can say otherwise
+            # as the supervisor says of a live engine; read at once: the app's once-a-second status
+            # sync would say 'crashed' of this fake run (no process), and a pause lets it run first
             view.supervised = "running"
             view._draw_progress()
             info = shown(view.query_one("#progress-info", Static))

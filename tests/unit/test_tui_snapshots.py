@@ -23,8 +23,11 @@ SIZE = (160, 45)
 
 @pytest.fixture
 def snap_env(tmp_path, monkeypatch):
-    """cwd = tmp (relative paths on screen) and UTC clock formatting."""
+    """cwd = tmp (relative paths on screen), UTC clock formatting, no time probe (the launch form's
+    estimate says unknown: the fixture's runs are another host's)."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CIFAR_TUI_ESTIMATE_PROBE", "off")
+    monkeypatch.setenv("CIFAR_TUI_CACHE", str(tmp_path / "cache"))  # no run-time probe of this machine in a picture
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     yield tmp_path
@@ -277,6 +280,30 @@ def test_snapshot_studies(snap_study, snap_compare):
         await settle(pilot, lambda: isinstance(app.screen, StudiesScreen) and TUNE in app.screen.trials)
 
     check_snapshot(snap_compare, app, "test_snapshot_studies", before)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (160, 45)], ids=["80x24", "160x45"])
+def test_snapshot_study_tab(snap_study, snap_compare, size):
+    """A study's own tab: groups x seeds, the means, the second group against the first (b)."""
+    ws, _, _ = snap_study
+    app = make_app(ws)
+    seen = {}
+
+    async def before(pilot):
+        await settle(pilot)
+        await app.study_tabs.open(STUDY, True)
+        pane = app.study_tabs.views[STUDY]
+        table = pane.query_one("#study-grid", DataTable)
+        await settle(pilot, lambda: table.row_count == 2)
+        await pilot.press("b")  # the first group is the baseline
+        await settle(pilot, lambda: pane.grid is not None and pane.grid.baseline is not None)
+        table.move_cursor(row=1, column=2)  # a run's cell
+        app.clear_notifications()
+        await pilot.pause(0.1)
+        seen["head"] = str(pane.query_one("#study-counts", Static).render())
+
+    check_snapshot(snap_compare, app, f"test_snapshot_study_tab[{size[0]}x{size[1]}]", before, size=size)
+    assert "6 runs" in seen["head"] and "vs lr=1e-3" in seen["head"]
 
 
 # ---------------------------------------------------------------- every tab and the form at 80x24 and 200x50

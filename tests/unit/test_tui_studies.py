@@ -10,8 +10,9 @@ import math
 import statistics
 import time
 
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Input, Select, Static
 
+from cifar_tui.names import short_number
 from cifar_tui.report import fmt_acc, group_cells
 from cifar_tui.studies import group_curve, leaderboard_groups
 from cifar_tui.sweep import group_key, make_plan
@@ -100,9 +101,10 @@ def test_group_rows_are_the_cli_groups_and_a_study_filters_them(tmp_path):
                 half = T_975_2 * std / math.sqrt(len(accs))
                 assert row[4] == "3" and row[5] == f"{mean:.2f} ± {std:.2f}"
                 assert row[6] == f"[{mean - half:.2f}, {mean + half:.2f}]"
-                assert row[12] == group.split("optim.")[1].split(" ")[0].join(["optim.", ""])
+                lr = float(group.split("optim.lr=")[1].split(" ")[0])  # 0.001 -> lr=1e-3: the short name
+                assert row[12] == f"lr={lr:.0e}".replace("e-0", "e-")
             assert "study lr-sweep" in str(app.query_one("#lb-note", Static).render())
-            assert "data.source=synthetic" in str(app.query_one("#lb-note", Static).render())  # shared: said once
+            assert "data=synthetic" in str(app.query_one("#lb-note", Static).render())  # shared: said once
             # by run: only the study's runs; esc: every run again
             await pilot.press("g")
             lb = app.query_one("#lb-table", DataTable)
@@ -134,6 +136,7 @@ def test_launch_form_plans_a_grid_times_seeds_and_queues_it_with_groups(tmp_path
         app = CifarTUI(ws, max_parallel=1)
         async with app.run_test(size=SIZE) as pilot:
             form = await open_form(pilot, app)
+            form.query_one("#f-data", Select).value = "cifar100"  # the config's (the form starts on synthetic here)
             form.query_one("#f-set", Input).value = sets
             form.query_one("#f-seeds", Input).value = "2"
             form.query_one("#f-study", Input).value = "grid"
@@ -141,7 +144,7 @@ def test_launch_form_plans_a_grid_times_seeds_and_queues_it_with_groups(tmp_path
                            "the plan in the form")
             shown = str(form.query_one("#plan", Static).render())
             assert "8 runs (2 optim.lr x 2 optim.weight_decay x 2 seeds), 4 groups" in shown
-            assert "optim.lr=0.001 optim.weight_decay=0.0001" in shown
+            assert "lr=1e-3 wd=1e-4" in shown and "lr=3e-3 wd=1e-3" in shown  # each group by what sets it apart
             assert "Queue 8 runs" in str(form.query_one("#go").label)
             app.sup.pump = lambda: []  # nothing starts: the runs stay queued (no engine in a unit test)
             await pilot.press("ctrl+s")
@@ -257,7 +260,7 @@ def test_studies_screen_shows_an_optuna_studys_best_trial(tmp_path):
             detail = str(screen.query_one("#study-detail", Static).render())
             best = tune["best_run"]
             assert f"best trial #1: {fmt_acc(tune['bests'][best])}%" in detail
-            assert f"optim.lr={tune['best_lr']:.4g}" in detail and best in detail
+            assert f"lr={short_number(tune['best_lr'])}" in detail and best in detail  # as the trial is named
             assert "2 complete, 1 pruned" in detail and "--param optim.lr=log:1e-4:1e-1" in detail
             await pilot.press("enter")  # its runs on the leaderboard
             lb = app.query_one("#lb-table", DataTable)
@@ -265,3 +268,48 @@ def test_studies_screen_shows_an_optuna_studys_best_trial(tmp_path):
             assert {r.key.value for r in lb.ordered_rows} == set(tune["runs"])
 
     asyncio.run(scenario())
+
+
+def test_studies_screen_follows_a_search_that_runs_elsewhere(tmp_path):
+    """Tune workers on SLURM (another process): a trial's run arrives in the store, the trial in the
+    Optuna journal; the open screen shows both without being reopened."""
+    import optuna
+
+    from cifar_tui.tune import _storage
+    from engine.store import Store
+    from tests.support.tui import fake_run
+
+    ws, _, _ = study_workspace(tmp_path)
+    tune = add_tune_study(ws)
+
+    async def scenario():
+        app = CifarTUI(ws, max_parallel=1)
+        async with app.run_test(size=SIZE) as pilot:
+            await until_loaded(pilot, app)
+            await pilot.press("3", "f")
+            await wait_for(pilot, lambda: isinstance(app.screen, StudiesScreen), "the studies screen")
+            screen = app.screen
+            table = screen.query_one("#studies-table", DataTable)
+            await wait_for(pilot, lambda: TUNE in screen.trials, "the best trial")
+            assert text(table.get_row(TUNE)[3]) == "2 completed, 1 pruned"
+            # a worker elsewhere: a fourth trial, better than all, its run in the store and its value in the journal
+            run = fake_run(tmp_path / "runs", "resnet18_baseline", "7fff", epochs=4, overrides=["optim.lr=0.01"],
+                           acc_scale=1.6, t0=tune_t0(app) + 600, study=TUNE)
+            store = Store(tmp_path / "runs")
+            store.rebuild()
+            best = store.run(run)["best_acc"]
+            store.close()
+            search = optuna.load_study(study_name=TUNE, storage=_storage(ws))
+            search.add_trial(optuna.trial.create_trial(
+                params={"optim.lr": 0.01}, distributions={"optim.lr": optuna.distributions.FloatDistribution(
+                    1e-4, 1e-1, log=True)}, value=best, user_attrs={"run_id": run}))
+            await wait_for(pilot, lambda: text(table.get_row(TUNE)[3]) == "3 completed, 1 pruned", "the new run counted")
+            detail = lambda: str(screen.query_one("#study-detail", Static).render())  # noqa: E731
+            await wait_for(pilot, lambda: f"best trial #3: {fmt_acc(best)}%" in detail(), "the new best trial")
+            assert "3 complete, 1 pruned" in detail() and run in detail()
+
+    asyncio.run(scenario())
+
+
+def tune_t0(app) -> float:
+    return max(r["started_at"] or 0 for r in app.store.runs())

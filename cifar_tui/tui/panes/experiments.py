@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Input, Static
 
 from engine.config import ConfigError, load_config
 
-from ...report import experiment_rows, fmt_acc
+from ...report import experiment_rows, fmt_acc, fmt_ref
 from ..messages import LaunchRequested
 from ..runs_index import Changes, RunsIndex
 from ..support import best_by_config, matches_filter
@@ -25,7 +25,7 @@ from ..widgets.text import show
 
 # priority: 0 always shown; the larger, the sooner a column goes on a narrow terminal
 EXP_COLUMNS = (Column("mark", " "), Column("name", "name"), Column("model", "model", 3), Column("input", "input", 5),
-               Column("pretrained", "pre", 6), Column("head_loss", "head/loss", 4), Column("seed", "seed", 2),
+               Column("pretrained", "pre", 6), Column("head_loss", "head/loss", 4), Column("seed", "ref acc", 2),
                Column("best", "best", 1))
 BEST_CELL_WIDTH = len("100.00 syn")
 WIDE = 120  # narrower than this: the config (YAML) goes below the list, shown with `y`
@@ -51,7 +51,7 @@ def exp_values(r: dict, marked: bool, best: dict) -> tuple:
     if r.get("error"):
         return (marked, (r["name"], True), None, "", None, "", None, best_cell)
     return (marked, (r["name"], False), r["model"], r["input"], bool(r["pretrained"]), r["head_loss"],
-            r["reference"], best_cell)
+            fmt_ref(r["ref_acc"], r["ref_kind"]), best_cell)
 
 
 def exp_cells(values: tuple) -> list:
@@ -66,7 +66,8 @@ def exp_cells(values: tuple) -> list:
     else:
         best_cell = Text("-", style="dim")
     return [mark, Text(name, style="bold"), model.replace("/cifar-stem", "·cifar"), size,
-            Text("✔", style="green") if pretrained else Text("·", style="dim"), head_loss, fmt_acc(reference),
+            Text("✔", style="green") if pretrained else Text("·", style="dim"), head_loss,
+            Text(reference, style="italic" if reference.startswith("goal") else ""),
             best_cell]
 
 

@@ -1,11 +1,13 @@
 """The Leaderboard tab: every run with a result (or, with `g`, one row per group: n, mean ± std,
-95% interval, the seed's reference and whether it lies inside), CIFAR-100 ranked apart from
-synthetic; optionally only one study's runs; marks, sorting by any column, compare (runs, or
-groups: mean curves with a band); s / r / d on the highlighted run. Redrawn from the store's
-changes only while in front, and only the cells that changed."""
+95% interval, the reference it is held against and whether it lies inside), CIFAR-100 ranked
+apart from synthetic; optionally only one study's runs; marks, sorting by any column, compare
+(runs, or groups: mean curves with a band); s / r / d on the highlighted run; `b` makes the
+highlighted group the baseline: every other group then shows its difference to it (95% interval,
+p-value, verdict, seeds to resolve it). Groups are named by what sets them apart (cifar_tui.names);
+what they share is said once above them. Redrawn from the store's changes only while in front,
+and only the cells that changed."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -15,99 +17,16 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from ...report import fmt_acc, group_cells, leaderboard_rows
-from ...studies import group_stats
-from ..compare_data import group_label, shared_settings
+from ...report import leaderboard_rows
+from ...studies import group_stats, groups_title, vs_baseline
 from ..messages import CompareGroups, CompareRuns, OpenRun, ShowStudies
 from ..runs_index import Changes, RunsIndex
 from ..widgets.focus import focus_now
 from ..widgets.table_sync import Column, SyncedTable, TableSync
-from ..widgets.text import cell, show, status_text
+from ..widgets.text import show
+from .leaderboard_rows import (GROUP_COLUMNS, GROUP_DESC_FIRST, GROUP_VS_COLUMNS, LB_COLUMNS, LB_DESC_FIRST,  # noqa: F401
+                               group_key, group_row_cells, group_values, lb_cells, lb_values, sort_order)
 from .run_actions import RUN_BINDINGS, RunActions
-
-# priority: 0 always shown; the larger, the sooner a column goes on a narrow terminal
-LB_COLUMNS = (Column("mark", " "), Column("rank", "#"), Column("config", "config"), Column("data", "data", 8),
-              Column("best_acc", "best acc"), Column("top5", "top-5", 2), Column("reference", "seed", 3),
-              Column("diff", "diff", 3), Column("best_epoch", "best ep", 7), Column("epochs", "epochs", 5),
-              Column("wall_s", "wall", 4), Column("status", "status", 1), Column("run_id", "run id", 6, elastic=True))
-LB_DESC_FIRST = {"best_acc", "top5", "reference", "diff", "wall_s", "best_epoch", "epochs"}
-# one row per group; the group's settings last: on a narrow terminal the figures stay in view
-GROUP_COLUMNS = (Column("mark", " "), Column("rank", "#"), Column("config", "config"), Column("data", "data", 8),
-                 Column("n", "n"), Column("mean_acc", "mean ± std"), Column("ci95", "95% interval", 1),
-                 Column("reference", "seed", 4), Column("ref_in_ci", "inside", 3), Column("diff", "diff", 4),
-                 Column("epochs", "epochs", 6), Column("wall_s", "wall", 7), Column("settings", "group", 2, elastic=True))
-GROUP_DESC_FIRST = {"n", "mean_acc", "ci95", "reference", "diff", "wall_s", "epochs"}
-
-
-def lb_values(r: dict, marked: bool) -> tuple:
-    return (marked, (r["rank"], r["data"] != "cifar100"), r["config"], r["data"], r["best_acc"], r.get("top5"),
-            r["reference"], r["diff"], r["best_epoch"], r["epochs"], r["wall"], r["status"] or "?", r["run_id"])
-
-
-def lb_cells(_key: str, values: tuple) -> list:
-    marked, (rank, syn), config, data, best_acc, top5, reference, diff, best_epoch, epochs, wall, status, run_id = values
-    return [
-        Text("●", style="bold magenta") if marked else Text(" "),
-        Text(f"S{rank}" if syn else str(rank), style="magenta" if syn else "bold"),
-        cell(config),
-        Text("synthetic", style="italic magenta") if syn else Text(data, style="cyan"),
-        Text(fmt_acc(best_acc), style="bold"),
-        cell(fmt_acc(top5)),
-        cell(fmt_acc(reference)),
-        Text("-" if diff is None else f"{diff:+.2f}", style="" if diff is None else ("green" if diff >= 0 else "red")),
-        cell(str(best_epoch or "-")), cell(epochs), cell(wall), status_text(status), cell(run_id),
-    ]
-
-
-def group_key(g: dict) -> str:
-    """A group row's key: its data source and group (one group may have runs on both sources)."""
-    return f"{g['data']}\t{g['group']}"
-
-
-def group_values(g: dict, rank: int, marked: bool) -> tuple:
-    """The figures as `cifar-tui leaderboard --by group` prints them (report.group_cells)."""
-    _, n, mean, ci, seed, inside, diff, epochs, wall = group_cells(g)
-    return (marked, (rank, g["data"] != "cifar100"), g["config"] or "?", g["data"], n, mean, ci, seed,
-            (inside, g["ref_in_ci"]), (diff, g["diff"]), epochs, wall, g["settings"])
-
-
-def group_row_cells(_key: str, values: tuple) -> list:
-    marked, (rank, syn), config, data, n, mean, ci, seed, (inside, ok), (diff, d), epochs, wall, settings = values
-    return [
-        Text("●", style="bold magenta") if marked else Text(" "),
-        Text(f"S{rank}" if syn else str(rank), style="magenta" if syn else "bold"),
-        cell(config),
-        Text("synthetic", style="italic magenta") if syn else Text(data, style="cyan"),
-        cell(n), Text(mean, style="bold"), cell(ci), cell(seed),
-        Text(inside, style="" if ok is None else ("green" if ok else "yellow")),
-        Text(diff, style="" if d is None else ("green" if d >= 0 else "red")),
-        cell(epochs), cell(wall), cell(settings),
-    ]
-
-
-def _sortable(v):
-    return v.lower() if isinstance(v, str) else v
-
-
-def sort_order(rows: list[dict], col: str, desc: bool, id_key: str = "run_id") -> list[str]:
-    """Row ids sorted by `col` within each part (CIFAR-100 first, then synthetic); rows without
-    a value for the column go last in their part."""
-
-    def key(r: dict):
-        v = r.get(col)
-        if col == "epochs":  # "3/20" (a run), "20" or "2-3" (a group): the epochs done
-            m = re.match(r"\d+", str(v))
-            v = int(m.group()) if m else 0
-        return _sortable(v)
-
-    out: list[str] = []
-    for synthetic in (False, True):
-        part = [r for r in rows if (r["data"] != "cifar100") == synthetic]
-        present = [r for r in part if r.get(col) is not None]
-        present.sort(key=key, reverse=desc)
-        out += [r[id_key] for r in present] + [r[id_key] for r in part if r.get(col) is None]
-    return out
-
 
 @dataclass
 class Board:
@@ -139,6 +58,7 @@ class LeaderboardPane(RunActions, Vertical):
         Binding("O", "reverse_sort", "Reverse", show=False),
         Binding("g", "by_group", "By group"),   # one of the two `g` is shown: the mode it switches to
         Binding("g", "by_run", "By run"),
+        Binding("b", "baseline", "Baseline"),
         Binding("f", "studies", "Studies"),
         Binding("escape", "all_runs", "All runs"),
     ]
@@ -153,7 +73,8 @@ class LeaderboardPane(RunActions, Vertical):
         self.groups: list[dict] = []           # group_stats rows, ranked (groups)
         self._values: dict[str, tuple] = {}
         self._group_values: dict[str, tuple] = {}
-        self.shared: set[str] = set()          # settings every listed group has
+        self.title = ""                        # what every listed group shares
+        self.baseline: str | None = None       # the group the others are held against (its full key)
         self._index: RunsIndex | None = None
 
     def compose(self) -> ComposeResult:
@@ -224,12 +145,23 @@ class LeaderboardPane(RunActions, Vertical):
         ranks: dict[str, int] = {}
         self.groups = []
         stats = group_stats(self._index.group_rows(self.study))
-        self.shared = shared_settings(stats)  # said once in the note, not on every row
+        self.title = groups_title(stats)  # said once in the note, not on every row
+        if self.baseline is not None and not any(g["group"] == self.baseline for g in stats):
+            self._set_baseline(None)  # its runs are gone (or another study is listed)
+        if self.baseline is not None:
+            vs_baseline(stats, self.baseline)
         for g in stats:
             ranks[g["data"]] = ranks.get(g["data"], 0) + 1
-            self.groups.append(dict(g, key=group_key(g), rank=ranks[g["data"]],
-                                    ci_low=g["ci95"][0] if g["ci95"] else None, settings=group_label(g, self.shared)))
-        self._group_values = {g["key"]: group_values(g, g["rank"], g["key"] in self.marked_groups) for g in self.groups}
+            vs = g.get("vs") or {}
+            self.groups.append(dict(g, key=group_key(g), rank=ranks[g["data"]], ci_low=g["ci95"][0] if g["ci95"] else None,
+                                    settings=g["label"], vs_diff=vs.get("diff"), vs_seeds=vs.get("seeds"),
+                                    vs_p=vs.get("p"), vs_verdict=vs.get("verdict")))
+        self._group_values = {g["key"]: self._group_row(g) for g in self.groups}
+        columns = GROUP_VS_COLUMNS if self.baseline is not None else GROUP_COLUMNS
+        if self.groups_board.columns is not columns:  # the vs columns come and go with the baseline
+            self.groups_board.columns = columns
+            self.groups_board.sync.reset()
+            self.groups_board.sync.set_columns(columns)
         self.marked_groups &= self._group_values.keys()
         col, desc = self.groups_board.sort
         self.groups_board.sync.show(sort_order(self.groups, "ci_low" if col == "ci95" else col, desc, id_key="key"),
@@ -255,9 +187,14 @@ class LeaderboardPane(RunActions, Vertical):
                 note.append("best acc of completed runs: mean ± std, t 95% interval", style="dim")
                 if self.marked_groups:
                     note.append(f" · {len(self.marked_groups)} marked", style="bold magenta")
-                if self.shared:
+                if self.baseline is not None:
+                    base = next((g["label"] for g in self.groups if g["group"] == self.baseline), self.baseline)
+                    note.append(" · vs ", style="dim")
+                    note.append(base, style="bold yellow")
+                    note.append(" (b: none)", style="dim")
+                if self.title:
                     note.append(" · every group: ", style="dim")
-                    note.append(" ".join(sorted(self.shared)))
+                    note.append(self.title)
             self._show_note(note)
             return
         n_syn = len([r for r in self.rows if r["data"] != "cifar100"])
@@ -360,6 +297,8 @@ class LeaderboardPane(RunActions, Vertical):
             return self.study is not None
         if action in ("stop", "resume", "delete") and self.by_group:
             return False  # a group row is not a run
+        if action == "baseline":
+            return self.by_group
         if action == "compare":
             return True if len(self.marked_groups if self.by_group else self.marked) >= 2 else None
         return super().check_action(action, parameters)
@@ -372,13 +311,31 @@ class LeaderboardPane(RunActions, Vertical):
         if self.by_group:
             self.marked_groups.symmetric_difference_update({key})
             g = next(g for g in self.groups if g["key"] == key)
-            self._group_values[key] = group_values(g, g["rank"], key in self.marked_groups)
+            self._group_values[key] = self._group_row(g)
             board.sync.update({key: self._group_values[key]})
         else:
             self.marked.symmetric_difference_update({key})
             self._values[key] = lb_values(next(r for r in self.rows if r["run_id"] == key), key in self.marked)
             board.sync.update({key: self._values[key]})
         self._note()  # the cursor stays on the row: the next key acts on what the user sees
+        self.app.update_bindings()
+
+    def _group_row(self, g: dict) -> tuple:
+        return group_values(g, g["rank"], g["key"] in self.marked_groups, with_vs=self.baseline is not None)
+
+    def _set_baseline(self, group: str | None) -> None:
+        """Hold every group against `group` (None: against none); the table gets the vs columns."""
+        self.baseline = group
+        self.groups_board.stale = True
+
+    def action_baseline(self) -> None:
+        """The highlighted group becomes the baseline (again on it: no baseline)."""
+        key = self.groups_board.sync.cursor_key()
+        g = next((g for g in self.groups if g["key"] == key), None)
+        if g is None:
+            return
+        self._set_baseline(None if self.baseline == g["group"] else g["group"])
+        self.redraw(force=True)
         self.app.update_bindings()
 
     def action_compare(self) -> None:

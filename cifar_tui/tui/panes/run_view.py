@@ -31,7 +31,7 @@ from ..widgets.charts import RunCharts
 from ..widgets.focus import focus_now
 from ..widgets.table_sync import Column, SyncedTable, TableSync
 from ..widgets.telemetry import RunTelemetry
-from ..widgets.text import show, status_text
+from ..widgets.text import NOT_STARTED, show, status_text
 from .classes import ClassesPanel
 from .run_actions import RUN_BINDINGS, RunActions
 
@@ -164,6 +164,12 @@ class RunView(RunActions, Vertical):
         if action == "evaluate":
             return True if self.finished else None
         return super().check_action(action, parameters)
+
+    def explain_disabled(self, action: str, parameters: tuple[object, ...]) -> str | None:
+        if action == "evaluate":
+            return (f"e evaluates a finished run's best checkpoint (the Classes panel): {short_run(self.run_id)} is "
+                    f"{self.status}{'' if self.loaded else ' (its events are still being read)'}")
+        return super().explain_disabled(action, parameters)
 
     def action_retry(self) -> None:
         item = self.refused_item
@@ -334,9 +340,14 @@ class RunView(RunActions, Vertical):
         title.no_wrap, title.overflow = True, "ellipsis"
         self._show("#run-title", title)
 
+    @property
+    def never_started(self) -> bool:
+        """Its launch was refused before the engine's `start` (the Runs tab's `✖ not started`)."""
+        return self.start_error is not None and self.state.start is None
+
     def _draw_status(self) -> None:
         status = self.status
-        text = status_text(status)
+        text = Text(NOT_STARTED, style="bold red") if self.never_started else status_text(status)
         if self.state.best_acc is not None:
             text.append(f"   best {self.state.best_acc:.2f}% @ {self.state.best_epoch}", style="bold")
         self._show("#run-status", text, layout=True)  # width: auto
@@ -366,7 +377,7 @@ class RunView(RunActions, Vertical):
         total_epochs = st.epochs_total or "?"
         status = self._progress_status = self.status
         self._draw_error(status)
-        if self.start_error is not None and st.start is None:
+        if self.never_started:
             label(Text("not started", style="bold red"))
             bar.update(total=1, progress=0)
             info(Text("its launch was refused (below): l opens the form to change its settings", style="bold red"))
@@ -417,7 +428,7 @@ class RunView(RunActions, Vertical):
 
     def _draw_error(self, status: str) -> None:
         """Why the run failed or never started, in full (wrapped) under the progress line."""
-        error = self.start_error if self.start_error is not None and self.state.start is None else (
+        error = self.start_error if self.never_started else (
             self.state.error if status == FAILED else None)
         box = self.query_one("#run-error", Static)
         box.display = bool(error)

@@ -18,7 +18,7 @@ from ..runs_index import Changes, RunsIndex
 from ..support import short_run
 from ..widgets.focus import focus_now
 from ..widgets.table_sync import Column, LazyRows, SyncedTable, TableSync
-from ..widgets.text import cell, show, status_text
+from ..widgets.text import NOT_STARTED, cell, show, status_text
 from .run_actions import RUN_BINDINGS, RunActions
 
 # priority: 0 always shown; the larger, the sooner a column goes on a narrow terminal
@@ -30,7 +30,6 @@ REFUSED_PREFIX = "refused:"
 HINT = "enter open · s stop · r resume · d delete (or cancel a queued item)"
 EMPTY_HINT = "no runs yet: pick an experiment in the Experiments tab (1) and press l"
 REFUSED_HINT = "l retry with changed settings (the launch form) · d dismiss"
-NOT_STARTED = "✖ not started"
 
 
 def _when(t: float | None) -> str:
@@ -52,6 +51,12 @@ def queue_values(item: dict) -> tuple:
     what = f"resume {short_run(item['resume_of'])}" if item.get("resume_of") else f"queue #{item['id']}"
     return ("queued", what, item["config"] if not item.get("resume_of") else "-", _source(item["overrides"]),
             f"{nproc} procs" if nproc > 1 else "-", "-", "-", "-", _when(item["created_at"]))
+
+
+def starting_values(run_id: str, status: str) -> tuple:
+    """A run this app has just started, before its engine writes its store row (importing torch,
+    preparing data: seconds)."""
+    return (status, run_id, run_id.rsplit("-", 2)[0], "-", "-", "0/?", "-", "-", _when(time.time()))
 
 
 def refused_values(item: dict) -> tuple:
@@ -89,6 +94,7 @@ class RunsPane(RunActions, Vertical):
         self._started: dict[str, float | None] = {}   # run id -> started_at (the order: newest first)
         self._queue: dict[str, dict] = {}             # key -> queued item, in queue order
         self._refused: dict[str, dict] = {}           # key -> refused item, newest first
+        self._starting: list[str] = []                # runs this app started that the store has no row of yet
         self._pending = Changes()                     # what changed since the last redraw
         self._index: RunsIndex | None = None
         self._stale = True                            # nothing drawn yet: draw every row
@@ -151,12 +157,29 @@ class RunsPane(RunActions, Vertical):
                 self._values.pop(key, None)
             self._queue = {f"{QUEUE_PREFIX}{item['id']}": item for item in index.queue}
             self._refused = {f"{REFUSED_PREFIX}{item['id']}": item for item in reversed(index.refused)}
+        starting = [rid for rid in self.app.starting_runs() if rid not in index.runs]
+        if set(starting) != set(self._starting):
+            reorder = True
+            for rid in self._starting:
+                self._values.pop(rid, None)  # its store row arrived (or it was refused): drawn afresh
+        self._starting = starting
         if reorder:
-            self.sync.show([*self._refused, *self._queue, *index.newest_first()], self._values)
+            self.sync.show([*self._refused, *self._queue, *starting, *index.newest_first()], self._values)
+            self._cursor_off_launches()
         else:
             self.sync.update({rid: self._values[rid] for rid in p.runs if rid in index.runs})
         self._stale = False
         self._draw_hint()
+
+    def _cursor_off_launches(self) -> None:
+        """The cursor starts on the newest run, not on a refused or queued launch listed above it
+        (Enter opens a run; a launch's own keys are l and d)."""
+        key = self.highlighted() or ""
+        table = self.table
+        if table.cursor_row == 0 and key.startswith((QUEUE_PREFIX, REFUSED_PREFIX)):
+            first_run = len(self._refused) + len(self._queue)
+            if first_run < table.row_count:
+                table.move_cursor(row=first_run, animate=False)
 
     def set_blocked(self, reason: str | None) -> None:
         """Why the queue's next item waits (None: it does not): shown under the table."""
@@ -184,7 +207,9 @@ class RunsPane(RunActions, Vertical):
             return queue_values(self._queue[key])
         if key.startswith(REFUSED_PREFIX):
             return refused_values(self._refused[key])
-        row = self._index.runs[key]
+        row = self._index.runs.get(key)
+        if row is None:  # started by this app, its engine not yet in the store
+            return starting_values(key, self.app.run_status(key))
         return run_values(row, self.app.shown_status(key, row))
 
     # ------------------------------------------------------------------ keys
@@ -231,8 +256,11 @@ class RunsPane(RunActions, Vertical):
     def _selected(self, event: DataTable.RowSelected) -> None:
         key = event.row_key.value or ""
         if key.startswith(REFUSED_PREFIX):
-            self.action_retry()
-        elif key and not key.startswith(QUEUE_PREFIX):
+            self.notify("this launch did not start (its reason is under the table): l retries it from the launch "
+                        "form, d dismisses it", severity="warning", timeout=5)
+        elif key.startswith(QUEUE_PREFIX):
+            self.notify("a queued launch: it starts when a slot frees; d cancels it", timeout=4)
+        elif key:
             self.post_message(OpenRun(key))
 
     @on(DataTable.RowHighlighted, "#runs-table")

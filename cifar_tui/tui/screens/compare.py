@@ -11,8 +11,8 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from ..compare_data import (GROUP_SUMMARY, RUN_SUMMARY, Compared, diff_rows, provenance_rows, run_provenance,
-                            shared_settings)
+from ...studies import groups_title
+from ..compare_data import GROUP_SUMMARY, RUN_SUMMARY, Compared, diff_rows, provenance_rows, run_provenance
 from ..support import fmt_value
 
 # (line, band) per item: the band a darker shade of the line's colour
@@ -38,7 +38,7 @@ class CompareScreen(Screen):
         self.runs = runs or []
         self.groups = groups or []
         self.by_group = groups is not None
-        self.shared = shared_settings(self.groups)  # the settings all compared groups have
+        self.shared = groups_title(self.groups) if len(self.groups) > 1 else ""  # what all compared groups share
         self.diff_rows = diff_rows(items)
         self.provenance: list[tuple[str, list[str]]] | None = None  # read off the UI thread
 
@@ -49,7 +49,7 @@ class CompareScreen(Screen):
         title = Text(f"Comparing {len(self.items)} {what}", style="bold")
         if self.by_group and self.shared:
             title.append("  every group: ", style="dim")
-            title.append(" ".join(sorted(self.shared)))
+            title.append(self.shared)
         with Vertical(classes="compare"):
             yield Static(title, classes="compare-title")
             summary = DataTable(id="compare-summary", cursor_type="none", zebra_stripes=True)
