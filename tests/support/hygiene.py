@@ -6,7 +6,10 @@ process it starts inherits says "offline":
   * HF_HUB_OFFLINE=1: the Hugging Face hub client refuses at once, and so does the engine's
     pretrained-weights lookup (engine/models.py), which then never probes the network;
   * HF_HOME and TORCH_HOME point at an empty folder of this session: no weights the user
-    happens to have cached, so every machine sees the same thing;
+    happens to have cached, so every machine sees the same thing; so does CIFAR_TUI_CACHE (the
+    run-time estimate's probe cache, cifar_tui/estimate.py), and CIFAR_TUI_ESTIMATE_PROBE=off:
+    an estimate comes from the test's own history, never from a probe that trains for seconds
+    (the tests of the probe turn it on);
   * http(s)_proxy and all_proxy point at a closed loopback port, with loopback in no_proxy:
     urllib (torch.hub, the data download, webhooks), requests, httpx and selenium reach
     loopback servers and nothing else.
@@ -67,6 +70,7 @@ class NetworkBlocked(OSError):
 def offline_environment(home: Path) -> dict[str, str]:
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(home / "hf"), "HF_HUB_CACHE": str(home / "hf" / "hub"),
            "TORCH_HOME": str(home / "torch"), "NO_ALBUMENTATIONS_UPDATE": "1",
+           "CIFAR_TUI_CACHE": str(home / "cache"), "CIFAR_TUI_ESTIMATE_PROBE": "off",
            "no_proxy": LOOPBACK_NAMES, "NO_PROXY": LOOPBACK_NAMES}
     env.update({var: CLOSED_PROXY for var in PROXY_VARS})
     return env
