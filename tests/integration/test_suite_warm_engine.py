@@ -98,8 +98,11 @@ def test_a_warm_engine_stops_fails_refuses_and_dies_as_a_cold_one(tmp_path):
     assert not pid_alive(engine.pid) and not pid_alive(keeper.pid)
 
 
-def test_a_start_whose_environment_could_differ_is_a_cold_one(tmp_path):
-    cold = start(tmp_path, "cold", "train.epochs=1", env={"MALLOC_ARENA_MAX": "2"})  # read as glibc starts
+@pytest.mark.parametrize("env", [{"MALLOC_ARENA_MAX": "2"},  # read as glibc starts
+                                 {"SLURM_JOB_ID": "7"}],     # a SLURM job's engine stays in its job
+                         ids=["import-time", "slurm-job"])
+def test_a_start_whose_environment_could_differ_is_a_cold_one(tmp_path, env):
+    cold = start(tmp_path, "cold", "train.epochs=1", env=env)
     assert wait_start(cold)["pid"] == cold.process.pid
     assert cold.process.wait(120) == 0
 

@@ -28,7 +28,8 @@ always starts cold (cifar_tui.launch signals the ranks it finds as its children)
 A start stays cold (the stand-in just goes on as a normal interpreter) where the warm one
 could differ: an environment variable that changes what an import does (IMPORT_TIME_ENV: HF_*,
 OMP_* but the thread count, LD_*, the locale...), another interpreter, a sys.path that finds
-another copy of a module the server imported (another checkout's `engine`), or no server. The
+another copy of a module the server imported (another checkout's `engine`), a process of a
+SLURM job (SLURM_JOB_ID: it stays in its job's cgroup, under scancel), or no server. The
 summary says how many started warm and why the others did not.
 """
 from __future__ import annotations

@@ -27,7 +27,9 @@ def _wanted() -> bool:
     argv = list(getattr(sys, "orig_argv", []))[1:]
     while argv and argv[0] in FLAGS:
         argv.pop(0)
-    return bool(os.environ.get(SOCKET_ENV)) and len(argv) >= 2 and argv[0] == "-m" and argv[1] in WARM_MODULES
+    # a process of a SLURM job stays in its job (its cgroup, scancel's signals, its accounting): cold
+    return (bool(os.environ.get(SOCKET_ENV)) and not os.environ.get("SLURM_JOB_ID") and len(argv) >= 2
+            and argv[0] == "-m" and argv[1] in WARM_MODULES)
 
 
 def _warm_start() -> None:
