@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from engine.fault_hooks import OOM_AT_STEP
 from engine.status import pid_alive
 
 from tests.support.checkpoints import epoch_metrics
-from tests.support.warm_engine import SOCKET_ENV
+from tests.support.warm_engine import PROJECT_ROOT, SOCKET_ENV
 
 SMALL = ["model.backbone=test_resnet", "data.source=synthetic", "data.train_limit=128", "data.test_limit=64",
          "train.batch_size=32", "train.device=cpu", "train.epochs=2", "data.augment=crop_flip", "data.shuffle=true"]
@@ -118,3 +120,19 @@ def test_what_imports_in_the_launcher_do_to_its_environment_does_not_make_starts
     warm = start(tmp_path, "warm", "train.epochs=1", env={"CUBLAS_WORKSPACE_CONFIG": ":4096:8"})
     assert wait_start(warm)["pid"] != warm.process.pid
     assert warm.process.wait(120) == 0
+
+
+def test_the_warm_engine_ends_when_its_test_session_is_killed(tmp_path):
+    """A test session killed outright (SIGKILL: a CI timeout) leaves no warm engine behind: the
+    server sees that the session is no longer its parent and ends."""
+    session = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from tests.support.warm_engine import WarmEngine; "
+         f"engine = WarmEngine(Path({str(tmp_path)!r})); print(engine.process.pid, flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True, cwd=str(PROJECT_ROOT), start_new_session=True)
+    server = psutil.Process(int(session.stdout.readline()))
+    assert server.is_running() and (tmp_path / "engine.sock").exists()
+    session.kill()
+    session.wait(30)
+    gone, alive = psutil.wait_procs([server], timeout=120)  # a bound for a stuck server: it imports torch first
+    assert not alive, f"the warm engine outlived its session: {alive}"

@@ -318,7 +318,9 @@ def keeper(conn: socket.socket, server_env: dict[str, str], cuda_started: bool) 
                     pass
 
 
-def serve(path: str) -> None:
+def serve(path: str, session_pid: int | None = None) -> None:
+    """Serve warm starts on `path` until SIGTERM, or until `session_pid` (the test session that
+    started it) is no longer its parent: a session killed outright (a CI timeout) leaves no server."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)  # bound before the imports: an early engine waits for them instead of starting cold
@@ -331,7 +333,7 @@ def serve(path: str) -> None:
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     listener.settimeout(0.5)
-    while not stop["now"]:
+    while not stop["now"] and (session_pid is None or os.getppid() == session_pid):
         try:
             conn, _ = listener.accept()
         except (socket.timeout, InterruptedError):
@@ -377,7 +379,8 @@ class WarmEngine:
         env["PYTHONUNBUFFERED"] = "1"  # as cifar_tui.launch gives its engines
         self.env = env
         with open(self.errors, "wb") as err:
-            self.process = subprocess.Popen([sys.executable, "-m", "tests.support.warm_engine", self.socket],
+            self.process = subprocess.Popen([sys.executable, "-m", "tests.support.warm_engine", self.socket,
+                                             str(os.getpid())],
                                             stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, env=env,
                                             cwd=str(PROJECT_ROOT), start_new_session=True)
         deadline = time.monotonic() + 30
@@ -419,4 +422,4 @@ def temp_dir() -> Path:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None)
