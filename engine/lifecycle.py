@@ -15,7 +15,7 @@ import torch
 from .config import ExperimentConfig
 from .guard import TrainingDiverged
 from .dataloader_failure import dataloader_failure
-from .stop_request import early_warning
+from .stop_request import early_stop, handler_before_hold
 from .store import Store
 
 
@@ -57,8 +57,8 @@ class StopRequested:
         if threading.current_thread() is not threading.main_thread():
             return
         for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        if early_warning():  # SLURM's warning came while the engine started
+            self._previous[sig] = handler_before_hold(sig, signal.signal(sig, self._handle))
+        if early_stop():  # a stop (SLURM's warning, a SIGTERM) came while the engine started
             self.flag, self._at = True, time.monotonic()
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002

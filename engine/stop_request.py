@@ -27,18 +27,47 @@ from .status import PRUNED, STOPPED
 
 REQUEST_FILE = "stop_request.json"
 REQUESTABLE = (STOPPED, PRUNED)
-_early_warnings: list[int] = []
+_early_stops: list[tuple[int, float]] = []  # (signal, monotonic time) held while the engine started
+_started_at: list[float] = []                # when this engine process began (unix seconds)
+_before_hold: dict[int, object] = {}          # the handlers the hold replaced
+EARLY_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+SAME_STOP_S = 1.0  # one stop, delivered by several senders (slurmstepd, the job's launcher): counted once
 
 
-def hold_early_warning() -> None:
-    """SLURM's warning before a job's time limit (SIGUSR2) may come while the engine still starts,
-    and would end it: held from the engine's first line, honoured once the trainer listens
-    (engine.lifecycle.StopRequested)."""
-    signal.signal(signal.SIGUSR2, lambda signum, frame: _early_warnings.append(signum))
+def hold_early_stops() -> None:
+    """A stop that comes while the engine still starts (imports torch, builds its data: tens of
+    seconds on a busy node) would end it before it has written anything: SLURM's warning before a
+    job's time limit, passed on by the job's launcher as SIGTERM, did just that. Held from the
+    engine's first line, honoured once the trainer listens (engine.lifecycle.StopRequested): the run
+    starts, stops at its first step with a checkpoint, and can be resumed. A second stop, later,
+    ends the process at once."""
+    _started_at[:] = [time.time()]
+    for sig in EARLY_STOP_SIGNALS:
+        previous = signal.signal(sig, _held)
+        if previous is not _held:
+            _before_hold[sig] = previous
 
 
-def early_warning() -> bool:
-    return bool(_early_warnings)
+def _held(signum, frame) -> None:  # noqa: ARG001
+    now = time.monotonic()
+    if _early_stops and now - _early_stops[0][1] > SAME_STOP_S:
+        raise KeyboardInterrupt
+    _early_stops.append((signum, now))
+
+
+def handler_before_hold(sig: int, handler):
+    """What `handler` stands for once the trainer listens: the hold's place is the handler it replaced."""
+    return _before_hold.get(sig, handler) if handler is _held else handler
+
+
+def early_stop_held() -> bool:
+    """hold_early_stops has run in this process."""
+    return bool(_started_at)
+
+
+def early_stop() -> bool:
+    """A stop came while the engine started."""
+    return bool(_early_stops)
 
 
 def request_path(run_dir: Path) -> Path:
@@ -80,6 +109,12 @@ class StopRequestWatcher:
         self._seen = False
 
     def clear(self) -> None:
+        """Remove a request left from an earlier life of the run; one written since this engine
+        process began (a stop while it started) is for this life and stays."""
+        request = read_request(self.run_dir)
+        if request is None or (_started_at and isinstance(request.get("t"), (int, float))
+                               and request["t"] >= _started_at[0]):
+            return
         try:
             self.path.unlink()
         except FileNotFoundError:

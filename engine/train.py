@@ -11,15 +11,20 @@ other ranks) and its `end` event says "stopped".
 """
 from __future__ import annotations
 
-import argparse
-import os
-import sys
-from pathlib import Path
+from .stop_request import early_stop_held, hold_early_stops
 
-from . import fault_hooks
-from .config import ConfigError, apply_overrides, config_from_dict, load_config, read_config_file
-from .keep import check_resumable
-from .paths import check_run_id, default_data_root, default_home, new_run_id, write_run_config
+if __name__ == "__main__":  # before the other imports: a stop that comes while the engine starts is held
+    hold_early_stops()
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from . import fault_hooks  # noqa: E402
+from .config import ConfigError, apply_overrides, config_from_dict, load_config, read_config_file  # noqa: E402
+from .keep import check_resumable  # noqa: E402
+from .paths import check_run_id, default_data_root, default_home, new_run_id, write_run_config  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,9 +62,8 @@ def study_labels(args: argparse.Namespace, run_dir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .stop_request import hold_early_warning
-
-    hold_early_warning()
+    if not early_stop_held():  # main() called in-process, not as `python -m engine.train`
+        hold_early_stops()
     args = parse_args(argv)
     fault_hooks.check_environment(report=os.environ.get("RANK", "0") == "0")  # a misset test hook: one warning
     home = args.home or default_home()

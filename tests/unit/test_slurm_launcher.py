@@ -5,6 +5,7 @@ lost while squeue answers, and the Optuna studies of an older optuna.db carried 
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 
@@ -48,20 +49,39 @@ def test_a_stop_signal_delivered_twice_at_once_counts_once_a_later_one_stops_at_
         stop._handle(signal.SIGINT, None)
 
 
-def test_a_time_limit_warning_that_comes_while_the_engine_starts_is_honoured_once_it_listens(monkeypatch):
-    monkeypatch.setattr(stop_request, "_early_warnings", [])
-    previous = signal.getsignal(signal.SIGUSR2)
+@pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGTERM])
+def test_a_stop_that_comes_while_the_engine_starts_is_honoured_once_it_listens(monkeypatch, sig):
+    """SLURM's warning (SIGUSR2), or the job launcher's SIGTERM that passes it on, while the engine
+    imports torch: held, then a graceful stop once the trainer listens; afterwards the handlers are
+    those from before the hold."""
+    monkeypatch.setattr(stop_request, "_early_stops", [])
+    monkeypatch.setattr(stop_request, "_before_hold", {})
+    before = {s: signal.getsignal(s) for s in stop_request.EARLY_STOP_SIGNALS}
     try:
-        stop_request.hold_early_warning()
-        signal.raise_signal(signal.SIGUSR2)  # would end the process without the hold
+        stop_request.hold_early_stops()
+        signal.raise_signal(sig)  # would end the process without the hold
         stop = lifecycle.StopRequested()
         stop.install()
         try:
             assert stop.flag
         finally:
             stop.restore()
+        assert {s: signal.getsignal(s) for s in stop_request.EARLY_STOP_SIGNALS} == before
     finally:
-        signal.signal(signal.SIGUSR2, previous)
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+def test_a_stop_request_written_while_the_engine_starts_is_kept_one_from_an_earlier_life_is_not(
+        tmp_path, monkeypatch):
+    watcher = stop_request.StopRequestWatcher(tmp_path)
+    monkeypatch.setattr(stop_request, "_started_at", [time.time()])
+    stop_request.write_request(tmp_path, "stopped", "the SLURM job's time limit is near")
+    watcher.clear()  # the trainer starts: this request is for this life
+    assert stop_request.read_request(tmp_path)["reason"] == "the SLURM job's time limit is near"
+    monkeypatch.setattr(stop_request, "_started_at", [time.time() + 60])  # the request is older than the process
+    watcher.clear()
+    assert stop_request.read_request(tmp_path) is None
 
 
 def test_a_run_submitted_to_slurm_is_queued_with_its_job_until_its_engine_starts(tmp_path):
