@@ -394,7 +394,12 @@ def test_a_study_from_the_form_runs_with_its_groups(engine_ws):
             await fill_form(pilot, form, epochs="1", overrides=LIMITS)
             form.query_one("#f-seeds", Input).value = "2"
             form.query_one("#f-study", Input).value = "seeds2"
-            await wait_for(pilot, lambda: form.shown_plan is not None, 60, "the plan")
+            try:
+                await wait_for(pilot, lambda: form.shown_plan is not None, 60, "the plan")
+            except AssertionError as exc:  # what the form shows instead, and the fields it read
+                fields = {w.id: w.value for w in form.query(Input)}
+                raise AssertionError(f"{exc}: plan {form.query_one('#plan', Static).render()!s}; "
+                                     f"error {form.query_one('#form-error', Static).render()!s}; fields {fields}")
             assert "2 runs (2 seeds), 1 group" in str(form.query_one("#plan", Static).render())
             await pilot.press("ctrl+s")
             await wait_for(pilot, lambda: len(app.store.study_runs("seeds2")) == 2 and all(
