@@ -73,6 +73,9 @@ async def fill_form(pilot, form: LaunchScreen, *, epochs: str, overrides: str) -
     form.query_one("#f-device", Select).value = "cpu"
     form.query_one("#f-data", Select).value = "synthetic"
     form.query_one("#f-set", Input).focus()
+    # focus() takes effect on the app's next turn: keys pressed before that go to the field before
+    # (the overrides lost their first letter in a fresh clone's CI run: 'ata.train_limit=...')
+    await wait_for(pilot, lambda: getattr(form.app.focused, "id", "") == "f-set", 60, "the overrides field's focus")
     await pilot.press(*overrides)
 
 

@@ -215,7 +215,8 @@ def test_compare_groups_shows_mean_curves_with_band_config_and_provenance_differ
             pane.show_study(STUDY, by_group=True)
             table = app.query_one("#lb-groups", DataTable)
             await wait_for(pilot, lambda: table.row_count == 2, "the study's groups")
-            table.focus()
+            table.focus()  # takes effect on the app's next turn: the keys below wait for it
+            await wait_for(pilot, lambda: app.focused is table, "the groups table's focus")
             table.move_cursor(row=0)
             await pilot.press("space", "down", "space")
             assert footer_keys(app)["c"] is True
