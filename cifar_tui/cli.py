@@ -77,7 +77,7 @@ def main_callback(
 
 
 def open_tui() -> None:
-    from .app import run_app
+    from .tui.app import run_app
 
     run_app(state.ws)
 
@@ -89,7 +89,7 @@ def open_tui() -> None:
 def list_cmd(as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
     """Experiments: name, model, input size, pretrained, head/loss, the accuracy each is held against
     (ref acc) with its kind: seed (the seed's table), paper, est. (our estimate) or goal (ours)."""
-    from .report import experiment_rows, fmt_ref
+    from .table_rows import experiment_rows, fmt_ref
 
     rows = experiment_rows(state.ws.configs)
     if as_json:
@@ -160,7 +160,7 @@ def leaderboard(fmt: BoardFormat = typer.Option(BoardFormat.table, "--format", h
     """Best test accuracy per run (or per group), with the accuracy each is held against (ref acc:
     the seed's, a paper's, our estimate or our goal); synthetic runs ranked apart. A table shows the
     best 50 of each (--all, --limit N); markdown, csv and json list every one."""
-    from .report import fmt_acc, fmt_ref, leaderboard_csv, leaderboard_json, leaderboard_markdown, leaderboard_rows
+    from .table_rows import fmt_acc, fmt_ref, leaderboard_csv, leaderboard_json, leaderboard_markdown, leaderboard_rows
 
     keep = listing.row_limit(limit, show_all, complete=fmt is not BoardFormat.table)
     if by is BoardBy.group or vs is not None:

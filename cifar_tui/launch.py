@@ -21,7 +21,8 @@ from engine.job import child_pids
 from engine.paths import check_run_id, new_run_id
 from engine.status import pid_alive
 
-from .workspace import Workspace  # noqa: F401 - re-exported: the TUI and tests import it from here
+from .workspace import Workspace
+
 
 
 @dataclass

@@ -529,13 +529,6 @@ class Supervisor:
         (any launcher's, on any host sharing the store): a study's drivers count them in flight."""
         return set(self.children) | {lease["run_id"] for lease in self.leases.held()}
 
-    def live_count(self) -> int:
-        """Runs alive on this host (every launcher's), as max_parallel counts them."""
-        alive = {lease["run_id"] for lease in self.leases.held()}
-        alive |= {r["run_id"] for r in self.store.runs() if r["status"] in LIVE and (r["host"] or this_host()) == this_host()}
-        alive |= {rid for rid, c in self.children.items() if c.launched.process.poll() is None}
-        return len(alive)
-
     # ------------------------------------------------------------------ alerts
     def alerts(self, rows: list[dict] | None = None, *, every_s: float = 0.0) -> list[Notice]:
         """Runs that stalled or crashed and that this supervisor has not reported yet (`rows`: what

@@ -139,7 +139,7 @@ def evaluate_runs(home: Path, data_root: Path, run_ids: list[str], *, ckpt: str 
     result JSON, record the results in `store` when given. Returns the result (the ensemble's
     with ``members`` when there are several runs)."""
     from .eval_files import write_result_files
-    from .trainer import DistInfo, select_device
+    from .ddp import DistInfo, select_device
 
     if tta not in TTA_MODES:
         raise ConfigError(f"--tta {tta!r}: expected one of {', '.join(TTA_MODES)}")

@@ -32,8 +32,9 @@ TERMINAL = END_STATUSES + (CRASHED,)                      # will not change unle
 RESUMABLE = (STOPPED, FAILED, CRASHED)
 LIVE = (RUNNING, STALLED, STARTING, STOPPING)             # a process exists: never delete, never resume
 
-# Queue item states (the `queue` table's `state` column)
-ITEM_QUEUED, ITEM_STARTED, ITEM_REFUSED, ITEM_CANCELLED = "queued", "started", "failed", "cancelled"
+# Queue item states (the `queue` table's `state` column): not run statuses, so not their words
+ITEM_QUEUED, ITEM_STARTED, ITEM_REFUSED, ITEM_CANCELLED = "queued", "started", "refused", "cancelled"
+ITEM_REFUSED_BEFORE = "failed"  # what a store written before the rename holds for a refused item: still read
 
 HEARTBEAT_STALE_S = 90.0  # a live engine beats every 5 s; silence this long means it is gone
 

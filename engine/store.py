@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .status import COMPLETED, ITEM_CANCELLED, ITEM_QUEUED, ITEM_REFUSED, ITEM_STARTED, RUNNING
-from .status import effective_status, pid_alive, stall_after_default  # noqa: F401 - pid_alive: re-exported
+from .status import COMPLETED, ITEM_CANCELLED, ITEM_QUEUED, ITEM_REFUSED, ITEM_REFUSED_BEFORE, ITEM_STARTED, RUNNING
+from .status import effective_status, stall_after_default
 
 DB_NAME = "cifar_tui.db"
 
@@ -154,6 +154,8 @@ def _use_wal(conn: sqlite3.Connection, patience_s: float = 60.0) -> None:
 
 
 # columns added after the first release: (table, column, definition); older stores get them on open
+_REFUSED_STATES = f"('{ITEM_REFUSED}', '{ITEM_REFUSED_BEFORE}')"  # a store written before the rename says 'failed'
+
 ADDED_COLUMNS = (
     ("queue", "nproc", "INTEGER NOT NULL DEFAULT 1"),
     ("queue", "owner_pid", "INTEGER"),     # a launcher's own item (the CLI's); NULL: any launcher may start it
@@ -378,14 +380,14 @@ class Store:
     def refused(self) -> list[dict]:
         """Shared-queue items whose launch was refused (bad config, the engine refused its input
         before it started), oldest first, until dismissed: a TUI lists them with the reason."""
-        rows = self.conn.execute(f"SELECT * FROM queue WHERE state='{ITEM_REFUSED}' AND owner_pid IS NULL "
+        rows = self.conn.execute(f"SELECT * FROM queue WHERE state IN {_REFUSED_STATES} AND owner_pid IS NULL "
                                  "ORDER BY id").fetchall()
         return [dict(r, overrides=json.loads(r["overrides"])) for r in rows]
 
     def dismiss_refused(self, item_id: int) -> bool:
         """A refused item read and put away (it is no longer listed)."""
         with transaction(self.conn) as c:
-            cur = c.execute(f"UPDATE queue SET state='{ITEM_CANCELLED}' WHERE id=? AND state='{ITEM_REFUSED}'",
+            cur = c.execute(f"UPDATE queue SET state='{ITEM_CANCELLED}' WHERE id=? AND state IN {_REFUSED_STATES}",
                             (item_id,))
             return cur.rowcount == 1
 

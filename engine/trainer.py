@@ -36,8 +36,7 @@ from .heartbeat import Heartbeat, peak_memory, reset_peak_memory, run_gpu_device
 from .hooks import EpochTotals, TrainerHook
 from .keep import finalize as finalize_checkpoints
 from .keep import save_epoch_weights
-from .lifecycle import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, SafeStore,  # noqa: F401
-                        StopRequested, failure_message)
+from .lifecycle import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, SafeStore, StopRequested, failure_message
 from .losses import Criterion
 from .models import build_model, count_flops, count_params
 from .notify import Notice, notify_run_end

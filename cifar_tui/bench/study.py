@@ -64,7 +64,7 @@ def write_study(home: Path, runs: int, seeds: int = 10) -> list[str]:
 async def _measure(home: Path, runs: int, repeats: int, idle_s: float) -> dict[str, Any]:
     from engine.store import Store
 
-    from ..launch import Workspace
+    from ..workspace import Workspace
     from ..tui.app import CifarTUI
     from ..tui.study_data import study_grid
 

@@ -74,7 +74,8 @@ EXTRA = [
 
 def make_template(workdir: Path) -> Path:
     """A real run directory: the engine trains resnet18 for 2 epochs on 256 synthetic images."""
-    from ..launch import LaunchRequest, Workspace, launch
+    from ..launch import LaunchRequest, launch
+    from ..workspace import Workspace
 
     ws = Workspace(home=workdir / "template", data_root=workdir / "data")
     launched = launch(ws, LaunchRequest(TEMPLATE_CONFIG, list(TEMPLATE_OVERRIDES)))
@@ -129,17 +130,6 @@ def _rebuild(home: Path) -> tuple[float, int]:
 
 
 # ---------------------------------------------------------------------------------------- the TUI
-
-
-def _child_pid(pid: int) -> Optional[int]:
-    for path in Path(f"/proc/{pid}/task").glob("*/children"):
-        try:
-            kids = path.read_text().split()
-        except OSError:
-            continue
-        if kids:
-            return int(kids[0])
-    return None
 
 
 def _tui_tmux(tmux_bin: str, env: dict, cwd: Path, marker: str, run_marker: str, repeats: int, settle_s: float,

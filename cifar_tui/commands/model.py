@@ -134,13 +134,10 @@ def predict_cmd(
     from .common import console, fail, state
 
     try:
-        from engine.images import read_image
-
         run_id = resolve_run(run_id)
-        read = [(str(p), read_image(p)) for p in images]  # every file first: one unreadable file refuses the lot
-        from engine.predict import predict_images
+        from engine.predict import predict_files
 
-        results = predict_images(state.ws.home, state.ws.data_root, run_id, read, ckpt=ckpt, device=device, top=top)
+        results = predict_files(state.ws.home, state.ws.data_root, run_id, images, ckpt=ckpt, device=device, top=top)
     except _user_errors() as exc:
         fail(str(exc))
     for r in results:

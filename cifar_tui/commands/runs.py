@@ -407,7 +407,7 @@ def runs_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", 
 
 
 def print_runs(queued: list[dict], rows: list[dict], hidden: int, refused: list[dict] = ()) -> None:
-    from ..report import fmt_acc, fmt_duration
+    from ..table_rows import fmt_acc, fmt_duration
 
     columns = [listing.Column(c) for c in ("run id", "status", "data", "device", "epochs", "best acc", "wall",
                                            "started")]

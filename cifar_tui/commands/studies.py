@@ -285,7 +285,7 @@ def reproduce(
 
 def studies_cmd(as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
     """Every study: kind, runs by status, groups, best run."""
-    from ..report import fmt_acc
+    from ..table_rows import fmt_acc
     from ..studies import list_studies
 
     store = open_store()

@@ -12,7 +12,7 @@ from typing import Any
 from engine.provenance import differences
 
 from ..names import name_groups
-from ..report import fmt_acc, fmt_duration
+from ..table_rows import fmt_acc, fmt_duration
 from ..studies import group_curve
 from ..sweep import GROUP_EXCLUDED
 from .support import config_diff, flatten, fmt_value, short_run
@@ -62,7 +62,7 @@ def compare_runs(store, home: Path, run_ids: list[str]) -> list[Compared]:
 def compare_groups(store, home: Path, groups: list[dict]) -> list[Compared]:
     """Groups (`studies.group_stats` rows): the figures of their completed runs, the mean curve
     of those runs with its band, the config of the first one (seed, device and data root left out)."""
-    from ..report import group_cells
+    from ..table_rows import group_cells
 
     out = []
     names = name_groups([g["group"] for g in groups], {g["group"]: g["config"] for g in groups if g.get("config")})

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifar_tui.launch import (LaunchRequest, TorchrunProcess, Workspace, engine_command, launch, recorded_processes,
-                              resume)
+from cifar_tui.launch import LaunchRequest, TorchrunProcess, engine_command, launch, recorded_processes, resume
+from cifar_tui.workspace import Workspace
 from engine.checkpoint import load_checkpoint
 from engine.config import ConfigError
 from engine.ddp import device_label, weights_sha256

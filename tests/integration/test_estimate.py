@@ -18,7 +18,7 @@ def test_the_launch_form_measures_without_blocking_and_kills_a_probe_it_no_longe
 
     from textual.widgets import Input, Static
 
-    from cifar_tui.launch import Workspace
+    from cifar_tui.workspace import Workspace
     from cifar_tui.tui.app import CifarTUI
     from cifar_tui.tui.messages import LaunchRequested
     from cifar_tui.tui.screens import LaunchScreen

@@ -28,13 +28,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar_tui.launch import LaunchRequest, Launched, Workspace, launch
+from cifar_tui.launch import LaunchRequest, Launched, launch
+from cifar_tui.workspace import Workspace
 from cifar_tui.launch import resume as launch_resume
 from engine import data as D
 from engine.checkpoint import TEST_PAUSE_IN_WRITE_ENV, TEST_SLOW_ENV, CheckpointError, load_checkpoint
 from engine.config import DataConfig
 from engine.events import EventTail, read_events
-from engine.store import Store, pid_alive
+from engine.store import Store
+from engine.status import pid_alive
 from engine.fault_hooks import BEFORE_RENAME_MARKER, MID_WRITE_MARKER, OOM_AT_STEP
 from engine.lifecycle import failure_message
 

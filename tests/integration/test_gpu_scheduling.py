@@ -20,7 +20,8 @@ from rich.console import Console
 
 from cifar_tui.follow import follow_many
 from cifar_tui.gpus import visible_gpus
-from cifar_tui.launch import Launched, Workspace
+from cifar_tui.launch import Launched
+from cifar_tui.workspace import Workspace
 from cifar_tui.supervisor import Supervisor
 from engine.events import read_events
 from engine.fault_hooks import OOM_AT_STEP

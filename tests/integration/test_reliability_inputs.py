@@ -292,7 +292,7 @@ def test_nul_and_escaping_names_at_the_api(tmp_path, request, tally):
         resolve_config_path("../configs_elsewhere/x.yaml")
     with tally.refused(ConfigError):
         parse_override("train.epochs=1\x00")
-    from cifar_tui.launch import Workspace
+    from cifar_tui.workspace import Workspace
     from cifar_tui.launch import resume as launch_resume
 
     with tally.refused(ConfigError):  # before any process or folder exists

@@ -14,7 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cifar_tui.launch import LaunchRequest, Workspace, launch
+from cifar_tui.launch import LaunchRequest, launch
+from cifar_tui.workspace import Workspace
 from engine.events import read_events
 from engine.fault_hooks import OOM_AT_STEP
 from engine.status import pid_alive

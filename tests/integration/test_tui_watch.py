@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable
 
-from cifar_tui.launch import Workspace
+from cifar_tui.workspace import Workspace
 from cifar_tui.tui.app import CifarTUI
 from cifar_tui.tui.support import short_run
 from engine.events import read_events

@@ -19,7 +19,8 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from cifar_tui.launch import LaunchRequest, Launched, Workspace, launch
+from cifar_tui.launch import LaunchRequest, Launched, launch
+from cifar_tui.workspace import Workspace
 from engine.events import read_events
 from engine.store import Store
 

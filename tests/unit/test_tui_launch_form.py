@@ -8,7 +8,7 @@ import os
 
 from textual.widgets import Select, Static
 
-from cifar_tui.launch import Workspace
+from cifar_tui.workspace import Workspace
 from cifar_tui.tui.app import CifarTUI
 from cifar_tui.tui.messages import LaunchRequested
 from cifar_tui.tui.screens import LaunchScreen

@@ -13,7 +13,7 @@ import time
 from textual.widgets import DataTable, Input, Select, Static
 
 from cifar_tui.names import short_number
-from cifar_tui.report import fmt_acc, group_cells
+from cifar_tui.table_rows import fmt_acc, group_cells
 from cifar_tui.studies import group_curve, leaderboard_groups
 from cifar_tui.sweep import group_key, make_plan
 from cifar_tui.tui.app import CifarTUI

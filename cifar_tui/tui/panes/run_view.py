@@ -24,7 +24,7 @@ from engine.notify import notice_from_end
 from engine.status import (COMPLETED, CRASHED, FAILED, QUEUED, RUNNING, STALLED, STARTING, STOPPED, STOPPING,
                            TERMINAL, UNKNOWN, effective_status)
 
-from ...report import fmt_duration
+from ...table_rows import fmt_duration
 from ..messages import CloseRun, RetryLaunch, RunEnded, RunStatusChanged
 from ..support import STATUS_RICH, LogTail, RunState, fmt_eta, fmt_num, short_run
 from ..widgets.charts import RunCharts

@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Static
 
 from engine.status import COMPLETED, LIVE, QUEUED
 
-from ...report import fmt_ci, fmt_duration, vs_cells
+from ...table_rows import fmt_ci, fmt_duration, vs_cells
 from ..messages import CloseStudy, DriveStudy, OpenRun
 from ..runs_index import Changes, RunsIndex
 from ..study_data import StudyGrid, study_grid
