@@ -23,7 +23,9 @@ from .commands import model as model_commands
 from .commands import search as search_commands
 from .commands import studies as study_commands
 from .commands import watch as watch_commands
-from .commands.common import EXIT_BAD_INPUT, command_line, console, err_console, fail, open_store, state, warn
+from .commands.common import (EXIT_BAD_INPUT, command_line, console, err_console, fail, load_experiment, open_store, state,
+                              warn)
+from .commands.readout import print_groups
 from .workspace import Workspace
 
 def _flags_without_type(display_type_rich):
@@ -109,22 +111,13 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="One JSON object
     console.print(table)
 
 
-def _load(name: str, overrides: list[str]):
-    from engine.config import load_config
-
-    try:
-        return load_config(name, overrides, state.ws.configs)
-    except ConfigError as exc:
-        fail(str(exc))
-
-
 @app.command()
 def show(name: str = typer.Argument(..., help="Config name or path to a YAML file, or a run id (or unique prefix)."),
          overrides: List[str] = typer.Option([], "--set", help="Override a key: a.b=value (repeatable).")) -> None:
     """The resolved config as YAML; for a run, its config as run, then its study, group and provenance."""
     if not overrides and study_commands.show_run_if_run(name):
         return
-    cfg = _load(name, overrides)
+    cfg = load_experiment(name, overrides)
     sys.stdout.write(cfg.to_yaml())
 
 
@@ -164,7 +157,7 @@ def leaderboard(fmt: BoardFormat = typer.Option(BoardFormat.table, "--format", h
 
     keep = listing.row_limit(limit, show_all, complete=fmt is not BoardFormat.table)
     if by is BoardBy.group or vs is not None:
-        study_commands.print_groups(study, fmt.value, keep, vs=vs)
+        print_groups(study, fmt.value, keep, vs=vs)
         return
     store = open_store()
     rows = leaderboard_rows([r for r in store.leaderboard() if not study or r.get("study") == study])

@@ -97,6 +97,13 @@ def _spawn(cmd: list[str], run_dir: Path, env: dict[str, str] | None = None, *,
         log.close()
 
 
+def item_labels(item: dict, cfg: ExperimentConfig) -> dict[str, str | None]:
+    """The study and group a new run of a queue item records: the item's, the group by default computed."""
+    from .sweep import group_key
+
+    return {"study": item.get("study"), "group": item.get("group_key") or group_key(cfg.name, item["overrides"])}
+
+
 def run_arguments(ws: Workspace, request: LaunchRequest, run_id: str, *, study: str | None = None,
                   group: str | None = None) -> list[str]:
     """The engine's arguments for a new run of `request` (config by absolute path, overrides, labels)."""

@@ -32,7 +32,7 @@ from typing import Sequence
 from engine.config import ConfigError, ExperimentConfig, load_config
 from engine.job import TASK_STARTED_VAR
 
-from .launch import Launched, LaunchRequest, discard_unstarted, engine_command, run_arguments
+from .launch import Launched, LaunchRequest, discard_unstarted, engine_command, item_labels, run_arguments
 from .workspace import Workspace
 
 LAUNCHERS = ("local", "local-submitit", "slurm")
@@ -73,8 +73,6 @@ class JobSpec:
 def job_spec(ws: Workspace, item: dict, run_id: str, cfg: ExperimentConfig | None, *, nproc: int, nnodes: int = 1,
              env: dict[str, str] | None = None) -> JobSpec:
     """The engine command of a queue item run as a job (new run or resume)."""
-    from .supervisor import labels
-
     ws = _absolute(ws)
     if nnodes > 1:  # one torchrun per node, meeting on the job's first node
         torchrun = [f"--nnodes={nnodes}", "--rdzv-backend=c10d", "--rdzv-endpoint={master}:{port}",
@@ -85,7 +83,7 @@ def job_spec(ws: Workspace, item: dict, run_id: str, cfg: ExperimentConfig | Non
         args = ["--resume", run_id]
     else:
         request = LaunchRequest(item["config"], list(item["overrides"]))
-        args = run_arguments(ws, request, run_id, **labels(item, cfg or request.load(ws)))
+        args = run_arguments(ws, request, run_id, **item_labels(item, cfg or request.load(ws)))
     cmd = engine_command(ws, *args, nproc=nproc, torchrun_args=torchrun)
     return JobSpec(run_id, cmd, {**_project_env(), **(env or {})}, str(ws.home / run_id / "stdout.log"),
                    distributed=nproc > 1 or nnodes > 1)

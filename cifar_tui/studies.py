@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from engine.config import ConfigError
 from engine.status import COMPLETED, LIVE, PRUNED, RESUMABLE

@@ -67,8 +67,8 @@ from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 from engine.config import ConfigError, ExperimentConfig, load_config
-from engine.leases import LEASE_STALE_S, Busy, Leases, RunAlreadyLive  # noqa: F401 - RunAlreadyLive: raised by pump
-from engine.paths import AmbiguousRun, UnknownRun, check_run_id, new_run_id, resolve_run_id  # noqa: F401
+from engine.leases import LEASE_STALE_S, Busy, Leases
+from engine.paths import UnknownRun, check_run_id, new_run_id, resolve_run_id
 from engine.notify import Delivery, Notice, dispatch_once, notice_from_row
 from engine.status import (COMPLETED, CRASHED, LIVE, PRUNED, QUEUED, RESUMABLE, STALLED, STARTING, STOPPED, STOPPING,
                            UNKNOWN, pid_alive, this_host)
@@ -77,7 +77,8 @@ from engine.watch_config import watch_settings
 
 from . import launch as launching
 from .gpus import Slot, default_max_parallel, visible_gpus
-from .launch import Launched, LaunchRequest, discard_unstarted, last_error_line, recorded_processes, request_stop
+from .launch import (Launched, LaunchRequest, discard_unstarted, item_labels, last_error_line, recorded_processes,
+                     request_stop)
 from .workspace import Workspace
 
 EXIT_BAD_INPUT = 2
@@ -148,13 +149,6 @@ class Spawner(Protocol):
                  nproc: int | None, torchrun_args: list[str] | None, env: dict[str, str]) -> Launched: ...
 
 
-def labels(item: dict, cfg: ExperimentConfig) -> dict[str, str | None]:
-    """The study and group a new run records: the item's, the group by default computed."""
-    from .sweep import group_key
-
-    return {"study": item.get("study"), "group": item.get("group_key") or group_key(cfg.name, item["overrides"])}
-
-
 def spawn_engine(ws: Workspace, item: dict, *, run_id: str, cfg: ExperimentConfig | None, nproc: int | None,
                  torchrun_args: list[str] | None, env: dict[str, str]) -> Launched:
     """Start the engine process of a queue item (cifar_tui.launch does the spawning)."""
@@ -164,7 +158,7 @@ def spawn_engine(ws: Workspace, item: dict, *, run_id: str, cfg: ExperimentConfi
     request = LaunchRequest(item["config"], list(item["overrides"]))
     cfg = cfg or request.load(ws)
     return launching.launch(ws, request, cfg=cfg, nproc=nproc or 1, torchrun_args=torchrun_args, env=env,
-                            run_id=run_id, **labels(item, cfg))
+                            run_id=run_id, **item_labels(item, cfg))
 
 
 def resume_epochs(overrides: Sequence[str]) -> int | None:

@@ -40,7 +40,7 @@ class Predictions:
 
 
 def _autocast(run: RunModel):
-    from .trainer import autocast_dtype
+    from .fast import autocast_dtype
 
     dtype = autocast_dtype(run.cfg.train.precision, run.device)
     return torch.autocast(run.device.type, dtype=dtype) if dtype else nullcontext()

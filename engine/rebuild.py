@@ -104,6 +104,27 @@ def ingest_run_dirs(store: Store, *, replace: bool = False) -> IngestReport:
     return report
 
 
+def rebuild_store(store: Store) -> int:
+    """Re-create the run, epoch and evaluation rows from the run directories (the durable
+    record); returns how many runs it read."""
+    added = ingest_run_dirs(store, replace=True).added
+    ingest_eval_files(store)
+    return added
+
+
+def ingest_eval_files(store: Store) -> None:
+    """Evaluation results from their JSON files in the run dirs (runs/<id>/eval, runs/ensembles/<key>)."""
+    files = sorted(store.home.glob("*/eval/*.json")) + sorted(store.home.glob("ensembles/*/*.json"))
+    for path in files:
+        try:
+            result = json.loads(path.read_text(encoding="utf-8"))
+            key = result["run_id"]
+            members = [m["run_id"] for m in result.get("members") or []] or [key]
+            store.eval_recorded(key, members, {**result, "t": path.stat().st_mtime})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # a damaged or foreign file is not a result
+
+
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 

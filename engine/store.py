@@ -3,8 +3,8 @@ and batch jobs.
 
 Engine processes write it in short transactions (WAL, busy timeout); the UI and the
 CLI read it; launchers (cifar_tui.supervisor) queue and lease through it. The run
-directories are the durable record: `rebuild()` recreates every run row from them
-(engine/rebuild.py). Leases are engine/leases.py's; the engine only keeps its
+directories are the durable record: engine/rebuild.py recreates every run and evaluation
+row from them. Leases are engine/leases.py's; the engine only keeps its
 lease's heartbeat fresh (`heartbeat`).
 """
 from __future__ import annotations
@@ -472,15 +472,6 @@ class Store:
         r = self.conn.execute(self._PENDING + " AND jobs.run_id=?", (run_id,)).fetchone()
         return None if r is None else dict(r)
 
-    # -- recovery --------------------------------------------------------
-    def rebuild(self) -> int:
-        """Re-create run and epoch rows from the run directories (the durable record)."""
-        from .rebuild import ingest_run_dirs
-
-        added = ingest_run_dirs(self, replace=True).added
-        self._rebuild_evals()
-        return added
-
     # -- evaluations (cifar-tui eval; engine/evaluate.py) ------------------
     def eval_recorded(self, key: str, members: list[str], result: dict) -> None:
         """Keep an evaluation result (the latest per run or ensemble, checkpoint and TTA)."""
@@ -502,18 +493,6 @@ class Store:
     def eval_result(self, key: str, ckpt: str = "best", tta: str = "none") -> dict | None:
         r = self.conn.execute("SELECT result_json FROM evals WHERE key=? AND ckpt=? AND tta=?", (key, ckpt, tta)).fetchone()
         return json.loads(r["result_json"]) if r else None
-
-    def _rebuild_evals(self) -> None:
-        """Evaluation results from their JSON files in the run dirs (runs/<id>/eval, runs/ensembles/<key>)."""
-        files = sorted(self.home.glob("*/eval/*.json")) + sorted(self.home.glob("ensembles/*/*.json"))
-        for path in files:
-            try:
-                result = json.loads(path.read_text(encoding="utf-8"))
-                key = result["run_id"]
-                members = [m["run_id"] for m in result.get("members") or []] or [key]
-                self.eval_recorded(key, members, {**result, "t": path.stat().st_mtime})
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                continue  # a damaged or foreign file is not a result
 
     # -- change signal
     def data_version(self) -> int:

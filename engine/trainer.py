@@ -30,7 +30,7 @@ from .ddp import (DistInfo, adopt_rank0_buffers, any_rank_each, convert_sync_bat
 from .ema import WeightEma, better_of
 from .evaluate import topk_hits
 from .events import EventWriter
-from .fast import compile_mode, compile_module, configure_backends
+from .fast import autocast_dtype, compile_mode, compile_module, configure_backends
 from .guard import DivergenceGuard, EarlyStopping, TrainingDiverged, chance_loss
 from .heartbeat import Heartbeat, peak_memory, reset_peak_memory, run_gpu_devices
 from .hooks import EpochTotals, TrainerHook
@@ -49,16 +49,6 @@ from .teacher import Teacher, resolve_teacher
 from .train_state import LoopPosition, restore_option, restore_training_state, seed_everything, training_state
 
 STEP_EVENT_INTERVAL_S = 0.2   # at most ~5 step events per second
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "fp32":
-        return None
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return None
-    return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
 class Trainer:

@@ -5,7 +5,7 @@ the purpose (or `--template RUN_DIR`). Each copy gets a new run id and a start t
 apart, written into its events; its config.yaml and stdout.log are copied as they are. Checkpoints
 and TensorBoard files are not copied: nothing measured here reads them. Then, per N:
 
-- store rebuild: `Store.rebuild()` from the N run directories into an empty database (in this
+- store rebuild: `rebuild_store` from the N run directories into an empty database (in this
   process; the files were just written, so they are in the page cache);
 - `cifar-tui runs` and `cifar-tui leaderboard`: wall time of fresh processes with the store
   built (warm), output to /dev/null (not a terminal: Rich renders without colour, 80 columns);
@@ -116,6 +116,7 @@ def copy_runs(template: Path, home: Path, n: int) -> list[str]:
 
 
 def _rebuild(home: Path) -> tuple[float, int]:
+    from engine.rebuild import rebuild_store
     from engine.store import Store
 
     for suffix in ("", "-wal", "-shm"):
@@ -123,7 +124,7 @@ def _rebuild(home: Path) -> tuple[float, int]:
     t0 = time.perf_counter()
     store = Store(home)
     try:
-        count = store.rebuild()
+        count = rebuild_store(store)
     finally:
         store.close()
     return time.perf_counter() - t0, count

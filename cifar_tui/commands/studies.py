@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
-from enum import Enum
 from typing import List, Optional
 
 import typer
@@ -21,42 +19,9 @@ from rich.table import Table
 from engine.config import ConfigError
 from engine.status import COMPLETED
 
-from .common import EXIT_STOPPED, command_line, console, err_console, fail, open_store, state, supervisor, warn
-from .readout import print_cost, print_groups  # noqa: F401 - print_groups: used by cli.py, search.py, auto.py
-
-
-class Launcher(str, Enum):
-    local = "local"
-    local_submitit = "local-submitit"
-    slurm = "slurm"
-
-
-@dataclass
-class LaunchOptions:
-    launcher: Launcher = Launcher.local
-    nproc: int = 1
-    nnodes: int = 1
-    max_parallel: Optional[int] = None
-    slurm_partition: Optional[str] = None
-    slurm_gpus_per_node: Optional[int] = None
-    slurm_time: int = 24 * 60
-    workers: Optional[int] = None   # --seeds auto on SLURM: array tasks that share the study
-
-    def supervisor(self):
-        """The supervisor for this launcher (a CLI's own queue)."""
-        if self.launcher is Launcher.slurm:
-            from ..launchers import SlurmLauncher, SlurmOptions
-
-            spawner = SlurmLauncher(SlurmOptions(partition=self.slurm_partition, gpus_per_node=self.slurm_gpus_per_node,
-                                                 time_min=self.slurm_time, nodes=self.nnodes, nproc=self.nproc))
-            return supervisor(gpus=[], max_parallel=sys.maxsize, spawner=spawner)
-        if self.nnodes > 1:
-            raise ConfigError(f"--nnodes {self.nnodes}: a study runs on several nodes with --launcher slurm only")
-        if self.launcher is Launcher.local_submitit:
-            from ..launchers import SubmititSpawner
-
-            return supervisor(max_parallel=self.max_parallel, spawner=SubmititSpawner())
-        return supervisor(max_parallel=self.max_parallel)
+from .common import (EXIT_STOPPED, DataSource, Launcher, LaunchOptions, cli_overrides, command_line, console, err_console,
+                     fail, open_store, print_finish, state, warn)
+from .readout import print_cost, print_groups
 
 
 # ---------------------------------------------------------------- what a study already has
@@ -115,8 +80,6 @@ def execute(plan, opts: LaunchOptions, *, as_json: bool, kind: str, spec: dict, 
             return _submit(sup, plan, held, queued["items"], new_study=new_study)
 
         def finish(reaped, code, end) -> int:
-            from .runs import _finish
-
             row = sup.store.run(reaped.run_id) or {}
             seed = seed_of(row)
             if seed in held and row.get("config_name") == held[seed][1]:
@@ -125,7 +88,7 @@ def execute(plan, opts: LaunchOptions, *, as_json: bool, kind: str, spec: dict, 
                     _release(sup, plan, run, reaped.run_id)
                 else:
                     warn(f"{run.config_name} (seed {seed}) not started: its teacher run {reaped.run_id} did not complete")
-            return _finish(reaped, code, end, as_json)
+            return print_finish(reaped, code, end, as_json)
 
         code = follow_many(sup, json_mode=as_json, console=console, finish=finish)
         for seed, (run, teacher) in held.items():
@@ -241,7 +204,6 @@ def reproduce(
     the seed's table with ours beside it."""
     from ..study_report import KD_TEACHERS, REPRODUCE_NAMES
     from ..sweep import make_plan, split_list, study_stamp
-    from .runs import DataSource, _cli_overrides
 
     names = list(REPRODUCE_NAMES)
     if only:
@@ -259,7 +221,7 @@ def reproduce(
         source = DataSource(data) if data else None
     except ValueError:
         fail(f"--data {data}: expected cifar100 or synthetic")
-    extra = _cli_overrides([], source, device, epochs)
+    extra = cli_overrides([], source, device, epochs)
     try:
         plan = make_plan(names, overrides, seeds, extra=extra, configs_dir=state.ws.configs,
                          study=study or f"seed-{study_stamp()}")

@@ -140,6 +140,7 @@ def add_tune_study(ws: Workspace, study: str = TUNE) -> dict[str, object]:
     import optuna
 
     from cifar_tui.tune import _storage
+    from engine.rebuild import rebuild_store
     from engine.store import Store
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -149,7 +150,7 @@ def add_tune_study(ws: Workspace, study: str = TUNE) -> dict[str, object]:
                      status=status, overrides=[f"optim.lr={lr}"], acc_scale=scale, t0=T0 + 30000 + 60 * i,
                      study=study) for i, (lr, scale, status) in enumerate(tried)]
     store = Store(home)
-    store.rebuild()  # the new run dirs become rows
+    rebuild_store(store)  # the new run dirs become rows
     store.save_study(study, "tune", "resnet18_baseline",
                      {"config": "resnet18_baseline", "params": ["optim.lr=log:1e-4:1e-1"], "trials": 3,
                       "prune": "median", "overrides": ["data.source=synthetic"]})

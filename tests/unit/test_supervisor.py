@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from cifar_tui.supervisor import AmbiguousRun, NotLive, Refused, RunIsLive, Started, Supervisor, UnknownRun
+from cifar_tui.supervisor import NotLive, Refused, RunIsLive, Started, Supervisor
+from engine.paths import AmbiguousRun, UnknownRun
 from engine.config import ConfigError
 from engine.status import COMPLETED, CRASHED, QUEUED, RUNNING, STARTING, STOPPED, STOPPING
 

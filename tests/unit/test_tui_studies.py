@@ -276,6 +276,7 @@ def test_studies_screen_follows_a_search_that_runs_elsewhere(tmp_path):
     import optuna
 
     from cifar_tui.tune import _storage
+    from engine.rebuild import rebuild_store
     from engine.store import Store
     from tests.support.tui import fake_run
 
@@ -296,7 +297,7 @@ def test_studies_screen_follows_a_search_that_runs_elsewhere(tmp_path):
             run = fake_run(tmp_path / "runs", "resnet18_baseline", "7fff", epochs=4, overrides=["optim.lr=0.01"],
                            acc_scale=1.6, t0=tune_t0(app) + 600, study=TUNE)
             store = Store(tmp_path / "runs")
-            store.rebuild()
+            rebuild_store(store)
             best = store.run(run)["best_acc"]
             store.close()
             search = optuna.load_study(study_name=TUNE, storage=_storage(ws))
