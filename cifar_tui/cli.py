@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from engine.config import ConfigError
-from engine.paths import default_data_root, default_home
+from engine.paths import EVENTS_FILE, default_data_root, default_home, events_path
 
 from .commands import listing
 from .commands import runs as run_commands
@@ -289,8 +289,8 @@ def bench_workspace_sizes(sizes: list[int], template: Optional[Path], quick: boo
 
     if any(n < 0 for n in sizes):
         fail(f"--workspace: expected a number of runs (0 or more), got {min(sizes)}")
-    if template is not None and not (template / "events.jsonl").is_file():
-        fail(f"--template {template}: expected a run directory with an events.jsonl")
+    if template is not None and not events_path(template).is_file():
+        fail(f"--template {template}: expected a run directory with an {EVENTS_FILE}")
     try:
         results = bench_workspace(sizes, quick=quick, template=template, progress=not as_json)
     except KeyboardInterrupt:

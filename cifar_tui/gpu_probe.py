@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from engine.events import latest_event
+
 STEPS_PER_EPOCH = 20  # a measured "epoch" of the check: short, so that a time window can end it
 NEVER = 1_000_000     # eval.every / train.checkpoint_every: the check neither evaluates nor checkpoints per epoch
 
@@ -120,14 +122,7 @@ def measure(name: str, overrides: list[str], *, compiled: bool, steps: int, wind
 
 def _end_error(run_dir: Path) -> Optional[str]:
     """The error of the run's `end` event (the trainer's one-line reason), if any."""
-    try:
-        for line in reversed((run_dir / "events.jsonl").read_text().splitlines()):
-            event = json.loads(line)
-            if event.get("type") == "end":
-                return event.get("error")
-    except (OSError, ValueError):
-        pass
-    return None
+    return (latest_event(run_dir, "end") or {}).get("error")
 
 
 def sized_overrides(batch: int, steps: int) -> list[str]:

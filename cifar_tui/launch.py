@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.config import ConfigError, ExperimentConfig, load_config, resolve_config_path
-from engine.events import read_events
+from engine.events import latest_event, latest_start
 from engine.job import child_pids
-from engine.paths import check_run_id, new_run_id
+from engine.paths import check_run_id, events_path, new_run_id
 from engine.status import pid_alive
 
 from .workspace import Workspace
@@ -42,7 +42,7 @@ class Launched:
 
     @property
     def events_path(self) -> Path:
-        return self.run_dir / "events.jsonl"
+        return events_path(self.run_dir)
 
 
 def engine_command(ws: Workspace, *extra: str, nproc: int = 1, torchrun_args: list[str] | None = None) -> list[str]:
@@ -133,11 +133,11 @@ def launch(ws: Workspace, request: LaunchRequest, *, cfg: ExperimentConfig | Non
 
 def recorded_processes(run_dir: Path) -> tuple[int, int]:
     """(world_size, processes per node) of a run's latest start; (1, 1) when it never started."""
-    starts = [e for e in read_events(run_dir / "events.jsonl") if e.get("type") == "start"]
-    if not starts:
+    start = latest_start(run_dir)
+    if not start:
         return 1, 1
-    world = int(starts[-1].get("world_size") or 1)
-    return world, int(starts[-1].get("local_world_size") or world)
+    world = int(start.get("world_size") or 1)
+    return world, int(start.get("local_world_size") or world)
 
 
 def resume(ws: Workspace, run_id: str, *, nproc: int | None = None, torchrun_args: list[str] | None = None,
@@ -170,8 +170,7 @@ def resume_point(run_dir: Path) -> str:
 
     if not (checkpoints_dir(run_dir) / LAST).is_file():
         return "no checkpoint yet: it starts over from epoch 1"
-    ends = [e for e in read_events(Path(run_dir) / "events.jsonl") if e.get("type") == "end"]
-    end = ends[-1] if ends else {}
+    end = latest_event(run_dir, "end") or {}
     done, step = end.get("epochs_done"), end.get("step_in_epoch")
     if step:
         return f"from its last checkpoint: epoch {done + 1}, step {step}"

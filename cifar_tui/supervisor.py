@@ -68,7 +68,7 @@ from typing import Protocol, Sequence
 
 from engine.config import ConfigError, ExperimentConfig, load_config
 from engine.leases import LEASE_STALE_S, Busy, Leases
-from engine.paths import UnknownRun, check_run_id, new_run_id, resolve_run_id
+from engine.paths import UnknownRun, check_run_id, events_path, new_run_id, resolve_run_id
 from engine.notify import Delivery, Notice, dispatch_once, notice_from_row
 from engine.status import (COMPLETED, CRASHED, LIVE, PRUNED, QUEUED, RESUMABLE, STALLED, STARTING, STOPPED, STOPPING,
                            UNKNOWN, pid_alive, this_host)
@@ -388,7 +388,7 @@ class Supervisor:
             self.leases.release(run_id, pid=child.launched.process.pid, reason=f"exit {code}")
             run_dir = child.launched.run_dir
             refusal = None
-            if code == EXIT_BAD_INPUT or not (run_dir / "events.jsonl").exists():
+            if code == EXIT_BAD_INPUT or not events_path(run_dir).exists():
                 refusal = last_error_line(run_dir) or f"the engine exited with code {code} before starting"
             if code == EXIT_BAD_INPUT:  # refused its input, wrote nothing: only a dir holding its stdout.log goes
                 discard_unstarted(run_dir)

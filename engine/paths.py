@@ -33,6 +33,12 @@ def check_run_id(run_id: str) -> str:
 
 
 BEST, LAST = "best.pt", "last.pt"
+EVENTS_FILE = "events.jsonl"
+
+
+def events_path(run_dir: Path) -> Path:
+    """A run's event stream (engine/events.py writes and reads it)."""
+    return Path(run_dir) / EVENTS_FILE
 
 
 def checkpoints_dir(run_dir: Path) -> Path:

@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 from .config import ConfigError
 from .events import read_events, summarize
-from .paths import check_run_id
+from .paths import check_run_id, events_path
 from .store import DB_NAME, EPOCH_FIELDS, Store, db_path, transaction
 
 UNREADABLE_GRACE_S = 5.0  # an events file younger than this may be a run writing its `start` right now
@@ -73,7 +73,7 @@ def ingest_run_dirs(store: Store, *, replace: bool = False) -> IngestReport:
         report.skipped.append((store.home, f"cannot list the runs directory ({exc.strerror})"))
         return report
     for entry in entries:
-        events_file = Path(entry.path) / "events.jsonl"
+        events_file = events_path(entry.path)
         try:
             if events_file.stat().st_size == 0:
                 continue  # an engine starting right now, or a run that never started

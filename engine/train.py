@@ -47,12 +47,12 @@ def study_labels(args: argparse.Namespace, run_dir: Path) -> dict:
     """`start.study` / `start.group`: as given, or on resume as the run's previous start said."""
     study, group = args.study, args.group
     if args.resume and (study is None or group is None):
-        from .events import read_events
+        from .events import latest_start
 
-        starts = [e for e in read_events(run_dir / "events.jsonl") if e.get("type") == "start"]
-        if starts:
-            study = study if study is not None else starts[-1].get("study")
-            group = group if group is not None else starts[-1].get("group")
+        start = latest_start(run_dir)
+        if start:
+            study = study if study is not None else start.get("study")
+            group = group if group is not None else start.get("group")
     return {k: v for k, v in (("study", study), ("group", group)) if v is not None}
 
 

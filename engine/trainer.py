@@ -41,6 +41,7 @@ from .losses import Criterion
 from .models import build_model, count_flops, count_params
 from .notify import Notice, notify_run_end
 from .optim import build_optimizer
+from .paths import events_path
 from .schedule import build_scheduler
 from .step import TrainStep
 from .stop_request import StopRequestWatcher
@@ -175,7 +176,7 @@ class Trainer:
                 tmp = config_file.with_suffix(".yaml.tmp")
                 tmp.write_text(self.cfg.to_yaml())
                 os.replace(tmp, config_file)
-            self.writer = EventWriter(self.run_dir / "events.jsonl", self.run_id)
+            self.writer = EventWriter(events_path(self.run_dir), self.run_id)
             self.stop_requests.clear()
             self.store = SafeStore(self.home)
             self.tb = self._tensorboard()

@@ -32,6 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from engine.events import read_events
+from engine.paths import events_path
+
 from .common import Tmux, _Progress, cli_command, cpu_seconds, loadavg, median, rounded, time_command
 
 TEMPLATE_CONFIG = "resnet18_baseline"
@@ -89,7 +92,7 @@ def make_template(workdir: Path) -> Path:
 def copy_runs(template: Path, home: Path, n: int) -> list[str]:
     """N copies of `template` under `home`, each with its own run id and start time (one minute
     apart, older than the template) in its events."""
-    events = [json.loads(line) for line in (template / "events.jsonl").read_text().splitlines() if line.strip()]
+    events = read_events(events_path(template))
     start = next(e for e in events if e.get("type") == "start")
     name = start.get("config_name") or TEMPLATE_CONFIG
     files = {f: (template / f).read_bytes() for f in COPIED_FILES if (template / f).is_file()}
@@ -110,7 +113,7 @@ def copy_runs(template: Path, home: Path, n: int) -> list[str]:
             if isinstance(e.get("t"), (int, float)):
                 e["t"] = round(e["t"] + shift, 3)
             lines.append(json.dumps(e, separators=(",", ":")))
-        (run_dir / "events.jsonl").write_text("\n".join(lines) + "\n")
+        events_path(run_dir).write_text("\n".join(lines) + "\n")
         ids.append(run_id)
     return ids
 
@@ -207,7 +210,7 @@ _HEADLESS = r"""
 import asyncio, sys, time
 from pathlib import Path
 from cifar_tui.tui.app import CifarTUI
-from cifar_tui.launch import Workspace
+from cifar_tui.workspace import Workspace
 
 t_start = float(sys.argv[3]); settle, window = float(sys.argv[4]), float(sys.argv[5])
 

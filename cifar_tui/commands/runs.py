@@ -15,6 +15,7 @@ import typer
 from rich.markup import escape
 
 from engine.config import ConfigError
+from engine.paths import events_path
 from engine.status import COMPLETED, CRASHED, FAILED, LIVE, PRUNED, QUEUED, RUNNING, STALLED, STOPPED, TERMINAL
 
 from . import listing
@@ -224,7 +225,7 @@ def resume(run_id: str = typer.Argument(..., help="Run id or a unique prefix of 
                     fail(f"{run_id}: {outcome.reason}")
                 console.print(f"resuming {run_id} as SLURM job {outcome.job_id}; follow it with: cifar-tui runs")
             return
-        events = state.ws.home / run_id / "events.jsonl"
+        events = events_path(state.ws.home / run_id)
         offset = events.stat().st_size if events.exists() else 0  # show only what this resume adds
         from ..launch import resume_point
 

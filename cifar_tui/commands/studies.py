@@ -278,7 +278,8 @@ def show_run_if_run(name: str) -> bool:
     import yaml
 
     from engine.config import resolve_config_path
-    from engine.events import read_events
+    from engine.events import read_events, summarize
+    from engine.paths import events_path
     from engine.paths import resolve_run_id
 
     home = state.ws.home
@@ -295,22 +296,23 @@ def show_run_if_run(name: str) -> bool:
                 fail(str(exc))
             return False  # neither: the config lookup names what is wrong
     run_dir = home / name
-    starts = [e for e in read_events(run_dir / "events.jsonl") if e.get("type") == "start"]
+    events = summarize(read_events(events_path(run_dir)))
+    start = events.get("start")
     config_file = run_dir / "config.yaml"
     try:
         config_text = config_file.read_text()
     except OSError:
-        if not starts:
+        if not start:
             fail(f"run {name}: neither {config_file} nor a `start` event can be read")
-        config_text = yaml.safe_dump(starts[-1].get("config") or {}, sort_keys=False)
-    start = starts[-1] if starts else {}
+        config_text = yaml.safe_dump(start.get("config") or {}, sort_keys=False)
+    start = start or {}
     store = open_store()
     try:
         row = store.run(name) or {}
     finally:
         store.close()
     meta = {"run_id": name, "status": row.get("status") or ("unknown" if not start else None),
-            "study": start.get("study"), "group": start.get("group"), "started": len(starts),
+            "study": start.get("study"), "group": start.get("group"), "started": events["starts"],
             "provenance": start.get("provenance")}
     sys.stdout.write(config_text.rstrip("\n") + "\n---\n")
     sys.stdout.write(yaml.safe_dump(meta, sort_keys=False))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.events import latest_start
 from engine.provenance import differences
 
 from ..names import name_groups
@@ -93,22 +94,8 @@ def diff_rows(items: list[Compared]) -> list[tuple[str, list[Any]]]:
 
 
 def run_provenance(run_dir: Path) -> dict | None:
-    """The provenance of the run's latest `start` event (None: none recorded). Only lines that
-    mention `start` are parsed: a long run's events file is mostly steps."""
-    found = None
-    try:
-        with open(run_dir / "events.jsonl", "rb") as f:
-            for line in f:
-                if b'"start"' not in line:
-                    continue
-                try:
-                    event = json.loads(line)
-                except ValueError:  # a torn last line
-                    continue
-                if isinstance(event, dict) and event.get("type") == "start":
-                    found = event.get("provenance")
-    except OSError:
-        return None
+    """The provenance of the run's latest `start` event (None: none recorded)."""
+    found = (latest_start(run_dir) or {}).get("provenance")
     return found if isinstance(found, dict) else None
 
 

@@ -443,7 +443,8 @@ def test_four_processes_hammer_the_store_while_a_reader_reads(workspace, procs, 
 _FAKE_TUI = r"""
 import sys, time
 from pathlib import Path
-from cifar_tui.launch import LaunchRequest, Workspace, launch
+from cifar_tui.launch import LaunchRequest, launch
+from cifar_tui.workspace import Workspace
 
 ws = Workspace(home=Path(sys.argv[1]), data_root=Path(sys.argv[2]))
 launched = launch(ws, LaunchRequest(sys.argv[3], sys.argv[4:]))
