@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from engine.config import ConfigError
-from engine.paths import EVENTS_FILE, default_data_root, default_home, events_path
+from engine.record.paths import EVENTS_FILE, default_data_root, default_home, events_path
 
 from .commands import listing
 from .commands import runs as run_commands

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.config import ConfigError, ExperimentConfig, load_config, resolve_config_path
-from engine.events import latest_event, latest_start
-from engine.job import child_pids
-from engine.paths import check_run_id, events_path, new_run_id
-from engine.status import pid_alive
+from engine.record.events import latest_event, latest_start
+from engine.record.job import child_pids
+from engine.record.paths import check_run_id, events_path, new_run_id
+from engine.record.status import pid_alive
 
 from .workspace import Workspace
 
@@ -166,7 +166,7 @@ def resume_point(run_dir: Path) -> str:
     """Where a resume of this run continues, in words: from its last checkpoint (and where that
     is, from its latest `end` event), or from the start when it has none yet (stopped or killed
     before its first checkpoint: the engine then starts over)."""
-    from engine.paths import LAST, checkpoints_dir
+    from engine.record.paths import LAST, checkpoints_dir
 
     if not (checkpoints_dir(run_dir) / LAST).is_file():
         return "no checkpoint yet: it starts over from epoch 1"

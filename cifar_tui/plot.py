@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.config import ConfigError
-from engine.events import read_events, summarize
-from engine.paths import check_out_file, check_run_id, events_path, resolve_run_id
+from engine.record.events import read_events, summarize
+from engine.record.paths import check_out_file, check_run_id, events_path, resolve_run_id
 
 IMAGE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
 

@@ -2,7 +2,7 @@
 stop / resume / delete and run status. Plain Python (no Textual, no torch): the CLI uses it
 (`run`, `run --parallel`, `resume`, `stop`, `runs`), and so does the TUI.
 
-Every start goes through the store's queue and the store's GPU leases (engine/leases.py),
+Every start goes through the store's queue and the store's GPU leases (engine/record/leases.py),
 so any number of TUIs and CLIs on one machine share the same GPUs: a run holds its GPUs
 through a lease that the launcher takes before spawning and hands to the engine process;
 it is released when the process is reaped, or frees itself when the process is gone.
@@ -40,7 +40,7 @@ API
 ``sup.cancel(item_id) -> bool``  drop a queued item.
 ``sup.refused() -> [dict]``, ``sup.dismiss(item_id)``  items whose launch was refused (a bad config, or an
     engine that refused its input before starting: `error` says why), listed until dismissed.
-``sup.status(run_id) -> str``    the effective status (engine.status), `starting`/`stopping` too.
+``sup.status(run_id) -> str``    the effective status (engine.record.status), `starting`/`stopping` too.
 ``sup.runs() -> [dict]``         store rows with effective statuses, and runs submitted to a batch
     scheduler whose engine has not started (queued, with job_id); ``sup.queued() -> [dict]``.
 ``sup.resolve(ref) -> run_id``   a unique prefix to its run id (UnknownRun / AmbiguousRun).
@@ -67,11 +67,11 @@ from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 from engine.config import ConfigError, ExperimentConfig, load_config
-from engine.leases import LEASE_STALE_S, Busy, Leases
-from engine.paths import UnknownRun, check_run_id, events_path, new_run_id, resolve_run_id
+from engine.record.leases import LEASE_STALE_S, Busy, Leases
+from engine.record.paths import UnknownRun, check_run_id, events_path, new_run_id, resolve_run_id
 from engine.notify import Delivery, Notice, dispatch_once, notice_from_row
-from engine.status import (COMPLETED, CRASHED, LIVE, PRUNED, QUEUED, RESUMABLE, STALLED, STARTING, STOPPED, STOPPING,
-                           UNKNOWN, pid_alive, this_host)
+from engine.record.status import (COMPLETED, CRASHED, LIVE, PRUNED, QUEUED, RESUMABLE, STALLED, STARTING, STOPPED,
+                                  STOPPING, UNKNOWN, pid_alive, this_host)
 from engine.stop_request import write_request
 from engine.watch_config import watch_settings
 

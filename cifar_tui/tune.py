@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.config import ConfigError, load_config
-from engine.events import EventTail, latest_event
-from engine.paths import events_path
-from engine.status import COMPLETED, LIVE, PRUNED, QUEUED, RESUMABLE, STARTING, STOPPED
+from engine.record.events import EventTail, latest_event
+from engine.record.paths import events_path
+from engine.record.status import COMPLETED, LIVE, PRUNED, QUEUED, RESUMABLE, STARTING, STOPPED
 
 from .names import TRIAL_KEY, short_settings
 from .supervisor import Refused, Started, Supervisor

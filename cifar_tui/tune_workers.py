@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import Callable
 
 from engine.config import ConfigError, load_config
-from engine.status import LIVE, QUEUED, STARTING
+from engine.record.status import LIVE, QUEUED, STARTING
 
 from .study_workers import (StudyLock, Submission, alive_workers, on_stop_signals, submit_workers, worker_name,
                             worker_supervisor)

@@ -23,7 +23,7 @@ import signal
 import time
 from pathlib import Path
 
-from .status import PRUNED, STOPPED
+from .record.status import PRUNED, STOPPED
 
 REQUEST_FILE = "stop_request.json"
 REQUESTABLE = (STOPPED, PRUNED)

@@ -19,7 +19,7 @@ from pathlib import Path
 from . import fault_hooks
 from .config import ConfigError, apply_overrides, config_from_dict, load_config, read_config_file
 from .keep import check_resumable
-from .paths import check_run_id, default_data_root, default_home, new_run_id, write_run_config
+from .record.paths import check_run_id, default_data_root, default_home, new_run_id, write_run_config
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,7 +47,7 @@ def study_labels(args: argparse.Namespace, run_dir: Path) -> dict:
     """`start.study` / `start.group`: as given, or on resume as the run's previous start said."""
     study, group = args.study, args.group
     if args.resume and (study is None or group is None):
-        from .events import latest_start
+        from .record.events import latest_start
 
         start = latest_start(run_dir)
         if start:
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         init_distributed(info, cfg.train.device)
         start_info = study_labels(args, home / run_id) if info.is_main else {}
         if info.is_main:
-            from .provenance import collect
+            from .record.provenance import collect
 
             start_info["provenance"] = collect(argv)
         trainer = Trainer(cfg, run_id=run_id, home=home, data_root=data_root, resume=bool(args.resume), info=info,

@@ -28,8 +28,8 @@ from .data import load_dataset, make_pipeline
 from .ddp import (DistInfo, adopt_rank0_buffers, any_rank_each, convert_sync_batchnorm, device_label,
                   rank_weights_sha256, select_device, share_of_global_batch, sum_over_ranks, wrap_ddp)
 from .ema import WeightEma, better_of
-from .evaluate import topk_hits
-from .events import EventWriter
+from .after.evaluate import topk_hits
+from .record.events import EventWriter
 from .fast import autocast_dtype, compile_mode, compile_module, configure_backends
 from .guard import DivergenceGuard, EarlyStopping, TrainingDiverged, chance_loss
 from .heartbeat import Heartbeat, peak_memory, reset_peak_memory, run_gpu_devices
@@ -41,7 +41,7 @@ from .losses import Criterion
 from .models import build_model, count_flops, count_params
 from .notify import Notice, notify_run_end
 from .optim import build_optimizer
-from .paths import events_path
+from .record.paths import events_path
 from .schedule import build_scheduler
 from .step import TrainStep
 from .stop_request import StopRequestWatcher

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.paths import events_path
+from engine.record.paths import events_path
 
 from .common import BenchContext, Section, cli_command, median, rounded, time_command
 

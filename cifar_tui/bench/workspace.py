@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from engine.events import read_events
-from engine.paths import events_path
+from engine.record.events import read_events
+from engine.record.paths import events_path
 
 from .common import Tmux, _Progress, cli_command, cpu_seconds, loadavg, median, rounded, time_command
 
@@ -119,8 +119,8 @@ def copy_runs(template: Path, home: Path, n: int) -> list[str]:
 
 
 def _rebuild(home: Path) -> tuple[float, int]:
-    from engine.rebuild import rebuild_store
-    from engine.store import Store
+    from engine.record.rebuild import rebuild_store
+    from engine.record.store import Store
 
     for suffix in ("", "-wal", "-shm"):
         (home / f"cifar_tui.db{suffix}").unlink(missing_ok=True)

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from engine.config import ConfigError
-from engine.status import COMPLETED, PRUNED, STOPPED
+from engine.record.status import COMPLETED, PRUNED, STOPPED
 
 from ..workspace import Workspace
 

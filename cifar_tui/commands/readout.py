@@ -65,7 +65,7 @@ class _EmptyStore:
     def __init__(self):
         import sqlite3
 
-        from engine.store import SCHEMA
+        from engine.record.store import SCHEMA
 
         self.conn = sqlite3.connect(":memory:")
         self.conn.executescript(SCHEMA)

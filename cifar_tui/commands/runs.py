@@ -15,8 +15,8 @@ import typer
 from rich.markup import escape
 
 from engine.config import ConfigError
-from engine.paths import events_path
-from engine.status import COMPLETED, CRASHED, FAILED, LIVE, PRUNED, QUEUED, RUNNING, STALLED, STOPPED, TERMINAL
+from engine.record.paths import events_path
+from engine.record.status import COMPLETED, CRASHED, FAILED, LIVE, PRUNED, QUEUED, RUNNING, STALLED, STOPPED, TERMINAL
 
 from . import listing
 from .common import (EXIT_BAD_INPUT, EXIT_STOPPED, DataSource, Launcher, LaunchOptions, cli_overrides, console, err_console,
@@ -29,7 +29,7 @@ STATUS_COLORS = {RUNNING: "cyan", STALLED: "magenta", QUEUED: "magenta", COMPLET
 
 def _resolve(ref: str) -> str:
     """A run id from a unique prefix, looked up in the run directories (nothing is created)."""
-    from engine.paths import resolve_run_id
+    from engine.record.paths import resolve_run_id
 
     try:
         return resolve_run_id(state.ws.home, ref)
@@ -436,7 +436,7 @@ def runs_rm(run_ids: List[str] = typer.Argument(..., help="Run ids or unique pre
     """Delete runs: their directories, checkpoints and store rows. Live runs are never touched."""
     for ref in run_ids:  # every id is checked before the store is opened
         try:
-            from engine.paths import check_run_id
+            from engine.record.paths import check_run_id
 
             check_run_id(ref)
         except ConfigError as exc:

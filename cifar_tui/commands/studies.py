@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from engine.config import ConfigError
-from engine.status import COMPLETED
+from engine.record.status import COMPLETED
 
 from .common import (EXIT_STOPPED, DataSource, Launcher, LaunchOptions, cli_overrides, command_line, console, err_console,
                      fail, open_store, print_finish, state, warn)
@@ -278,9 +278,9 @@ def show_run_if_run(name: str) -> bool:
     import yaml
 
     from engine.config import resolve_config_path
-    from engine.events import read_events, summarize
-    from engine.paths import events_path
-    from engine.paths import resolve_run_id
+    from engine.record.events import read_events, summarize
+    from engine.record.paths import events_path
+    from engine.record.paths import resolve_run_id
 
     home = state.ws.home
     if not (home / name).is_dir():

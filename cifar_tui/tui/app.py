@@ -25,8 +25,8 @@ from textual.reactive import Reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
-from engine.status import CRASHED, END_STATUSES, LIVE
-from engine.store import Store
+from engine.record.status import CRASHED, END_STATUSES, LIVE
+from engine.record.store import Store
 
 from ..workspace import Workspace
 from ..supervisor import Supervisor

@@ -1,6 +1,6 @@
 """What the compare screen shows, as plain data (no Textual): runs or groups side by side, each
 with its accuracy curve (a group: the mean curve with its ±1 std band, `studies.group_curve`),
-the config keys that differ, and the provenance keys that differ (`engine.provenance.differences`).
+the config keys that differ, and the provenance keys that differ (`engine.record.provenance.differences`).
 """
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.events import latest_start
-from engine.provenance import differences
+from engine.record.events import latest_start
+from engine.record.provenance import differences
 
 from ..names import name_groups
 from ..table_rows import fmt_acc, fmt_duration

@@ -18,7 +18,7 @@ from cifar_tui.workspace import Workspace
 from engine.checkpoint import load_checkpoint
 from engine.config import ConfigError
 from engine.ddp import device_label, weights_sha256
-from engine.events import read_events
+from engine.record.events import read_events
 
 from tests.conftest import CLI, cli, set_args
 from tests.support.webhook import free_port

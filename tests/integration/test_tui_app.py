@@ -25,9 +25,9 @@ from cifar_tui.workspace import Workspace
 from cifar_tui.tui.screens import LaunchScreen, QuitScreen
 from cifar_tui.tui.panes.run_view import POLL_MAX_BYTES
 from cifar_tui.tui.support import pane_id_for
-from engine.events import read_events
-from engine.store import Store
-from engine.status import pid_alive
+from engine.record.events import read_events
+from engine.record.store import Store
+from engine.record.status import pid_alive
 
 from tests.support.tui import until_form, footer_keys, until_loaded
 

@@ -17,7 +17,7 @@ from textual.widgets import DataTable, Input, Static
 from cifar_tui.tui.app import CifarTUI
 from cifar_tui.tui.screens import CompareScreen, ConfirmScreen, LaunchScreen, QuitScreen
 from engine.config import list_config_paths, load_config
-from engine.status import pid_alive
+from engine.record.status import pid_alive
 
 from tests.support.tui import until_form, ROOT, fake_workspace, footer_keys, until_loaded
 

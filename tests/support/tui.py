@@ -114,7 +114,7 @@ def add_study(home: Path, study: str = STUDY, *, seeds: int = 3, t0: float = T0 
 
 def study_workspace(tmp: Path) -> tuple[Workspace, dict[str, str], dict[str, list[str]]]:
     """fake_workspace plus a recorded sweep study (add_study) of two groups."""
-    from engine.store import Store
+    from engine.record.store import Store
 
     home = tmp / "runs"
     home.mkdir(parents=True, exist_ok=True)
@@ -140,8 +140,8 @@ def add_tune_study(ws: Workspace, study: str = TUNE) -> dict[str, object]:
     import optuna
 
     from cifar_tui.tune import _storage
-    from engine.rebuild import rebuild_store
-    from engine.store import Store
+    from engine.record.rebuild import rebuild_store
+    from engine.record.store import Store
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     home = Path(ws.home)

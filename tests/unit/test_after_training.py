@@ -13,11 +13,11 @@ from PIL import Image
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.config import ConfigError, ExperimentConfig, load_config
-from engine.evaluate import Predictions, compute_metrics, ensemble, topk_hits, worst_classes
-from engine.images import ImageError, read_image
+from engine.after.evaluate import Predictions, compute_metrics, ensemble, topk_hits, worst_classes
+from engine.after.images import ImageError, read_image
 from engine.keep import check_extendable, check_resumable, checkpoint_path, finalize, save_epoch_weights
-from engine.rebuild import rebuild_store
-from engine.store import Store
+from engine.record.rebuild import rebuild_store
+from engine.record.store import Store
 from engine.summary import SUMMARY_COLUMNS, flat_hparams, read_summary, write_summary_row
 
 # ---------------------------------------------------------------------------

@@ -3,9 +3,9 @@ with their own ids and start times) that the store rebuilds into N distinct runs
 from __future__ import annotations
 
 from cifar_tui.bench.workspace import copy_runs
-from engine.events import read_events
-from engine.rebuild import rebuild_store
-from engine.store import Store
+from engine.record.events import read_events
+from engine.record.rebuild import rebuild_store
+from engine.record.store import Store
 
 from tests.support.tui import fake_run
 

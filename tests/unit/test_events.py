@@ -1,11 +1,11 @@
-"""The one event reader (engine/events.py) and the one path helper (engine.paths.events_path):
+"""The one event reader (engine/record/events.py) and the one path helper (engine.record.paths.events_path):
 the latest event of a type, read past torn lines and lookalikes; the file's name written once."""
 from __future__ import annotations
 
 import ast
 
-from engine.events import EventWriter, latest_event, latest_start, read_events, summarize
-from engine.paths import EVENTS_FILE, events_path
+from engine.record.events import EventWriter, latest_event, latest_start, read_events, summarize
+from engine.record.paths import EVENTS_FILE, events_path
 
 from tests.conftest import ROOT
 
@@ -48,11 +48,11 @@ def _code_strings(tree: ast.AST):
 
 
 def test_the_events_file_is_named_in_one_place_in_the_code():
-    """Every reader and writer goes through engine.paths.events_path (tests may name the file)."""
+    """Every reader and writer goes through engine.record.paths.events_path (tests may name the file)."""
     found = []
     for package in ("engine", "cifar_tui"):
         for path in sorted((ROOT / package).rglob("*.py")):
             for node in _code_strings(ast.parse(path.read_text(encoding="utf-8"))):
                 if "events.jsonl" in node.value:
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
-    assert [where.split(":")[0] for where in found] == ["engine/paths.py"], found
+    assert [where.split(":")[0] for where in found] == ["engine/record/paths.py"], found

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from cifar_tui.cli import app
 from cifar_tui.study_report import CLAIMS, write_report
 from engine.config import list_config_paths, load_config
-from engine.rebuild import rebuild_store
-from engine.store import Store
+from engine.record.rebuild import rebuild_store
+from engine.record.store import Store
 
 runner = CliRunner()
 

@@ -12,7 +12,7 @@ from cifar_tui.launchers import SlurmOptions, refusal_line, warning_s
 from cifar_tui.supervisor import Supervisor
 from cifar_tui.tui.runs_index import RunsIndex
 from engine import lifecycle, stop_request
-from engine.store import Store
+from engine.record.store import Store
 
 from tests.support.tui import fake_workspace
 

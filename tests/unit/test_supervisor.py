@@ -12,9 +12,9 @@ import time
 import pytest
 
 from cifar_tui.supervisor import NotLive, Refused, RunIsLive, Started, Supervisor
-from engine.paths import AmbiguousRun, UnknownRun
+from engine.record.paths import AmbiguousRun, UnknownRun
 from engine.config import ConfigError
-from engine.status import COMPLETED, CRASHED, QUEUED, RUNNING, STARTING, STOPPED, STOPPING
+from engine.record.status import COMPLETED, CRASHED, QUEUED, RUNNING, STARTING, STOPPED, STOPPING
 
 from tests.support.supervision import make_supervisor
 from tests.support.tui import DEAD_PID

@@ -13,8 +13,8 @@ from cifar_tui.tui.app import CifarTUI
 from cifar_tui.tui.messages import LaunchRequested
 from cifar_tui.tui.screens import LaunchScreen
 from engine.config import load_config
-from engine.leases import Leases
-from engine.store import Store
+from engine.record.leases import Leases
+from engine.record.store import Store
 
 from tests.support.tui import ROOT, fake_workspace, until_loaded
 

@@ -276,8 +276,8 @@ def test_studies_screen_follows_a_search_that_runs_elsewhere(tmp_path):
     import optuna
 
     from cifar_tui.tune import _storage
-    from engine.rebuild import rebuild_store
-    from engine.store import Store
+    from engine.record.rebuild import rebuild_store
+    from engine.record.store import Store
     from tests.support.tui import fake_run
 
     ws, _, _ = study_workspace(tmp_path)

@@ -19,11 +19,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, ProgressBar, RichLog, Static
 
-from engine.events import EventTail
+from engine.record.events import EventTail
 from engine.notify import notice_from_end
-from engine.paths import events_path
-from engine.status import (COMPLETED, CRASHED, FAILED, QUEUED, RUNNING, STALLED, STARTING, STOPPED, STOPPING,
-                           TERMINAL, UNKNOWN, effective_status)
+from engine.record.paths import events_path
+from engine.record.status import (COMPLETED, CRASHED, FAILED, QUEUED, RUNNING, STALLED, STARTING, STOPPED, STOPPING,
+                                  TERMINAL, UNKNOWN, effective_status)
 
 from ...table_rows import fmt_duration
 from ..messages import CloseRun, RetryLaunch, RunEnded, RunStatusChanged

@@ -14,7 +14,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from engine.status import COMPLETED, LIVE, QUEUED
+from engine.record.status import COMPLETED, LIVE, QUEUED
 
 from ...table_rows import fmt_ci, fmt_duration, vs_cells
 from ..messages import CloseStudy, DriveStudy, OpenRun

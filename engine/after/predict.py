@@ -1,6 +1,6 @@
 """Classify image files with a trained run: top classes and probabilities.
 
-Each file is read at CIFAR's 32x32 (engine/images.py); from there it goes through the run's
+Each file is read at CIFAR's 32x32 (engine/after/images.py); from there it goes through the run's
 own test batches: the bilinear resize to ``data.image_size``, the scale to [0, 1] and the
 normalisation, exactly as the run's test images did.
 """
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data.formats import Dataset, Split
+from ..data.formats import Dataset, Split
 from .images import read_image
 from .run_model import RunModel, class_names, eval_batch_size, eval_pipeline, load_run_model
 
@@ -31,7 +31,7 @@ def predict_files(home: Path, data_root: Path, run_id: str, paths: list[Path], *
                   ckpt: str = "best", device: str = "auto", top: int = 5) -> list[dict[str, Any]]:
     """The `top` classes of each image file. Every file is read before the model is loaded:
     one unreadable file refuses the lot (ImageError) and nothing is predicted."""
-    from .ddp import DistInfo, select_device
+    from ..ddp import DistInfo, select_device
 
     images = [(str(p), read_image(p)) for p in paths]
     run = load_run_model(home, run_id, ckpt, select_device(device, DistInfo()))

@@ -3,8 +3,8 @@ and batch jobs.
 
 Engine processes write it in short transactions (WAL, busy timeout); the UI and the
 CLI read it; launchers (cifar_tui.supervisor) queue and lease through it. The run
-directories are the durable record: engine/rebuild.py recreates every run and evaluation
-row from them. Leases are engine/leases.py's; the engine only keeps its
+directories are the durable record: engine/record/rebuild.py recreates every run and evaluation
+row from them. Leases are engine/record/leases.py's; the engine only keeps its
 lease's heartbeat fresh (`heartbeat`).
 """
 from __future__ import annotations
@@ -274,7 +274,7 @@ class Store:
 
     # -- readers ---------------------------------------------------------
     def runs(self, stall_after_s: float | None = None) -> list[dict]:
-        """Every run, newest first, with its effective status (engine.status.effective_status)."""
+        """Every run, newest first, with its effective status (engine.record.status.effective_status)."""
         rows = self.conn.execute("SELECT * FROM runs ORDER BY started_at DESC").fetchall()
         now, stall = time.time(), self.stall_threshold(stall_after_s)
         out = []
@@ -472,7 +472,7 @@ class Store:
         r = self.conn.execute(self._PENDING + " AND jobs.run_id=?", (run_id,)).fetchone()
         return None if r is None else dict(r)
 
-    # -- evaluations (cifar-tui eval; engine/evaluate.py) ------------------
+    # -- evaluations (cifar-tui eval; engine/after/evaluate.py) ------------------
     def eval_recorded(self, key: str, members: list[str], result: dict) -> None:
         """Keep an evaluation result (the latest per run or ensemble, checkpoint and TTA)."""
         with transaction(self.conn) as c:

@@ -43,7 +43,7 @@ def stall_after_default(home=None) -> float | None:
     """Seconds without a step before a live run counts as stalled (None: never): the workspace's
     watch.yaml `stall_after`, overridden by CIFAR_TUI_STALL_AFTER_S; 10 minutes when neither says
     (engine/watch_config.py tells why)."""
-    from .watch_config import watch_settings  # pydantic and yaml only when a status is computed
+    from ..watch_config import watch_settings  # pydantic and yaml only when a status is computed
 
     return watch_settings(home).stall_after_s
 
@@ -110,7 +110,7 @@ def effective_status(known: Mapping | Any, *, now: float | None = None, stall_af
 
 
 def summary_facts(summary: Mapping) -> dict:
-    """The facts `effective_status` needs, from `engine.events.summarize(events)`."""
+    """The facts `effective_status` needs, from `engine.record.events.summarize(events)`."""
     start = summary.get("start") or {}
     return {"status": summary.get("status"), "pid": start.get("pid"), "host": start.get("host"),
             "heartbeat_at": summary.get("last_t"), "started_at": summary.get("started_at"),
