@@ -23,8 +23,8 @@ from .commands import model as model_commands
 from .commands import search as search_commands
 from .commands import studies as study_commands
 from .commands import watch as watch_commands
-from .commands.common import (EXIT_BAD_INPUT, command_line, console, err_console, fail, load_experiment, open_store, state,
-                              warn)
+from .commands.common import (EXIT_BAD_INPUT, command_line, console, err_console, fail, load_experiment, open_store,
+                              state, warn)
 from .commands.readout import print_groups
 from .workspace import Workspace
 

@@ -1,6 +1,6 @@
 """The fast GPU path's choices, in one place: the autocast dtype, fused optimizers, the
-torch.compile mode, CUDA graph step marks and cuDNN autotuning.  Each is a plain function of (config, device, DDP or not),
-so the trainer and `scripts/gpu-check.sh` make the same choice.
+torch.compile mode, CUDA graph step marks and cuDNN autotuning. Each is a plain function of
+(config, device, DDP or not), so the trainer and `scripts/gpu-check.sh` make the same choice.
 
 - Fused AdamW/SGD (one kernel for the whole update) on CUDA; foreach elsewhere.
 - ``train.compile_mode: auto`` picks ``reduce-overhead`` (Inductor + CUDA graphs: the step's

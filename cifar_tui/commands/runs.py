@@ -19,8 +19,8 @@ from engine.record.paths import events_path
 from engine.record.status import COMPLETED, CRASHED, FAILED, LIVE, PRUNED, QUEUED, RUNNING, STALLED, STOPPED, TERMINAL
 
 from . import listing
-from .common import (EXIT_BAD_INPUT, EXIT_STOPPED, DataSource, Launcher, LaunchOptions, cli_overrides, console, err_console,
-                     fail, load_experiment, print_finish, state, supervisor, warn)
+from .common import (EXIT_BAD_INPUT, EXIT_STOPPED, DataSource, Launcher, LaunchOptions, cli_overrides, console,
+                     err_console, fail, load_experiment, print_finish, state, supervisor, warn)
 
 STALLED_STOP_GRACE_S = 3.0  # stop: how long a stalled run gets to honour the first request
 STATUS_COLORS = {RUNNING: "cyan", STALLED: "magenta", QUEUED: "magenta", COMPLETED: "green", STOPPED: "yellow",

@@ -19,8 +19,8 @@ from rich.table import Table
 from engine.config import ConfigError
 from engine.record.status import COMPLETED
 
-from .common import (EXIT_STOPPED, DataSource, Launcher, LaunchOptions, cli_overrides, command_line, console, err_console,
-                     fail, open_store, print_finish, state, warn)
+from .common import (EXIT_STOPPED, DataSource, Launcher, LaunchOptions, cli_overrides, command_line, console,
+                     err_console, fail, open_store, print_finish, state, warn)
 from .readout import print_cost, print_groups
 
 
