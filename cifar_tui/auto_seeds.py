@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from engine.config import ConfigError
-from engine.status import COMPLETED, CRASHED, FAILED, ITEM_QUEUED, LIVE, PRUNED, QUEUED, STOPPED
+from engine.record.status import COMPLETED, CRASHED, FAILED, ITEM_QUEUED, LIVE, PRUNED, QUEUED, STOPPED
 
 from .stats import UNRESOLVED, compare, interval, seeds_for_half_width
 from .sweep import SEED_KEY, override_key

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from engine.config import ConfigError
-from engine.paths import default_data_root, default_home
+from engine.record.paths import EVENTS_FILE, default_data_root, default_home, events_path
 
 from .commands import listing
 from .commands import runs as run_commands
@@ -23,7 +23,9 @@ from .commands import model as model_commands
 from .commands import search as search_commands
 from .commands import studies as study_commands
 from .commands import watch as watch_commands
-from .commands.common import EXIT_BAD_INPUT, command_line, console, err_console, fail, open_store, state, warn
+from .commands.common import (EXIT_BAD_INPUT, command_line, console, err_console, fail, load_experiment, open_store,
+                              state, warn)
+from .commands.readout import print_groups
 from .workspace import Workspace
 
 def _flags_without_type(display_type_rich):
@@ -77,7 +79,7 @@ def main_callback(
 
 
 def open_tui() -> None:
-    from .app import run_app
+    from .tui.app import run_app
 
     run_app(state.ws)
 
@@ -89,7 +91,7 @@ def open_tui() -> None:
 def list_cmd(as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
     """Experiments: name, model, input size, pretrained, head/loss, the accuracy each is held against
     (ref acc) with its kind: seed (the seed's table), paper, est. (our estimate) or goal (ours)."""
-    from .report import experiment_rows, fmt_ref
+    from .table_rows import experiment_rows, fmt_ref
 
     rows = experiment_rows(state.ws.configs)
     if as_json:
@@ -109,22 +111,13 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="One JSON object
     console.print(table)
 
 
-def _load(name: str, overrides: list[str]):
-    from engine.config import load_config
-
-    try:
-        return load_config(name, overrides, state.ws.configs)
-    except ConfigError as exc:
-        fail(str(exc))
-
-
 @app.command()
 def show(name: str = typer.Argument(..., help="Config name or path to a YAML file, or a run id (or unique prefix)."),
          overrides: List[str] = typer.Option([], "--set", help="Override a key: a.b=value (repeatable).")) -> None:
     """The resolved config as YAML; for a run, its config as run, then its study, group and provenance."""
     if not overrides and study_commands.show_run_if_run(name):
         return
-    cfg = _load(name, overrides)
+    cfg = load_experiment(name, overrides)
     sys.stdout.write(cfg.to_yaml())
 
 
@@ -160,11 +153,11 @@ def leaderboard(fmt: BoardFormat = typer.Option(BoardFormat.table, "--format", h
     """Best test accuracy per run (or per group), with the accuracy each is held against (ref acc:
     the seed's, a paper's, our estimate or our goal); synthetic runs ranked apart. A table shows the
     best 50 of each (--all, --limit N); markdown, csv and json list every one."""
-    from .report import fmt_acc, fmt_ref, leaderboard_csv, leaderboard_json, leaderboard_markdown, leaderboard_rows
+    from .table_rows import fmt_acc, fmt_ref, leaderboard_csv, leaderboard_json, leaderboard_markdown, leaderboard_rows
 
     keep = listing.row_limit(limit, show_all, complete=fmt is not BoardFormat.table)
     if by is BoardBy.group or vs is not None:
-        study_commands.print_groups(study, fmt.value, keep, vs=vs)
+        print_groups(study, fmt.value, keep, vs=vs)
         return
     store = open_store()
     rows = leaderboard_rows([r for r in store.leaderboard() if not study or r.get("study") == study])
@@ -296,8 +289,8 @@ def bench_workspace_sizes(sizes: list[int], template: Optional[Path], quick: boo
 
     if any(n < 0 for n in sizes):
         fail(f"--workspace: expected a number of runs (0 or more), got {min(sizes)}")
-    if template is not None and not (template / "events.jsonl").is_file():
-        fail(f"--template {template}: expected a run directory with an events.jsonl")
+    if template is not None and not events_path(template).is_file():
+        fail(f"--template {template}: expected a run directory with an {EVENTS_FILE}")
     try:
         results = bench_workspace(sizes, quick=quick, template=template, progress=not as_json)
     except KeyboardInterrupt:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from engine.config import ExperimentConfig
-from engine.status import this_host
+from engine.record.status import this_host
 
 HISTORY, PROBE, UNKNOWN = "history", "probe", "unknown"
 FULL_TRAIN, FULL_TEST = 50000, 10000   # CIFAR-100's (and the synthetic set's) images
@@ -170,7 +170,7 @@ class Estimator:
 
     @classmethod
     def for_home(cls, home: Path, **kw) -> "Estimator":
-        from engine.store import Store
+        from engine.record.store import Store
 
         return cls(Store(Path(home)), **kw)
 

@@ -43,7 +43,7 @@ def probe_config(raw: dict, device: str):
 
 def measure(raw: dict, device: str, workdir: Path) -> float:
     from engine.hooks import TrainerHook
-    from engine.paths import new_run_id
+    from engine.record.paths import new_run_id
     from engine.trainer import Trainer
 
     cfg = probe_config(raw, device)

@@ -16,11 +16,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from engine.events import EventTail
-from engine.status import STOPPED
+from engine.record.events import EventTail
+from engine.record.status import STOPPED
 
 from .launch import Launched
-from .report import fmt_acc, fmt_duration
+from .table_rows import fmt_acc, fmt_duration
 from .supervisor import ALERT_EVERY_S, Reaped, Started, Supervisor
 
 EXIT_BAD_INPUT, EXIT_STOPPED = 2, 130

@@ -1,7 +1,7 @@
 """Which GPUs there are, and how a run is pinned to its GPUs.
 
 Which run gets which GPU is decided by cifar_tui.supervisor through the store's GPU leases
-(engine/leases.py), shared by every launcher on the machine. No torch import here: the
+(engine/record/leases.py), shared by every launcher on the machine. No torch import here: the
 device list comes from the environment or nvidia-smi.
 """
 from __future__ import annotations

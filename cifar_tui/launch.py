@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.config import ConfigError, ExperimentConfig, load_config, resolve_config_path
-from engine.events import read_events
-from engine.job import child_pids
-from engine.paths import check_run_id, new_run_id
-from engine.status import pid_alive
+from engine.record.events import latest_event, latest_start
+from engine.record.job import child_pids
+from engine.record.paths import check_run_id, events_path, new_run_id
+from engine.record.status import pid_alive
 
-from .workspace import Workspace  # noqa: F401 - re-exported: the TUI and tests import it from here
+from .workspace import Workspace
+
 
 
 @dataclass
@@ -41,7 +42,7 @@ class Launched:
 
     @property
     def events_path(self) -> Path:
-        return self.run_dir / "events.jsonl"
+        return events_path(self.run_dir)
 
 
 def engine_command(ws: Workspace, *extra: str, nproc: int = 1, torchrun_args: list[str] | None = None) -> list[str]:
@@ -96,6 +97,13 @@ def _spawn(cmd: list[str], run_dir: Path, env: dict[str, str] | None = None, *,
         log.close()
 
 
+def item_labels(item: dict, cfg: ExperimentConfig) -> dict[str, str | None]:
+    """The study and group a new run of a queue item records: the item's, the group by default computed."""
+    from .sweep import group_key
+
+    return {"study": item.get("study"), "group": item.get("group_key") or group_key(cfg.name, item["overrides"])}
+
+
 def run_arguments(ws: Workspace, request: LaunchRequest, run_id: str, *, study: str | None = None,
                   group: str | None = None) -> list[str]:
     """The engine's arguments for a new run of `request` (config by absolute path, overrides, labels)."""
@@ -125,11 +133,11 @@ def launch(ws: Workspace, request: LaunchRequest, *, cfg: ExperimentConfig | Non
 
 def recorded_processes(run_dir: Path) -> tuple[int, int]:
     """(world_size, processes per node) of a run's latest start; (1, 1) when it never started."""
-    starts = [e for e in read_events(run_dir / "events.jsonl") if e.get("type") == "start"]
-    if not starts:
+    start = latest_start(run_dir)
+    if not start:
         return 1, 1
-    world = int(starts[-1].get("world_size") or 1)
-    return world, int(starts[-1].get("local_world_size") or world)
+    world = int(start.get("world_size") or 1)
+    return world, int(start.get("local_world_size") or world)
 
 
 def resume(ws: Workspace, run_id: str, *, nproc: int | None = None, torchrun_args: list[str] | None = None,
@@ -158,12 +166,11 @@ def resume_point(run_dir: Path) -> str:
     """Where a resume of this run continues, in words: from its last checkpoint (and where that
     is, from its latest `end` event), or from the start when it has none yet (stopped or killed
     before its first checkpoint: the engine then starts over)."""
-    from engine.paths import LAST, checkpoints_dir
+    from engine.record.paths import LAST, checkpoints_dir
 
     if not (checkpoints_dir(run_dir) / LAST).is_file():
         return "no checkpoint yet: it starts over from epoch 1"
-    ends = [e for e in read_events(Path(run_dir) / "events.jsonl") if e.get("type") == "end"]
-    end = ends[-1] if ends else {}
+    end = latest_event(run_dir, "end") or {}
     done, step = end.get("epochs_done"), end.get("step_in_epoch")
     if step:
         return f"from its last checkpoint: epoch {done + 1}, step {step}"

@@ -2,7 +2,7 @@
 
 `--launcher local` (default)   cifar_tui.supervisor.spawn_engine: a process of its own on this host.
 `--launcher local-submitit`    SubmititSpawner: each run a job of submitit's LocalExecutor, on GPUs
-                               leased like a local run. The same job code as on SLURM (engine.job.
+                               leased like a local run. The same job code as on SLURM (engine.record.job.
                                run_engine, pickled by submitit), so that it is tested without a cluster.
 `--launcher slurm`             SlurmLauncher: the supervisor hands it its whole queue
                                (`Supervisor.submit_queued`); several runs go as one job array
@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Sequence
 
 from engine.config import ConfigError, ExperimentConfig, load_config
-from engine.job import TASK_STARTED_VAR
+from engine.record.job import TASK_STARTED_VAR
 
-from .launch import Launched, LaunchRequest, discard_unstarted, engine_command, run_arguments
+from .launch import Launched, LaunchRequest, discard_unstarted, engine_command, item_labels, run_arguments
 from .workspace import Workspace
 
 LAUNCHERS = ("local", "local-submitit", "slurm")
@@ -73,8 +73,6 @@ class JobSpec:
 def job_spec(ws: Workspace, item: dict, run_id: str, cfg: ExperimentConfig | None, *, nproc: int, nnodes: int = 1,
              env: dict[str, str] | None = None) -> JobSpec:
     """The engine command of a queue item run as a job (new run or resume)."""
-    from .supervisor import labels
-
     ws = _absolute(ws)
     if nnodes > 1:  # one torchrun per node, meeting on the job's first node
         torchrun = [f"--nnodes={nnodes}", "--rdzv-backend=c10d", "--rdzv-endpoint={master}:{port}",
@@ -85,7 +83,7 @@ def job_spec(ws: Workspace, item: dict, run_id: str, cfg: ExperimentConfig | Non
         args = ["--resume", run_id]
     else:
         request = LaunchRequest(item["config"], list(item["overrides"]))
-        args = run_arguments(ws, request, run_id, **labels(item, cfg or request.load(ws)))
+        args = run_arguments(ws, request, run_id, **item_labels(item, cfg or request.load(ws)))
     cmd = engine_command(ws, *args, nproc=nproc, torchrun_args=torchrun)
     return JobSpec(run_id, cmd, {**_project_env(), **(env or {})}, str(ws.home / run_id / "stdout.log"),
                    distributed=nproc > 1 or nnodes > 1)
@@ -93,7 +91,7 @@ def job_spec(ws: Workspace, item: dict, run_id: str, cfg: ExperimentConfig | Non
 
 class JobProcess:
     """A submitit job seen as a process (poll, wait, send_signal, pid), for the supervisor and
-    the followers. Its exit code is the engine's (engine.job.run_engine returns it); a job that
+    the followers. Its exit code is the engine's (engine.record.job.run_engine returns it); a job that
     failed before that counts as 1."""
 
     def __init__(self, job, controller: subprocess.Popen | None = None):
@@ -170,7 +168,7 @@ class SubmititSpawner:
                  torchrun_args: list[str] | None, env: dict[str, str]) -> Launched:
         if torchrun_args:
             raise ConfigError("--launcher local-submitit runs on this host only (no --nnodes / --master-addr)")
-        from engine.job import run_engine
+        from engine.record.job import run_engine
 
         if item.get("resume_of"):
             from .launch import recorded_processes
@@ -268,7 +266,7 @@ class SlurmLauncher:
         """Submit runs (queue item, run id, config, torchrun args): one job each, several as one
         array. Returns the job ids, in order. SubmissionRefused (one line naming the option) when
         sbatch refuses them: then nothing was queued."""
-        from engine.job import run_engine
+        from engine.record.job import run_engine
 
         on_cpu = _on_cpu(ws, planned)
         specs = [job_spec(ws, item, run_id, cfg, nproc=self.options.nproc, nnodes=self.options.nodes)
@@ -387,7 +385,7 @@ ENDED_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT
 def refresh_pending(store) -> list[str]:
     """Ask the scheduler about submitted jobs whose engine never started; those it says ended are
     marked `lost` (listed as failed). Returns their run ids. Best-effort: no answer, no change."""
-    from engine.status import pid_alive
+    from engine.record.status import pid_alive
 
     asked = store.pending_jobs()
     slurm = slurm_states([j["job_id"] for j in asked if j["launcher"] == "slurm"])

@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.config import ConfigError
-from engine.events import read_events, summarize
-from engine.paths import check_out_file, check_run_id, resolve_run_id
+from engine.record.events import read_events, summarize
+from engine.record.paths import check_out_file, check_run_id, events_path, resolve_run_id
 
 IMAGE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
 
@@ -14,7 +14,7 @@ def _epochs_for(ws, store, run_id: str) -> tuple[dict, list[dict]]:
     """(run row or summary, epoch rows) from the store, else from runs/<id>/events.jsonl."""
     row = store.run(run_id)
     epochs = store.epochs(run_id) if row else []
-    events_file = Path(ws.home) / run_id / "events.jsonl"
+    events_file = events_path(Path(ws.home) / run_id)
     if not epochs and events_file.is_file():
         state = summarize(read_events(events_file))
         if row is None and "start" not in state:

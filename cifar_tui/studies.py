@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from engine.config import ConfigError
-from engine.status import COMPLETED, LIVE, PRUNED, RESUMABLE
+from engine.record.status import COMPLETED, LIVE, PRUNED, RESUMABLE
 
 from .names import name_groups
 from .stats import compare, interval, mean_interval, t_quantile  # noqa: F401 - t_quantile: re-exported

@@ -20,7 +20,7 @@ from pathlib import Path
 from engine.config import ConfigError
 
 from .names import name_groups, settings
-from .report import fmt_acc, fmt_ci, fmt_duration, fmt_p, fmt_ref
+from .table_rows import fmt_acc, fmt_ci, fmt_duration, fmt_p, fmt_ref
 from .report_figures import figure_name, group_figure, means_figure
 from .stats import BETTER, UNRESOLVED, WORSE, compare
 from .studies import group_stats

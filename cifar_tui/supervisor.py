@@ -2,7 +2,7 @@
 stop / resume / delete and run status. Plain Python (no Textual, no torch): the CLI uses it
 (`run`, `run --parallel`, `resume`, `stop`, `runs`), and so does the TUI.
 
-Every start goes through the store's queue and the store's GPU leases (engine/leases.py),
+Every start goes through the store's queue and the store's GPU leases (engine/record/leases.py),
 so any number of TUIs and CLIs on one machine share the same GPUs: a run holds its GPUs
 through a lease that the launcher takes before spawning and hands to the engine process;
 it is released when the process is reaped, or frees itself when the process is gone.
@@ -40,7 +40,7 @@ API
 ``sup.cancel(item_id) -> bool``  drop a queued item.
 ``sup.refused() -> [dict]``, ``sup.dismiss(item_id)``  items whose launch was refused (a bad config, or an
     engine that refused its input before starting: `error` says why), listed until dismissed.
-``sup.status(run_id) -> str``    the effective status (engine.status), `starting`/`stopping` too.
+``sup.status(run_id) -> str``    the effective status (engine.record.status), `starting`/`stopping` too.
 ``sup.runs() -> [dict]``         store rows with effective statuses, and runs submitted to a batch
     scheduler whose engine has not started (queued, with job_id); ``sup.queued() -> [dict]``.
 ``sup.resolve(ref) -> run_id``   a unique prefix to its run id (UnknownRun / AmbiguousRun).
@@ -67,17 +67,18 @@ from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 from engine.config import ConfigError, ExperimentConfig, load_config
-from engine.leases import LEASE_STALE_S, Busy, Leases, RunAlreadyLive  # noqa: F401 - RunAlreadyLive: raised by pump
-from engine.paths import AmbiguousRun, UnknownRun, check_run_id, new_run_id, resolve_run_id  # noqa: F401
+from engine.record.leases import LEASE_STALE_S, Busy, Leases
+from engine.record.paths import UnknownRun, check_run_id, events_path, new_run_id, resolve_run_id
 from engine.notify import Delivery, Notice, dispatch_once, notice_from_row
-from engine.status import (COMPLETED, CRASHED, LIVE, PRUNED, QUEUED, RESUMABLE, STALLED, STARTING, STOPPED, STOPPING,
-                           UNKNOWN, pid_alive, this_host)
+from engine.record.status import (COMPLETED, CRASHED, LIVE, PRUNED, QUEUED, RESUMABLE, STALLED, STARTING, STOPPED,
+                                  STOPPING, UNKNOWN, pid_alive, this_host)
 from engine.stop_request import write_request
 from engine.watch_config import watch_settings
 
 from . import launch as launching
 from .gpus import Slot, default_max_parallel, visible_gpus
-from .launch import Launched, LaunchRequest, discard_unstarted, last_error_line, recorded_processes, request_stop
+from .launch import (Launched, LaunchRequest, discard_unstarted, item_labels, last_error_line, recorded_processes,
+                     request_stop)
 from .workspace import Workspace
 
 EXIT_BAD_INPUT = 2
@@ -148,13 +149,6 @@ class Spawner(Protocol):
                  nproc: int | None, torchrun_args: list[str] | None, env: dict[str, str]) -> Launched: ...
 
 
-def labels(item: dict, cfg: ExperimentConfig) -> dict[str, str | None]:
-    """The study and group a new run records: the item's, the group by default computed."""
-    from .sweep import group_key
-
-    return {"study": item.get("study"), "group": item.get("group_key") or group_key(cfg.name, item["overrides"])}
-
-
 def spawn_engine(ws: Workspace, item: dict, *, run_id: str, cfg: ExperimentConfig | None, nproc: int | None,
                  torchrun_args: list[str] | None, env: dict[str, str]) -> Launched:
     """Start the engine process of a queue item (cifar_tui.launch does the spawning)."""
@@ -164,7 +158,7 @@ def spawn_engine(ws: Workspace, item: dict, *, run_id: str, cfg: ExperimentConfi
     request = LaunchRequest(item["config"], list(item["overrides"]))
     cfg = cfg or request.load(ws)
     return launching.launch(ws, request, cfg=cfg, nproc=nproc or 1, torchrun_args=torchrun_args, env=env,
-                            run_id=run_id, **labels(item, cfg))
+                            run_id=run_id, **item_labels(item, cfg))
 
 
 def resume_epochs(overrides: Sequence[str]) -> int | None:
@@ -394,7 +388,7 @@ class Supervisor:
             self.leases.release(run_id, pid=child.launched.process.pid, reason=f"exit {code}")
             run_dir = child.launched.run_dir
             refusal = None
-            if code == EXIT_BAD_INPUT or not (run_dir / "events.jsonl").exists():
+            if code == EXIT_BAD_INPUT or not events_path(run_dir).exists():
                 refusal = last_error_line(run_dir) or f"the engine exited with code {code} before starting"
             if code == EXIT_BAD_INPUT:  # refused its input, wrote nothing: only a dir holding its stdout.log goes
                 discard_unstarted(run_dir)
@@ -528,13 +522,6 @@ class Supervisor:
         """Runs that started and may have no store row yet: ours, and every run that holds a lease
         (any launcher's, on any host sharing the store): a study's drivers count them in flight."""
         return set(self.children) | {lease["run_id"] for lease in self.leases.held()}
-
-    def live_count(self) -> int:
-        """Runs alive on this host (every launcher's), as max_parallel counts them."""
-        alive = {lease["run_id"] for lease in self.leases.held()}
-        alive |= {r["run_id"] for r in self.store.runs() if r["status"] in LIVE and (r["host"] or this_host()) == this_host()}
-        alive |= {rid for rid, c in self.children.items() if c.launched.process.poll() is None}
-        return len(alive)
 
     # ------------------------------------------------------------------ alerts
     def alerts(self, rows: list[dict] | None = None, *, every_s: float = 0.0) -> list[Notice]:

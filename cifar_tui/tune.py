@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.config import ConfigError, load_config
-from engine.events import EventTail, read_events
-from engine.status import COMPLETED, LIVE, PRUNED, QUEUED, RESUMABLE, STARTING, STOPPED
+from engine.record.events import EventTail, latest_event
+from engine.record.paths import events_path
+from engine.record.status import COMPLETED, LIVE, PRUNED, QUEUED, RESUMABLE, STARTING, STOPPED
 
 from .names import TRIAL_KEY, short_settings
 from .supervisor import Refused, Started, Supervisor
@@ -264,7 +265,7 @@ class Tuner:
             self.say(f"trial {frozen.number}: its run never started (failed)")
             return False
         status = self.sup.status(run_id)
-        w = Watched(trial, run_id=run_id, tail=EventTail(Path(self.ws.home) / run_id / "events.jsonl"),
+        w = Watched(trial, run_id=run_id, tail=EventTail(events_path(Path(self.ws.home) / run_id)),
                     reported=set(frozen.intermediate_values))
         if status in RESUMABLE and frozen.intermediate_values and trial.should_prune():
             self._tell(trial, state=TrialState.PRUNED)  # its search was stopping it when it was left
@@ -318,8 +319,7 @@ class Tuner:
         if status in LIVE or status in (QUEUED, STARTING):
             return False
         self._follow(w)  # what it wrote last
-        end = w.end or next((e for e in reversed(read_events(Path(self.ws.home) / w.run_id / "events.jsonl"))
-                             if e.get("type") == "end"), None)
+        end = w.end or latest_event(Path(self.ws.home) / w.run_id, "end")
         n = w.trial.number
         if status == COMPLETED and end is not None and end.get("best_acc") is not None:
             self._tell(w.trial, float(end["best_acc"]))

@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import Callable
 
 from engine.config import ConfigError, load_config
-from engine.status import LIVE, QUEUED, STARTING
+from engine.record.status import LIVE, QUEUED, STARTING
 
 from .study_workers import (StudyLock, Submission, alive_workers, on_stop_signals, submit_workers, worker_name,
                             worker_supervisor)
@@ -120,8 +120,6 @@ class WorkerTuner(Tuner):
 def work(ws: Workspace, spec: dict, index: int) -> int:
     """One worker: a SLURM array task (submitit pickles this function). Returns 0 when it found
     nothing more to take, 130 when stopped, 1 when trials kept failing."""
-    from .supervisor import Supervisor
-
     tune_spec = spec_from_dict(spec)
     if tune_spec.sampler_seed is not None:  # workers must not all sample the same settings
         tune_spec = replace(tune_spec, sampler_seed=tune_spec.sampler_seed + (index + 1) * SEED_STRIDE)

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.rebuild import open_store
-from engine.store import Store
+from engine.record.rebuild import open_store
+from engine.record.store import Store
 
 
 @dataclass
@@ -18,7 +18,7 @@ class Workspace:
     warnings: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def store(self) -> Store:
-        """The store, opened whatever state it is in (engine.rebuild.open_store): a damaged
+        """The store, opened whatever state it is in (engine.record.rebuild.open_store): a damaged
         database is rebuilt from the run directories, copied-in run dirs are added."""
         return open_store(self.home, self.warnings.append)
 

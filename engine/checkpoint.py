@@ -70,7 +70,7 @@ def _tmp_name(path: Path, pid: int) -> Path:
 
 def _remove_stale_temps(path: Path) -> None:
     """Temp files of `path` left by a process that died mid-write (SIGKILL, power loss)."""
-    from .store import pid_alive
+    from .record.status import pid_alive
 
     pattern = re.compile(rf"^\.{re.escape(path.name)}\.tmp-(\d+)$")
     try:

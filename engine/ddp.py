@@ -95,11 +95,6 @@ def sum_over_ranks(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return t
 
 
-def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """True on every rank when it is True on any: every rank must leave the loop at the same step."""
-    return any_rank_each((flag,), info, device)[0]
-
-
 def any_rank_each(flags: tuple[bool, ...], info: DistInfo, device: torch.device) -> tuple[bool, ...]:
     """Each flag True on every rank when it is True on any, in one all-reduce."""
     if not info.enabled:

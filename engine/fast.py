@@ -1,6 +1,6 @@
-"""The fast GPU path's choices, in one place: fused optimizers, the torch.compile mode, CUDA
-graph step marks and cuDNN autotuning.  Each is a plain function of (config, device, DDP or not),
-so the trainer and `scripts/gpu-check.sh` make the same choice.
+"""The fast GPU path's choices, in one place: the autocast dtype, fused optimizers, the
+torch.compile mode, CUDA graph step marks and cuDNN autotuning. Each is a plain function of
+(config, device, DDP or not), so the trainer and `scripts/gpu-check.sh` make the same choice.
 
 - Fused AdamW/SGD (one kernel for the whole update) on CUDA; foreach elsewhere.
 - ``train.compile_mode: auto`` picks ``reduce-overhead`` (Inductor + CUDA graphs: the step's
@@ -20,6 +20,17 @@ import torch
 from .config import ConfigError
 
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of `train.precision` on `device` (None: fp32), the same for training and evaluation."""
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None
+    return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
 def optimizer_kwargs(device: torch.device) -> dict[str, Any]:

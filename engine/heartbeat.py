@@ -3,7 +3,7 @@ the last step, and the same freshness in the store (the run's row and its GPU le
 
 The training loop only stores a float when it makes a step (`progress_at`); this thread reads
 it, so a loop that is stuck (a hung DataLoader worker, GPU or NCCL collective) while the process
-lives shows as a growing gap between the beat and the last progress: `stalled` (engine/status.py).
+lives shows as a growing gap between the beat and the last progress: `stalled` (engine/record/status.py).
 Reading the timestamp costs the loop no host-device sync.
 """
 from __future__ import annotations

@@ -28,7 +28,7 @@ from .config import ConfigError, ExperimentConfig
 # `python -m engine.train` checks its input with this module before it imports torch.
 
 KEEP_POLICIES = ("best", "best+last", "all")
-from .paths import BEST, LAST, checkpoints_dir  # noqa: F401 - the layout lives in paths (no torch)
+from .record.paths import BEST, LAST, checkpoints_dir  # noqa: F401 - the layout lives in paths (no torch)
 
 
 def epoch_weights_path(run_dir: Path, epoch: int) -> Path:

@@ -16,7 +16,7 @@ from .config import ExperimentConfig
 from .guard import TrainingDiverged
 from .dataloader_failure import dataloader_failure
 from .stop_request import early_stop, handler_before_hold
-from .store import Store
+from .record.store import Store
 
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 130
@@ -42,7 +42,7 @@ def failure_message(exc: BaseException, cfg: ExperimentConfig) -> str:
 class StopRequested:
     """SIGINT/SIGTERM (and SIGUSR2, SLURM's warning before a job's time limit) ask for a graceful
     stop; a second signal stops at once. The same stop delivered twice within SAME_STOP_S counts
-    once: SLURM signals every process of a job step, and the job's launcher (engine.job, the
+    once: SLURM signals every process of a job step, and the job's launcher (engine.record.job, the
     torchrun agent) passes the signal on as well."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)

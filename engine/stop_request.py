@@ -23,7 +23,7 @@ import signal
 import time
 from pathlib import Path
 
-from .status import PRUNED, STOPPED
+from .record.status import PRUNED, STOPPED
 
 REQUEST_FILE = "stop_request.json"
 REQUESTABLE = (STOPPED, PRUNED)
@@ -65,6 +65,11 @@ def early_stop_held() -> bool:
     return bool(_started_at)
 
 
+def process_started_at() -> float | None:
+    """When hold_early_stops ran in this process (its engine began), or None."""
+    return _started_at[0] if _started_at else None
+
+
 def early_stop() -> bool:
     """A stop came while the engine started."""
     return bool(_early_stops)
@@ -101,19 +106,20 @@ def read_request(run_dir: Path) -> dict | None:
 class StopRequestWatcher:
     """The engine's side: is there a request (rate-limited stat), and how does the run end."""
 
-    def __init__(self, run_dir: Path, poll_s: float = 1.0):
+    def __init__(self, run_dir: Path, poll_s: float = 1.0, keep_since: float | None = None):
         self.path = request_path(run_dir)
         self.run_dir = Path(run_dir)
         self.poll_s = poll_s
+        self.keep_since = keep_since  # unix seconds: a request written since then is this life's (clear keeps it)
         self._checked = float("-inf")
         self._seen = False
 
     def clear(self) -> None:
-        """Remove a request left from an earlier life of the run; one written since this engine
-        process began (a stop while it started) is for this life and stays."""
+        """Remove a request left from an earlier life of the run; one written since `keep_since`
+        (the engine process began: a stop while it started) is for this life and stays."""
         request = read_request(self.run_dir)
-        if request is None or (_started_at and isinstance(request.get("t"), (int, float))
-                               and request["t"] >= _started_at[0]):
+        if request is None or (self.keep_since is not None and isinstance(request.get("t"), (int, float))
+                               and request["t"] + 0.001 >= self.keep_since):  # t is written to the ms
             return
         try:
             self.path.unlink()

@@ -30,7 +30,7 @@ from .data.formats import NORMALIZE_STATS
 from .ddp import convert_sync_batchnorm
 from .losses import Criterion
 from .models import build_model
-from .store import Store
+from .record.store import Store
 
 
 def batch_statistics_mode(model: nn.Module) -> nn.Module:

@@ -19,7 +19,7 @@ from torch.distributed.run import main as torchrun_main
 def _pass_on(signum, frame) -> None:  # noqa: ARG001
     """SIGUSR2 (SLURM's time-limit warning) would end the agent: the ranks get it instead (they stop
     gracefully; under SLURM they got it too, and count it once)."""
-    from .job import child_pids
+    from .record.job import child_pids
 
     for pid in child_pids(os.getpid()):
         try:

@@ -24,7 +24,7 @@ from pathlib import Path  # noqa: E402
 from . import fault_hooks  # noqa: E402
 from .config import ConfigError, apply_overrides, config_from_dict, load_config, read_config_file  # noqa: E402
 from .keep import check_resumable  # noqa: E402
-from .paths import check_run_id, default_data_root, default_home, new_run_id, write_run_config  # noqa: E402
+from .record.paths import check_run_id, default_data_root, default_home, new_run_id, write_run_config  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,12 +52,12 @@ def study_labels(args: argparse.Namespace, run_dir: Path) -> dict:
     """`start.study` / `start.group`: as given, or on resume as the run's previous start said."""
     study, group = args.study, args.group
     if args.resume and (study is None or group is None):
-        from .events import read_events
+        from .record.events import latest_start
 
-        starts = [e for e in read_events(run_dir / "events.jsonl") if e.get("type") == "start"]
-        if starts:
-            study = study if study is not None else starts[-1].get("study")
-            group = group if group is not None else starts[-1].get("group")
+        start = latest_start(run_dir)
+        if start:
+            study = study if study is not None else start.get("study")
+            group = group if group is not None else start.get("group")
     return {k: v for k, v in (("study", study), ("group", group)) if v is not None}
 
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         init_distributed(info, cfg.train.device)
         start_info = study_labels(args, home / run_id) if info.is_main else {}
         if info.is_main:
-            from .provenance import collect
+            from .record.provenance import collect
 
             start_info["provenance"] = collect(argv)
         trainer = Trainer(cfg, run_id=run_id, home=home, data_root=data_root, resume=bool(args.resume), info=info,

@@ -28,38 +28,28 @@ from .data import load_dataset, make_pipeline
 from .ddp import (DistInfo, adopt_rank0_buffers, any_rank_each, convert_sync_batchnorm, device_label,
                   rank_weights_sha256, select_device, share_of_global_batch, sum_over_ranks, wrap_ddp)
 from .ema import WeightEma, better_of
-from .evaluate import topk_hits
-from .events import EventWriter
-from .fast import compile_mode, compile_module, configure_backends
+from .after.evaluate import topk_hits
+from .record.events import EventWriter
+from .fast import autocast_dtype, compile_mode, compile_module, configure_backends
 from .guard import DivergenceGuard, EarlyStopping, TrainingDiverged, chance_loss
 from .heartbeat import Heartbeat, peak_memory, reset_peak_memory, run_gpu_devices
 from .hooks import EpochTotals, TrainerHook
 from .keep import finalize as finalize_checkpoints
 from .keep import save_epoch_weights
-from .lifecycle import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, EXIT_STOPPED, SafeStore,  # noqa: F401
-                        StopRequested, failure_message)
+from .lifecycle import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, SafeStore, StopRequested, failure_message
 from .losses import Criterion
 from .models import build_model, count_flops, count_params
 from .notify import Notice, notify_run_end
 from .optim import build_optimizer
+from .record.paths import events_path
 from .schedule import build_scheduler
 from .step import TrainStep
-from .stop_request import StopRequestWatcher
+from .stop_request import StopRequestWatcher, process_started_at
 from .summary import RunSummaries
 from .teacher import Teacher, resolve_teacher
 from .train_state import LoopPosition, restore_option, restore_training_state, seed_everything, training_state
 
 STEP_EVENT_INTERVAL_S = 0.2   # at most ~5 step events per second
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "fp32":
-        return None
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return None
-    return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
 class Trainer:
@@ -69,7 +59,8 @@ class Trainer:
         self.cfg, self.run_id, self.home, self.data_root = cfg, run_id, Path(home), Path(data_root)
         self.run_dir = self.home / run_id
         self.start_info = dict(start_info or {})  # extra `start` fields: study, group, provenance
-        self.stop_requests = StopRequestWatcher(self.run_dir)  # a stop / prune asked for through the run dir
+        # a stop / prune asked for through the run dir; one written while this process started is kept
+        self.stop_requests = StopRequestWatcher(self.run_dir, keep_since=process_started_at())
         self.resume = resume
         self.info = info or DistInfo()
         self.hooks = list(hooks)
@@ -186,7 +177,7 @@ class Trainer:
                 tmp = config_file.with_suffix(".yaml.tmp")
                 tmp.write_text(self.cfg.to_yaml())
                 os.replace(tmp, config_file)
-            self.writer = EventWriter(self.run_dir / "events.jsonl", self.run_id)
+            self.writer = EventWriter(events_path(self.run_dir), self.run_id)
             self.stop_requests.clear()
             self.store = SafeStore(self.home)
             self.tb = self._tensorboard()

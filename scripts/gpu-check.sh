@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, one command (see cifar_tui/gpu_check.py): environment, a 1-process NCCL run, the
+# The GPU check, one command (see cifar_tui/gpucheck/check.py): environment, a 1-process NCCL run, the
 # GPU bench, and a few hundred steps of every config at its full batch size on synthetic data with
 # torch.compile off and on, with peak GPU memory: one table (under 8 minutes on one H200). Then the
 # GPU suite (tests/gpu, `make test-gpu`): the CUDA paths checked for real, a few minutes more.
@@ -34,7 +34,7 @@ for arg in "$@"; do
     args+=("$arg")
 done
 
-"$python" -m cifar_tui.gpu_check "${args[@]+"${args[@]}"}"
+"$python" -m cifar_tui.gpucheck "${args[@]+"${args[@]}"}"
 check=$?
 if [[ $tests -eq 0 ]]; then
     exit $check

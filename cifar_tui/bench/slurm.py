@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from engine.record.paths import events_path
+
 from .common import BenchContext, Section, cli_command, median, rounded, time_command
 
 TIME_MIN = "5"
@@ -95,7 +97,7 @@ def bench_slurm(ctx: BenchContext) -> None:
             if res.returncode != 0 or not found:
                 raise RuntimeError(f"cifar-tui run --launcher slurm exited {res.returncode}: {res.stderr[-300:]}")
             run_id, job_id = found[0]
-            start = _wait_for_start(cwd / "runs" / run_id / "events.jsonl", env, job_id)
+            start = _wait_for_start(events_path(cwd / "runs" / run_id), env, job_id)
             job = start["provenance"]["job"]
             starts.append(start["t"] - job["task_started_at"])
             queues.append(job["task_started_at"] - t_submit)

@@ -18,7 +18,7 @@ _TUI_FIRST_SCREEN = r"""
 import asyncio, sys
 from pathlib import Path
 from cifar_tui.tui.app import CifarTUI
-from cifar_tui.launch import Workspace
+from cifar_tui.workspace import Workspace
 
 async def main():
     app = CifarTUI(Workspace(home=Path(sys.argv[1]), data_root=Path(sys.argv[2])))

@@ -29,7 +29,7 @@ LIVE_EVERY = 50          # one run in this many is live (running, this process's
 
 def write_study(home: Path, runs: int, seeds: int = 10) -> list[str]:
     """A study of `runs` runs (groups of `seeds` seeds) in a new store; returns the live run ids."""
-    from engine.store import Store
+    from engine.record.store import Store
 
     store = Store(home)
     now = time.time()
@@ -62,9 +62,9 @@ def write_study(home: Path, runs: int, seeds: int = 10) -> list[str]:
 
 
 async def _measure(home: Path, runs: int, repeats: int, idle_s: float) -> dict[str, Any]:
-    from engine.store import Store
+    from engine.record.store import Store
 
-    from ..launch import Workspace
+    from ..workspace import Workspace
     from ..tui.app import CifarTUI
     from ..tui.study_data import study_grid
 

@@ -53,7 +53,7 @@ def make_trainer(cfg: Any, home: Path, on_epoch: Callable[[Any, float, float], N
     """A Trainer whose epochs are timed, device-synchronised, by a hook: everything timed is the
     engine's own loop; on_epoch(trainer, seconds, images) follows each epoch's last step."""
     from engine.hooks import TrainerHook
-    from engine.paths import new_run_id
+    from engine.record.paths import new_run_id
     from engine.trainer import Trainer
 
     class EpochTimer(TrainerHook):

@@ -23,7 +23,7 @@ _TUI_ATTACH = r"""
 import asyncio, sys
 from pathlib import Path
 from cifar_tui.tui.app import CifarTUI
-from cifar_tui.launch import Workspace
+from cifar_tui.workspace import Workspace
 from cifar_tui.tui.support import pane_id_for
 
 home, data, rid = sys.argv[1:4]

@@ -5,7 +5,7 @@ the purpose (or `--template RUN_DIR`). Each copy gets a new run id and a start t
 apart, written into its events; its config.yaml and stdout.log are copied as they are. Checkpoints
 and TensorBoard files are not copied: nothing measured here reads them. Then, per N:
 
-- store rebuild: `Store.rebuild()` from the N run directories into an empty database (in this
+- store rebuild: `rebuild_store` from the N run directories into an empty database (in this
   process; the files were just written, so they are in the page cache);
 - `cifar-tui runs` and `cifar-tui leaderboard`: wall time of fresh processes with the store
   built (warm), output to /dev/null (not a terminal: Rich renders without colour, 80 columns);
@@ -31,6 +31,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
+
+from engine.record.events import read_events
+from engine.record.paths import events_path
 
 from .common import Tmux, _Progress, cli_command, cpu_seconds, loadavg, median, rounded, time_command
 
@@ -74,7 +77,8 @@ EXTRA = [
 
 def make_template(workdir: Path) -> Path:
     """A real run directory: the engine trains resnet18 for 2 epochs on 256 synthetic images."""
-    from ..launch import LaunchRequest, Workspace, launch
+    from ..launch import LaunchRequest, launch
+    from ..workspace import Workspace
 
     ws = Workspace(home=workdir / "template", data_root=workdir / "data")
     launched = launch(ws, LaunchRequest(TEMPLATE_CONFIG, list(TEMPLATE_OVERRIDES)))
@@ -88,7 +92,7 @@ def make_template(workdir: Path) -> Path:
 def copy_runs(template: Path, home: Path, n: int) -> list[str]:
     """N copies of `template` under `home`, each with its own run id and start time (one minute
     apart, older than the template) in its events."""
-    events = [json.loads(line) for line in (template / "events.jsonl").read_text().splitlines() if line.strip()]
+    events = read_events(events_path(template))
     start = next(e for e in events if e.get("type") == "start")
     name = start.get("config_name") or TEMPLATE_CONFIG
     files = {f: (template / f).read_bytes() for f in COPIED_FILES if (template / f).is_file()}
@@ -109,37 +113,27 @@ def copy_runs(template: Path, home: Path, n: int) -> list[str]:
             if isinstance(e.get("t"), (int, float)):
                 e["t"] = round(e["t"] + shift, 3)
             lines.append(json.dumps(e, separators=(",", ":")))
-        (run_dir / "events.jsonl").write_text("\n".join(lines) + "\n")
+        events_path(run_dir).write_text("\n".join(lines) + "\n")
         ids.append(run_id)
     return ids
 
 
 def _rebuild(home: Path) -> tuple[float, int]:
-    from engine.store import Store
+    from engine.record.rebuild import rebuild_store
+    from engine.record.store import Store
 
     for suffix in ("", "-wal", "-shm"):
         (home / f"cifar_tui.db{suffix}").unlink(missing_ok=True)
     t0 = time.perf_counter()
     store = Store(home)
     try:
-        count = store.rebuild()
+        count = rebuild_store(store)
     finally:
         store.close()
     return time.perf_counter() - t0, count
 
 
 # ---------------------------------------------------------------------------------------- the TUI
-
-
-def _child_pid(pid: int) -> Optional[int]:
-    for path in Path(f"/proc/{pid}/task").glob("*/children"):
-        try:
-            kids = path.read_text().split()
-        except OSError:
-            continue
-        if kids:
-            return int(kids[0])
-    return None
 
 
 def _tui_tmux(tmux_bin: str, env: dict, cwd: Path, marker: str, run_marker: str, repeats: int, settle_s: float,
@@ -216,7 +210,7 @@ _HEADLESS = r"""
 import asyncio, sys, time
 from pathlib import Path
 from cifar_tui.tui.app import CifarTUI
-from cifar_tui.launch import Workspace
+from cifar_tui.workspace import Workspace
 
 t_start = float(sys.argv[3]); settle, window = float(sys.argv[4]), float(sys.argv[5])
 

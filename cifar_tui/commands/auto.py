@@ -49,7 +49,7 @@ def auto_spec(plan, flags: dict):
 
 def auto_cost(plan, spec, opts, as_json: bool) -> None:
     """The time of the first seeds of every group, and of every group at its cap."""
-    from .studies import print_cost
+    from .readout import print_cost
 
     first = [r.cfg for r in plan.runs for _ in range(spec.first_seeds)]
     most = [r.cfg for r in plan.runs for _ in range(spec.max_seeds)]
@@ -63,8 +63,8 @@ def run_auto(plan, flags: dict, opts, *, dry_run: bool, as_json: bool, record: d
     from ..auto_seeds import decide, enqueue_run, plan_groups, study_state
     from ..follow import follow_many
     from ..study_workers import StudyLock
-    from .runs import _finish
-    from .studies import Launcher, print_groups
+    from .common import Launcher, print_finish
+    from .readout import print_groups
 
     spec = auto_spec(plan, flags)
     groups = plan_groups(plan)
@@ -124,7 +124,7 @@ def run_auto(plan, flags: dict, opts, *, dry_run: bool, as_json: bool, record: d
             return others and not decision.finished
 
         code = follow_many(sup, json_mode=as_json, console=console,
-                           finish=lambda reaped, c, end: _finish(reaped, c, end, as_json), refill=refill)
+                           finish=lambda reaped, c, end: print_finish(reaped, c, end, as_json), refill=refill)
     finally:
         sup.close()
     if not as_json:

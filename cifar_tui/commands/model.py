@@ -1,6 +1,6 @@
 """`cifar-tui eval`, `predict` and `export`: what people do with a trained run.
 
-The work is done in the engine (engine/evaluate.py, predict.py, export.py); this module reads
+The work is done in the engine (engine/after/evaluate.py, predict.py, export.py); this module reads
 the arguments, prints the results and turns a user mistake into one line and exit 2. torch is
 imported inside the commands only. Registered on the main app by cli.py (`register`).
 """
@@ -34,7 +34,7 @@ class ExportFormat(str, Enum):
 def resolve_run(run_id: str) -> str:
     """The run a RUN_ID argument (an id or a unique prefix) names, or ConfigError. Every command
     here resolves through this one call."""
-    from engine.paths import resolve_run_id
+    from engine.record.paths import resolve_run_id
 
     from .common import state
 
@@ -72,7 +72,7 @@ def eval_cmd(
         ids = [resolve_run(r) for r in run_ids]
         for run_id in ids:  # a missing checkpoint is said before torch loads
             checkpoint_path(state.ws.home / run_id, ckpt)
-        from engine.evaluate import evaluate_runs
+        from engine.after.evaluate import evaluate_runs
 
         store = state.ws.store()
         try:
@@ -102,7 +102,7 @@ def render_eval(result: dict, console) -> None:
         table.add_row(f"[bold]ensemble of {len(members)}[/]", "", f"[bold]{_pct(result['top1'])}[/]",
                       f"[bold]{_pct(result['top5'])}[/]", f"{result['loss']:.4f}", "")
     console.print(table)
-    from engine.evaluate import worst_classes
+    from engine.after.evaluate import worst_classes
 
     worst = Table(title="Worst classes", title_justify="left")
     for col in ("class", "accuracy", "images"):
@@ -134,13 +134,10 @@ def predict_cmd(
     from .common import console, fail, state
 
     try:
-        from engine.images import read_image
-
         run_id = resolve_run(run_id)
-        read = [(str(p), read_image(p)) for p in images]  # every file first: one unreadable file refuses the lot
-        from engine.predict import predict_images
+        from engine.after.predict import predict_files
 
-        results = predict_images(state.ws.home, state.ws.data_root, run_id, read, ckpt=ckpt, device=device, top=top)
+        results = predict_files(state.ws.home, state.ws.data_root, run_id, images, ckpt=ckpt, device=device, top=top)
     except _user_errors() as exc:
         fail(str(exc))
     for r in results:
@@ -164,14 +161,14 @@ def export_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the sidecar (with the parity check) as JSON."),
 ) -> None:
     """A model file that runs without cifar-tui, a JSON sidecar (input, normalisation, classes), a parity check."""
-    from engine.paths import check_out_file
+    from engine.record.paths import check_out_file
 
     from .common import console, err_console, fail, state
 
     try:
         if out is not None:
             check_out_file(out)  # before torch is loaded: a bad --out is said at once
-        from engine.export import export_run
+        from engine.after.export import export_run
 
         result = export_run(state.ws.home, state.ws.data_root, resolve_run(run_id), fmt.value, out, ckpt=ckpt,
                             tolerance=tolerance)
@@ -198,7 +195,7 @@ def export_cmd(
 def check_resume_epochs(run_id: str, row: Optional[dict], epochs: Optional[int]) -> None:
     """Refuse what `cifar-tui resume RUN_ID [--epochs N]` cannot do (ConfigError)."""
     from engine.keep import check_extendable
-    from engine.paths import read_run_config
+    from engine.record.paths import read_run_config
 
     from .common import state
 

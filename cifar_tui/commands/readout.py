@@ -14,7 +14,7 @@ def print_groups(study: Optional[str], fmt: str = "table", keep: Optional[int] =
     """One row per group (of the workspace, or of a study) with n, mean ± std and the 95% interval;
     `keep`: at most that many of each data source (the best); `vs`: a group to hold the others
     against (difference, interval, p-value, verdict, seeds to resolve)."""
-    from ..report import group_cells, groups_text, vs_cells
+    from ..table_rows import group_cells, groups_text, vs_cells
     from ..studies import find_group, groups_title, leaderboard_groups, vs_baseline
     from . import listing
 
@@ -65,7 +65,7 @@ class _EmptyStore:
     def __init__(self):
         import sqlite3
 
-        from engine.store import SCHEMA
+        from engine.record.store import SCHEMA
 
         self.conn = sqlite3.connect(":memory:")
         self.conn.executescript(SCHEMA)

@@ -9,96 +9,32 @@ import json
 import re
 import sys
 import time
-from enum import Enum
 from typing import List, Optional
 
 import typer
 from rich.markup import escape
 
 from engine.config import ConfigError
-from engine.status import COMPLETED, CRASHED, FAILED, LIVE, PRUNED, QUEUED, RUNNING, STALLED, STOPPED, TERMINAL
+from engine.record.paths import events_path
+from engine.record.status import COMPLETED, CRASHED, FAILED, LIVE, PRUNED, QUEUED, RUNNING, STALLED, STOPPED, TERMINAL
 
 from . import listing
-from .common import EXIT_BAD_INPUT, EXIT_STOPPED, console, err_console, fail, state, supervisor, warn
-from .studies import Launcher
+from .common import (EXIT_BAD_INPUT, EXIT_STOPPED, DataSource, Launcher, LaunchOptions, cli_overrides, console,
+                     err_console, fail, load_experiment, print_finish, state, supervisor, warn)
 
 STALLED_STOP_GRACE_S = 3.0  # stop: how long a stalled run gets to honour the first request
 STATUS_COLORS = {RUNNING: "cyan", STALLED: "magenta", QUEUED: "magenta", COMPLETED: "green", STOPPED: "yellow",
                  FAILED: "red", CRASHED: "red", PRUNED: "yellow"}
 
 
-class DataSource(str, Enum):
-    cifar100 = "cifar100"
-    synthetic = "synthetic"
-
-
-def _cli_overrides(overrides: list[str], data: Optional[DataSource], device: Optional[str], epochs: Optional[int]) -> list[str]:
-    extra = list(overrides)
-    if data is not None:
-        extra.append(f"data.source={data.value}")
-    if device is not None:
-        extra.append(f"train.device={device}")
-    if epochs is not None:
-        extra.append(f"train.epochs={epochs}")
-    return extra
-
-
-def _load(name: str, overrides: list[str]):
-    from engine.config import load_config
-
-    try:
-        return load_config(name, overrides, state.ws.configs)
-    except ConfigError as exc:
-        fail(str(exc))
-
-
 def _resolve(ref: str) -> str:
     """A run id from a unique prefix, looked up in the run directories (nothing is created)."""
-    from engine.paths import resolve_run_id
+    from engine.record.paths import resolve_run_id
 
     try:
         return resolve_run_id(state.ws.home, ref)
     except ConfigError as exc:
         fail(str(exc))
-
-
-def _finish(reaped, code: int, end: dict | None, json_mode: bool) -> int:
-    """One line about a finished run (the summary under its progress)."""
-    if code == EXIT_BAD_INPUT:
-        err_console.print(f"[bold red]error:[/] {escape(reaped.refusal or 'the engine refused its input')}",
-                          highlight=False, soft_wrap=True)
-        return code
-    if json_mode:
-        return code
-    run_id, run_dir = reaped.run_id, reaped.launched.run_dir
-    where = f"run dir {run_dir}  (store {state.ws.home / 'cifar_tui.db'})"
-    if end is None:
-        err_console.print(f"[red]run {run_id} ended without an end event (exit {code}); "
-                          f"see {run_dir / 'stdout.log'}; resume with: cifar-tui resume {run_id}[/]")
-        return code if code else 1
-    status = end.get("status")
-    best = end.get("best_acc")
-    if status == COMPLETED:
-        early = f" ({escape(end['reason'])})" if end.get("reason") else ""  # e.g. train.early_stop
-        console.print(f"[green]completed[/] {run_id}: best test acc {best if best is None else f'{best:.2f}'}"
-                      f" @ epoch {end.get('best_epoch')}{early}; {where}")
-    elif status == STOPPED:
-        console.print(f"[yellow]stopped[/] {run_id} {stopped_at(end)}; "
-                      f"continue with: cifar-tui resume {run_id}; {where}")
-    elif status == PRUNED:
-        console.print(f"[yellow]pruned[/] {run_id} {stopped_at(end)}: "
-                      f"{escape(str(end.get('reason') or 'a search ended it'))}; {where}")
-    else:
-        err_console.print(f"[bold red]failed[/] {run_id}: {escape(str(end.get('error')))}; {escape(where)}", highlight=False)
-    return code
-
-
-def stopped_at(end: dict) -> str:
-    """Where a stopped run stopped: `at step 3 of epoch 1 (0 epochs done)` or `after 2 epochs`."""
-    done, step = end.get("epochs_done") or 0, end.get("step_in_epoch")
-    if step:
-        return f"at step {step} of epoch {done + 1} ({done} epoch{'s' if done != 1 else ''} done)"
-    return f"after {done} epoch{'s' if done != 1 else ''}"
 
 
 def _start_when_free(sup, item_id: int, json_mode: bool):
@@ -137,7 +73,7 @@ def _follow_started(sup, started, json_mode: bool, from_offset: int = 0) -> int:
 
     code, end = follow(started.launched, json_mode=json_mode, console=console, from_offset=from_offset, tick=tick)
     reaped = next(r for r in sup.reap() if r.run_id == started.run_id)  # the process has exited
-    return _finish(reaped, code, end, json_mode)
+    return print_finish(reaped, code, end, json_mode)
 
 
 def run(
@@ -183,7 +119,7 @@ def run(
     GPU (one at a time on the CPU); --dry-run prints the plan."""
     from ..follow import follow_many
     from .auto import seeds_option
-    from .studies import LaunchOptions, is_sweep, sweep
+    from .studies import is_sweep, sweep
 
     n_seeds, auto = seeds_option(seeds, max_seeds, target_ci, vs)
     if workers is not None and (auto is None or launcher is not Launcher.slurm):
@@ -193,11 +129,11 @@ def run(
         opts = LaunchOptions(launcher=launcher, nproc=nproc, nnodes=nnodes, max_parallel=max_parallel,
                              slurm_partition=slurm_partition, slurm_gpus_per_node=slurm_gpus_per_node,
                              slurm_time=slurm_time, workers=workers)
-        sweep(names, overrides, _cli_overrides([], data, device, epochs), seeds=n_seeds, study=study, dry_run=dry_run,
+        sweep(names, overrides, cli_overrides([], data, device, epochs), seeds=n_seeds, study=study, dry_run=dry_run,
               opts=opts, as_json=as_json, auto=auto)
         return
-    extra = _cli_overrides(overrides, data, device, epochs)
-    configs = [_load(n, extra) for n in names]  # all checked before anything starts
+    extra = cli_overrides(overrides, data, device, epochs)
+    configs = [load_experiment(n, extra) for n in names]  # all checked before anything starts
     torchrun_args = None
     if nnodes > 1 or master_addr:
         torchrun_args = [f"--nnodes={nnodes}", f"--node-rank={node_rank}"] + ([f"--master-addr={master_addr}"] if master_addr else [])
@@ -213,7 +149,7 @@ def run(
             for name, cfg in zip(names, configs):
                 sup.enqueue(name, extra, nproc, cfg=cfg, torchrun_args=torchrun_args)
             raise typer.Exit(follow_many(sup, json_mode=as_json, console=console,
-                                         finish=lambda reaped, code, end: _finish(reaped, code, end, as_json)))
+                                         finish=lambda reaped, code, end: print_finish(reaped, code, end, as_json)))
         final = 0
         for name, cfg in zip(names, configs):
             started = _start_when_free(sup, sup.enqueue(name, extra, nproc, cfg=cfg, torchrun_args=torchrun_args), as_json)
@@ -257,7 +193,6 @@ def resume(run_id: str = typer.Argument(..., help="Run id or a unique prefix of 
            slurm_time: int = typer.Option(24 * 60, "--slurm-time", min=1, help="Time limit of the job, minutes.")) -> None:
     """Continue a stopped, failed or crashed run from its last checkpoint (or extend a completed one with --epochs)."""
     from .model import check_resume_epochs
-    from .studies import LaunchOptions
 
     run_id = _resolve(run_id)
     if launcher is Launcher.slurm:
@@ -290,7 +225,7 @@ def resume(run_id: str = typer.Argument(..., help="Run id or a unique prefix of 
                     fail(f"{run_id}: {outcome.reason}")
                 console.print(f"resuming {run_id} as SLURM job {outcome.job_id}; follow it with: cifar-tui runs")
             return
-        events = state.ws.home / run_id / "events.jsonl"
+        events = events_path(state.ws.home / run_id)
         offset = events.stat().st_size if events.exists() else 0  # show only what this resume adds
         from ..launch import resume_point
 
@@ -407,7 +342,7 @@ def runs_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", 
 
 
 def print_runs(queued: list[dict], rows: list[dict], hidden: int, refused: list[dict] = ()) -> None:
-    from ..report import fmt_acc, fmt_duration
+    from ..table_rows import fmt_acc, fmt_duration
 
     columns = [listing.Column(c) for c in ("run id", "status", "data", "device", "epochs", "best acc", "wall",
                                            "started")]
@@ -501,7 +436,7 @@ def runs_rm(run_ids: List[str] = typer.Argument(..., help="Run ids or unique pre
     """Delete runs: their directories, checkpoints and store rows. Live runs are never touched."""
     for ref in run_ids:  # every id is checked before the store is opened
         try:
-            from engine.paths import check_run_id
+            from engine.record.paths import check_run_id
 
             check_run_id(ref)
         except ConfigError as exc:

@@ -11,9 +11,7 @@ from rich.markup import escape
 
 from engine.config import ConfigError
 
-from .common import command_line, console, fail, open_store, state
-from .runs import DataSource, _cli_overrides
-from .studies import Launcher, LaunchOptions, print_groups
+from .common import DataSource, Launcher, LaunchOptions, cli_overrides, command_line, console, fail, open_store, state
 
 
 def tune(
@@ -56,7 +54,7 @@ def tune(
 
     if workers is not None and launcher is not Launcher.slurm:
         fail(f"--workers {workers}: with --launcher slurm only (on this host, --max-parallel sets trials at a time)")
-    extra = _cli_overrides(list(overrides), data, device, epochs)
+    extra = cli_overrides(list(overrides), data, device, epochs)
     try:
         name_for_study = check_plain_name(study, "--study") if study else default_study_name([name])
         parsed: list[Param] = [parse_param(p) for p in params]
@@ -103,7 +101,7 @@ def tune(
                       f"{', '.join(p.text for p in parsed)}; pruner {spec.prune}")
         from engine.config import load_config
 
-        from .studies import print_cost
+        from .readout import print_cost
 
         left = max(0, trials - tuner._finished())  # each trial as long as the config's run (pruning shortens some)
         print_cost([load_config(name, extra, state.ws.configs)] * left, opts, as_json=False,
@@ -182,4 +180,4 @@ def register(app: typer.Typer) -> None:
     app.command()(report)
 
 
-__all__ = ["register", "print_groups"]
+__all__ = ["register"]

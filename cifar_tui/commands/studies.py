@@ -11,52 +11,17 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
-from enum import Enum
 from typing import List, Optional
 
 import typer
 from rich.table import Table
 
 from engine.config import ConfigError
-from engine.status import COMPLETED
+from engine.record.status import COMPLETED
 
-from .common import EXIT_STOPPED, command_line, console, err_console, fail, open_store, state, supervisor, warn
-from .readout import print_cost, print_groups  # noqa: F401 - print_groups: used by cli.py, search.py, auto.py
-
-
-class Launcher(str, Enum):
-    local = "local"
-    local_submitit = "local-submitit"
-    slurm = "slurm"
-
-
-@dataclass
-class LaunchOptions:
-    launcher: Launcher = Launcher.local
-    nproc: int = 1
-    nnodes: int = 1
-    max_parallel: Optional[int] = None
-    slurm_partition: Optional[str] = None
-    slurm_gpus_per_node: Optional[int] = None
-    slurm_time: int = 24 * 60
-    workers: Optional[int] = None   # --seeds auto on SLURM: array tasks that share the study
-
-    def supervisor(self):
-        """The supervisor for this launcher (a CLI's own queue)."""
-        if self.launcher is Launcher.slurm:
-            from ..launchers import SlurmLauncher, SlurmOptions
-
-            spawner = SlurmLauncher(SlurmOptions(partition=self.slurm_partition, gpus_per_node=self.slurm_gpus_per_node,
-                                                 time_min=self.slurm_time, nodes=self.nnodes, nproc=self.nproc))
-            return supervisor(gpus=[], max_parallel=sys.maxsize, spawner=spawner)
-        if self.nnodes > 1:
-            raise ConfigError(f"--nnodes {self.nnodes}: a study runs on several nodes with --launcher slurm only")
-        if self.launcher is Launcher.local_submitit:
-            from ..launchers import SubmititSpawner
-
-            return supervisor(max_parallel=self.max_parallel, spawner=SubmititSpawner())
-        return supervisor(max_parallel=self.max_parallel)
+from .common import (EXIT_STOPPED, DataSource, Launcher, LaunchOptions, cli_overrides, command_line, console,
+                     err_console, fail, open_store, print_finish, state, warn)
+from .readout import print_cost, print_groups
 
 
 # ---------------------------------------------------------------- what a study already has
@@ -115,8 +80,6 @@ def execute(plan, opts: LaunchOptions, *, as_json: bool, kind: str, spec: dict, 
             return _submit(sup, plan, held, queued["items"], new_study=new_study)
 
         def finish(reaped, code, end) -> int:
-            from .runs import _finish
-
             row = sup.store.run(reaped.run_id) or {}
             seed = seed_of(row)
             if seed in held and row.get("config_name") == held[seed][1]:
@@ -125,7 +88,7 @@ def execute(plan, opts: LaunchOptions, *, as_json: bool, kind: str, spec: dict, 
                     _release(sup, plan, run, reaped.run_id)
                 else:
                     warn(f"{run.config_name} (seed {seed}) not started: its teacher run {reaped.run_id} did not complete")
-            return _finish(reaped, code, end, as_json)
+            return print_finish(reaped, code, end, as_json)
 
         code = follow_many(sup, json_mode=as_json, console=console, finish=finish)
         for seed, (run, teacher) in held.items():
@@ -241,7 +204,6 @@ def reproduce(
     the seed's table with ours beside it."""
     from ..study_report import KD_TEACHERS, REPRODUCE_NAMES
     from ..sweep import make_plan, split_list, study_stamp
-    from .runs import DataSource, _cli_overrides
 
     names = list(REPRODUCE_NAMES)
     if only:
@@ -259,7 +221,7 @@ def reproduce(
         source = DataSource(data) if data else None
     except ValueError:
         fail(f"--data {data}: expected cifar100 or synthetic")
-    extra = _cli_overrides([], source, device, epochs)
+    extra = cli_overrides([], source, device, epochs)
     try:
         plan = make_plan(names, overrides, seeds, extra=extra, configs_dir=state.ws.configs,
                          study=study or f"seed-{study_stamp()}")
@@ -285,7 +247,7 @@ def reproduce(
 
 def studies_cmd(as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
     """Every study: kind, runs by status, groups, best run."""
-    from ..report import fmt_acc
+    from ..table_rows import fmt_acc
     from ..studies import list_studies
 
     store = open_store()
@@ -316,8 +278,9 @@ def show_run_if_run(name: str) -> bool:
     import yaml
 
     from engine.config import resolve_config_path
-    from engine.events import read_events
-    from engine.paths import resolve_run_id
+    from engine.record.events import read_events, summarize
+    from engine.record.paths import events_path
+    from engine.record.paths import resolve_run_id
 
     home = state.ws.home
     if not (home / name).is_dir():
@@ -333,22 +296,23 @@ def show_run_if_run(name: str) -> bool:
                 fail(str(exc))
             return False  # neither: the config lookup names what is wrong
     run_dir = home / name
-    starts = [e for e in read_events(run_dir / "events.jsonl") if e.get("type") == "start"]
+    events = summarize(read_events(events_path(run_dir)))
+    start = events.get("start")
     config_file = run_dir / "config.yaml"
     try:
         config_text = config_file.read_text()
     except OSError:
-        if not starts:
+        if not start:
             fail(f"run {name}: neither {config_file} nor a `start` event can be read")
-        config_text = yaml.safe_dump(starts[-1].get("config") or {}, sort_keys=False)
-    start = starts[-1] if starts else {}
+        config_text = yaml.safe_dump(start.get("config") or {}, sort_keys=False)
+    start = start or {}
     store = open_store()
     try:
         row = store.run(name) or {}
     finally:
         store.close()
     meta = {"run_id": name, "status": row.get("status") or ("unknown" if not start else None),
-            "study": start.get("study"), "group": start.get("group"), "started": len(starts),
+            "study": start.get("study"), "group": start.get("group"), "started": events["starts"],
             "provenance": start.get("provenance")}
     sys.stdout.write(config_text.rstrip("\n") + "\n---\n")
     sys.stdout.write(yaml.safe_dump(meta, sort_keys=False))

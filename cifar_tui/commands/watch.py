@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from engine.config import ConfigError
-from engine.status import COMPLETED, CRASHED, FAILED, STALLED, STOPPED, TERMINAL
+from engine.record.status import COMPLETED, CRASHED, FAILED, STALLED, STOPPED, TERMINAL
 
 from .common import EXIT_STOPPED, console, err_console, fail, state, supervisor, warn
 
@@ -60,7 +60,7 @@ def wait(run_ids: List[str] = typer.Argument(..., help="Run ids or unique prefix
     Exit 0 when every run completed (or a search pruned it), 1 when any failed or crashed, 3 when
     none failed but one was stopped (resumable, not finished), 130 on Ctrl-C. A stalled run is
     reported (and notified) once; wait goes on waiting for it."""
-    from engine.paths import check_run_id
+    from engine.record.paths import check_run_id
 
     stall_s = _settings_or_fail(stall_after)
     for ref in run_ids:

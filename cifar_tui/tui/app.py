@@ -25,13 +25,13 @@ from textual.reactive import Reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
-from engine.status import CRASHED, END_STATUSES, LIVE
-from engine.store import Store
+from engine.record.status import CRASHED, END_STATUSES, LIVE
+from engine.record.store import Store
 
-from ..launch import Workspace
+from ..workspace import Workspace
 from ..supervisor import Supervisor
 from . import messages as msg
-from .commands import CifarCommands
+from .palette import CifarCommands
 from .compare_data import compare_groups, compare_runs
 from .lifecycle import Lifecycle
 from .notices import Announcer

@@ -1,6 +1,6 @@
 """What the compare screen shows, as plain data (no Textual): runs or groups side by side, each
 with its accuracy curve (a group: the mean curve with its ±1 std band, `studies.group_curve`),
-the config keys that differ, and the provenance keys that differ (`engine.provenance.differences`).
+the config keys that differ, and the provenance keys that differ (`engine.record.provenance.differences`).
 """
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.provenance import differences
+from engine.record.events import latest_start
+from engine.record.provenance import differences
 
 from ..names import name_groups
-from ..report import fmt_acc, fmt_duration
+from ..table_rows import fmt_acc, fmt_duration
 from ..studies import group_curve
 from ..sweep import GROUP_EXCLUDED
 from .support import config_diff, flatten, fmt_value, short_run
@@ -62,7 +63,7 @@ def compare_runs(store, home: Path, run_ids: list[str]) -> list[Compared]:
 def compare_groups(store, home: Path, groups: list[dict]) -> list[Compared]:
     """Groups (`studies.group_stats` rows): the figures of their completed runs, the mean curve
     of those runs with its band, the config of the first one (seed, device and data root left out)."""
-    from ..report import group_cells
+    from ..table_rows import group_cells
 
     out = []
     names = name_groups([g["group"] for g in groups], {g["group"]: g["config"] for g in groups if g.get("config")})
@@ -93,22 +94,8 @@ def diff_rows(items: list[Compared]) -> list[tuple[str, list[Any]]]:
 
 
 def run_provenance(run_dir: Path) -> dict | None:
-    """The provenance of the run's latest `start` event (None: none recorded). Only lines that
-    mention `start` are parsed: a long run's events file is mostly steps."""
-    found = None
-    try:
-        with open(run_dir / "events.jsonl", "rb") as f:
-            for line in f:
-                if b'"start"' not in line:
-                    continue
-                try:
-                    event = json.loads(line)
-                except ValueError:  # a torn last line
-                    continue
-                if isinstance(event, dict) and event.get("type") == "start":
-                    found = event.get("provenance")
-    except OSError:
-        return None
+    """The provenance of the run's latest `start` event (None: none recorded)."""
+    found = (latest_start(run_dir) or {}).get("provenance")
     return found if isinstance(found, dict) else None
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from engine.config import ConfigError
-from engine.status import LIVE
+from engine.record.status import LIVE
 
 from ..auto_seeds import AutoSpec
 from ..launch import resume_point

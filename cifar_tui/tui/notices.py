@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from engine.notify import Notice, notice_from_row
-from engine.status import CRASHED, END_STATUSES, STALLED
+from engine.record.status import CRASHED, END_STATUSES, STALLED
 from engine.watch_config import watch_settings
 
 from .runs_index import Changes, RunsIndex

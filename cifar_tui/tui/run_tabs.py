@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.content import Content
 from textual.widgets import TabbedContent, TabPane
 
-from engine.status import STARTING
+from engine.record.status import STARTING
 
 from .panes.run_view import RunView
 from .support import STATUS_RICH, pane_id_for, short_run

@@ -30,8 +30,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from engine.status import LIVE, QUEUED, RUNNING, effective_status, stall_after_default
-from engine.store import Store
+from engine.record.status import LIVE, QUEUED, RUNNING, effective_status, stall_after_default
+from engine.record.store import Store
 
 LEFT_OUT = ("config_json",)  # the bulk of a row: read on demand (compare screen)
 SLACK_S = 120.0       # > the store's busy timeout: a row stamped at t may commit up to 60 s later

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.status import COMPLETED, LIVE, QUEUED, RESUMABLE
+from engine.record.status import COMPLETED, LIVE, QUEUED, RESUMABLE
 
 from ..names import name_groups
 from ..studies import group_of, group_stats, run_seed, vs_baseline

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from engine.events import LineTail
-from engine.status import (COMPLETED, CRASHED, FAILED, PRUNED, QUEUED, RUNNING, STALLED, STARTING, STOPPED, STOPPING,
-                           UNKNOWN)
+from engine.record.events import LineTail
+from engine.record.status import (COMPLETED, CRASHED, FAILED, PRUNED, QUEUED, RUNNING, STALLED, STARTING, STOPPED,
+                                  STOPPING, UNKNOWN)
 
 from .telemetry import TelemetrySeries
 
-# The statuses are engine.status's; these say how the TUI draws them.
+# The statuses are engine.record.status's; these say how the TUI draws them.
 STATUS_ICON = {
     RUNNING: "▶", STARTING: "…", QUEUED: "◷", COMPLETED: "✔", STOPPED: "■", FAILED: "✖", CRASHED: "✖",
     STOPPING: "■", STALLED: "⧗", PRUNED: "⊘", UNKNOWN: "?",
@@ -139,7 +139,7 @@ class RunState:
     """A run folded from its events, incrementally (what a run view shows)."""
 
     run_id: str
-    status: str = STARTING            # from events: starting | running | an end status (engine.status.END_STATUSES)
+    status: str = STARTING            # from events: starting | running | an end status (engine.record.status.END_STATUSES)
     config_name: str | None = None
     config: dict = field(default_factory=dict)
     data_source: str | None = None

@@ -14,7 +14,7 @@ if torch.cuda.is_available():  # cuBLAS is deterministic only with a fixed works
 
 from engine.checkpoint import load_checkpoint  # noqa: E402
 from engine.config import load_config  # noqa: E402
-from engine.events import read_events  # noqa: E402
+from engine.record.events import read_events  # noqa: E402
 from engine.trainer import Trainer  # noqa: E402
 
 from tests.conftest import CONFIGS  # noqa: E402

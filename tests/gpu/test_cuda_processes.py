@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from engine.events import read_events
+from engine.record.events import read_events
 
 from tests.conftest import ROOT, cli, set_args, tiny_overrides
 
@@ -28,7 +28,7 @@ DDP_ONE_RANK = textwrap.dedent("""
     import torch.distributed as dist
     from engine.config import load_config
     from engine.ddp import DistInfo
-    from engine.events import read_events
+    from engine.record.events import read_events
     from engine.trainer import Trainer
 
     class OneRankDDP(DistInfo):
@@ -66,7 +66,7 @@ def test_one_nccl_process_trains_a_ddp_step_through_the_engine(tmp_path):
 
 
 def test_gpu_checks_nccl_probe_passes():
-    from cifar_tui.gpu_check import run_nccl_probe
+    from cifar_tui.gpucheck.check import run_nccl_probe
 
     result = run_nccl_probe(timeout=300)
     assert result.get("ok") is True, result

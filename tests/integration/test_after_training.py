@@ -18,7 +18,7 @@ from PIL import Image
 
 from engine.data import synthetic_dataset
 from engine.data.formats import SYNTHETIC_FOLDER, Split, _write_pickle_folder
-from engine.events import read_events
+from engine.record.events import read_events
 
 from tests.conftest import cli, new_workspace, set_args, tiny_overrides
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from cifar_tui.launch import (LaunchRequest, TorchrunProcess, Workspace, engine_command, launch, recorded_processes,
-                              resume)
+from cifar_tui.launch import LaunchRequest, TorchrunProcess, engine_command, launch, recorded_processes, resume
+from cifar_tui.workspace import Workspace
 from engine.checkpoint import load_checkpoint
 from engine.config import ConfigError
 from engine.ddp import device_label, weights_sha256
-from engine.events import read_events
+from engine.record.events import read_events
 
 from tests.conftest import CLI, cli, set_args
 from tests.support.webhook import free_port

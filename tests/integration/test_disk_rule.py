@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from engine.checkpoint import load_checkpoint
-from engine.events import read_events
+from engine.record.events import read_events
 
 from tests.conftest import CLI, cli, new_workspace, set_args, tiny_overrides
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cifar_tui.launch import LaunchRequest, Workspace, launch, resume
-from engine.events import read_events
+from cifar_tui.launch import LaunchRequest, launch, resume
+from cifar_tui.workspace import Workspace
+from engine.record.events import read_events
 
 SMALL = ["model.backbone=test_resnet", "data.source=synthetic", "data.train_limit=128", "data.test_limit=64",
          "train.batch_size=32", "train.device=cpu", "train.epochs=2"]

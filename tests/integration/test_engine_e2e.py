@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from engine.checkpoint import load_checkpoint
-from engine.events import read_events
+from engine.record.events import read_events
 
 from tests.conftest import CLI, cli, set_args, tiny_overrides
 from tests.support.checkpoints import assert_same_training_state, epoch_metrics
@@ -98,7 +98,7 @@ def test_database_is_rebuilt_from_run_dirs(workspace):
 
 def test_a_store_from_before_the_process_count_keeps_its_queue(tmp_path):
     """A queue written before DDP runs could be queued (no nproc column) opens and upgrades in place."""
-    from engine.store import Store
+    from engine.record.store import Store
 
     old = sqlite3.connect(tmp_path / "cifar_tui.db")
     old.executescript("""CREATE TABLE queue (id INTEGER PRIMARY KEY AUTOINCREMENT, config TEXT NOT NULL,

@@ -18,11 +18,11 @@ def test_the_launch_form_measures_without_blocking_and_kills_a_probe_it_no_longe
 
     from textual.widgets import Input, Static
 
-    from cifar_tui.launch import Workspace
+    from cifar_tui.workspace import Workspace
     from cifar_tui.tui.app import CifarTUI
     from cifar_tui.tui.messages import LaunchRequested
     from cifar_tui.tui.screens import LaunchScreen
-    from engine.status import pid_alive
+    from engine.record.status import pid_alive
     from tests.support.tui import ROOT, until_loaded
 
     monkeypatch.setenv("CIFAR_TUI_CACHE", str(tmp_path / "cache"))
@@ -83,8 +83,8 @@ def test_cifar_tui_run_says_the_time_of_a_run_over_an_hour_before_it_starts(tmp_
     import time
     from pathlib import Path
 
-    from engine.leases import Leases
-    from engine.store import Store
+    from engine.record.leases import Leases
+    from engine.record.store import Store
     from tests.support.tui import ROOT
 
     home = tmp_path / "runs"

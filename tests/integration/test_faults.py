@@ -28,13 +28,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar_tui.launch import LaunchRequest, Launched, Workspace, launch
+from cifar_tui.launch import LaunchRequest, Launched, launch
+from cifar_tui.workspace import Workspace
 from cifar_tui.launch import resume as launch_resume
 from engine import data as D
 from engine.checkpoint import TEST_PAUSE_IN_WRITE_ENV, TEST_SLOW_ENV, CheckpointError, load_checkpoint
 from engine.config import DataConfig
-from engine.events import EventTail, read_events
-from engine.store import Store, pid_alive
+from engine.record.events import EventTail, read_events
+from engine.record.store import Store
+from engine.record.status import pid_alive
 from engine.fault_hooks import BEFORE_RENAME_MARKER, MID_WRITE_MARKER, OOM_AT_STEP
 from engine.lifecycle import failure_message
 
@@ -359,7 +361,7 @@ def test_four_engines_write_one_store_while_a_reader_reads_and_one_runs_out_of_m
 _WRITER = r"""
 import json, os, sys, time
 from pathlib import Path
-from engine.store import Store
+from engine.record.store import Store
 
 home, worker, n_runs, n_epochs, go = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
 store = Store(home)
@@ -441,7 +443,8 @@ def test_four_processes_hammer_the_store_while_a_reader_reads(workspace, procs, 
 _FAKE_TUI = r"""
 import sys, time
 from pathlib import Path
-from cifar_tui.launch import LaunchRequest, Workspace, launch
+from cifar_tui.launch import LaunchRequest, launch
+from cifar_tui.workspace import Workspace
 
 ws = Workspace(home=Path(sys.argv[1]), data_root=Path(sys.argv[2]))
 launched = launch(ws, LaunchRequest(sys.argv[3], sys.argv[4:]))

@@ -42,9 +42,9 @@ def _script_calls(tmp_path, *args: str) -> list[str]:
 
 def test_gpu_check_then_runs_the_gpu_suite_on_cuda_only(tmp_path):
     calls = _script_calls(tmp_path, "--configs", "resnet18_fast")
-    assert calls[0] == "REQUIRE= -m cifar_tui.gpu_check --configs resnet18_fast"
+    assert calls[0] == "REQUIRE= -m cifar_tui.gpucheck --configs resnet18_fast"
     assert calls[1].startswith("REQUIRE=1 -m pytest") and calls[1].endswith("-m gpu tests/gpu") and len(calls) == 2
     for args in (["--device", "cpu"], ["--device=cpu"], ["--dry-run"], ["--help"], ["--no-tests"]):
         (tmp_path / "calls").unlink()
         calls = _script_calls(tmp_path, *args)
-        assert calls == [f"REQUIRE= -m cifar_tui.gpu_check {' '.join(a for a in args if a != '--no-tests')}".rstrip()]
+        assert calls == [f"REQUIRE= -m cifar_tui.gpucheck {' '.join(a for a in args if a != '--no-tests')}".rstrip()]

@@ -20,9 +20,10 @@ from rich.console import Console
 
 from cifar_tui.follow import follow_many
 from cifar_tui.gpus import visible_gpus
-from cifar_tui.launch import Launched, Workspace
+from cifar_tui.launch import Launched
+from cifar_tui.workspace import Workspace
 from cifar_tui.supervisor import Supervisor
-from engine.events import read_events
+from engine.record.events import read_events
 from engine.fault_hooks import OOM_AT_STEP
 
 from tests.conftest import CLI, cli, set_args, tiny_overrides

@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from engine.events import read_events
+from engine.record.events import read_events
 
 from tests.conftest import CLI, cli, set_args, tiny_overrides
 
@@ -70,7 +70,7 @@ echo "Submitted batch job 424$n"
 def _submitted_command(home: Path, job_id: str) -> list[str]:
     with open(home / ".jobs" / job_id / f"{job_id}_submitted.pkl", "rb") as f:
         delayed = pickle.load(f)
-    assert f"{delayed.function.__module__}.{delayed.function.__name__}" == "engine.job.run_engine"
+    assert f"{delayed.function.__module__}.{delayed.function.__name__}" == "engine.record.job.run_engine"
     return delayed.args[0]
 
 

@@ -1,4 +1,4 @@
-"""GPU leases across real processes (engine/leases.py through the store): mutual exclusion
+"""GPU leases across real processes (engine/record/leases.py through the store): mutual exclusion
 between two processes, a killed holder's GPU coming free by itself, and a lease handed by a
 launcher to the process it spawned outliving the launcher."""
 from __future__ import annotations
@@ -11,9 +11,9 @@ import sys
 import textwrap
 import time
 
-from engine.leases import Busy, Grant, Leases
-from engine.status import pid_alive
-from engine.store import Store
+from engine.record.leases import Busy, Grant, Leases
+from engine.record.status import pid_alive
+from engine.record.store import Store
 
 from tests.conftest import ROOT
 
@@ -21,8 +21,8 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 CONTENDER = textwrap.dedent("""
     import json, sys, time
-    from engine.leases import Grant, Leases
-    from engine.store import Store
+    from engine.record.leases import Grant, Leases
+    from engine.record.store import Store
     home, name, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
     leases = Leases(Store(home).conn)
     held = []
@@ -60,8 +60,8 @@ def test_two_processes_never_hold_one_gpu_at_once(tmp_path):
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from engine.leases import Leases
-    from engine.store import Store
+    from engine.record.leases import Leases
+    from engine.record.store import Store
     leases = Leases(Store(sys.argv[1]).conn)
     print(leases.acquire("holder-run", gpus=["0", "1"], n=2, max_parallel=None), flush=True)
     time.sleep(300)

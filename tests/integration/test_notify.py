@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.events import read_events
+from engine.record.events import read_events
 from engine.notify import DELIVERY_BUDGET_S
 
 from tests.support.reliability import fast, procs, python_env  # noqa: F401 - procs is a fixture

@@ -15,8 +15,8 @@ import torch
 
 from engine.checkpoint import load_checkpoint
 from engine.ddp import weights_sha256
-from engine.events import read_events
-from engine.store import Store
+from engine.record.events import read_events
+from engine.record.store import Store
 
 from tests.conftest import CLI, cli, set_args
 

@@ -18,7 +18,7 @@ import torch
 
 from engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from engine.config import ConfigError, check_plain_name, load_config, parse_override, resolve_config_path
-from engine.paths import check_run_id, resolve_run_id
+from engine.record.paths import check_run_id, resolve_run_id
 
 from tests.conftest import CLI, ROOT
 from tests.support.reliability import case_env, drive, one_error_line, record, tally  # noqa: F401 - tally is a fixture
@@ -292,7 +292,7 @@ def test_nul_and_escaping_names_at_the_api(tmp_path, request, tally):
         resolve_config_path("../configs_elsewhere/x.yaml")
     with tally.refused(ConfigError):
         parse_override("train.epochs=1\x00")
-    from cifar_tui.launch import Workspace
+    from cifar_tui.workspace import Workspace
     from cifar_tui.launch import resume as launch_resume
 
     with tally.refused(ConfigError):  # before any process or folder exists

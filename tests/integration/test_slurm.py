@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.job import TIME_LIMIT_REASON
-from engine.store import Store
+from engine.record.job import TIME_LIMIT_REASON
+from engine.record.store import Store
 
 from tests.conftest import cli, set_args
 from tests.support.reliability import fast, one_error_line, wait_until

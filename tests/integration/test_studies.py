@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.events import read_events
+from engine.record.events import read_events
 
 from tests.conftest import CLI, ROOT, cli, set_args, tiny_overrides
 

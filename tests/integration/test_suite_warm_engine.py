@@ -14,10 +14,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cifar_tui.launch import LaunchRequest, Workspace, launch
-from engine.events import read_events
+from cifar_tui.launch import LaunchRequest, launch
+from cifar_tui.workspace import Workspace
+from engine.record.events import read_events
 from engine.fault_hooks import OOM_AT_STEP
-from engine.status import pid_alive
+from engine.record.status import pid_alive
 
 from tests.support.checkpoints import epoch_metrics
 from tests.support.warm_engine import PROJECT_ROOT, SOCKET_ENV

@@ -20,12 +20,14 @@ from textual import events
 from textual.widgets import DataTable, Input, Select, Static
 
 from cifar_tui.tui.app import CifarTUI
-from cifar_tui.launch import LaunchRequest, Workspace, launch
+from cifar_tui.launch import LaunchRequest, launch
+from cifar_tui.workspace import Workspace
 from cifar_tui.tui.screens import LaunchScreen, QuitScreen
 from cifar_tui.tui.panes.run_view import POLL_MAX_BYTES
 from cifar_tui.tui.support import pane_id_for
-from engine.events import read_events
-from engine.store import Store, pid_alive
+from engine.record.events import read_events
+from engine.record.store import Store
+from engine.record.status import pid_alive
 
 from tests.support.tui import until_form, footer_keys, until_loaded
 
@@ -380,7 +382,7 @@ def test_ui_stays_responsive_while_events_stream(tmp_path):
 def test_a_study_from_the_form_runs_with_its_groups(engine_ws):
     """Seeds 2 in the form: two real runs queued one after another, each recording its study and
     group; the leaderboard's group row is `leaderboard --by group`'s (n = 2, mean ± std, interval)."""
-    from cifar_tui.report import group_cells
+    from cifar_tui.table_rows import group_cells
     from cifar_tui.studies import leaderboard_groups
 
     ws = engine_ws

@@ -17,7 +17,7 @@ from textual.widgets import DataTable, Input, Static
 from cifar_tui.tui.app import CifarTUI
 from cifar_tui.tui.screens import CompareScreen, ConfirmScreen, LaunchScreen, QuitScreen
 from engine.config import list_config_paths, load_config
-from engine.store import pid_alive
+from engine.record.status import pid_alive
 
 from tests.support.tui import until_form, ROOT, fake_workspace, footer_keys, until_loaded
 
@@ -156,7 +156,7 @@ def test_command_palette_runs_main_actions(tmp_path):
             await pilot.press("enter")
             await pilot.pause(0.2)
             assert ids["c_pre"] in app.views and app.current_view_run() == ids["c_pre"]
-            from cifar_tui.tui.commands import CifarCommands
+            from cifar_tui.tui.palette import CifarCommands
 
             names = [c[0] for c in CifarCommands(app.screen)._commands(with_items=True)]
             for expected in ("Launch experiment", "Show leaderboard", "Compare marked runs", "Stop run", "Resume run",
@@ -300,7 +300,8 @@ def test_busy_slot_holds_queue_delete_refused_and_quit_stops(live_fake_run):
 def test_queue_gives_each_run_its_own_gpu(tmp_path, monkeypatch):
     """With 2 GPUs, 2 runs at a time, each pinned to one GPU (CUDA_VISIBLE_DEVICES); the third
     queued run starts on the GPU that frees first. The engine is replaced by sleeping processes."""
-    from cifar_tui.launch import Launched, Workspace
+    from cifar_tui.launch import Launched
+    from cifar_tui.workspace import Workspace
 
     monkeypatch.setenv("CIFAR_TUI_GPUS", "0,1")
     monkeypatch.delenv("CIFAR_TUI_MAX_PARALLEL", raising=False)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import Store, pid_alive
+from engine.record.store import Store
+from engine.record.status import pid_alive
 
 EXE = Path(sys.executable).parent / "cifar-tui"
 

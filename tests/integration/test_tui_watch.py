@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable
 
-from cifar_tui.launch import Workspace
+from cifar_tui.workspace import Workspace
 from cifar_tui.tui.app import CifarTUI
 from cifar_tui.tui.support import short_run
-from engine.events import read_events
-from engine.status import pid_alive
-from engine.store import Store
+from engine.record.events import read_events
+from engine.record.status import pid_alive
+from engine.record.store import Store
 
 from tests.conftest import CLI, ROOT, cli, set_args, tiny_overrides
 from tests.support.tui import until_loaded
@@ -151,7 +151,7 @@ STALLED_ENGINE = textwrap.dedent("""
     # A run whose loop is stuck: alive, beating, no step since `progress_at`; SIGTERM ends it as an
     # engine does (an `end` event, the store row stopped).
     import json, signal, sys, time
-    from engine.store import Store
+    from engine.record.store import Store
     home, run_id, progress_at = sys.argv[1], sys.argv[2], float(sys.argv[3])
     store = Store(home)
     stop = []

@@ -19,9 +19,10 @@ from types import SimpleNamespace
 import psutil
 import pytest
 
-from cifar_tui.launch import LaunchRequest, Launched, Workspace, launch
-from engine.events import read_events
-from engine.store import Store
+from cifar_tui.launch import LaunchRequest, Launched, launch
+from cifar_tui.workspace import Workspace
+from engine.record.events import read_events
+from engine.record.store import Store
 
 from tests.conftest import CLI, cli, set_args
 from tests.support.reliability import drive, fast, procs, wait_until  # noqa: F401 - procs is a fixture

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from engine.events import read_events
+from engine.record.events import read_events
 
 MAY_DIFFER = ("wall_s", "run_id")
 MUST_HOLD = ("model", "optimizer", "scheduler", "scaler", "rng", "partial", "epoch", "step_in_epoch", "global_step")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_tui.launch import Workspace
+from cifar_tui.workspace import Workspace
 from cifar_tui.tui.support import (LogTail, RunState, config_diff, flatten, fmt_eta, matches_filter,
                                    parse_override_text, pane_id_for, short_run)
 from engine.config import load_config
@@ -114,7 +114,7 @@ def add_study(home: Path, study: str = STUDY, *, seeds: int = 3, t0: float = T0 
 
 def study_workspace(tmp: Path) -> tuple[Workspace, dict[str, str], dict[str, list[str]]]:
     """fake_workspace plus a recorded sweep study (add_study) of two groups."""
-    from engine.store import Store
+    from engine.record.store import Store
 
     home = tmp / "runs"
     home.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,8 @@ def add_tune_study(ws: Workspace, study: str = TUNE) -> dict[str, object]:
     import optuna
 
     from cifar_tui.tune import _storage
-    from engine.store import Store
+    from engine.record.rebuild import rebuild_store
+    from engine.record.store import Store
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     home = Path(ws.home)
@@ -149,7 +150,7 @@ def add_tune_study(ws: Workspace, study: str = TUNE) -> dict[str, object]:
                      status=status, overrides=[f"optim.lr={lr}"], acc_scale=scale, t0=T0 + 30000 + 60 * i,
                      study=study) for i, (lr, scale, status) in enumerate(tried)]
     store = Store(home)
-    store.rebuild()  # the new run dirs become rows
+    rebuild_store(store)  # the new run dirs become rows
     store.save_study(study, "tune", "resnet18_baseline",
                      {"config": "resnet18_baseline", "params": ["optim.lr=log:1e-4:1e-1"], "trials": 3,
                       "prune": "median", "overrides": ["data.source=synthetic"]})

@@ -58,9 +58,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # What a tiny CPU engine run imports that costs time (python -X importtime -m engine.train ...); not
 # albumentations (the seed recipe's augment only): its import starts native thread pools (OpenCV,
 # SciPy's BLAS), and a process that forks had best hold no threads.
-PRELOAD = ("numpy", "torch", "torchvision", "timm", "psutil", "engine.trainer", "engine.data", "engine.evaluate",
-           "engine.provenance", "engine.ddp", "engine.lifecycle", "torch.utils.tensorboard", "torch.utils.flop_counter",
-           "tensorboard.plugins.hparams.summary_v2")
+PRELOAD = ("numpy", "torch", "torchvision", "timm", "psutil", "engine.trainer", "engine.data",
+           "engine.after.evaluate", "engine.record.provenance", "engine.ddp", "engine.lifecycle",
+           "torch.utils.tensorboard", "torch.utils.flop_counter", "tensorboard.plugins.hparams.summary_v2")
 
 # Variables that change what an import does (read by Python, the C libraries or a package as it loads):
 # a start whose value differs from the server's goes cold. Every other variable is read when the

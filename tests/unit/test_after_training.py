@@ -13,10 +13,11 @@ from PIL import Image
 
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.config import ConfigError, ExperimentConfig, load_config
-from engine.evaluate import Predictions, compute_metrics, ensemble, topk_hits, worst_classes
-from engine.images import ImageError, read_image
+from engine.after.evaluate import Predictions, compute_metrics, ensemble, topk_hits, worst_classes
+from engine.after.images import ImageError, read_image
 from engine.keep import check_extendable, check_resumable, checkpoint_path, finalize, save_epoch_weights
-from engine.store import Store
+from engine.record.rebuild import rebuild_store
+from engine.record.store import Store
 from engine.summary import SUMMARY_COLUMNS, flat_hparams, read_summary, write_summary_row
 
 # ---------------------------------------------------------------------------
@@ -232,7 +233,7 @@ def test_store_keeps_evaluations_rebuilds_them_and_forgets_a_deleted_run(tmp_pat
     (home / "r3" / "eval" / "best.json").write_text(json.dumps({**result, "run_id": "r3"}))
     (home / "r3" / "eval" / "junk.json").write_text("{not json")
     store = Store(home)
-    store.rebuild()
+    rebuild_store(store)
     assert [(r["key"], r["members"], r["top1"]) for r in store.evals()] == [("r3", ["r3"], 50.0)]
     store.close()
 

@@ -14,7 +14,7 @@ from cifar_tui.auto_seeds import AutoSpec, decide, planned_run, study_state
 from cifar_tui.cli import app
 from cifar_tui.stats import compare, seeds_for_half_width
 from cifar_tui.sweep import make_plan
-from engine.store import Store
+from engine.record.store import Store
 
 SETS = ["optim.lr=1e-3,3e-3,1e-2", "data.source=synthetic"]
 

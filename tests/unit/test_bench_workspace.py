@@ -3,8 +3,9 @@ with their own ids and start times) that the store rebuilds into N distinct runs
 from __future__ import annotations
 
 from cifar_tui.bench.workspace import copy_runs
-from engine.events import read_events
-from engine.store import Store
+from engine.record.events import read_events
+from engine.record.rebuild import rebuild_store
+from engine.record.store import Store
 
 from tests.support.tui import fake_run
 
@@ -16,10 +17,10 @@ def test_copies_are_distinct_runs_the_store_rebuilds(tmp_path):
     assert len(set(ids)) == 70 and template not in ids
     store = Store(tmp_path / "runs")
     try:
-        assert store.rebuild() == 70
+        assert rebuild_store(store) == 70
         rows = {r["run_id"]: r for r in store.runs()}
         original = Store(tmp_path / "template")
-        original.rebuild()
+        rebuild_store(original)
         source = original.run(template)
         original.close()
     finally:

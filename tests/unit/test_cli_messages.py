@@ -127,7 +127,7 @@ def test_runs_lists_a_launch_refused_before_start_with_its_reason(tmp_path):
     """What the TUI's Runs tab lists, `cifar-tui runs` lists too: a queued item, and a launch
     refused before its run started, with the reason in full."""
     from cifar_tui.workspace import Workspace
-    from engine.store import Store
+    from engine.record.store import Store
 
     from tests.unit.test_tui_refused import REASON, RUN_ID, refused_item
 

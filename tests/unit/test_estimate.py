@@ -11,8 +11,8 @@ import pytest
 from cifar_tui.estimate import (FAILED_PROBE_TTL_S, HISTORY, PROBE, UNKNOWN, Estimator, ProbeCache, fmt_span,
                                 format_estimate, speed_key, surely_under, work)
 from engine.config import load_config
-from engine.status import this_host
-from engine.store import Store
+from engine.record.status import this_host
+from engine.record.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CONFIGS = ROOT / "configs"

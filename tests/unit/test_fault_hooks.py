@@ -11,7 +11,7 @@ import torch
 from cifar_tui.serve_sessions import HEARTBEAT_ENV
 from engine import fault_hooks
 from engine.config import load_config
-from engine.events import read_events
+from engine.record.events import read_events
 from engine.trainer import Trainer
 
 from tests.conftest import CONFIGS, ROOT

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from cifar_tui import gpu_check
-from cifar_tui.gpu_report import config_rows, render, seed_run_seconds
+from cifar_tui.gpucheck import check as gpu_check
+from cifar_tui.gpucheck.report import config_rows, render, seed_run_seconds
 from engine.config import ConfigError, list_config_paths
 
 from tests.conftest import CONFIGS

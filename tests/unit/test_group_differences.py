@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from cifar_tui.cli import app
 from cifar_tui.study_report import CLAIMS, write_report
 from engine.config import list_config_paths, load_config
-from engine.store import Store
+from engine.record.rebuild import rebuild_store
+from engine.record.store import Store
 
 runner = CliRunner()
 
@@ -186,7 +187,7 @@ def test_seed_and_reference_kind_survive_a_rebuild_and_fill_in_for_an_older_stor
     home.mkdir()
     rid = fake_run(home, "resnet18_fast", "0a0a", overrides=["train.seed=7"])
     store = Store(home)
-    store.rebuild()  # the row from the run directory
+    rebuild_store(store)  # the row from the run directory
     row = store.run(rid)
     assert (row["seed"], row["reference_kind"], row["reference_acc"]) == (7, "goal", 75.0)
     with store.conn:  # as a store from before the two columns: drop them (SQLite >= 3.35)

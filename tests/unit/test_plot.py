@@ -8,7 +8,7 @@ import pytest
 
 from cifar_tui.plot import plot_runs
 from engine.config import ConfigError
-from engine.store import Store
+from engine.record.store import Store
 
 from tests.support.tui import fake_workspace
 from tests.support.unwritable import WHY_NOT, unwritable

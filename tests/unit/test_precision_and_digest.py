@@ -10,7 +10,7 @@ import torch
 from engine.checkpoint import load_checkpoint
 from engine.config import load_config
 from engine.ddp import weights_sha256
-from engine.events import read_events
+from engine.record.events import read_events
 from engine.hooks import TrainerHook
 from engine.trainer import Trainer
 

@@ -7,7 +7,7 @@ import shutil
 import sqlite3
 
 from cifar_tui.workspace import Workspace
-from engine.rebuild import open_store
+from engine.record.rebuild import open_store
 
 from tests.support.tui import fake_run
 

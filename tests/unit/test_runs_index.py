@@ -8,7 +8,7 @@ import os
 import pytest
 
 from cifar_tui.tui.runs_index import RunsIndex
-from engine.store import Store
+from engine.record.store import Store
 
 from tests.support.tui import DEAD_PID, fake_workspace
 
@@ -103,7 +103,7 @@ def test_liveness_is_checked_for_running_rows_only(stores, monkeypatch):
     index.refresh()
     assert index.running() == {"alive"} and index.runs["dead"]["status"] == "crashed"
     checked: list[int] = []
-    import engine.status as store_module
+    import engine.record.status as store_module
 
     real = store_module.pid_alive
     alive = {"value": True}

@@ -13,7 +13,7 @@ from cifar_tui.launchers import SlurmOptions, refusal_line, warning_s
 from cifar_tui.supervisor import Supervisor
 from cifar_tui.tui.runs_index import RunsIndex
 from engine import lifecycle, stop_request
-from engine.store import Store
+from engine.record.store import Store
 
 from tests.support.tui import fake_workspace
 
@@ -72,15 +72,13 @@ def test_a_stop_that_comes_while_the_engine_starts_is_honoured_once_it_listens(m
             signal.signal(s, handler)
 
 
-def test_a_stop_request_written_while_the_engine_starts_is_kept_one_from_an_earlier_life_is_not(
-        tmp_path, monkeypatch):
-    watcher = stop_request.StopRequestWatcher(tmp_path)
-    monkeypatch.setattr(stop_request, "_started_at", [time.time()])
+def test_a_stop_request_written_while_the_engine_starts_is_kept_one_from_an_earlier_life_is_not(tmp_path):
+    started = time.time()
+    watcher = stop_request.StopRequestWatcher(tmp_path, keep_since=started)  # as the trainer makes it
     stop_request.write_request(tmp_path, "stopped", "the SLURM job's time limit is near")
     watcher.clear()  # the trainer starts: this request is for this life
     assert stop_request.read_request(tmp_path)["reason"] == "the SLURM job's time limit is near"
-    monkeypatch.setattr(stop_request, "_started_at", [time.time() + 60])  # the request is older than the process
-    watcher.clear()
+    stop_request.StopRequestWatcher(tmp_path, keep_since=started + 60).clear()  # older than the process
     assert stop_request.read_request(tmp_path) is None
 
 

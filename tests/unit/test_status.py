@@ -1,12 +1,12 @@
-"""The one status function (engine/status.py) on store rows and on event summaries."""
+"""The one status function (engine/record/status.py) on store rows and on event summaries."""
 from __future__ import annotations
 
 import os
 import time
 
-from engine.events import summarize
-from engine.status import (COMPLETED, CRASHED, HEARTBEAT_STALE_S, LIVE, RESUMABLE, RUNNING, STALLED, STATUSES,
-                           TERMINAL, UNKNOWN, effective_status, summary_facts, this_host)
+from engine.record.events import summarize
+from engine.record.status import (COMPLETED, CRASHED, HEARTBEAT_STALE_S, LIVE, RESUMABLE, RUNNING, STALLED, STATUSES,
+                                  TERMINAL, UNKNOWN, effective_status, summary_facts, this_host)
 
 from tests.support.tui import DEAD_PID
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from engine.store import Store
+from engine.record.store import Store
 
 
 def test_a_new_store_opened_by_several_at_once_opens_for_all(tmp_path):

@@ -14,10 +14,10 @@ import pytest
 
 from cifar_tui.studies import group_curve, group_stats, list_studies, mean_interval, study_summary, t_quantile
 from cifar_tui.tune import make_pruner, parse_param
-from engine import provenance
+from engine.record import provenance
 from engine.config import ConfigError
 from engine.stop_request import StopRequestWatcher, read_request, write_request
-from engine.store import Store
+from engine.record.store import Store
 
 # t_{0.975, df} from a printed table (two-sided 95%), independent of any library
 T_TABLE = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -117,7 +117,7 @@ def test_studies_are_listed_with_their_runs_groups_and_best_run(tmp_path):
 
 
 def test_a_rebuilt_database_keeps_each_runs_study_and_group(tmp_path):
-    from engine.rebuild import ingest_run_dirs
+    from engine.record.rebuild import ingest_run_dirs
 
     home = tmp_path / "runs"
     run_dir = home / "resnet18_baseline-20260101T000000Z-0a0a"

@@ -11,9 +11,10 @@ import time
 
 import pytest
 
-from cifar_tui.supervisor import AmbiguousRun, NotLive, Refused, RunIsLive, Started, Supervisor, UnknownRun
+from cifar_tui.supervisor import NotLive, Refused, RunIsLive, Started, Supervisor
+from engine.record.paths import AmbiguousRun, UnknownRun
 from engine.config import ConfigError
-from engine.status import COMPLETED, CRASHED, QUEUED, RUNNING, STARTING, STOPPED, STOPPING
+from engine.record.status import COMPLETED, CRASHED, QUEUED, RUNNING, STARTING, STOPPED, STOPPING
 
 from tests.support.supervision import make_supervisor
 from tests.support.tui import DEAD_PID
@@ -162,7 +163,17 @@ def test_a_queued_item_whose_config_no_longer_validates_is_refused_once(tmp_path
     assert isinstance(outcomes[0], Refused) and outcomes[0].item_id == bad and "no_such_config" in outcomes[0].reason
     assert [o.item_id for o in outcomes[1:]] == [good]
     row = sup.store.conn.execute("SELECT state, error FROM queue WHERE id=?", (bad,)).fetchone()
-    assert row["state"] == "failed" and "no_such_config" in row["error"]
+    assert row["state"] == "refused" and "no_such_config" in row["error"]
+
+
+def test_a_refused_item_stored_before_the_rename_is_still_listed_and_dismissed(tmp_path):
+    """Queue items were refused as state 'failed' (a run status's word) before they became
+    'refused': a store holding one lists it and puts it away as before."""
+    sup, _ = make_supervisor(tmp_path, gpus=())
+    item = sup.store.enqueue("resnet18_baseline", SYN)
+    sup.store.conn.execute("UPDATE queue SET state='failed', error='old refusal' WHERE id=?", (item,))  # autocommit
+    assert [(r["id"], r["error"]) for r in sup.store.refused()] == [(item, "old refusal")]
+    assert sup.store.dismiss_refused(item) and sup.store.refused() == []
 
 
 def test_an_engine_that_refuses_its_input_is_reaped_with_its_reason_and_its_dir_removed(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from engine.config import load_config
-from engine.events import read_events
+from engine.record.events import read_events
 from engine.hooks import TrainerHook
 from engine.trainer import Trainer
 

@@ -13,7 +13,7 @@ from textual.widgets import Input
 from cifar_tui.tui.app import CifarTUI
 from cifar_tui.tui.screens import LaunchScreen
 
-from cifar_tui.launch import Workspace
+from cifar_tui.workspace import Workspace
 
 from tests.support.tui import ROOT, until_loaded
 

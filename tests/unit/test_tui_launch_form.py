@@ -8,13 +8,13 @@ import os
 
 from textual.widgets import Select, Static
 
-from cifar_tui.launch import Workspace
+from cifar_tui.workspace import Workspace
 from cifar_tui.tui.app import CifarTUI
 from cifar_tui.tui.messages import LaunchRequested
 from cifar_tui.tui.screens import LaunchScreen
 from engine.config import load_config
-from engine.leases import Leases
-from engine.store import Store
+from engine.record.leases import Leases
+from engine.record.store import Store
 
 from tests.support.tui import ROOT, fake_workspace, until_loaded
 

@@ -11,7 +11,7 @@ from textual.widgets import DataTable
 from cifar_tui.tui.app import CifarTUI
 from cifar_tui.tui.panes import LeaderboardPane, RunView
 from cifar_tui.tui.screens import CompareScreen, ConfirmScreen, LaunchScreen
-from engine.store import Store
+from engine.record.store import Store
 
 from tests.support.tui import fake_workspace, footer_keys, until_loaded
 

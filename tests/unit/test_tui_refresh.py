@@ -12,7 +12,7 @@ from textual.widgets import DataTable
 
 from cifar_tui.tui.app import CifarTUI
 from cifar_tui.tui.widgets.table_sync import CHUNK
-from engine.store import Store, transaction
+from engine.record.store import Store, transaction
 
 from tests.support.tui import fake_workspace, until_loaded
 

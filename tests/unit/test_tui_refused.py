@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Input, Select, Static
 
 from cifar_tui.tui.app import CifarTUI
 from cifar_tui.tui.screens import LaunchScreen
-from engine.store import Store
+from engine.record.store import Store
 
 from tests.support.tui import until_form, T0, fake_run, fake_workspace, footer_keys, until_loaded
 

@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Static, Tabs
 
 from cifar_tui.tui.app import CifarTUI
 from cifar_tui.tui.screens import LaunchScreen
-from engine.status import this_host
+from engine.record.status import this_host
 
 from tests.support.tui import T0, fake_run, fake_workspace, until_loaded
 from tests.unit.test_tui_refused import REASON, RUN_ID, refused_item

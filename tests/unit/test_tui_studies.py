@@ -13,7 +13,7 @@ import time
 from textual.widgets import DataTable, Input, Select, Static
 
 from cifar_tui.names import short_number
-from cifar_tui.report import fmt_acc, group_cells
+from cifar_tui.table_rows import fmt_acc, group_cells
 from cifar_tui.studies import group_curve, leaderboard_groups
 from cifar_tui.sweep import group_key, make_plan
 from cifar_tui.tui.app import CifarTUI
@@ -277,7 +277,8 @@ def test_studies_screen_follows_a_search_that_runs_elsewhere(tmp_path):
     import optuna
 
     from cifar_tui.tune import _storage
-    from engine.store import Store
+    from engine.record.rebuild import rebuild_store
+    from engine.record.store import Store
     from tests.support.tui import fake_run
 
     ws, _, _ = study_workspace(tmp_path)
@@ -297,7 +298,7 @@ def test_studies_screen_follows_a_search_that_runs_elsewhere(tmp_path):
             run = fake_run(tmp_path / "runs", "resnet18_baseline", "7fff", epochs=4, overrides=["optim.lr=0.01"],
                            acc_scale=1.6, t0=tune_t0(app) + 600, study=TUNE)
             store = Store(tmp_path / "runs")
-            store.rebuild()
+            rebuild_store(store)
             best = store.run(run)["best_acc"]
             store.close()
             search = optuna.load_study(study_name=TUNE, storage=_storage(ws))

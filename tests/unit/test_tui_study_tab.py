@@ -12,7 +12,7 @@ from scipy import stats as sp
 from textual.widgets import DataTable, Input, Select
 
 from cifar_tui.launch import Launched
-from cifar_tui.report import fmt_ci, vs_cells
+from cifar_tui.table_rows import fmt_ci, vs_cells
 from cifar_tui.studies import leaderboard_groups, vs_baseline
 from cifar_tui.supervisor import Started
 from cifar_tui.tui.app import CifarTUI

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_tui.launch import Workspace
+from cifar_tui.workspace import Workspace
 from cifar_tui.tui.support import (MAX_STEP_POINTS, LogTail, RunState, config_diff, flatten, fmt_eta, matches_filter,
                                    parse_override_text, pane_id_for, short_run)
 from engine.config import load_config

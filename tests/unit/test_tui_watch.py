@@ -22,7 +22,7 @@ from cifar_tui.tui.app import CifarTUI
 from cifar_tui.tui.telemetry import IDLE_BEATS, MAX_POINTS, TelemetrySeries
 from cifar_tui.tui.widgets.telemetry import sparkline, telemetry_text
 from engine import telemetry as engine_telemetry
-from engine.leases import Leases
+from engine.record.leases import Leases
 
 from tests.support.fake_nvml import FakeNvml
 from tests.support.tui import fake_workspace, footer_keys, until_loaded

@@ -15,8 +15,8 @@ from engine import telemetry
 from engine.config import ConfigError
 from engine.heartbeat import Heartbeat
 from engine.notify import DELIVERY_BUDGET_S, Notice, claim, dispatch, notice_from_end, post_webhook
-from engine.status import CRASHED, RUNNING, STALLED
-from engine.store import Store
+from engine.record.status import CRASHED, RUNNING, STALLED
+from engine.record.store import Store
 from engine.watch_config import (STALL_AFTER_DEFAULT_S, WatchSettings, load_watch_settings, parse_duration,
                                  watch_settings)
 

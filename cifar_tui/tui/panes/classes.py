@@ -1,7 +1,7 @@
 """The run view's Classes panel: a finished run's worst classes and most confused pairs.
 
 The numbers are `cifar-tui eval`'s: the result the store keeps (`Store.eval_result`), or, on the
-key, a fresh `engine.evaluate.evaluate_runs` of the run's best checkpoint (which records it in the
+key, a fresh `engine.after.evaluate.evaluate_runs` of the run's best checkpoint (which records it in the
 store and writes the confusion files, as the command does). Both happen in a worker thread: the UI
 never waits, and torch is imported only there.
 """
@@ -17,7 +17,7 @@ from textual.widgets import Static
 
 from engine.config import ConfigError
 from engine.keep import checkpoint_path
-from engine.store import Store
+from engine.record.store import Store
 
 WORST = 10
 CONFUSED = 8
@@ -103,7 +103,7 @@ class ClassesPanel(VerticalScroll):
             if compute:
                 try:
                     checkpoint_path(home / self.run_id, "best")  # said before torch loads, as by the command
-                    from engine.evaluate import evaluate_runs
+                    from engine.after.evaluate import evaluate_runs
 
                     result = evaluate_runs(home, data_root, [self.run_id], store=store)
                 except ConfigError as exc:
@@ -114,7 +114,7 @@ class ClassesPanel(VerticalScroll):
                 result = store.eval_result(self.run_id)
             worst = []
             if result is not None:
-                from engine.evaluate import worst_classes  # `cifar-tui eval`'s ranking (imports torch: here only)
+                from engine.after.evaluate import worst_classes  # `cifar-tui eval`'s ranking (imports torch: here only)
 
                 worst = worst_classes(result.get("per_class") or [], WORST)
         finally:

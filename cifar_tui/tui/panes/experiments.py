@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Input, Static
 
 from engine.config import ConfigError, load_config
 
-from ...report import experiment_rows, fmt_acc, fmt_ref
+from ...table_rows import experiment_rows, fmt_acc, fmt_ref
 from ..messages import LaunchRequested
 from ..runs_index import Changes, RunsIndex
 from ..support import best_by_config, matches_filter

@@ -17,7 +17,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from ...report import leaderboard_rows
+from ...table_rows import leaderboard_rows
 from ...studies import group_stats, groups_title, vs_baseline
 from ..messages import CompareGroups, CompareRuns, OpenRun, ShowStudies
 from ..runs_index import Changes, RunsIndex

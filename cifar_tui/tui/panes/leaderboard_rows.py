@@ -7,7 +7,7 @@ import re
 
 from rich.text import Text
 
-from ...report import fmt_acc, fmt_ref, group_cells, vs_cells
+from ...table_rows import fmt_acc, fmt_ref, group_cells, vs_cells
 from ..widgets.table_sync import Column
 from ..widgets.text import cell, status_text
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from textual.binding import Binding
 
-from engine.status import LIVE, RESUMABLE, RUNNING, STALLED, STARTING
+from engine.record.status import LIVE, RESUMABLE, RUNNING, STALLED, STARTING
 
 from ..messages import DeleteRequested, ResumeRequested, StopRequested
 from ..support import short_run

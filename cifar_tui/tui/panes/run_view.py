@@ -19,12 +19,13 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, ProgressBar, RichLog, Static
 
-from engine.events import EventTail
+from engine.record.events import EventTail
 from engine.notify import notice_from_end
-from engine.status import (COMPLETED, CRASHED, FAILED, QUEUED, RUNNING, STALLED, STARTING, STOPPED, STOPPING,
-                           TERMINAL, UNKNOWN, effective_status)
+from engine.record.paths import events_path
+from engine.record.status import (COMPLETED, CRASHED, FAILED, QUEUED, RUNNING, STALLED, STARTING, STOPPED, STOPPING,
+                                  TERMINAL, UNKNOWN, effective_status)
 
-from ...report import fmt_duration
+from ...table_rows import fmt_duration
 from ..messages import CloseRun, RetryLaunch, RunEnded, RunStatusChanged
 from ..support import STATUS_RICH, LogTail, RunState, fmt_eta, fmt_num, short_run
 from ..widgets.charts import RunCharts
@@ -97,7 +98,7 @@ class RunView(RunActions, Vertical):
         self.run_id = run_id
         self.run_dir = Path(run_dir)
         self.state = RunState(run_id)
-        self.tail = EventTail(self.run_dir / "events.jsonl")
+        self.tail = EventTail(events_path(self.run_dir))
         self.log_tail = LogTail(self.run_dir / "stdout.log")
         self.loaded = False            # the catch-up read of existing events is done
         self.supervised: str | None = None  # the supervisor's status of the run (set by the App)

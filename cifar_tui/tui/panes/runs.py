@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from ...report import fmt_acc, fmt_duration
+from ...table_rows import fmt_acc, fmt_duration
 from ..messages import CancelQueued, DismissRefused, OpenRun, RetryLaunch
 from ..runs_index import Changes, RunsIndex
 from ..support import short_run

@@ -14,9 +14,9 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from engine.status import COMPLETED, LIVE, QUEUED
+from engine.record.status import COMPLETED, LIVE, QUEUED
 
-from ...report import fmt_ci, fmt_duration, vs_cells
+from ...table_rows import fmt_ci, fmt_duration, vs_cells
 from ..messages import CloseStudy, DriveStudy, OpenRun
 from ..runs_index import Changes, RunsIndex
 from ..study_data import StudyGrid, study_grid

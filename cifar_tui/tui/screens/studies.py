@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from ...names import short_settings
-from ...report import fmt_acc
+from ...table_rows import fmt_acc
 
 
 @dataclass

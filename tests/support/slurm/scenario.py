@@ -10,7 +10,7 @@ import threading
 from collections import defaultdict
 from pathlib import Path
 
-from engine.events import read_events
+from engine.record.events import read_events
 
 from tests.conftest import cli, set_args
 from tests.support.reliability import wait_until

@@ -18,7 +18,7 @@ import sys
 SOCKET_ENV = "CIFAR_TUI_SUITE_WARM_ENGINE"
 # the engine (a torchrun rank too: torchrun's agent starts it as `python -u -m engine.train`) and the CLI;
 # not torchrun's agent: cifar_tui.launch signals the ranks it finds as the agent's children
-WARM_MODULES = ("engine.train", "cifar_tui", "cifar_tui.gpu_check")
+WARM_MODULES = ("engine.train", "cifar_tui", "cifar_tui.gpucheck")
 FLAGS = ("-u",)
 FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
 

@@ -2,7 +2,7 @@
 worst pairs, ensembles (mean of the members' softmax) and flip test-time augmentation.
 
 The numbers come from class probabilities on the run's own test set, built by the same
-test batches and evaluation logits as the trainer's evaluation (engine/run_model.py), so the
+test batches and evaluation logits as the trainer's evaluation (engine/after/run_model.py), so the
 top-1 of a run's best checkpoint is the run's best test accuracy.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import ConfigError
+from ..config import ConfigError
 from .run_model import RunModel, eval_batch_size, eval_pipeline, load_run_model, load_test_set
 
 TOPK = 5
@@ -40,7 +40,7 @@ class Predictions:
 
 
 def _autocast(run: RunModel):
-    from .trainer import autocast_dtype
+    from ..fast import autocast_dtype
 
     dtype = autocast_dtype(run.cfg.train.precision, run.device)
     return torch.autocast(run.device.type, dtype=dtype) if dtype else nullcontext()
@@ -139,7 +139,7 @@ def evaluate_runs(home: Path, data_root: Path, run_ids: list[str], *, ckpt: str 
     result JSON, record the results in `store` when given. Returns the result (the ensemble's
     with ``members`` when there are several runs)."""
     from .eval_files import write_result_files
-    from .trainer import DistInfo, select_device
+    from ..ddp import DistInfo, select_device
 
     if tta not in TTA_MODES:
         raise ConfigError(f"--tta {tta!r}: expected one of {', '.join(TTA_MODES)}")

@@ -1,4 +1,4 @@
-"""`scripts/gpu-check.sh` (`python -m cifar_tui.gpu_check`): what a GPU machine is checked for, in one
+"""`scripts/gpu-check.sh` (`python -m cifar_tui.gpucheck`): what a GPU machine is checked for, in one
 command and one table, in under 8 minutes on one H200.
 
 1. environment: the GPU, driver, torch / CUDA / cuDNN / NCCL versions;
@@ -115,7 +115,7 @@ def environment(device: str) -> dict[str, Any]:
 
 def run_nccl_probe(timeout: float) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
-           "-m", "cifar_tui.gpu_probe", "nccl"]
+           "-m", "cifar_tui.gpucheck.probe", "nccl"]
     t0 = time.monotonic()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -133,7 +133,7 @@ def run_nccl_probe(timeout: float) -> dict[str, Any]:
 def start_warmers(groups: list[list[str]], overrides: list[str], home: Path, device: str) -> list[subprocess.Popen]:
     procs = []
     for names in groups:
-        cmd = [sys.executable, "-m", "cifar_tui.gpu_probe", "warm", str(home), device, *names, "--", *overrides]
+        cmd = [sys.executable, "-m", "cifar_tui.gpucheck.probe", "warm", str(home), device, *names, "--", *overrides]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
     return procs
 
@@ -166,14 +166,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(describe_plan(args, cfgs, workers), flush=True)
     if args.dry_run:
         return 0
-    from . import gpu_probe
-    from .gpu_report import render
+    from . import probe
+    from .report import render
 
     results: dict[str, Any] = {"environment": environment(args.device), "configs": [], "skipped": []}
     with tempfile.TemporaryDirectory(prefix="cifar-tui-gpu-check-") as tmp:
         home = Path(tmp)
         kd = {c.loss.kd.teacher for c in cfgs if c.loss.kd}
-        teachers = {t: gpu_probe.make_teacher(home, t, CHECK_OVERRIDES + args.overrides) for t in sorted(kd)}
+        teachers = {t: probe.make_teacher(home, t, CHECK_OVERRIDES + args.overrides) for t in sorted(kd)}
 
         def overrides_for(cfg: ExperimentConfig) -> list[str]:
             extra = [f"loss.kd.teacher={teachers[cfg.loss.kd.teacher]}"] if cfg.loss.kd else []
@@ -200,7 +200,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     if time.monotonic() > deadline:
                         results["skipped"].append({"config": cfg.name, "compiled": compiled, "reason": "time budget"})
                         continue
-                    m = gpu_probe.measure(cfg.name, overrides_for(cfg), compiled=compiled, steps=args.steps,
+                    m = probe.measure(cfg.name, overrides_for(cfg), compiled=compiled, steps=args.steps,
                                           window_s=args.window_s, home=home, device=args.device)
                     results["configs"].append(m.as_dict())
                     print(f"  {cfg.name} compile {'on' if compiled else 'off'}: "
@@ -216,7 +216,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 def _bench(device: str) -> dict[str, Any]:
     from dataclasses import replace
 
-    from .bench import BenchPlan, run_bench
+    from ..bench import BenchPlan, run_bench
 
     try:
         return run_bench(device=device, progress=False,
@@ -224,6 +224,3 @@ def _bench(device: str) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - the rest of the check still runs
         return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
 
-
-if __name__ == "__main__":
-    sys.exit(main())

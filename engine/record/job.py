@@ -27,7 +27,7 @@ import subprocess
 from pathlib import Path
 
 from .status import STOPPED
-from .stop_request import read_request, write_request
+from ..stop_request import read_request, write_request
 
 MASTER_PLACEHOLDER = "{master}"
 PORT_PLACEHOLDER = "{port}"

@@ -1,4 +1,4 @@
-"""The one table `scripts/gpu-check.sh` prints (see cifar_tui/gpu_check.py), from its results dict."""
+"""The one table `scripts/gpu-check.sh` prints (see cifar_tui/gpucheck/check.py), from its results dict."""
 from __future__ import annotations
 
 import shutil

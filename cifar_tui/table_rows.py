@@ -1,4 +1,5 @@
-"""Plain-data views of experiments and runs, shared by the CLI and the TUI."""
+"""The rows and cells of the tables (experiments, runs, the leaderboard, groups) as plain data,
+shared by the CLI and the TUI. (The `report` command is study_report.py.)"""
 from __future__ import annotations
 
 import csv

@@ -1,6 +1,6 @@
 """Classify image files with a trained run: top classes and probabilities.
 
-Each file is read at CIFAR's 32x32 (engine/images.py); from there it goes through the run's
+Each file is read at CIFAR's 32x32 (engine/after/images.py); from there it goes through the run's
 own test batches: the bilinear resize to ``data.image_size``, the scale to [0, 1] and the
 normalisation, exactly as the run's test images did.
 """
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data.formats import Dataset, Split
+from ..data.formats import Dataset, Split
 from .images import read_image
 from .run_model import RunModel, class_names, eval_batch_size, eval_pipeline, load_run_model
 
@@ -27,11 +27,13 @@ def image_probabilities(run: RunModel, images: np.ndarray) -> torch.Tensor:
     return torch.cat(out)
 
 
-def predict_images(home: Path, data_root: Path, run_id: str, images: list[tuple[str, np.ndarray]], *,
-                   ckpt: str = "best", device: str = "auto", top: int = 5) -> list[dict[str, Any]]:
-    """The `top` classes of each (name, uint8 (3, 32, 32) image) from engine.images.read_image."""
-    from .trainer import DistInfo, select_device
+def predict_files(home: Path, data_root: Path, run_id: str, paths: list[Path], *,
+                  ckpt: str = "best", device: str = "auto", top: int = 5) -> list[dict[str, Any]]:
+    """The `top` classes of each image file. Every file is read before the model is loaded:
+    one unreadable file refuses the lot (ImageError) and nothing is predicted."""
+    from ..ddp import DistInfo, select_device
 
+    images = [(str(p), read_image(p)) for p in paths]
     run = load_run_model(home, run_id, ckpt, select_device(device, DistInfo()))
     names = class_names(run.cfg, data_root)
     probs = image_probabilities(run, np.stack([image for _, image in images]))
@@ -41,9 +43,3 @@ def predict_images(home: Path, data_root: Path, run_id: str, images: list[tuple[
              "top": [{"index": int(i), "name": names[int(i)] if int(i) < len(names) else str(int(i)), "prob": float(v)}
                      for v, i in zip(values[n], indices[n])]}
             for n, (name, _) in enumerate(images)]
-
-
-def predict_files(home: Path, data_root: Path, run_id: str, paths: list[Path], **kwargs: Any) -> list[dict[str, Any]]:
-    """predict_images of image files. Every file is read before the model is loaded: one
-    unreadable file refuses the lot (ImageError) and nothing is predicted."""
-    return predict_images(home, data_root, run_id, [(str(p), read_image(p)) for p in paths], **kwargs)

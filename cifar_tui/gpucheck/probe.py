@@ -1,4 +1,4 @@
-"""The torch side of `scripts/gpu-check.sh` (see cifar_tui/gpu_check.py): one config's steps through
+"""The torch side of `scripts/gpu-check.sh` (see cifar_tui/gpucheck/check.py): one config's steps through
 the engine's own Trainer, the NCCL probe, and the compile-cache warmer.  Imported only by the check.
 """
 from __future__ import annotations
@@ -11,6 +11,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from engine.record.events import latest_event
 
 STEPS_PER_EPOCH = 20  # a measured "epoch" of the check: short, so that a time window can end it
 NEVER = 1_000_000     # eval.every / train.checkpoint_every: the check neither evaluates nor checkpoints per epoch
@@ -68,7 +70,7 @@ def measure(name: str, overrides: list[str], *, compiled: bool, steps: int, wind
     import torch
 
     from engine.config import load_config
-    from engine.paths import new_run_id
+    from engine.record.paths import new_run_id
     from engine.trainer import Trainer
 
     result = Measurement(config=name, compiled=compiled)
@@ -120,14 +122,7 @@ def measure(name: str, overrides: list[str], *, compiled: bool, steps: int, wind
 
 def _end_error(run_dir: Path) -> Optional[str]:
     """The error of the run's `end` event (the trainer's one-line reason), if any."""
-    try:
-        for line in reversed((run_dir / "events.jsonl").read_text().splitlines()):
-            event = json.loads(line)
-            if event.get("type") == "end":
-                return event.get("error")
-    except (OSError, ValueError):
-        pass
-    return None
+    return (latest_event(run_dir, "end") or {}).get("error")
 
 
 def sized_overrides(batch: int, steps: int) -> list[str]:
@@ -159,7 +154,7 @@ def make_teacher(home: Path, teacher_config: str, overrides: list[str]) -> str:
     from engine.checkpoint import save_checkpoint
     from engine.config import load_config
     from engine.models import build_model
-    from engine.paths import new_run_id
+    from engine.record.paths import new_run_id
 
     cfg = load_config(teacher_config, overrides)
     run_id = new_run_id(cfg.name)
@@ -222,7 +217,7 @@ def warm(names: list[str], overrides: list[str], home: Path, device: str) -> Non
         print(json.dumps({"warmed": name, "warmup_s": m.warmup_s, "error": m.error}), flush=True)
 
 
-if __name__ == "__main__":  # python -m cifar_tui.gpu_probe nccl | warm HOME DEVICE NAME... -- OVERRIDE...
+if __name__ == "__main__":  # python -m cifar_tui.gpucheck.probe nccl | warm HOME DEVICE NAME... -- OVERRIDE...
     if sys.argv[1] == "nccl":
         print("NCCL " + json.dumps(nccl_probe()), flush=True)
     elif sys.argv[1] == "warm":

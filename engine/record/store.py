@@ -3,8 +3,8 @@ and batch jobs.
 
 Engine processes write it in short transactions (WAL, busy timeout); the UI and the
 CLI read it; launchers (cifar_tui.supervisor) queue and lease through it. The run
-directories are the durable record: `rebuild()` recreates every run row from them
-(engine/rebuild.py). Leases are engine/leases.py's; the engine only keeps its
+directories are the durable record: engine/record/rebuild.py recreates every run and evaluation
+row from them. Leases are engine/record/leases.py's; the engine only keeps its
 lease's heartbeat fresh (`heartbeat`).
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .status import COMPLETED, ITEM_CANCELLED, ITEM_QUEUED, ITEM_REFUSED, ITEM_STARTED, RUNNING
-from .status import effective_status, pid_alive, stall_after_default  # noqa: F401 - pid_alive: re-exported
+from .status import COMPLETED, ITEM_CANCELLED, ITEM_QUEUED, ITEM_REFUSED, ITEM_REFUSED_BEFORE, ITEM_STARTED, RUNNING
+from .status import effective_status, stall_after_default
 
 DB_NAME = "cifar_tui.db"
 
@@ -154,6 +154,8 @@ def _use_wal(conn: sqlite3.Connection, patience_s: float = 60.0) -> None:
 
 
 # columns added after the first release: (table, column, definition); older stores get them on open
+_REFUSED_STATES = f"('{ITEM_REFUSED}', '{ITEM_REFUSED_BEFORE}')"  # a store written before the rename says 'failed'
+
 ADDED_COLUMNS = (
     ("queue", "nproc", "INTEGER NOT NULL DEFAULT 1"),
     ("queue", "owner_pid", "INTEGER"),     # a launcher's own item (the CLI's); NULL: any launcher may start it
@@ -272,7 +274,7 @@ class Store:
 
     # -- readers ---------------------------------------------------------
     def runs(self, stall_after_s: float | None = None) -> list[dict]:
-        """Every run, newest first, with its effective status (engine.status.effective_status)."""
+        """Every run, newest first, with its effective status (engine.record.status.effective_status)."""
         rows = self.conn.execute("SELECT * FROM runs ORDER BY started_at DESC").fetchall()
         now, stall = time.time(), self.stall_threshold(stall_after_s)
         out = []
@@ -378,14 +380,14 @@ class Store:
     def refused(self) -> list[dict]:
         """Shared-queue items whose launch was refused (bad config, the engine refused its input
         before it started), oldest first, until dismissed: a TUI lists them with the reason."""
-        rows = self.conn.execute(f"SELECT * FROM queue WHERE state='{ITEM_REFUSED}' AND owner_pid IS NULL "
+        rows = self.conn.execute(f"SELECT * FROM queue WHERE state IN {_REFUSED_STATES} AND owner_pid IS NULL "
                                  "ORDER BY id").fetchall()
         return [dict(r, overrides=json.loads(r["overrides"])) for r in rows]
 
     def dismiss_refused(self, item_id: int) -> bool:
         """A refused item read and put away (it is no longer listed)."""
         with transaction(self.conn) as c:
-            cur = c.execute(f"UPDATE queue SET state='{ITEM_CANCELLED}' WHERE id=? AND state='{ITEM_REFUSED}'",
+            cur = c.execute(f"UPDATE queue SET state='{ITEM_CANCELLED}' WHERE id=? AND state IN {_REFUSED_STATES}",
                             (item_id,))
             return cur.rowcount == 1
 
@@ -470,16 +472,7 @@ class Store:
         r = self.conn.execute(self._PENDING + " AND jobs.run_id=?", (run_id,)).fetchone()
         return None if r is None else dict(r)
 
-    # -- recovery --------------------------------------------------------
-    def rebuild(self) -> int:
-        """Re-create run and epoch rows from the run directories (the durable record)."""
-        from .rebuild import ingest_run_dirs
-
-        added = ingest_run_dirs(self, replace=True).added
-        self._rebuild_evals()
-        return added
-
-    # -- evaluations (cifar-tui eval; engine/evaluate.py) ------------------
+    # -- evaluations (cifar-tui eval; engine/after/evaluate.py) ------------------
     def eval_recorded(self, key: str, members: list[str], result: dict) -> None:
         """Keep an evaluation result (the latest per run or ensemble, checkpoint and TTA)."""
         with transaction(self.conn) as c:
@@ -500,18 +493,6 @@ class Store:
     def eval_result(self, key: str, ckpt: str = "best", tta: str = "none") -> dict | None:
         r = self.conn.execute("SELECT result_json FROM evals WHERE key=? AND ckpt=? AND tta=?", (key, ckpt, tta)).fetchone()
         return json.loads(r["result_json"]) if r else None
-
-    def _rebuild_evals(self) -> None:
-        """Evaluation results from their JSON files in the run dirs (runs/<id>/eval, runs/ensembles/<key>)."""
-        files = sorted(self.home.glob("*/eval/*.json")) + sorted(self.home.glob("ensembles/*/*.json"))
-        for path in files:
-            try:
-                result = json.loads(path.read_text(encoding="utf-8"))
-                key = result["run_id"]
-                members = [m["run_id"] for m in result.get("members") or []] or [key]
-                self.eval_recorded(key, members, {**result, "t": path.stat().st_mtime})
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                continue  # a damaged or foreign file is not a result
 
     # -- change signal
     def data_version(self) -> int:

@@ -13,15 +13,15 @@ from typing import Any
 
 import torch
 
-from .checkpoint import load_checkpoint
-from .config import ConfigError, ExperimentConfig
-from .data import EvalPipeline, load_dataset
-from .data.formats import CIFAR100_FOLDER, NORMALIZE_STATS, SYNTHETIC_FOLDER, Dataset, _parse_meta
-from .data.synthetic import _synthetic_classes
-from .keep import checkpoint_path
-from .losses import Criterion
-from .models import build_model
-from .paths import check_run_id, read_run_config
+from ..checkpoint import load_checkpoint
+from ..config import ConfigError, ExperimentConfig
+from ..data import EvalPipeline, load_dataset
+from ..data.formats import CIFAR100_FOLDER, NORMALIZE_STATS, SYNTHETIC_FOLDER, Dataset, _parse_meta
+from ..data.synthetic import _synthetic_classes
+from ..keep import checkpoint_path
+from ..losses import Criterion
+from ..models import build_model
+from ..record.paths import check_run_id, read_run_config
 
 @dataclass
 class RunModel:

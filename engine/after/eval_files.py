@@ -35,12 +35,6 @@ def confusion_csv(confusion: np.ndarray, classes: list[str]) -> str:
     return out.getvalue()
 
 
-def read_confusion_csv(path: Path) -> tuple[list[str], np.ndarray]:
-    rows = list(csv.reader(io.StringIO(Path(path).read_text(encoding="utf-8"))))
-    classes = rows[0][1:]
-    return classes, np.array([[int(v) for v in r[1:]] for r in rows[1:]], dtype=np.int64)
-
-
 def confusion_png(confusion: np.ndarray, classes: list[str], title: str) -> bytes:
     """A heat map of the row-normalised matrix (the share of each true class given to each prediction)."""
     from matplotlib.figure import Figure  # the object API: no pyplot, no GUI backend, thread-safe

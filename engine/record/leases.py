@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from .config import ConfigError
+from ..config import ConfigError
 from .status import LIVE, RUNNING, effective_status, pid_alive, this_host
 from .store import claim_item, transaction
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from .config import ConfigError
+from ..config import ConfigError
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
 
@@ -33,6 +33,12 @@ def check_run_id(run_id: str) -> str:
 
 
 BEST, LAST = "best.pt", "last.pt"
+EVENTS_FILE = "events.jsonl"
+
+
+def events_path(run_dir: Path) -> Path:
+    """A run's event stream (engine/record/events.py writes and reads it)."""
+    return Path(run_dir) / EVENTS_FILE
 
 
 def checkpoints_dir(run_dir: Path) -> Path:
@@ -71,7 +77,7 @@ def resolve_run_id(home: Path, ref: str, known: Iterable[str] = ()) -> str:
 
 def read_run_config(run_dir: Path):
     """The ExperimentConfig of runs/<id>/config.yaml (validated), or ConfigError."""
-    from .config import config_from_dict, read_config_file
+    from ..config import config_from_dict, read_config_file
 
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():

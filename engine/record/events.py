@@ -1,7 +1,10 @@
-"""The run's event stream: runs/<id>/events.jsonl, one JSON object per line.
+"""The run's event stream (runs/<id>/events.jsonl, `paths.events_path`), one JSON object per
+line: the one writer and the one reader.
 
 Writers flush every line; readers ignore unknown fields and skip a torn last line
 (a crash mid-write), so a reader never fails on a file a dead engine left behind.
+`read_events` reads a whole file, `latest_event`/`latest_start` the last event of a type,
+`EventTail` follows a live file, `summarize` folds events into a run's state.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .paths import events_path
 from .status import FAILED, RUNNING, UNKNOWN
 
 EVENTS_VERSION = 1
@@ -78,6 +82,29 @@ def read_events(path: Path) -> list[dict]:
         return []
 
 
+def latest_event(run_dir: Path, kind: str) -> dict | None:
+    """The run's last complete event of type `kind` (None: there is none). Only lines that
+    mention `"kind"` are parsed: a long run's events file is mostly steps."""
+    needle = json.dumps(kind).encode()
+    found = None
+    try:
+        with open(events_path(run_dir), "rb") as f:
+            for line in f:
+                if needle in line:
+                    event = parse_line(line.decode("utf-8", errors="replace"))
+                    if event is not None and event.get("type") == kind:
+                        found = event
+    except OSError:  # missing or unreadable: no such event
+        return None
+    return found
+
+
+def latest_start(run_dir: Path) -> dict | None:
+    """The run's latest `start` event (a resumed run has one per start): its config, study, group,
+    processes and provenance as of its last start."""
+    return latest_event(run_dir, "start")
+
+
 class LineTail:
     """Incremental reader of a file being appended to: poll_lines() returns the new complete lines.
 
@@ -114,11 +141,12 @@ class EventTail(LineTail):
 
 def summarize(events: list[dict]) -> dict:
     """Fold a run's events into its current state (used to rebuild the store and by readers)."""
-    state: dict[str, Any] = {"status": UNKNOWN, "epochs": {}, "best_acc": None, "best_epoch": None}
+    state: dict[str, Any] = {"status": UNKNOWN, "epochs": {}, "best_acc": None, "best_epoch": None, "starts": 0}
     for e in events:
         kind = e.get("type")
         if kind == "start":
-            state["start"] = e
+            state["start"] = e  # the latest: a resumed run has one per start
+            state["starts"] += 1
             state["status"] = RUNNING
             state.setdefault("started_at", e.get("t"))
             state["progress_t"] = e.get("t")

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .config import ConfigError
+from ..config import ConfigError
 from .events import read_events, summarize
-from .paths import check_run_id
+from .paths import check_run_id, events_path
 from .store import DB_NAME, EPOCH_FIELDS, Store, db_path, transaction
 
 UNREADABLE_GRACE_S = 5.0  # an events file younger than this may be a run writing its `start` right now
@@ -73,7 +73,7 @@ def ingest_run_dirs(store: Store, *, replace: bool = False) -> IngestReport:
         report.skipped.append((store.home, f"cannot list the runs directory ({exc.strerror})"))
         return report
     for entry in entries:
-        events_file = Path(entry.path) / "events.jsonl"
+        events_file = events_path(entry.path)
         try:
             if events_file.stat().st_size == 0:
                 continue  # an engine starting right now, or a run that never started
@@ -102,6 +102,27 @@ def ingest_run_dirs(store: Store, *, replace: bool = False) -> IngestReport:
         if flag:
             report.flagged.append((entry.name, flag))
     return report
+
+
+def rebuild_store(store: Store) -> int:
+    """Re-create the run, epoch and evaluation rows from the run directories (the durable
+    record); returns how many runs it read."""
+    added = ingest_run_dirs(store, replace=True).added
+    ingest_eval_files(store)
+    return added
+
+
+def ingest_eval_files(store: Store) -> None:
+    """Evaluation results from their JSON files in the run dirs (runs/<id>/eval, runs/ensembles/<key>)."""
+    files = sorted(store.home.glob("*/eval/*.json")) + sorted(store.home.glob("ensembles/*/*.json"))
+    for path in files:
+        try:
+            result = json.loads(path.read_text(encoding="utf-8"))
+            key = result["run_id"]
+            members = [m["run_id"] for m in result.get("members") or []] or [key]
+            store.eval_recorded(key, members, {**result, "t": path.stat().st_mtime})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # a damaged or foreign file is not a result
 
 
 def _text(value: object) -> str | None:

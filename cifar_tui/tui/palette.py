@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Callable
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from engine.status import RESUMABLE
+from engine.record.status import RESUMABLE
 
 from .panes.run_actions import STOPPABLE
 

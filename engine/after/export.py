@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import ConfigError
-from .paths import check_out_file
+from ..config import ConfigError
+from ..record.paths import check_out_file
 from .run_model import class_names, eval_pipeline, load_run_model, load_test_set, preprocessing
 
 FORMATS = ("onnx", "torchscript")

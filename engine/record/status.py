@@ -32,8 +32,9 @@ TERMINAL = END_STATUSES + (CRASHED,)                      # will not change unle
 RESUMABLE = (STOPPED, FAILED, CRASHED)
 LIVE = (RUNNING, STALLED, STARTING, STOPPING)             # a process exists: never delete, never resume
 
-# Queue item states (the `queue` table's `state` column)
-ITEM_QUEUED, ITEM_STARTED, ITEM_REFUSED, ITEM_CANCELLED = "queued", "started", "failed", "cancelled"
+# Queue item states (the `queue` table's `state` column): not run statuses, so not their words
+ITEM_QUEUED, ITEM_STARTED, ITEM_REFUSED, ITEM_CANCELLED = "queued", "started", "refused", "cancelled"
+ITEM_REFUSED_BEFORE = "failed"  # what a store written before the rename holds for a refused item: still read
 
 HEARTBEAT_STALE_S = 90.0  # a live engine beats every 5 s; silence this long means it is gone
 
@@ -42,7 +43,7 @@ def stall_after_default(home=None) -> float | None:
     """Seconds without a step before a live run counts as stalled (None: never): the workspace's
     watch.yaml `stall_after`, overridden by CIFAR_TUI_STALL_AFTER_S; 10 minutes when neither says
     (engine/watch_config.py tells why)."""
-    from .watch_config import watch_settings  # pydantic and yaml only when a status is computed
+    from ..watch_config import watch_settings  # pydantic and yaml only when a status is computed
 
     return watch_settings(home).stall_after_s
 
@@ -109,7 +110,7 @@ def effective_status(known: Mapping | Any, *, now: float | None = None, stall_af
 
 
 def summary_facts(summary: Mapping) -> dict:
-    """The facts `effective_status` needs, from `engine.events.summarize(events)`."""
+    """The facts `effective_status` needs, from `engine.record.events.summarize(events)`."""
     start = summary.get("start") or {}
     return {"status": summary.get("status"), "pid": start.get("pid"), "host": start.get("host"),
             "heartbeat_at": summary.get("last_t"), "started_at": summary.get("started_at"),
