@@ -101,6 +101,9 @@ def check_snapshot(snap_compare, app, name: str, before, size: tuple[int, int] =
 
     async def before_and_capture(pilot):
         await before(pilot)
+        for field in app.screen.query(Input):  # a blinking cursor is shown or not by the clock: shown
+            field.cursor_blink = False
+        await pilot.pause()
         await pilot.wait_for_scheduled_animations()
         shot["svg"] = app.export_screenshot()
 
