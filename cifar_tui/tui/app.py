@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -54,7 +54,7 @@ from .widgets.text import ANSI_DARK, show
 FIXED_TABS = ("experiments", "runs", "leaderboard")
 
 
-class CifarTUI(KeysInOrder, Lifecycle, App):
+class CifarTUI(Lifecycle, App):
     """cifar-tui: experiments, live runs, leaderboard."""
 
     CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses elsewhere still find it
@@ -92,6 +92,7 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
         self.auto_driver = AutoDriver(self)    # --seeds auto studies this TUI decides for
         self._activate: set[int] = set()       # queue ids whose tab opens in front when they start
         self.resume_pending: set[str] = set()  # runs to resume once their exiting process is gone
+        self.keys = KeysInOrder(self, self._check_bindings)  # every key and paste, applied in the order typed
         self._bindings_state: tuple | None = None
         self._last_data: str | None = None     # the launch form's last data choice (the next form starts there)
 
@@ -171,6 +172,10 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
     @property
     def gpu_bar(self) -> GpuBar:
         return self.query_one(GpuBar)
+
+    async def on_event(self, event: events.Event) -> None:
+        if not await self.keys.handled(event):
+            await super().on_event(event)
 
     # ------------------------------------------------------------------ periodic work
     def tick(self) -> None:
