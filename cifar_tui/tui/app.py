@@ -1,12 +1,13 @@
 """The Textual app: pick experiments, launch them in the background, watch them live, compare
 them on a leaderboard.
 
-The App composes the panes (panes/), routes what they ask (messages.py) to the run supervisor
-(cifar_tui.supervisor: the queue, GPU leases shared with every TUI and CLI on the machine,
-launching, reaping, stop / resume / delete, status) and to the screens (screens/), passes the
-store's changes (runs_index) to the panes, tells the user when runs end or break (notices.py), and
-holds the global keys: tabs (1 2 3 [ ]), help (?), quit (q), the palette (ctrl+p). Each pane holds
-its own keys.
+The App composes the panes (panes/), routes what they ask (messages.py) to the run lifecycle
+(lifecycle.RunLifecycle, an object it owns: the calls into the run supervisor, cifar_tui.supervisor,
+and what follows them; the App is the RunDisplay it shows them on) and to the screens (screens/),
+passes the store's changes (runs_index) to the panes, tells the user when runs end or break
+(notices.py), and holds the global keys: tabs (1 2 3 [ ]), help (?), quit (q), the palette (ctrl+p).
+Each pane holds its own keys; every key and paste goes through widgets/keys.KeysInOrder first
+(applied in the order typed).
 
 Runs are separate engine processes: the app only tails their events.jsonl / stdout.log and reads
 the SQLite store, so it can quit and re-attach. torch is never imported here.
@@ -25,7 +26,7 @@ from textual.reactive import Reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
-from engine.status import CRASHED, END_STATUSES, LIVE
+from engine.status import END_STATUSES
 from engine.store import Store
 
 from ..launch import Workspace
@@ -33,7 +34,7 @@ from ..supervisor import Supervisor
 from . import messages as msg
 from .commands import CifarCommands
 from .compare_data import compare_groups, compare_runs
-from .lifecycle import Lifecycle
+from .lifecycle import RunLifecycle
 from .notices import Announcer
 from .panes.experiments import ExperimentsPane
 from .panes.leaderboard import LeaderboardPane
@@ -46,7 +47,7 @@ from .screens import CompareScreen, ConfirmScreen, LaunchPlan, LaunchScreen, Mai
 from .screens.main import NARROW  # narrower: a compact footer, the top bar without "N at a time on ..."
 from .screens.studies import StudiesScreen, StudyChoice, load_studies
 from .study_tabs import StudyTabs, study_pane_id
-from .support import pane_id_for, short_run
+from .support import pane_id_for
 from .widgets.gpu_bar import GpuBar
 from .widgets.keys import KeysInOrder
 from .widgets.text import ANSI_DARK, show
@@ -54,8 +55,8 @@ from .widgets.text import ANSI_DARK, show
 FIXED_TABS = ("experiments", "runs", "leaderboard")
 
 
-class CifarTUI(Lifecycle, App):
-    """cifar-tui: experiments, live runs, leaderboard."""
+class CifarTUI(App):
+    """cifar-tui: experiments, live runs, leaderboard. It is the `RunDisplay` its lifecycle shows on."""
 
     CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses elsewhere still find it
     TITLE = "cifar-tui"
@@ -90,8 +91,7 @@ class CifarTUI(Lifecycle, App):
         self.views = self.run_tabs.views       # run id -> its view (one tab each)
         self.study_tabs = StudyTabs(self)      # study -> its tab (a study's runs get no tab each)
         self.auto_driver = AutoDriver(self)    # --seeds auto studies this TUI decides for
-        self._activate: set[int] = set()       # queue ids whose tab opens in front when they start
-        self.resume_pending: set[str] = set()  # runs to resume once their exiting process is gone
+        self.lifecycle: RunLifecycle | None = None  # start / stop / resume / delete / queue (on mount)
         self.keys = KeysInOrder(self, self._check_bindings)  # every key and paste, applied in the order typed
         self._bindings_state: tuple | None = None
         self._last_data: str | None = None     # the launch form's last data choice (the next form starts there)
@@ -143,21 +143,11 @@ class CifarTUI(Lifecycle, App):
         self.store = self.ws.store()
         self.index = RunsIndex(self.store)
         self.sup = Supervisor(self.ws, max_parallel=self._max_parallel, shared_queue=True)
+        self.lifecycle = RunLifecycle(self.sup, self.index, self, self.auto_driver)
         self.notices = Announcer(self, self.sup)
         self.gpu_bar.gpus = list(self.sup.gpus)
         self.refresh_store()
-        # re-attach: every live run gets its tab back (a study's runs: their study's tab); crashed ones are reported
-        newest = self.index.newest_first()
-        for rid in newest:
-            if self.index.runs[rid]["status"] in LIVE:
-                study = self.index.runs[rid].get("study")
-                self.call_later(*((self.study_tabs.open, study, False) if study else (self.open_run, rid, False)))
-        crashed = [rid for rid in newest if self.index.runs[rid]["status"] == CRASHED]
-        if crashed:
-            runs = "1 run" if len(crashed) == 1 else f"{len(crashed)} runs"
-            self.notify(f"{runs} crashed (process gone): {', '.join(map(short_run, crashed[:3]))}"
-                        f"{' …' if len(crashed) > 3 else ''}. Resume from the Runs tab with r.", severity="warning",
-                        timeout=8)
+        self.call_later(self.lifecycle.reattach)  # live runs get their tabs back; crashed ones are reported
         self.set_interval(self.poll_interval, self.tick, name="poll events")
         self.set_interval(self.store_interval, self.slow_tick, name="store + queue")
         self.experiments_pane.focus_main()
@@ -190,14 +180,9 @@ class CifarTUI(Lifecycle, App):
         if self.store is None:
             return
         try:
-            self.reap_engines()
-            if self.auto_driver.tick():
-                self.refresh_store(force=True)  # our own writes do not move our connection's data_version
-            self.refresh_store()
-            await self.resume_exited()
-            await self.pump_queue()
+            await self.lifecycle.tick()
             self.run_tabs.sync(self.sup.status)
-            self.gpu_bar.set_holders(self.gpu_holders())
+            self.gpu_bar.set_holders(self.lifecycle.gpu_holders())
         except NoMatches:  # the app is exiting: its screen's widgets are already gone
             return
 
@@ -213,15 +198,8 @@ class CifarTUI(Lifecycle, App):
         self.notices.store_changed(self.index, changes, set(self.views))
         return changes
 
-    def starting_runs(self) -> list[str]:
-        """Runs this app started whose engine has not written its store row yet (seconds: torch, data)."""
-        if self.sup is None or self.index is None:
-            return []
-        return [rid for rid, child in self.sup.children.items()
-                if rid not in self.index.runs and child.launched.process.poll() is None]
-
     def _draw_counts(self) -> None:
-        running, queued = len(self.index.running()) + len(self.starting_runs()), len(self.index.queue)
+        running, queued = len(self.index.running()) + len(self.lifecycle.starting_runs()), len(self.index.queue)
         counts = Text()
         counts.append(f"▶ {running} running", style="bold cyan" if running else "dim")
         counts.append("   ")
@@ -249,12 +227,7 @@ class CifarTUI(Lifecycle, App):
         if self.store is not None and event.status in END_STATUSES:
             # the engine writes the store before its `end` event: show the final row now, not a second later
             self.refresh_store()
-        self.run_tabs.relabel(event.run_id)
-        try:
-            self.runs_pane.status_changed(event.run_id)
-        except NoMatches:  # the app is exiting: the pane is gone already
-            return
-        self.update_bindings()
+        self.show_status(event.run_id)
 
     @on(msg.RunEnded)
     def _run_ended(self, event: msg.RunEnded) -> None:
@@ -279,32 +252,52 @@ class CifarTUI(Lifecycle, App):
 
     async def _launch_planned(self, plan: LaunchPlan | None) -> None:
         if plan is not None:
-            await self.queue_plan(plan)
+            await self.lifecycle.queue_plan(plan)
 
     @on(msg.CancelQueued)
     def _cancel_queued(self, event: msg.CancelQueued) -> None:
-        self.cancel_queue_item(event.item_id)
+        self.lifecycle.cancel_queue_item(event.item_id)
+
+    @on(msg.DismissRefused)
+    def _dismiss_refused(self, event: msg.DismissRefused) -> None:
+        self.lifecycle.dismiss_refused(event.item_id)
+
+    @on(msg.RetryLaunch)
+    def _retry_launch(self, event: msg.RetryLaunch) -> None:
+        """The launch form again, with the refused launch's settings to change; what it launches
+        replaces the refused item (and its tab)."""
+        item = self.lifecycle.refused_item(event.item_id) or {"id": event.item_id}
+        form = LaunchScreen([event.config], self.ws.configs, self.ws.data_root, gpus=len(self.sup.gpus),
+                            overrides=event.overrides, note=item.get("error"), data=self.last_data())
+
+        async def done(plan: LaunchPlan | None) -> None:
+            if plan is not None:
+                await self.lifecycle.queue_plan(plan)
+            if form.launched:
+                await self.lifecycle.retried(item)
+
+        self.push_screen(form, done)
 
     # ------------------------------------------------------------------ stop / resume / delete
     @on(msg.StopRequested)
     def _stop_requested(self, event: msg.StopRequested) -> None:
-        self.stop_run(event.run_id)
+        self.lifecycle.stop_run(event.run_id)
 
     @on(msg.ResumeRequested)
     async def _resume_requested(self, event: msg.ResumeRequested) -> None:
-        await self.resume_run(event.run_id)
+        await self.lifecycle.resume_run(event.run_id)
 
     @on(msg.DeleteRequested)
     def _delete_requested(self, event: msg.DeleteRequested) -> None:
         rid = event.run_id
-        status = self.run_status(rid)
-        if status in LIVE:
-            self.notify(f"{short_run(rid)} is {status}: stop it first (s)", severity="error")
+        refusal = self.lifecycle.delete_refusal(rid)
+        if refusal:
+            self.notify(refusal, severity="error")
             return
 
         async def confirmed(yes: bool | None) -> None:
             if yes:
-                await self.delete_run(rid)
+                await self.lifecycle.delete_run(rid)
 
         self.push_screen(ConfirmScreen("Delete run?", f"{rid}\n\nIts directory ({self.ws.home / rid}), checkpoints "
                                        "and store rows are removed. This cannot be undone."), confirmed)
@@ -325,7 +318,7 @@ class CifarTUI(Lifecycle, App):
     # ------------------------------------------------------------------ studies
     @on(msg.QueueStudy)
     async def _queue_study(self, event: msg.QueueStudy) -> None:
-        await self.queue_study(event.plan, spec=event.spec, nproc=event.nproc, command=event.command)
+        await self.lifecycle.queue_study(event.plan, spec=event.spec, nproc=event.nproc, command=event.command)
 
     @on(msg.ShowStudies)
     def _show_studies(self) -> None:
@@ -333,8 +326,7 @@ class CifarTUI(Lifecycle, App):
 
         async def chosen(choice: StudyChoice | None) -> None:
             if choice is not None and choice.tab and choice.study:
-                await self.study_tabs.open(choice.study, True)
-                self.update_bindings()
+                await self.open_study(choice.study, True)
             elif choice is not None:
                 pane.show_study(choice.study, choice.by_group)
                 self.action_show_tab("leaderboard")
@@ -343,8 +335,7 @@ class CifarTUI(Lifecycle, App):
 
     @on(msg.OpenStudy)
     async def _open_study(self, event: msg.OpenStudy) -> None:
-        await self.study_tabs.open(event.study, True)
-        self.update_bindings()
+        await self.open_study(event.study, True)
 
     @on(msg.CloseStudy)
     async def _close_study(self, event: msg.CloseStudy) -> None:
@@ -364,15 +355,37 @@ class CifarTUI(Lifecycle, App):
     async def _open_requested(self, event: msg.OpenRun) -> None:
         await self.open_run(event.run_id, True)
 
+    @on(msg.CloseRun)
+    async def _close_requested(self, event: msg.CloseRun) -> None:
+        await self.close_run(event.run_id)
+        self.action_show_tab("runs")
+
+    # ------------------------------------------------------------------ what the lifecycle shows on (RunDisplay)
     async def open_run(self, run_id: str, activate: bool = True) -> RunView:
         view = await self.run_tabs.open(run_id, activate)
         self.update_bindings()
         return view
 
-    @on(msg.CloseRun)
-    async def _close_requested(self, event: msg.CloseRun) -> None:
-        await self.run_tabs.close(event.run_id)
-        self.action_show_tab("runs")
+    async def close_run(self, run_id: str) -> None:
+        await self.run_tabs.close(run_id)
+
+    async def open_study(self, study: str, activate: bool = True, *, planned: list[str] | None = None) -> None:
+        await self.study_tabs.open(study, activate, planned=planned)
+        self.update_bindings()
+
+    def show_status(self, run_id: str) -> None:
+        self.run_tabs.relabel(run_id)
+        try:
+            self.runs_pane.status_changed(run_id)
+        except NoMatches:  # the app is exiting: the pane is gone already
+            return
+        self.update_bindings()
+
+    def show_blocked(self, reason: str | None) -> None:
+        self.runs_pane.set_blocked(reason)
+
+    def marks_spent(self) -> None:
+        self.experiments_pane.clear_marks()
 
     @property
     def active_tab(self) -> str:
@@ -467,7 +480,7 @@ class CifarTUI(Lifecycle, App):
     async def action_quit(self) -> None:
         if isinstance(self.screen, QuitScreen):
             return
-        live = self.live_runs() if self.store else []
+        live = self.lifecycle.live_runs() if self.lifecycle else []
         if not live:
             self.exit()
             return
@@ -475,7 +488,7 @@ class CifarTUI(Lifecycle, App):
         def chosen(answer: str | None) -> None:
             if answer == "stop":
                 for rid in live:
-                    self.stop_run(rid)
+                    self.lifecycle.stop_run(rid)
                 self.exit(result="stopped")
             elif answer == "leave":
                 self.exit(result="left running")
