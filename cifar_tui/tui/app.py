@@ -16,15 +16,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.text import Text
 from textual import events, on
 from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import Binding
-from textual.containers import Horizontal
 from textual.css.query import NoMatches
 from textual.reactive import Reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Static, TabbedContent, TabPane
+from textual.widgets import Footer, TabbedContent, TabPane
 
 from engine.status import END_STATUSES
 from engine.store import Store
@@ -50,7 +48,8 @@ from .study_tabs import StudyTabs, study_pane_id
 from .support import pane_id_for
 from .widgets.gpu_bar import GpuBar
 from .widgets.keys import KeysInOrder
-from .widgets.text import ANSI_DARK, show
+from .widgets.text import ANSI_DARK
+from .widgets.top_bar import TopBar
 
 FIXED_TABS = ("experiments", "runs", "leaderboard")
 
@@ -101,10 +100,7 @@ class CifarTUI(App):
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
-        with Horizontal(id="topbar"):
-            yield Static(Text("◆ cifar-tui", style="bold"), id="brand")
-            yield Static(self._workspace_text(), id="workspace")
-            yield Static("", id="counts")
+        yield TopBar(self.ws.home, id="topbar")
         yield GpuBar([], id="gpu-bar")
         with TabbedContent(id="tabs", initial="experiments"):
             with TabPane(FIXED_LABELS[0], id="experiments"):
@@ -114,15 +110,6 @@ class CifarTUI(App):
             with TabPane(FIXED_LABELS[2], id="leaderboard"):
                 yield LeaderboardPane(id="lb-pane")
         yield Footer()
-
-    def _workspace_text(self) -> Text:
-        home = str(self.ws.home)
-        user_home = str(Path.home())
-        if home.startswith(user_home + "/"):
-            home = "~" + home[len(user_home):]
-        text = Text("workspace ", style="dim", no_wrap=True, overflow="ellipsis")
-        text.append(home)
-        return text
 
     @property
     def experiments_pane(self) -> ExperimentsPane:
@@ -199,16 +186,9 @@ class CifarTUI(App):
         return changes
 
     def _draw_counts(self) -> None:
-        running, queued = len(self.index.running()) + len(self.lifecycle.starting_runs()), len(self.index.queue)
-        counts = Text()
-        counts.append(f"▶ {running} running", style="bold cyan" if running else "dim")
-        counts.append("   ")
-        counts.append(f"◷ {queued} queued", style="bold magenta" if queued else "dim")
-        n = len(self.sup.gpus)
-        where = f"{n} GPU" + ("s" if n != 1 else "") if n else "CPU"
-        if self.size.width >= NARROW:
-            counts.append(f"   {self.sup.max_parallel} at a time on {where}", style="dim")
-        show(self.query_one("#counts", Static), counts)
+        running = len(self.index.running()) + len(self.lifecycle.starting_runs())
+        at_a_time = self.sup.max_parallel if self.size.width >= NARROW else None
+        self.query_one(TopBar).show_counts(running, len(self.index.queue), at_a_time=at_a_time, gpus=len(self.sup.gpus))
 
     def on_resize(self) -> None:
         """A narrow terminal: a compact footer without the palette's key (ctrl+p still opens it), fewer
