@@ -3,11 +3,11 @@ them on a leaderboard.
 
 The App composes the panes (panes/), routes what they ask (messages.py) to the run lifecycle
 (lifecycle.RunLifecycle, an object it owns: the calls into the run supervisor, cifar_tui.supervisor,
-and what follows them; the App is the RunDisplay it shows them on) and to the screens (screens/),
-passes the store's changes (runs_index) to the panes, tells the user when runs end or break
-(notices.py), and holds the global keys: tabs (1 2 3 [ ]), help (?), quit (q), the palette (ctrl+p).
-Each pane holds its own keys; every key and paste goes through widgets/keys.KeysInOrder first
-(applied in the order typed).
+and what follows them; the App is the RunDisplay it shows them on) and to the screens (screens/; the
+launch form through launch_forms.LaunchForms), passes the store's changes (runs_index) to the panes,
+tells the user when runs end or break (notices.py), and holds the global keys: tabs (1 2 3 [ ]),
+help (?), quit (q), the palette (ctrl+p). Each pane holds its own keys; every key and paste goes
+through widgets/keys.KeysInOrder first (applied in the order typed).
 
 Runs are separate engine processes: the app only tails their events.jsonl / stdout.log and reads
 the SQLite store, so it can quit and re-attach. torch is never imported here.
@@ -32,6 +32,7 @@ from ..supervisor import Supervisor
 from . import messages as msg
 from .commands import CifarCommands
 from .compare_data import compare_groups, compare_runs
+from .launch_forms import LaunchForms
 from .lifecycle import RunLifecycle
 from .notices import Announcer
 from .panes.experiments import ExperimentsPane
@@ -41,7 +42,7 @@ from .panes.runs import RunsPane
 from .auto_driver import AutoDriver
 from .run_tabs import FIXED_LABELS, RunTabs
 from .runs_index import Changes, RunsIndex
-from .screens import CompareScreen, ConfirmScreen, LaunchPlan, LaunchScreen, MainScreen, QuitScreen
+from .screens import CompareScreen, ConfirmScreen, LaunchScreen, MainScreen, QuitScreen
 from .screens.main import NARROW  # narrower: a compact footer, the top bar without "N at a time on ..."
 from .screens.studies import StudiesScreen, StudyChoice, load_studies
 from .study_tabs import StudyTabs, study_pane_id
@@ -93,7 +94,7 @@ class CifarTUI(App):
         self.lifecycle: RunLifecycle | None = None  # start / stop / resume / delete / queue (on mount)
         self.keys = KeysInOrder(self, self._check_bindings)  # every key and paste, applied in the order typed
         self._bindings_state: tuple | None = None
-        self._last_data: str | None = None     # the launch form's last data choice (the next form starts there)
+        self.launch_forms: LaunchForms | None = None  # the launch form, opened with the last data choice (on mount)
 
     def get_default_screen(self) -> Screen:
         return MainScreen(id="_default")
@@ -131,6 +132,7 @@ class CifarTUI(App):
         self.index = RunsIndex(self.store)
         self.sup = Supervisor(self.ws, max_parallel=self._max_parallel, shared_queue=True)
         self.lifecycle = RunLifecycle(self.sup, self.index, self, self.auto_driver)
+        self.launch_forms = LaunchForms(self.ws, len(self.sup.gpus), self.index, self.lifecycle, self.push_screen)
         self.notices = Announcer(self, self.sup)
         self.gpu_bar.gpus = list(self.sup.gpus)
         self.refresh_store()
@@ -216,23 +218,15 @@ class CifarTUI(App):
     # ------------------------------------------------------------------ launching + queue
     @on(msg.LaunchRequested)
     def _launch_requested(self, event: msg.LaunchRequested) -> None:
-        self.push_screen(LaunchScreen(event.names, self.ws.configs, self.ws.data_root, gpus=len(self.sup.gpus),
-                                      data=self.last_data()), self._launch_planned)
-
-    def last_data(self) -> str | None:
-        """The data source chosen last: in a launch form of this app, else the newest run's."""
-        if self._last_data is None and self.index is not None and self.index.runs:
-            return self.index.runs[self.index.newest_first()[0]].get("data_source")
-        return self._last_data
+        self.launch_forms.open(event.names)
 
     @on(LaunchScreen.DataChosen)
     def _data_chosen(self, event: LaunchScreen.DataChosen) -> None:
-        if event.source is not None:
-            self._last_data = event.source
+        self.launch_forms.data_chosen(event.source)
 
-    async def _launch_planned(self, plan: LaunchPlan | None) -> None:
-        if plan is not None:
-            await self.lifecycle.queue_plan(plan)
+    @on(msg.RetryLaunch)
+    def _retry_launch(self, event: msg.RetryLaunch) -> None:
+        self.launch_forms.retry(event.item_id, event.config, event.overrides)
 
     @on(msg.CancelQueued)
     def _cancel_queued(self, event: msg.CancelQueued) -> None:
@@ -241,22 +235,6 @@ class CifarTUI(App):
     @on(msg.DismissRefused)
     def _dismiss_refused(self, event: msg.DismissRefused) -> None:
         self.lifecycle.dismiss_refused(event.item_id)
-
-    @on(msg.RetryLaunch)
-    def _retry_launch(self, event: msg.RetryLaunch) -> None:
-        """The launch form again, with the refused launch's settings to change; what it launches
-        replaces the refused item (and its tab)."""
-        item = self.lifecycle.refused_item(event.item_id) or {"id": event.item_id}
-        form = LaunchScreen([event.config], self.ws.configs, self.ws.data_root, gpus=len(self.sup.gpus),
-                            overrides=event.overrides, note=item.get("error"), data=self.last_data())
-
-        async def done(plan: LaunchPlan | None) -> None:
-            if plan is not None:
-                await self.lifecycle.queue_plan(plan)
-            if form.launched:
-                await self.lifecycle.retried(item)
-
-        self.push_screen(form, done)
 
     # ------------------------------------------------------------------ stop / resume / delete
     @on(msg.StopRequested)
