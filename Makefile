@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install clean
+.PHONY: run test test-gpu install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,14 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/cifar-tui
 
+# Two pytest-xdist workers, a test file each at a time (module fixtures trained once); under 8 min on 2 cores.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+# The GPU suite (tests/gpu): the CUDA paths for real. Without a CUDA device it fails (make test skips it).
+test-gpu: $(STAMP)
+	CIFAR_TUI_REQUIRE_GPU=1 $(BIN)/python -m pytest -q -m gpu tests/gpu $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -190,7 +190,7 @@ def test_tensorboard_gets_the_hyperparameters(trained):
     content = acc.PluginTagToContent("hparams")
     start = HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
     assert start.hparams["optim.lr"].number_value == pytest.approx(1e-3)
-    assert start.hparams["model.backbone"].string_value == "resnet18"
+    assert start.hparams["model.backbone"].string_value == "test_resnet"  # the run's (tests/conftest.py TINY)
     assert start.hparams["data.normalize"].string_value == "cifar100"
     metrics = {m.name.tag for m in HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment.metric_infos}
     assert {"hparam/best_acc", "test/top5"} <= metrics
@@ -208,10 +208,11 @@ def reference_probs(run_dir: Path, images: np.ndarray) -> np.ndarray:
     """What the model says about uint8 (N, 3, 32, 32) images, preprocessed by hand: / 255, then
     CIFAR-100 mean/std (the run's data.normalize), at the run's 32x32."""
     from engine.checkpoint import load_checkpoint
-    from engine.config import ModelConfig
+    from engine.config import ModelConfig, read_config_file
     from engine.models import build_model
 
-    model = build_model(ModelConfig(backbone="resnet18"))
+    backbone = read_config_file(run_dir / "config.yaml")["model"]["backbone"]  # the run's model, nothing else of it
+    model = build_model(ModelConfig(backbone=backbone))
     model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt")["model"])
     model.train(False)
     x = torch.from_numpy(images).float() / 255.0

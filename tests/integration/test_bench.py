@@ -121,15 +121,25 @@ def test_cli_bench_unknown_section_exits_2():
 
 
 def test_tui_first_screen_without_tmux(tmp_path, monkeypatch):
-    """Where tmux is missing the first screen is timed headless (run_test) in a fresh process."""
+    """Where tmux is missing the first screen is timed headless (run_test) in a fresh process: one
+    warm-up start, then tui_screen_repeats timed ones, each a real app that showed its experiments
+    table (the probe raises otherwise); the figure is the median of those samples."""
     import cifar_tui.bench.startup as startup
     from cifar_tui.bench.common import _Progress
 
     monkeypatch.setattr(startup.shutil, "which", lambda name: None)
+    timed: list[float] = []
+    headless = startup._tui_first_screen_headless
+    monkeypatch.setattr(startup, "_tui_first_screen_headless", lambda *a: timed.append(headless(*a)) or timed[-1])
+    plan = BenchPlan.tiny()  # one warm-up and one timed start
     out: dict = {"samples": {}}
-    startup.bench_startup(BenchContext(BenchPlan.tiny(), None, out, _Progress(False), tmp_path))
+    startup.bench_startup(BenchContext(plan, None, out, _Progress(False), tmp_path))
     assert out["tui_first_screen_method"].startswith("headless")
-    assert _positive(out["tui_first_screen_s"]) and _positive(out["help_s"]) and _positive(out["list_s"])
+    assert len(timed) == plan.tui_screen_repeats + 1 and all(t > 0 for t in timed)
+    assert out["samples"]["tui_first_screen_s"] == [round(t, 3) for t in timed[1:]]  # the warm-up is not counted
+    assert out["tui_first_screen_s"] == pytest.approx(float(np.median(timed[1:])), abs=1e-3)
+    for key in ("help_s", "list_s"):
+        assert len(out["samples"][key]) == plan.startup_repeats and _positive(out[key])
 
 
 def test_a_new_section_plugs_in_and_renders(monkeypatch):

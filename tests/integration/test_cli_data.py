@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 
 from tests.conftest import cli, set_args, tiny_overrides
 
@@ -15,10 +14,11 @@ def _closed_port() -> int:
 
 
 def test_download_without_network_fails_fast_and_says_where_to_put_the_archive(workspace):
-    t0 = time.monotonic()
+    """Fast: it ends on the refused connection, not on a timeout or after retries (the message says
+    which; tests/unit/test_data.py times the same call against its own timeout)."""
     res = cli(workspace, "data", "download", "--url", f"http://127.0.0.1:{_closed_port()}/cifar-100-python.tar.gz")
     assert res.returncode == 2, res.stdout + res.stderr
-    assert time.monotonic() - t0 < 30
+    assert "refused" in res.stderr.lower() and "timed out" not in res.stderr.lower(), res.stderr
     assert "cifar-100-python.tar.gz" in res.stderr and "by hand" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
 

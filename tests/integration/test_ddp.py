@@ -21,6 +21,7 @@ from engine.ddp import device_label, weights_sha256
 from engine.events import read_events
 
 from tests.conftest import CLI, cli, set_args
+from tests.support.webhook import free_port
 
 # SGD, not the configs' AdamW: Adam's first steps move every weight by about +-lr whatever the
 # size of its gradient, so float rounding (1e-7) in a near-zero gradient becomes a 1e-3
@@ -162,6 +163,7 @@ def test_two_gloo_ranks_match_one_process_with_sync_bn(workspace, extra):
     _assert_same_epochs(_epoch_events(first.run_dir), _epoch_events(run_dir))
 
 
+@pytest.mark.cold_engine  # one DDP run of true starts: the agent signals the ranks themselves
 def test_ddp_run_stops_on_ctrl_c_and_on_stop_then_resumes_with_both_ranks(workspace):
     """Ctrl-C on `cifar-tui run` reaches every rank through torchrun; `cifar-tui stop` signals rank 0
     only, and its request reaches the other rank through the all-reduce. Without SyncBN the ranks
@@ -326,7 +328,7 @@ def test_a_train_mode_teacher_with_sync_bn_normalises_over_the_global_batch(tmp_
     save_checkpoint({"model": build_model(cfg.model).state_dict(), "epoch": 1}, run_dir / "checkpoints" / "best.pt")
     x, y = torch.rand(10, 3, 32, 32), torch.randint(0, 100, (10,))
     torch.save((x, y), tmp_path / "batch.pt")
-    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29500 + os.getpid() % 1000),
+    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
            "OMP_NUM_THREADS": "1"}
     ranks = [subprocess.Popen([sys.executable, "-c", TEACHER_RANK, str(run_dir), str(tmp_path / "batch.pt"),
                                str(tmp_path / "out")], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},

@@ -39,8 +39,9 @@ def run_once(ws: dict, *overrides: str, epochs: int) -> Path:
 
 
 def tiny(*extra: str) -> list[str]:
-    """The shared tiny run (TINY: synthetic, 256 images, CPU) plus key=value overrides."""
-    return tiny_overrides() + list(extra)
+    """The shared tiny run (TINY: synthetic, 256 images, CPU) of ResNet-18 (the sizes here are its
+    checkpoints') plus key=value overrides."""
+    return tiny_overrides(model__backbone="resnet18") + list(extra)
 
 
 @pytest.fixture(scope="module")

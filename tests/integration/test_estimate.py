@@ -26,6 +26,7 @@ def test_the_launch_form_measures_without_blocking_and_kills_a_probe_it_no_longe
     from tests.support.tui import ROOT, until_loaded
 
     monkeypatch.setenv("CIFAR_TUI_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CIFAR_TUI_ESTIMATE_PROBE", "on")  # the suite turns it off (tests/support/hygiene.py)
     monkeypatch.setenv("CIFAR_TUI_GPUS", "")
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     ws = Workspace(home=tmp_path / "runs", data_root=tmp_path / "data", configs=ROOT / "configs")

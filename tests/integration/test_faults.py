@@ -42,6 +42,7 @@ from tests.conftest import CLI, cli, new_workspace, set_args
 from tests.support.reliability import (drive, fast, one_error_line, procs, python_env, record,  # noqa: F401 - fixtures
                                        tally, wait_until)
 from tests.support.unwritable import WHY_NOT, unwritable
+from tests.support.warm_engine import COLD_START
 
 CONFIG = "resnet18_baseline"
 ENGINE_TIMEOUT = 300  # generous: the machine is shared and loaded; runs take seconds alone
@@ -162,7 +163,7 @@ def assert_as_uninterrupted(run_dir: Path, uninterrupted: dict, tally) -> None:
 
 
 def test_sigkill_mid_epoch_keeps_the_last_checkpoint_and_resume_finishes(workspace, procs, request, tally, uninterrupted):
-    launched = start(workspace, procs, FAULT_RUN)
+    launched = start(workspace, procs, FAULT_RUN, env=COLD_START)  # the process SIGKILLed: a true start
     run_dir, run_id = launched.run_dir, launched.run_id
     ckpt = run_dir / "checkpoints"
     wait_until(lambda: has_event(run_dir, type="checkpoint", is_best=True, epoch=1), ENGINE_TIMEOUT, "epoch 1's checkpoints")
@@ -232,7 +233,7 @@ def test_sigkill_inside_and_after_a_checkpoint_write_never_leaves_a_torn_checkpo
     ends exactly as an uninterrupted one."""
     ws = ws_of(workspace)
     # 1. killed after best.pt of epoch 1 was written and fsynced, before its rename (last.pt of epoch 1 is done)
-    first = start(workspace, procs, FAULT_RUN, env={TEST_SLOW_ENV: "best.pt:300"})
+    first = start(workspace, procs, FAULT_RUN, env={TEST_SLOW_ENV: "best.pt:300", **COLD_START})  # SIGKILLed: true starts
     run_dir, run_id = first.run_dir, first.run_id
     ckpt = run_dir / "checkpoints"
     fsynced = hook_pause(first, BEFORE_RENAME_MARKER, "best.pt")
@@ -246,7 +247,7 @@ def test_sigkill_inside_and_after_a_checkpoint_write_never_leaves_a_torn_checkpo
     digest, size = sha(ckpt / "last.pt"), (ckpt / "last.pt").stat().st_size
 
     # 2. resumed, then killed in the middle of writing last.pt of epoch 2
-    second = launch_resume(ws, run_id, env={**ENGINE_ENV, TEST_PAUSE_IN_WRITE_ENV: "last.pt:300"})
+    second = launch_resume(ws, run_id, env={**ENGINE_ENV, TEST_PAUSE_IN_WRITE_ENV: "last.pt:300", **COLD_START})
     procs.add(second.process)
     tally["runs_resumed"] += 1
     torn = hook_pause(second, MID_WRITE_MARKER, "last.pt")
@@ -520,6 +521,7 @@ def _paused_after_first_checkpoint(*launched: Launched) -> list[dict[str, str]]:
     return kept
 
 
+@pytest.mark.cold_engine  # prlimit and SIGSTOP/SIGCONT act on the spawned process itself
 def test_disk_full_or_read_only_during_a_checkpoint_fails_cleanly_and_keeps_earlier_checkpoints(workspace, procs, request,
                                                                                                tally):
     full = start(workspace, procs, fast(train__epochs=2, data__train_limit=512, train__batch_size=16))

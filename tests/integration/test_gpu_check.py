@@ -25,3 +25,26 @@ def test_gpu_check_smoke_run_on_cpu(tmp_path):
     for m in rows.values():
         assert m["error"] is None and m["steps"] >= 2 and m["img_per_s"] > 0 and m["batch"] == 8
     assert "gpu-check on cpu" in proc.stdout and "resnet18_fast" in proc.stdout
+
+
+def _script_calls(tmp_path, *args: str) -> list[str]:
+    """What scripts/gpu-check.sh runs, with a stand-in Python that records each call (and its
+    CIFAR_TUI_REQUIRE_GPU) instead of running it."""
+    log = tmp_path / "calls"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\necho "REQUIRE=${{CIFAR_TUI_REQUIRE_GPU:-}} $*" >> {log}\n')
+    fake.chmod(0o755)
+    proc = subprocess.run([str(ROOT / "scripts" / "gpu-check.sh"), *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHON": str(fake)}, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    return log.read_text().splitlines()
+
+
+def test_gpu_check_then_runs_the_gpu_suite_on_cuda_only(tmp_path):
+    calls = _script_calls(tmp_path, "--configs", "resnet18_fast")
+    assert calls[0] == "REQUIRE= -m cifar_tui.gpu_check --configs resnet18_fast"
+    assert calls[1].startswith("REQUIRE=1 -m pytest") and calls[1].endswith("-m gpu tests/gpu") and len(calls) == 2
+    for args in (["--device", "cpu"], ["--device=cpu"], ["--dry-run"], ["--help"], ["--no-tests"]):
+        (tmp_path / "calls").unlink()
+        calls = _script_calls(tmp_path, *args)
+        assert calls == [f"REQUIRE= -m cifar_tui.gpu_check {' '.join(a for a in args if a != '--no-tests')}".rstrip()]

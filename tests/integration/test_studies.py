@@ -78,7 +78,7 @@ def test_a_sweep_runs_grid_times_seeds_and_its_group_statistics_are_right(worksp
         cfg = start["config"]
         order.append((cfg["train"]["seed"], cfg["optim"]["lr"]))
         group = (f"resnet18_baseline data.source=synthetic data.test_limit=64 data.train_limit=64 "
-                 f"optim.lr={cfg['optim']['lr']} train.batch_size=32 train.epochs=1")
+                 f"model.backbone=test_resnet optim.lr={cfg['optim']['lr']} train.batch_size=32 train.epochs=1")
         assert start["study"] == "sw" and start["group"] == group == r["group_key"]
         prov = start["provenance"]
         assert prov["git_commit"] == head and isinstance(prov["git_dirty"], bool)
@@ -179,7 +179,10 @@ def _trials(home: Path, study: str):
 
 def test_tune_prunes_trials_and_a_pruned_run_ends_pruned(workspace):
     home = workspace["home"]
-    overrides = tiny_overrides(data__train_limit=64, data__test_limit=64, train__batch_size=32, train__epochs=6)
+    # resnet18: an epoch long enough for the prune decision after epoch 2 to land before epoch 3 ends
+    # (test_resnet's 2-step epochs race it: tune.py reports epoch 3 too, an open point of #20/#23)
+    overrides = tiny_overrides(data__train_limit=64, data__test_limit=64, train__batch_size=32, train__epochs=6,
+                               model__backbone="resnet18")
     # a threshold no run reaches, after one epoch of warm-up: every trial is pruned at epoch 2
     res = cli(workspace, "tune", "resnet18_baseline", "--param", "optim.lr=log:1e-4:1e-2", "--trials", "3",
               "--prune", "threshold:101", "--prune-warmup", "1", "--study", "tp", "--sampler-seed", "0",

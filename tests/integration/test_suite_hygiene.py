@@ -8,7 +8,9 @@ import textwrap
 import time
 
 import psutil
+import pytest
 
+from tests.support.hygiene import HYGIENE_LOG_ENV
 from tests.support.reliability import python_env
 
 INNER = textwrap.dedent('''
@@ -51,7 +53,9 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_a_failing_test_leaves_no_engine_cli_or_daemon_running(pytester, tmp_path):
+@pytest.mark.cold_engine  # the inner session's engine is its own child, as in any session
+def test_a_failing_test_leaves_no_engine_cli_or_daemon_running(pytester, tmp_path, monkeypatch):
+    monkeypatch.delenv(HYGIENE_LOG_ENV, raising=False)  # the inner session is no xdist worker of ours
     pids_file = tmp_path / "pids.json"
     pytester.makepyfile(test_inner=INNER)
     env = python_env({"HYGIENE_PIDS": str(pids_file)})

@@ -19,7 +19,7 @@ from cifar_tui.tui.screens import CompareScreen, ConfirmScreen, LaunchScreen, Qu
 from engine.config import list_config_paths, load_config
 from engine.store import pid_alive
 
-from tests.support.tui import ROOT, fake_workspace, footer_keys, until_loaded
+from tests.support.tui import until_form, ROOT, fake_workspace, footer_keys, until_loaded
 
 SIZE = (160, 48)
 
@@ -74,8 +74,8 @@ def test_launch_form_validates_before_anything_starts(tmp_path):
             await until_loaded(pilot, app)
             first = app.experiments_pane.highlighted()
             await pilot.press("l")
-            form = app.screen
-            assert isinstance(form, LaunchScreen) and form.names == [first]
+            form = await until_form(pilot, app)
+            assert form.names == [first]
             epochs = load_config(first).train.epochs
             assert form.query_one("#f-epochs", Input).value == str(epochs)  # prefilled from the config
             form.query_one("#f-set", Input).value = "optim.lr=-1"
@@ -404,7 +404,7 @@ def test_ddp_runs_from_the_launch_form_get_several_gpus_and_resume_on_as_many(tm
         await pilot.press("ctrl+s")
         return form
 
-    async def until(pilot, cond, what: str, timeout: float = 10.0) -> None:
+    async def until(pilot, cond, what: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while not cond() and time.monotonic() < deadline:
             await pilot.pause(0.1)

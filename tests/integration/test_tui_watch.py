@@ -109,7 +109,7 @@ def test_tui_beside_two_parallel_clis_agrees_on_the_one_gpu(workspace, monkeypat
                 assert "GPU 0 held by" in app.runs_pane.blocked
                 await pilot.press("2")
                 runs = app.query_one("#runs-table", DataTable)
-                await wait_for(pilot, lambda: f"queue:{item}" in {k.value for k in runs.rows}, "the queue row", 10)
+                await wait_for(pilot, lambda: f"queue:{item}" in {k.value for k in runs.rows}, "the queue row", 60)
                 assert runs.get_row(f"queue:{item}")[0].plain == "◷ queued"
                 assert "the queue waits: needs 1 GPU, 0 free: GPU 0 held by" in str(
                     app.query_one("#runs-hint").render())
@@ -197,7 +197,7 @@ def test_a_stalled_run_shows_stalled_and_s_stops_it(tmp_path, monkeypatch):
             await pilot.press("s")
             await wait_for(pilot, lambda: runs.get_row(rid)[0].plain == "■ stopped", "the stopped row", 30)
             view = app.views[rid]
-            await wait_for(pilot, lambda: view.status == "stopped", "the run view to say stopped", 10)
+            await wait_for(pilot, lambda: view.status == "stopped", "the run view to say stopped", 60)
 
     try:
         asyncio.run(scenario())
@@ -221,7 +221,7 @@ def test_classes_panel_of_a_trained_run_has_cifar_tui_evals_numbers(workspace):
         async with app.run_test(size=SIZE) as pilot:
             await until_loaded(pilot, app)
             view = await app.open_run(rid, True)
-            await wait_for(pilot, lambda: view.finished, "the run view", 10)
+            await wait_for(pilot, lambda: view.finished, "the run view", 60)
             panel = view.classes_panel
             assert not panel.display  # nothing evaluated yet
             await pilot.press("e")

@@ -156,18 +156,28 @@ def test_wait_exit_codes(workspace, procs):
     assert "run 'nosuchrun': not found" in results[4]["stderr"] and len(results[4]["stderr"].splitlines()) == 1
     assert json.loads(results[5]["stdout"])["status"] == "completed"
 
-    # a live run: wait blocks until it ends, and Ctrl-C leaves it with 130
+    # a live run: wait blocks until it ends, and Ctrl-C leaves it with 130. Its last step was two
+    # minutes ago, so each wait reports it stalled (once) when it first looks: then it still waits.
     sleeper = procs.add(subprocess.Popen(["sleep", "300"]))
     live = "resnet18_baseline-20260101T100000Z-00e5"
     store = Store(home)
     for rid in (live, live + "x"):
         store.run_started(rid, config={"name": "resnet18_baseline", "data": {"source": "synthetic"}}, device="cpu",
                           pid=sleeper.pid, run_dir=str(home / rid), epochs_total=5, params=1, flops=None)
-    waiting = [procs.add(subprocess.Popen([*CLI, "wait", rid, "--poll", "0.2"], env=workspace["env"], cwd=base,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-               for rid in (live, live + "x")]
-    time.sleep(3)
-    assert [w.poll() for w in waiting] == [None, None]
+        store.heartbeat(rid, 1.0, progress_at=time.time() - 120)
+    errs = [base / f"wait-{i}.err" for i in range(2)]
+    waiting = []
+    for rid, err in zip((live, live + "x"), errs):
+        with open(err, "w") as stderr:
+            waiting.append(procs.add(subprocess.Popen([*CLI, "wait", rid, "--poll", "0.2", "--stall-after", "60s"],
+                                                      env=workspace["env"], cwd=base, stdout=subprocess.PIPE,
+                                                      stderr=stderr, text=True)))
+    deadline = time.monotonic() + 120
+    while not all("stalled" in err.read_text() for err in errs) and time.monotonic() < deadline:
+        assert [w.poll() for w in waiting] == [None, None], [err.read_text() for err in errs]
+        time.sleep(0.05)
+    assert all("stalled" in err.read_text() for err in errs), [err.read_text() for err in errs]
+    assert [w.poll() for w in waiting] == [None, None]  # it looked, and waits on
     store.run_ended(live, "completed", None, 10.0)
     assert waiting[0].wait(30) == 0
     waiting[1].send_signal(signal.SIGINT)

@@ -6,7 +6,10 @@ process it starts inherits says "offline":
   * HF_HUB_OFFLINE=1: the Hugging Face hub client refuses at once, and so does the engine's
     pretrained-weights lookup (engine/models.py), which then never probes the network;
   * HF_HOME and TORCH_HOME point at an empty folder of this session: no weights the user
-    happens to have cached, so every machine sees the same thing;
+    happens to have cached, so every machine sees the same thing; so does CIFAR_TUI_CACHE (the
+    run-time estimate's probe cache, cifar_tui/estimate.py), and CIFAR_TUI_ESTIMATE_PROBE=off:
+    an estimate comes from the test's own history, never from a probe that trains for seconds
+    (the tests of the probe turn it on);
   * http(s)_proxy and all_proxy point at a closed loopback port, with loopback in no_proxy:
     urllib (torch.hub, the data download, webhooks), requests, httpx and selenium reach
     loopback servers and nothing else.
@@ -20,12 +23,18 @@ process started while the test ran (its call phase) that is still alive is kille
 process group, pass or fail; at the end of the session, everything left. Processes that
 pytest itself forks (multiprocessing, DataLoader workers) belong to in-process objects and
 are left to them. The terminal summary names what had to be killed.
+
+Under pytest-xdist each worker is such a session of its own (subreaper of what its tests start,
+killing per test and at its end); the controller is a subreaper too, so what outlives a worker
+comes to it, and it kills that at its end. Workers report their kills to the controller through
+a file (HYGIENE_LOG_ENV), so the one summary names them all.
 """
 from __future__ import annotations
 
 import ctypes
 import errno
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -46,6 +55,9 @@ _offline_home: Path | None = None
 _real = {"connect": socket.socket.connect, "connect_ex": socket.socket.connect_ex, "getaddrinfo": socket.getaddrinfo}
 _killed: list[tuple[str, list[str]]] = []  # (test id or "session end", what was killed)
 _CALL_KEY = pytest.StashKey[set]()
+HYGIENE_LOG_ENV = "CIFAR_TUI_SUITE_HYGIENE_LOG"  # where xdist workers write what they killed
+TERMINAL_SIZE_ENV = "CIFAR_TUI_SUITE_TERMINAL_SIZE"  # the controller's COLUMNS and LINES, for its workers
+_log_owner: Path | None = None
 
 
 # ---------------------------------------------------------------- the network
@@ -58,6 +70,7 @@ class NetworkBlocked(OSError):
 def offline_environment(home: Path) -> dict[str, str]:
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(home / "hf"), "HF_HUB_CACHE": str(home / "hf" / "hub"),
            "TORCH_HOME": str(home / "torch"), "NO_ALBUMENTATIONS_UPDATE": "1",
+           "CIFAR_TUI_CACHE": str(home / "cache"), "CIFAR_TUI_ESTIMATE_PROBE": "off",
            "no_proxy": LOOPBACK_NAMES, "NO_PROXY": LOOPBACK_NAMES}
     env.update({var: CLOSED_PROXY for var in PROXY_VARS})
     return env
@@ -220,8 +233,27 @@ def reap_zombies(pids: set[int] | None = None) -> None:
 # ---------------------------------------------------------------- pytest hooks
 
 
+def _record(where: str, what: list[str]) -> None:
+    _killed.append((where, what))
+    log = os.environ.get(HYGIENE_LOG_ENV)
+    if log and _log_owner is None:  # a worker: tell the controller
+        with open(log, "a") as f:
+            f.writelines(f"{where}\t{line}\n" for line in what)
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    global _offline_home
+    global _offline_home, _log_owner
+    if HYGIENE_LOG_ENV not in os.environ and getattr(config.option, "numprocesses", None):
+        _log_owner = Path(tempfile.mkdtemp(prefix="cifar-tui-tests-hygiene-"))  # the xdist controller
+        os.environ[HYGIENE_LOG_ENV] = str(_log_owner / "killed.log")
+        # xdist's workers start with COLUMNS=80 LINES=24, which every CLI a test runs would then obey
+        os.environ[TERMINAL_SIZE_ENV] = json.dumps({k: os.environ.get(k) for k in ("COLUMNS", "LINES")})
+    if hasattr(config, "workerinput") and TERMINAL_SIZE_ENV in os.environ:
+        for key, value in json.loads(os.environ[TERMINAL_SIZE_ENV]).items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     _offline_home = Path(tempfile.mkdtemp(prefix="cifar-tui-tests-offline-"))
     os.environ.update(offline_environment(_offline_home))
     if "huggingface_hub" in sys.modules:  # imported before us: its constants are read at import
@@ -235,7 +267,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     left = descendants()
     if left:
-        _killed.append(("session end", kill_with_groups(left)))
+        _record("session end", kill_with_groups(left))
     reap_zombies()
 
 
@@ -243,6 +275,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     unblock_network()
     if _offline_home is not None:
         shutil.rmtree(_offline_home, ignore_errors=True)
+    if _log_owner is not None:
+        shutil.rmtree(_log_owner, ignore_errors=True)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -259,10 +293,14 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
         return
     left = descendants() - before
     if left:
-        _killed.append((item.nodeid, kill_with_groups(left)))
+        _record(item.nodeid, kill_with_groups(left))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if _log_owner is not None and (_log_owner / "killed.log").exists():
+        for line in (_log_owner / "killed.log").read_text().splitlines():
+            where, _, what = line.partition("\t")
+            _killed.append((where, [what]))
     if not _killed:
         return
     terminalreporter.section("processes left running by tests, killed")

@@ -169,12 +169,27 @@ def add_tune_study(ws: Workspace, study: str = TUNE) -> dict[str, object]:
     return {"runs": runs, "bests": bests, "best_run": best, "best_lr": tried[runs.index(best)][0]}
 
 
-async def until_loaded(pilot, app, timeout: float = 10.0) -> None:
+async def until_loaded(pilot, app, timeout: float = 60.0) -> None:  # polls: a loaded machine only waits longer
     """The experiment list is loaded off the main thread after the first frame."""
     deadline = time.monotonic() + timeout
     while not app.experiments_pane.loaded and time.monotonic() < deadline:
         await pilot.pause(0.05)
     assert app.experiments_pane.loaded
+
+
+async def until_form(pilot, app, timeout: float = 60.0):
+    """The launch form, mounted: its first field has the focus (typing before that goes elsewhere,
+    and its widgets may not be there yet on a busy machine). Returns the form."""
+    from cifar_tui.tui.screens import LaunchScreen
+
+    def ready() -> bool:
+        return isinstance(app.screen, LaunchScreen) and getattr(app.focused, "id", "") == "f-epochs"
+
+    deadline = time.monotonic() + timeout
+    while not ready() and time.monotonic() < deadline:
+        await pilot.pause(0.05)
+    assert ready(), f"the launch form did not come up (screen {app.screen!r}, focus {app.focused!r})"
+    return app.screen
 
 
 def footer_keys(app) -> dict[str, bool]:

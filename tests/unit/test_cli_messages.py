@@ -21,8 +21,15 @@ runner = CliRunner()
 
 
 def invoke(tmp_path, *args: str):
-    return runner.invoke(app, ["--home", str(tmp_path / "runs"), "--data-root", str(tmp_path / "data"), *args],
-                         env={"COLUMNS": "200"})
+    from cifar_tui.commands.common import console
+
+    width = console.width
+    console.width = 200  # as piped output is (its width is set when the module loads: in whichever test first)
+    try:
+        return runner.invoke(app, ["--home", str(tmp_path / "runs"), "--data-root", str(tmp_path / "data"), *args],
+                             env={"COLUMNS": "200"})
+    finally:
+        console.width = width
 
 
 def test_version_prints_the_package_version(tmp_path):

@@ -1,7 +1,7 @@
 """Every config builds its model; stems, heads and pretrained weights (offline, from a local file)."""
 from __future__ import annotations
 
-import time
+from types import SimpleNamespace
 
 import pytest
 import timm
@@ -64,16 +64,36 @@ def test_missing_weights_file_is_a_weights_error(tmp_path):
 
 
 def test_offline_pretrained_without_cache_fails_fast(monkeypatch, tmp_path):
+    """No cached weights and no network: one probe, refused at once, and a clear error; the hub
+    client (which retries for a minute or more) is never called. Counted, not timed."""
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # the unreachable path (the suite's offline switch: test_suite_offline)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    import socket
+
+    import huggingface_hub
     import huggingface_hub.constants as hc
 
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.setattr("engine.models.HUB_HOST", ("127.0.0.1", 9))  # nothing listens: no network
-    t0 = time.monotonic()
+    probes: list[str] = []
+
+    def probe(address, timeout=None, *args, **kwargs):
+        try:
+            return socket.create_connection(address, timeout, *args, **kwargs)
+        except OSError as exc:
+            probes.append(type(exc).__name__)
+            raise
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("the hub client was asked for the weights")
+
+    monkeypatch.setattr("engine.models.socket", SimpleNamespace(create_connection=probe))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_hub)
+    monkeypatch.setattr(huggingface_hub.file_download, "hf_hub_download", no_hub)
     with pytest.raises(WeightsError) as info:
         build_model(ModelConfig(backbone="resnet18", pretrained=True))
-    assert time.monotonic() - t0 < 10
+    assert probes == ["ConnectionRefusedError"]  # one probe, answered at once: no timeout waited for
     message = str(info.value)
-    assert "resnet18" in message and "model.weights" in message and "network" in message
+    assert "resnet18" in message and "model.weights" in message and "network" in message and "unreachable" in message

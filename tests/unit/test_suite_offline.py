@@ -29,10 +29,11 @@ def test_the_environment_every_test_and_process_inherits_is_offline():
 
 
 def test_a_download_through_urllib_is_refused_at_once():
+    timeout = 120.0  # refused, not timed out: it ends long before its timeout, however busy the machine
     t0 = time.monotonic()
     with pytest.raises(urllib.error.URLError) as info:  # torch.hub and the data download use urllib
-        urllib.request.urlopen("https://download.pytorch.org/models/resnet18-f37072fd.pth", timeout=10)
-    assert "refused" in str(info.value).lower() and time.monotonic() - t0 < 5
+        urllib.request.urlopen("https://download.pytorch.org/models/resnet18-f37072fd.pth", timeout=timeout)
+    assert "refused" in str(info.value).lower() and time.monotonic() - t0 < timeout / 2
 
 
 def test_the_hub_client_refuses_without_touching_the_network(monkeypatch):
@@ -41,25 +42,27 @@ def test_the_hub_client_refuses_without_touching_the_network(monkeypatch):
     def no_socket(*args, **kwargs):
         raise AssertionError("the hub client opened a connection")
 
+    slept: list[float] = []  # the hub client's retries wait between attempts: none may happen
     monkeypatch.setattr(socket.socket, "connect", no_socket)
-    t0 = time.monotonic()
+    monkeypatch.setattr(time, "sleep", slept.append)
     with pytest.raises(Exception) as info:
         hf_hub_download("timm/resnet18.a1_in1k", "model.safetensors")
     import huggingface_hub.constants
 
     assert huggingface_hub.constants.HF_HUB_OFFLINE is True
     assert type(info.value).__name__ == "LocalEntryNotFoundError", info.value  # cache only: not found
-    assert time.monotonic() - t0 < 5
+    assert slept == []
 
 
 def test_pretrained_weights_are_refused_without_a_probe_when_the_hub_is_off(monkeypatch):
     probes = []
+    slept: list[float] = []
     monkeypatch.setattr("engine.models.socket.create_connection", lambda *a, **k: probes.append(a))
-    t0 = time.monotonic()
+    monkeypatch.setattr(time, "sleep", slept.append)
     with pytest.raises(WeightsError) as info:
         build_model(ModelConfig(backbone="resnet18", pretrained=True))
     assert "HF_HUB_OFFLINE" in str(info.value) and "model.weights" in str(info.value)
-    assert probes == [] and time.monotonic() - t0 < 5
+    assert probes == [] and slept == []  # refused without a probe and without waiting for anything
 
 
 def test_sockets_of_this_process_reach_loopback_only():

@@ -25,7 +25,7 @@ def pane_keys(app) -> dict[str, bool]:
     return {k: v for k, v in footer_keys(app).items() if k in PANE_KEYS}
 
 
-async def wait_for(pilot, cond, what: str, timeout: float = 10.0) -> None:
+async def wait_for(pilot, cond, what: str, timeout: float = 60.0) -> None:  # a bound for a stuck app, not a speed
     deadline = time.monotonic() + timeout
     while not cond() and time.monotonic() < deadline:
         await pilot.pause(0.05)

@@ -46,7 +46,7 @@ class RefreshCounter:
         monkeypatch.setattr(app.index, "refresh", counted)
 
 
-async def wait_for(pilot, cond, what: str, timeout: float = 10.0) -> None:
+async def wait_for(pilot, cond, what: str, timeout: float = 60.0) -> None:  # a bound for a stuck app, not a speed
     deadline = time.monotonic() + timeout
     while not cond() and time.monotonic() < deadline:
         await pilot.pause(0.05)

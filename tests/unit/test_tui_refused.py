@@ -15,7 +15,7 @@ from cifar_tui.tui.app import CifarTUI
 from cifar_tui.tui.screens import LaunchScreen
 from engine.store import Store
 
-from tests.support.tui import T0, fake_run, fake_workspace, footer_keys, until_loaded
+from tests.support.tui import until_form, T0, fake_run, fake_workspace, footer_keys, until_loaded
 
 SMALL = (80, 24)
 # what the engine says when pretrained weights are neither cached nor downloadable: longer than 80 columns
@@ -63,8 +63,7 @@ def test_a_launch_refused_before_start_stays_listed_with_retry_until_dismissed(t
             assert "r" not in keys and "s" not in keys  # no resume: there is nothing to resume
 
             await pilot.press("l")  # retry: the launch form with its settings, to change
-            await pilot.pause(0.2)
-            form = app.screen
+            form = await until_form(pilot, app)
             assert isinstance(form, LaunchScreen) and form.names == ["resnet18_pretrained"]
             assert form.query_one("#f-epochs", Input).value == "3"
             assert form.query_one("#f-lr", Input).value == "0.002"
@@ -112,7 +111,7 @@ def test_space_marks_in_place_and_the_marked_names_show_before_queueing(tmp_path
             hint = shown(app.query_one("#exp-hint", Static))
             assert f"2 marked: {first}, {second}" in hint and "l queues them" in hint
             await pilot.press("l")
-            await pilot.pause(0.2)
+            await until_form(pilot, app)
             assert isinstance(app.screen, LaunchScreen) and app.screen.names == [first, second]
 
     asyncio.run(scenario())

@@ -51,7 +51,14 @@ SNAPSHOTS = Path(__file__).parent / "__snapshots__" / "test_tui_snapshots"
 
 
 def make_app(ws) -> CifarTUI:
-    return CifarTUI(ws, max_parallel=1)
+    app = CifarTUI(ws, max_parallel=1)
+    notify = app.notify
+
+    def lasting(*args, **kwargs):  # a toast stays on screen until the shot, however slowly the machine gets there
+        return notify(*args, **{**kwargs, "timeout": 3600})
+
+    app.notify = lasting  # type: ignore[method-assign]
+    return app
 
 
 def svg_lines(svg: str) -> list[str]:
@@ -81,7 +88,7 @@ def check_snapshot(snap_compare, app, name: str, before, size: tuple[int, int] =
                 f"{diff or '(the same text: spacing, colours or styles differ)'}")
 
 
-async def settle(pilot, cond=lambda: True, timeout: float = 5.0) -> None:
+async def settle(pilot, cond=lambda: True, timeout: float = 60.0) -> None:  # polls: a busy machine waits longer
     deadline = time.monotonic() + timeout
     while not (cond() and pilot.app.experiments_pane.loaded) and time.monotonic() < deadline:
         await pilot.pause(0.05)
@@ -189,7 +196,7 @@ def test_snapshot_launch_form_error(snap_ws, snap_compare):
     async def before(pilot):
         await settle(pilot)
         await pilot.press("down", "l")
-        await settle(pilot, lambda: isinstance(app.screen, LaunchScreen))
+        await settle(pilot, lambda: isinstance(app.screen, LaunchScreen) and getattr(app.focused, "id", "") == "f-epochs")
         form = app.screen
         form.query_one("#f-set", Input).value = "train.epochs=0"
         await pilot.press("ctrl+s")

@@ -35,7 +35,7 @@ def rows(table: DataTable) -> list[list[str]]:
     return [[text(c) for c in table.get_row(r.key)] for r in table.ordered_rows]
 
 
-async def wait_for(pilot, cond, what: str, timeout: float = 10.0) -> None:
+async def wait_for(pilot, cond, what: str, timeout: float = 60.0) -> None:  # a bound for a stuck app, not a speed
     deadline = time.monotonic() + timeout
     while not cond() and time.monotonic() < deadline:
         await pilot.pause(0.05)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cifar_tui.launch import Workspace
-from cifar_tui.tui.support import (LogTail, RunState, config_diff, flatten, fmt_eta, matches_filter,
+from cifar_tui.tui.support import (MAX_STEP_POINTS, LogTail, RunState, config_diff, flatten, fmt_eta, matches_filter,
                                    parse_override_text, pane_id_for, short_run)
 from engine.config import load_config
 
@@ -55,11 +55,21 @@ def test_run_state_folds_events_incrementally(tmp_path):
     assert st.status == "stopped" and st.best_acc == 1.0
 
 
-def test_run_state_bounds_step_points():
+def test_run_state_bounds_step_points_and_keeps_the_curves_shape():
+    """20,000 steps keep at most MAX_STEP_POINTS points, but no fewer than half of that: every k-th
+    step from the first to (nearly) the last, evenly spaced, each with its own loss and accuracy."""
+    n, spe = 20000, 100000
     st = RunState("x")
-    st.apply([{"type": "step", "epoch": 1, "step": i, "steps_per_epoch": 100000, "loss": 1.0, "acc": 2.0}
-              for i in range(20000)])
-    assert len(st.step_points) <= 3000
+    st.apply([{"type": "step", "epoch": 1, "step": i, "steps_per_epoch": spe, "loss": 5.0 - i / n, "acc": i / 100}
+              for i in range(n)])
+    xs = [p[0] for p in st.step_points]
+    assert MAX_STEP_POINTS // 2 <= len(xs) <= MAX_STEP_POINTS, len(xs)
+    steps = [round(x * spe) for x in xs]
+    stride = steps[1] - steps[0]
+    assert steps[0] == 0 and steps == list(range(0, steps[-1] + 1, stride)), steps[:5]  # every stride-th step
+    assert steps[-1] > n - 1 - stride  # up to the last one
+    for step, (_, loss, acc) in zip(steps, st.step_points):
+        assert loss == pytest.approx(5.0 - step / n) and acc == pytest.approx(step / 100)
 
 
 def test_log_tail_reads_last_lines_incrementally(tmp_path):

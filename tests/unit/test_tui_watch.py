@@ -9,6 +9,7 @@ import asyncio
 import io
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from tests.support.tui import fake_workspace, footer_keys, until_loaded
 SIZE = (160, 48)
 
 
-async def wait_for(pilot, cond, what: str, timeout: float = 10.0) -> None:
+async def wait_for(pilot, cond, what: str, timeout: float = 60.0) -> None:  # a bound for a stuck app, not a speed
     deadline = time.monotonic() + timeout
     while not cond() and time.monotonic() < deadline:
         await pilot.pause(0.05)
@@ -321,6 +322,43 @@ def test_classes_panel_shows_a_stored_evaluation_and_e_recomputes(tmp_path):
             await wait_for(pilot, lambda: not view2.classes_panel.busy and view2.classes_panel.note, "the evaluation")
             assert view2.classes_panel.display and "best.pt" in view2.classes_panel.note
             assert view2.classes_panel.result is None
+
+    asyncio.run(scenario())
+
+
+def test_a_stored_evaluation_shows_when_the_supervisor_says_finished_before_the_events_are_read(tmp_path,
+                                                                                              monkeypatch):
+    """The order a busy machine gives: the supervisor's `completed` reaches the run view before
+    its catch-up read of the events is done; the panel still shows the stored evaluation."""
+    from cifar_tui.tui.panes.run_view import RunView
+
+    ws, ids = fake_workspace(tmp_path)
+    rid = ids["c_base"]
+    store = ws.store()
+    store.eval_recorded(rid, [rid], {**RESULT, "run_id": rid})
+    store.close()
+    gate = threading.Event()
+    catch_up = RunView._catch_up
+
+    def held(self) -> None:  # the catch-up thread waits until the supervisor has spoken
+        gate.wait(300)
+        catch_up(self)
+
+    monkeypatch.setattr(RunView, "_catch_up", held)
+
+    async def scenario():
+        app = CifarTUI(ws, max_parallel=1)
+        async with app.run_test(size=SIZE) as pilot:
+            await until_loaded(pilot, app)
+            view = await app.open_run(rid, True)
+            await wait_for(pilot, lambda: view._ready, "the view")
+            try:
+                view.set_supervised("completed")
+                assert not view.loaded
+            finally:
+                gate.set()
+            await wait_for(pilot, lambda: view.loaded and view.classes_panel.result is not None, "the stored result")
+            assert view.classes_panel.display
 
     asyncio.run(scenario())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from types import SimpleNamespace
 
@@ -265,18 +266,78 @@ def test_a_webhook_is_retried_on_a_server_error_and_not_on_a_refusal(hook):
     assert len(hook.received("/gone")) == 1 and "HTTP 404; not retried" in lines[0]
 
 
-def test_a_hanging_webhook_costs_no_more_than_its_deadline(hook):
+class FakeClock:
+    """engine.notify's clock: urlopen and sleep take their time from it, not from the machine."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.waits: list[tuple[str, float, float]] = []  # (what, started at, for how long)
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(("sleep", self.now, seconds))
+        self.now += seconds
+
+    def hanging_urlopen(self, request, timeout=None, **kwargs):  # a server that never answers
+        self.waits.append(("urlopen", self.now, timeout))
+        self.now += timeout
+        raise TimeoutError("timed out")
+
+    def __getattr__(self, name):  # the rest of the time module
+        return getattr(time, name)
+
+
+def test_a_hanging_webhook_costs_no_more_than_its_deadline(hook, monkeypatch):
+    """Retries and their pauses end by the deadline: measured on engine.notify's own clock (each
+    attempt lasts its whole timeout), so a loaded machine cannot make it pass or fail."""
+    import urllib.request
+
+    import engine.notify
+
+    clock = FakeClock()
+    monkeypatch.setattr(engine.notify, "time", clock)
+    monkeypatch.setattr(urllib.request, "urlopen", clock.hanging_urlopen)
     lines: list[str] = []
-    t0 = time.monotonic()
-    assert not post_webhook(hook.url("/hang"), {}, deadline=t0 + 1.0, log=lines.append)
-    assert time.monotonic() - t0 < 1.6 and "not delivered" in lines[0]
-    settings = WatchSettings(notify_url=hook.url("/hang"), desktop=False)
-    t0 = time.monotonic()
-    delivery = dispatch(Notice("r", "completed"), settings, log=lines.append)
-    assert time.monotonic() - t0 < 0.2  # sent from a background thread
-    delivery.wait()
-    assert time.monotonic() - t0 < DELIVERY_BUDGET_S + 0.5
+    start = clock.now
+    assert not post_webhook(hook.url("/hang"), {}, deadline=start + DELIVERY_BUDGET_S, log=lines.append)
+    assert "not delivered" in lines[0]
+    assert all(began + took <= start + DELIVERY_BUDGET_S for _, began, took in clock.waits), clock.waits
+    assert [w[0] for w in clock.waits].count("urlopen") >= 2  # it did retry within the budget
+    assert clock.now - start <= DELIVERY_BUDGET_S
+    monkeypatch.undo()
+
+    # the real thing: urllib's timeouts against the loopback server that never answers
+    lines.clear()
+    assert not post_webhook(hook.url("/hang"), {}, deadline=time.monotonic() + 1.0, log=lines.append)
+    assert "not delivered" in lines[0] and len(hook.received("/hang")) >= 1
+
+
+def test_a_notice_is_sent_from_a_background_thread_that_the_caller_waits_for_within_the_budget(monkeypatch):
+    import engine.notify
+
+    release, sent = threading.Event(), []
+
+    def blocked_post(url, body, *, deadline, log):  # holds the delivery until the test lets it go
+        release.wait(60)
+        sent.append(body["status"])
+        return True
+
+    monkeypatch.setattr(engine.notify, "post_webhook", blocked_post)
+    settings = WatchSettings(notify_url="http://127.0.0.1:9/x", desktop=False)
+    delivery = dispatch(Notice("r", "completed"), settings)
+    assert delivery.is_alive() and sent == []  # dispatch returned while the POST is still on its way
+    release.set()
+    assert delivery.wait().webhook_ok is True and sent == ["completed"]
     assert dispatch(Notice("r", "pruned"), settings) is None  # not asked for
+
+    release.clear()
+    monkeypatch.setattr(engine.notify, "DELIVERY_BUDGET_S", 0.2)
+    stuck = dispatch(Notice("r", "failed"), settings)
+    assert stuck.wait() is stuck and stuck.is_alive()  # wait() gave up at the budget; the POST is still held
+    release.set()
+    stuck.join(30)
 
 
 def test_each_notice_is_claimed_once_per_workspace(tmp_path):

@@ -106,6 +106,7 @@ class RunView(RunActions, Vertical):
         self.chart = "acc"                  # the chart shown when there is room for one only
         self._chart_t = 0.0
         self._shown_status: str | None = None
+        self._classes_for: str | None = None  # the finished status the Classes panel was loaded for
         self._progress_status: str | None = None  # the status the progress line was drawn for
         self._best_shown: int | None = None
         self._ready = False                # composed and mounted: the parts can be drawn
@@ -353,8 +354,11 @@ class RunView(RunActions, Vertical):
         if status != self._shown_status:
             self._shown_status = status
             self.post_message(RunStatusChanged(self.run_id, status))
-            if self.finished:
-                self.classes_panel.load()  # a result kept by `cifar-tui eval` (or an earlier `e`) is shown
+        # once finished, a result kept by `cifar-tui eval` (or an earlier `e`) is shown; by status, not by
+        # its change: the supervisor may say `completed` before the catch-up read is done (a busy machine)
+        if self.finished and self._classes_for != status:
+            self._classes_for = status
+            self.classes_panel.load()
 
     def _draw_telemetry(self) -> None:
         if self._ready:
