@@ -263,11 +263,8 @@ class CifarTUI(App):
     # ------------------------------------------------------------------ compare
     @on(msg.CompareRuns)
     def _compare(self, event: msg.CompareRuns) -> None:
-        self.push_screen(self.compare_screen(event.run_ids))
-
-    def compare_screen(self, run_ids: list[str]) -> CompareScreen:
-        items = compare_runs(self.store, self.ws.home, run_ids)
-        return CompareScreen(items, runs=[self.store.run(i.key) for i in items])
+        items = compare_runs(self.store, self.ws.home, event.run_ids)
+        self.push_screen(CompareScreen(items, runs=[self.store.run(i.key) for i in items]))
 
     @on(msg.CompareGroups)
     def _compare_groups(self, event: msg.CompareGroups) -> None:
@@ -330,6 +327,9 @@ class CifarTUI(App):
     async def open_study(self, study: str, activate: bool = True, *, planned: list[str] | None = None) -> None:
         await self.study_tabs.open(study, activate, planned=planned)
         self.update_bindings()
+
+    def show_label(self, run_id: str) -> None:
+        self.run_tabs.relabel(run_id)
 
     def show_status(self, run_id: str) -> None:
         self.run_tabs.relabel(run_id)

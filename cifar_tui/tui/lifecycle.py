@@ -52,6 +52,9 @@ class RunDisplay(Protocol):
     async def open_study(self, study: str, activate: bool = True, *, planned: list[str] | None = None) -> None:
         """The study's tab (a study's runs get no tab of their own)."""
 
+    def show_label(self, run_id: str) -> None:
+        """The run's tab label follows its view's status (its Runs row and the keys do not, yet)."""
+
     def show_status(self, run_id: str) -> None:
         """The run's status changed: its tab label, its Runs row and the footer's keys follow."""
 
@@ -199,8 +202,9 @@ class RunLifecycle:
             if study and out.run_id not in self.display.views:  # a study's run: its study's tab, no tab of its own
                 await self.display.open_study(study, activate)
                 continue
-            await self.display.open_run(out.run_id, activate)
-            self._status_changed(out.run_id)
+            view = await self.display.open_run(out.run_id, activate)
+            view.set_supervised(self.sup.status(out.run_id))
+            self.display.show_label(out.run_id)  # the tab; its Runs row follows the view (RunStatusChanged)
             self.notify(f"{'resumed' if out.resumed else 'started'} {out.run_id} on {out.label}", title="Launched",
                         timeout=4)
         if pumped:

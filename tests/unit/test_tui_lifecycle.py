@@ -37,6 +37,9 @@ class RecordingDisplay:
     async def open_study(self, study: str, activate: bool = True, *, planned=None) -> None:
         self.calls.append(("open_study", study, activate))
 
+    def show_label(self, run_id: str) -> None:
+        self.calls.append(("show_label", run_id))
+
     def show_status(self, run_id: str) -> None:
         self.calls.append(("show_status", run_id))
 
