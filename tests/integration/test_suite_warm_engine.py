@@ -136,3 +136,23 @@ def test_the_warm_engine_ends_when_its_test_session_is_killed(tmp_path):
     session.wait(30)
     gone, alive = psutil.wait_procs([server], timeout=120)  # a bound for a stuck server: it imports torch first
     assert not alive, f"the warm engine outlived its session: {alive}"
+
+
+def test_a_module_an_editable_install_finds_is_found_off_sys_path():
+    """CI installs the checkout editable (make install) and sets no PYTHONPATH: an engine spawned in a
+    run folder has no checkout on sys.path and still imports it through the install's finder. Such a
+    start is as warm as any (it started cold in CI: 192 of 304 starts)."""
+    import importlib.util
+    import sys
+
+    from tests.support.warm_engine import find_spec_on, other_modules
+
+    editable = [f for f in sys.meta_path if getattr(f, "__name__", type(f).__name__) == "_EditableFinder"]
+    if not editable:
+        pytest.skip("no editable install of the project in this interpreter")
+    expected = editable[0].find_spec("engine", None)
+    spec = find_spec_on("engine", [str(Path("/nonexistent"))])
+    assert spec is not None and spec.origin == expected.origin
+    assert find_spec_on("engine", [str(PROJECT_ROOT)]).origin == importlib.util.find_spec("engine").origin
+    if Path(expected.origin).parent.parent == PROJECT_ROOT:  # the suite runs the installed checkout (CI)
+        assert other_modules([str(Path("/nonexistent"))]) is None

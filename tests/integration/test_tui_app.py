@@ -77,6 +77,7 @@ async def fill_form(pilot, form: LaunchScreen, *, epochs: str, overrides: str) -
 
 
 @ENGINE_TIMEOUT
+@pytest.mark.cold_engine  # "starting" is the seconds a true start takes before its store row (a warm one writes it at once)
 def test_launch_watch_stop_resume_leaderboard(engine_ws):
     ws = engine_ws
 

@@ -85,17 +85,31 @@ GPU_ENV = ("CUDA_", "CUBLAS", "CUDNN", "NCCL_", "NVIDIA_", "PYTORCH_CUDA", "PYTO
 PR_SET_PDEATHSIG = 1
 
 
+def find_spec_on(name: str, path: list[str]):
+    """How a process whose sys.path is `path` finds top-level module `name`: the meta path in order,
+    the path finder on `path`, the others as they are (an editable install's finder, which
+    setuptools puts after the path finder: a checkout not on sys.path is still found through it)."""
+    from importlib.machinery import PathFinder
+
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        if find is None:
+            continue
+        spec = PathFinder.find_spec(name, path) if finder is PathFinder else find(name, None)
+        if spec is not None:
+            return spec
+    return None
+
+
 def other_modules(path: list[str]) -> str | None:
     """A module the server imported that `path` (a process's sys.path) finds elsewhere (None: none).
     PYTHONPATH itself may differ (a checkout root given twice): what counts is what it finds."""
-    from importlib.machinery import PathFinder
-
     for name, module in sorted(sys.modules.items()):
         spec = getattr(module, "__spec__", None)
         if "." in name or name.startswith("__") or spec is None or not spec.has_location:  # frozen, built in
             continue
         origin = spec.origin
-        spec = PathFinder.find_spec(name, path)
+        spec = find_spec_on(name, path)
         found = spec.origin if spec is not None else None
         if found != origin:
             return f"module {name} from {found} (the warm engine has {origin})"

@@ -452,6 +452,7 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
         except ConfigError as exc:
             error.update(Text(f"✖ {self._short_error(str(exc))}"))
             error.add_class("-visible")
+            self.query_one(RunEstimate).clear()  # no time for a run the form refuses (its plan timer may not have fired)
             return
         self.launched = True
         if self._plan_timer is not None:  # a plan worked out after the form has gone would find no fields
