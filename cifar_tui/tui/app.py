@@ -45,15 +45,12 @@ from .runs_index import Changes, RunsIndex
 from .screens import CompareScreen, ConfirmScreen, LaunchScreen, MainScreen, QuitScreen
 from .screens.main import NARROW  # narrower: a compact footer, the top bar without "N at a time on ..."
 from .screens.studies import StudiesScreen, StudyChoice, load_studies
-from .study_tabs import StudyTabs, study_pane_id
-from .support import pane_id_for
+from .study_tabs import StudyTabs
+from .tab_switcher import TabSwitcher
 from .widgets.gpu_bar import GpuBar
 from .widgets.keys import KeysInOrder
 from .widgets.text import ANSI_DARK
 from .widgets.top_bar import TopBar
-
-FIXED_TABS = ("experiments", "runs", "leaderboard")
-
 
 class CifarTUI(App):
     """cifar-tui: experiments, live runs, leaderboard. It is the `RunDisplay` its lifecycle shows on."""
@@ -91,6 +88,7 @@ class CifarTUI(App):
         self.views = self.run_tabs.views       # run id -> its view (one tab each)
         self.study_tabs = StudyTabs(self)      # study -> its tab (a study's runs get no tab each)
         self.auto_driver = AutoDriver(self)    # --seeds auto studies this TUI decides for
+        self.tab_switcher = TabSwitcher(self)  # which tab is in front; [ ] cycle
         self.lifecycle: RunLifecycle | None = None  # start / stop / resume / delete / queue (on mount)
         self.keys = KeysInOrder(self, self._check_bindings)  # every key and paste, applied in the order typed
         self._bindings_state: tuple | None = None
@@ -347,57 +345,29 @@ class CifarTUI(App):
 
     @property
     def active_tab(self) -> str:
-        try:
-            return self.query_one("#tabs", TabbedContent).active
-        except Exception:  # noqa: BLE001 - during start-up/shutdown
-            return ""
+        return self.tab_switcher.active
 
     def active_pane(self):
-        """The pane of the tab in front (a fixed pane or a run view), or None."""
-        tab = self.active_tab
-        fixed = {"experiments": ExperimentsPane, "runs": RunsPane, "leaderboard": LeaderboardPane}.get(tab)
-        if fixed is not None:
-            return self.query_one(fixed)
-        return self.study_tabs.view_in(tab) or self.run_tabs.view_in(tab)
+        """The pane of the tab in front (a fixed pane, a study's or a run's view), or None."""
+        return self.tab_switcher.active_pane()
 
     def current_view_run(self) -> str | None:
         view = self.active_pane()
         return view.run_id if isinstance(view, RunView) else None
 
     def action_show_tab(self, tab: str) -> None:
-        self.query_one("#tabs", TabbedContent).active = tab
-        self._front(self.active_pane())
-
-    def _front(self, pane) -> None:
-        """A pane comes to the front: it catches up with the store and gets the focus, unless the
-        focus is in it already (the filter, say)."""
-        if pane is None:
-            return
-        if hasattr(pane, "redraw"):
-            pane.redraw()
-        focused = self.focused
-        if focused is None or pane not in focused.ancestors_with_self:
-            pane.focus_main()
-
-    def _cycle_tab(self, step: int) -> None:
-        tabs = self.query_one("#tabs", TabbedContent)
-        ids = list(FIXED_TABS) + [study_pane_id(s) for s in self.study_tabs.views] + [pane_id_for(r) for r in self.views]
-        try:
-            i = ids.index(tabs.active)
-        except ValueError:
-            i = 0
-        self.action_show_tab(ids[(i + step) % len(ids)])
+        self.tab_switcher.show(tab)
 
     def action_next_tab(self) -> None:
-        self._cycle_tab(1)
+        self.tab_switcher.cycle(1)
 
     def action_prev_tab(self) -> None:
-        self._cycle_tab(-1)
+        self.tab_switcher.cycle(-1)
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self) -> None:
         # also a click on a tab: the pane takes the focus, so its keys work at once
-        self._front(self.active_pane())
+        self.tab_switcher.front(self.active_pane())
         self.update_bindings()
 
     def pane_action(self, action: str) -> None:
