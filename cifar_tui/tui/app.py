@@ -1,12 +1,13 @@
 """The Textual app: pick experiments, launch them in the background, watch them live, compare
 them on a leaderboard.
 
-The App composes the panes (panes/), routes what they ask (messages.py) to the run supervisor
-(cifar_tui.supervisor: the queue, GPU leases shared with every TUI and CLI on the machine,
-launching, reaping, stop / resume / delete, status) and to the screens (screens/), passes the
-store's changes (runs_index) to the panes, tells the user when runs end or break (notices.py), and
-holds the global keys: tabs (1 2 3 [ ]), help (?), quit (q), the palette (ctrl+p). Each pane holds
-its own keys.
+The App composes the panes (panes/), routes what they ask (messages.py) to the run lifecycle
+(lifecycle.RunLifecycle, an object it owns: the calls into the run supervisor, cifar_tui.supervisor,
+and what follows them; the App is the RunDisplay it shows them on) and to the screens (screens/; the
+launch form through launch_forms.LaunchForms), passes the store's changes (runs_index) to the panes,
+tells the user when runs end or break (notices.py), and holds the global keys: tabs (1 2 3 [ ]),
+help (?), quit (q), the palette (ctrl+p). Each pane holds its own keys; every key and paste goes
+through widgets/keys.KeysInOrder first (applied in the order typed).
 
 Runs are separate engine processes: the app only tails their events.jsonl / stdout.log and reads
 the SQLite store, so it can quit and re-attach. torch is never imported here.
@@ -15,17 +16,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import Binding
-from textual.containers import Horizontal
 from textual.css.query import NoMatches
 from textual.reactive import Reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Static, TabbedContent, TabPane
+from textual.widgets import Footer, TabbedContent, TabPane
 
-from engine.record.status import CRASHED, END_STATUSES, LIVE
+from engine.record.status import END_STATUSES
 from engine.record.store import Store
 
 from ..workspace import Workspace
@@ -33,7 +32,8 @@ from ..supervisor import Supervisor
 from . import messages as msg
 from .palette import CifarCommands
 from .compare_data import compare_groups, compare_runs
-from .lifecycle import Lifecycle
+from .launch_forms import LaunchForms
+from .lifecycle import RunLifecycle
 from .notices import Announcer
 from .panes.experiments import ExperimentsPane
 from .panes.leaderboard import LeaderboardPane
@@ -42,20 +42,18 @@ from .panes.runs import RunsPane
 from .auto_driver import AutoDriver
 from .run_tabs import FIXED_LABELS, RunTabs
 from .runs_index import Changes, RunsIndex
-from .screens import CompareScreen, ConfirmScreen, LaunchPlan, LaunchScreen, MainScreen, QuitScreen
+from .screens import CompareScreen, ConfirmScreen, LaunchScreen, MainScreen, QuitScreen
 from .screens.main import NARROW  # narrower: a compact footer, the top bar without "N at a time on ..."
 from .screens.studies import StudiesScreen, StudyChoice, load_studies
-from .study_tabs import StudyTabs, study_pane_id
-from .support import pane_id_for, short_run
+from .study_tabs import StudyTabs
+from .tab_switcher import TabSwitcher
 from .widgets.gpu_bar import GpuBar
 from .widgets.keys import KeysInOrder
-from .widgets.text import ANSI_DARK, show
+from .widgets.text import ANSI_DARK
+from .widgets.top_bar import TopBar
 
-FIXED_TABS = ("experiments", "runs", "leaderboard")
-
-
-class CifarTUI(KeysInOrder, Lifecycle, App):
-    """cifar-tui: experiments, live runs, leaderboard."""
+class CifarTUI(App):
+    """cifar-tui: experiments, live runs, leaderboard. It is the `RunDisplay` its lifecycle shows on."""
 
     CSS_PATH = str(Path(__file__).with_name("app.tcss"))  # absolute: subclasses elsewhere still find it
     TITLE = "cifar-tui"
@@ -90,20 +88,18 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
         self.views = self.run_tabs.views       # run id -> its view (one tab each)
         self.study_tabs = StudyTabs(self)      # study -> its tab (a study's runs get no tab each)
         self.auto_driver = AutoDriver(self)    # --seeds auto studies this TUI decides for
-        self._activate: set[int] = set()       # queue ids whose tab opens in front when they start
-        self.resume_pending: set[str] = set()  # runs to resume once their exiting process is gone
+        self.tab_switcher = TabSwitcher(self)  # which tab is in front; [ ] cycle
+        self.lifecycle: RunLifecycle | None = None  # start / stop / resume / delete / queue (on mount)
+        self.keys = KeysInOrder(self, self._check_bindings)  # every key and paste, applied in the order typed
         self._bindings_state: tuple | None = None
-        self._last_data: str | None = None     # the launch form's last data choice (the next form starts there)
+        self.launch_forms: LaunchForms | None = None  # the launch form, opened with the last data choice (on mount)
 
     def get_default_screen(self) -> Screen:
         return MainScreen(id="_default")
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
-        with Horizontal(id="topbar"):
-            yield Static(Text("◆ cifar-tui", style="bold"), id="brand")
-            yield Static(self._workspace_text(), id="workspace")
-            yield Static("", id="counts")
+        yield TopBar(self.ws.home, id="topbar")
         yield GpuBar([], id="gpu-bar")
         with TabbedContent(id="tabs", initial="experiments"):
             with TabPane(FIXED_LABELS[0], id="experiments"):
@@ -113,15 +109,6 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
             with TabPane(FIXED_LABELS[2], id="leaderboard"):
                 yield LeaderboardPane(id="lb-pane")
         yield Footer()
-
-    def _workspace_text(self) -> Text:
-        home = str(self.ws.home)
-        user_home = str(Path.home())
-        if home.startswith(user_home + "/"):
-            home = "~" + home[len(user_home):]
-        text = Text("workspace ", style="dim", no_wrap=True, overflow="ellipsis")
-        text.append(home)
-        return text
 
     @property
     def experiments_pane(self) -> ExperimentsPane:
@@ -142,21 +129,12 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
         self.store = self.ws.store()
         self.index = RunsIndex(self.store)
         self.sup = Supervisor(self.ws, max_parallel=self._max_parallel, shared_queue=True)
+        self.lifecycle = RunLifecycle(self.sup, self.index, self, self.auto_driver)
+        self.launch_forms = LaunchForms(self.ws, len(self.sup.gpus), self.index, self.lifecycle, self.push_screen)
         self.notices = Announcer(self, self.sup)
         self.gpu_bar.gpus = list(self.sup.gpus)
         self.refresh_store()
-        # re-attach: every live run gets its tab back (a study's runs: their study's tab); crashed ones are reported
-        newest = self.index.newest_first()
-        for rid in newest:
-            if self.index.runs[rid]["status"] in LIVE:
-                study = self.index.runs[rid].get("study")
-                self.call_later(*((self.study_tabs.open, study, False) if study else (self.open_run, rid, False)))
-        crashed = [rid for rid in newest if self.index.runs[rid]["status"] == CRASHED]
-        if crashed:
-            runs = "1 run" if len(crashed) == 1 else f"{len(crashed)} runs"
-            self.notify(f"{runs} crashed (process gone): {', '.join(map(short_run, crashed[:3]))}"
-                        f"{' …' if len(crashed) > 3 else ''}. Resume from the Runs tab with r.", severity="warning",
-                        timeout=8)
+        self.call_later(self.lifecycle.reattach)  # live runs get their tabs back; crashed ones are reported
         self.set_interval(self.poll_interval, self.tick, name="poll events")
         self.set_interval(self.store_interval, self.slow_tick, name="store + queue")
         self.experiments_pane.focus_main()
@@ -172,6 +150,10 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
     def gpu_bar(self) -> GpuBar:
         return self.query_one(GpuBar)
 
+    async def on_event(self, event: events.Event) -> None:
+        if not await self.keys.handled(event):
+            await super().on_event(event)
+
     # ------------------------------------------------------------------ periodic work
     def tick(self) -> None:
         try:
@@ -185,14 +167,9 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
         if self.store is None:
             return
         try:
-            self.reap_engines()
-            if self.auto_driver.tick():
-                self.refresh_store(force=True)  # our own writes do not move our connection's data_version
-            self.refresh_store()
-            await self.resume_exited()
-            await self.pump_queue()
+            await self.lifecycle.tick()
             self.run_tabs.sync(self.sup.status)
-            self.gpu_bar.set_holders(self.gpu_holders())
+            self.gpu_bar.set_holders(self.lifecycle.gpu_holders())
         except NoMatches:  # the app is exiting: its screen's widgets are already gone
             return
 
@@ -208,24 +185,10 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
         self.notices.store_changed(self.index, changes, set(self.views))
         return changes
 
-    def starting_runs(self) -> list[str]:
-        """Runs this app started whose engine has not written its store row yet (seconds: torch, data)."""
-        if self.sup is None or self.index is None:
-            return []
-        return [rid for rid, child in self.sup.children.items()
-                if rid not in self.index.runs and child.launched.process.poll() is None]
-
     def _draw_counts(self) -> None:
-        running, queued = len(self.index.running()) + len(self.starting_runs()), len(self.index.queue)
-        counts = Text()
-        counts.append(f"▶ {running} running", style="bold cyan" if running else "dim")
-        counts.append("   ")
-        counts.append(f"◷ {queued} queued", style="bold magenta" if queued else "dim")
-        n = len(self.sup.gpus)
-        where = f"{n} GPU" + ("s" if n != 1 else "") if n else "CPU"
-        if self.size.width >= NARROW:
-            counts.append(f"   {self.sup.max_parallel} at a time on {where}", style="dim")
-        show(self.query_one("#counts", Static), counts)
+        running = len(self.index.running()) + len(self.lifecycle.starting_runs())
+        at_a_time = self.sup.max_parallel if self.size.width >= NARROW else None
+        self.query_one(TopBar).show_counts(running, len(self.index.queue), at_a_time=at_a_time, gpus=len(self.sup.gpus))
 
     def on_resize(self) -> None:
         """A narrow terminal: a compact footer without the palette's key (ctrl+p still opens it), fewer
@@ -244,12 +207,7 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
         if self.store is not None and event.status in END_STATUSES:
             # the engine writes the store before its `end` event: show the final row now, not a second later
             self.refresh_store()
-        self.run_tabs.relabel(event.run_id)
-        try:
-            self.runs_pane.status_changed(event.run_id)
-        except NoMatches:  # the app is exiting: the pane is gone already
-            return
-        self.update_bindings()
+        self.show_status(event.run_id)
 
     @on(msg.RunEnded)
     def _run_ended(self, event: msg.RunEnded) -> None:
@@ -258,48 +216,44 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
     # ------------------------------------------------------------------ launching + queue
     @on(msg.LaunchRequested)
     def _launch_requested(self, event: msg.LaunchRequested) -> None:
-        self.push_screen(LaunchScreen(event.names, self.ws.configs, self.ws.data_root, gpus=len(self.sup.gpus),
-                                      data=self.last_data()), self._launch_planned)
-
-    def last_data(self) -> str | None:
-        """The data source chosen last: in a launch form of this app, else the newest run's."""
-        if self._last_data is None and self.index is not None and self.index.runs:
-            return self.index.runs[self.index.newest_first()[0]].get("data_source")
-        return self._last_data
+        self.launch_forms.open(event.names)
 
     @on(LaunchScreen.DataChosen)
     def _data_chosen(self, event: LaunchScreen.DataChosen) -> None:
-        if event.source is not None:
-            self._last_data = event.source
+        self.launch_forms.data_chosen(event.source)
 
-    async def _launch_planned(self, plan: LaunchPlan | None) -> None:
-        if plan is not None:
-            await self.queue_plan(plan)
+    @on(msg.RetryLaunch)
+    def _retry_launch(self, event: msg.RetryLaunch) -> None:
+        self.launch_forms.retry(event.item_id, event.config, event.overrides)
 
     @on(msg.CancelQueued)
     def _cancel_queued(self, event: msg.CancelQueued) -> None:
-        self.cancel_queue_item(event.item_id)
+        self.lifecycle.cancel_queue_item(event.item_id)
+
+    @on(msg.DismissRefused)
+    def _dismiss_refused(self, event: msg.DismissRefused) -> None:
+        self.lifecycle.dismiss_refused(event.item_id)
 
     # ------------------------------------------------------------------ stop / resume / delete
     @on(msg.StopRequested)
     def _stop_requested(self, event: msg.StopRequested) -> None:
-        self.stop_run(event.run_id)
+        self.lifecycle.stop_run(event.run_id)
 
     @on(msg.ResumeRequested)
     async def _resume_requested(self, event: msg.ResumeRequested) -> None:
-        await self.resume_run(event.run_id)
+        await self.lifecycle.resume_run(event.run_id)
 
     @on(msg.DeleteRequested)
     def _delete_requested(self, event: msg.DeleteRequested) -> None:
         rid = event.run_id
-        status = self.run_status(rid)
-        if status in LIVE:
-            self.notify(f"{short_run(rid)} is {status}: stop it first (s)", severity="error")
+        refusal = self.lifecycle.delete_refusal(rid)
+        if refusal:
+            self.notify(refusal, severity="error")
             return
 
         async def confirmed(yes: bool | None) -> None:
             if yes:
-                await self.delete_run(rid)
+                await self.lifecycle.delete_run(rid)
 
         self.push_screen(ConfirmScreen("Delete run?", f"{rid}\n\nIts directory ({self.ws.home / rid}), checkpoints "
                                        "and store rows are removed. This cannot be undone."), confirmed)
@@ -307,11 +261,8 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
     # ------------------------------------------------------------------ compare
     @on(msg.CompareRuns)
     def _compare(self, event: msg.CompareRuns) -> None:
-        self.push_screen(self.compare_screen(event.run_ids))
-
-    def compare_screen(self, run_ids: list[str]) -> CompareScreen:
-        items = compare_runs(self.store, self.ws.home, run_ids)
-        return CompareScreen(items, runs=[self.store.run(i.key) for i in items])
+        items = compare_runs(self.store, self.ws.home, event.run_ids)
+        self.push_screen(CompareScreen(items, runs=[self.store.run(i.key) for i in items]))
 
     @on(msg.CompareGroups)
     def _compare_groups(self, event: msg.CompareGroups) -> None:
@@ -320,7 +271,7 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
     # ------------------------------------------------------------------ studies
     @on(msg.QueueStudy)
     async def _queue_study(self, event: msg.QueueStudy) -> None:
-        await self.queue_study(event.plan, spec=event.spec, nproc=event.nproc, command=event.command)
+        await self.lifecycle.queue_study(event.plan, spec=event.spec, nproc=event.nproc, command=event.command)
 
     @on(msg.ShowStudies)
     def _show_studies(self) -> None:
@@ -328,8 +279,7 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
 
         async def chosen(choice: StudyChoice | None) -> None:
             if choice is not None and choice.tab and choice.study:
-                await self.study_tabs.open(choice.study, True)
-                self.update_bindings()
+                await self.open_study(choice.study, True)
             elif choice is not None:
                 pane.show_study(choice.study, choice.by_group)
                 self.action_show_tab("leaderboard")
@@ -338,8 +288,7 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
 
     @on(msg.OpenStudy)
     async def _open_study(self, event: msg.OpenStudy) -> None:
-        await self.study_tabs.open(event.study, True)
-        self.update_bindings()
+        await self.open_study(event.study, True)
 
     @on(msg.CloseStudy)
     async def _close_study(self, event: msg.CloseStudy) -> None:
@@ -359,69 +308,66 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
     async def _open_requested(self, event: msg.OpenRun) -> None:
         await self.open_run(event.run_id, True)
 
+    @on(msg.CloseRun)
+    async def _close_requested(self, event: msg.CloseRun) -> None:
+        await self.close_run(event.run_id)
+        self.action_show_tab("runs")
+
+    # ------------------------------------------------------------------ what the lifecycle shows on (RunDisplay)
     async def open_run(self, run_id: str, activate: bool = True) -> RunView:
         view = await self.run_tabs.open(run_id, activate)
         self.update_bindings()
         return view
 
-    @on(msg.CloseRun)
-    async def _close_requested(self, event: msg.CloseRun) -> None:
-        await self.run_tabs.close(event.run_id)
-        self.action_show_tab("runs")
+    async def close_run(self, run_id: str) -> None:
+        await self.run_tabs.close(run_id)
+
+    async def open_study(self, study: str, activate: bool = True, *, planned: list[str] | None = None) -> None:
+        await self.study_tabs.open(study, activate, planned=planned)
+        self.update_bindings()
+
+    def show_label(self, run_id: str) -> None:
+        self.run_tabs.relabel(run_id)
+
+    def show_status(self, run_id: str) -> None:
+        self.run_tabs.relabel(run_id)
+        try:
+            self.runs_pane.status_changed(run_id)
+        except NoMatches:  # the app is exiting: the pane is gone already
+            return
+        self.update_bindings()
+
+    def show_blocked(self, reason: str | None) -> None:
+        self.runs_pane.set_blocked(reason)
+
+    def marks_spent(self) -> None:
+        self.experiments_pane.clear_marks()
 
     @property
     def active_tab(self) -> str:
-        try:
-            return self.query_one("#tabs", TabbedContent).active
-        except Exception:  # noqa: BLE001 - during start-up/shutdown
-            return ""
+        return self.tab_switcher.active
 
     def active_pane(self):
-        """The pane of the tab in front (a fixed pane or a run view), or None."""
-        tab = self.active_tab
-        fixed = {"experiments": ExperimentsPane, "runs": RunsPane, "leaderboard": LeaderboardPane}.get(tab)
-        if fixed is not None:
-            return self.query_one(fixed)
-        return self.study_tabs.view_in(tab) or self.run_tabs.view_in(tab)
+        """The pane of the tab in front (a fixed pane, a study's or a run's view), or None."""
+        return self.tab_switcher.active_pane()
 
     def current_view_run(self) -> str | None:
         view = self.active_pane()
         return view.run_id if isinstance(view, RunView) else None
 
     def action_show_tab(self, tab: str) -> None:
-        self.query_one("#tabs", TabbedContent).active = tab
-        self._front(self.active_pane())
-
-    def _front(self, pane) -> None:
-        """A pane comes to the front: it catches up with the store and gets the focus, unless the
-        focus is in it already (the filter, say)."""
-        if pane is None:
-            return
-        if hasattr(pane, "redraw"):
-            pane.redraw()
-        focused = self.focused
-        if focused is None or pane not in focused.ancestors_with_self:
-            pane.focus_main()
-
-    def _cycle_tab(self, step: int) -> None:
-        tabs = self.query_one("#tabs", TabbedContent)
-        ids = list(FIXED_TABS) + [study_pane_id(s) for s in self.study_tabs.views] + [pane_id_for(r) for r in self.views]
-        try:
-            i = ids.index(tabs.active)
-        except ValueError:
-            i = 0
-        self.action_show_tab(ids[(i + step) % len(ids)])
+        self.tab_switcher.show(tab)
 
     def action_next_tab(self) -> None:
-        self._cycle_tab(1)
+        self.tab_switcher.cycle(1)
 
     def action_prev_tab(self) -> None:
-        self._cycle_tab(-1)
+        self.tab_switcher.cycle(-1)
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self) -> None:
         # also a click on a tab: the pane takes the focus, so its keys work at once
-        self._front(self.active_pane())
+        self.tab_switcher.front(self.active_pane())
         self.update_bindings()
 
     def pane_action(self, action: str) -> None:
@@ -462,7 +408,7 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
     async def action_quit(self) -> None:
         if isinstance(self.screen, QuitScreen):
             return
-        live = self.live_runs() if self.store else []
+        live = self.lifecycle.live_runs() if self.lifecycle else []
         if not live:
             self.exit()
             return
@@ -470,7 +416,7 @@ class CifarTUI(KeysInOrder, Lifecycle, App):
         def chosen(answer: str | None) -> None:
             if answer == "stop":
                 for rid in live:
-                    self.stop_run(rid)
+                    self.lifecycle.stop_run(rid)
                 self.exit(result="stopped")
             elif answer == "leave":
                 self.exit(result="left running")

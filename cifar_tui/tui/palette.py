@@ -58,15 +58,16 @@ class CifarCommands(Provider):
             if not row.get("error"):
                 cmds.append((f"Launch {row['name']}", partial(experiments.launch, [row["name"]]),
                              f"{row['model']} · {row['head_loss']} · {row['input']}px"))
+        lifecycle = app.lifecycle
         for rid in app.index.newest_first():
             status = app.index.runs[rid]["status"]
             cmds.append((f"Open run {rid}", partial(app.open_run, rid, True), f"status {status}"))
             if status in STOPPABLE:
-                cmds.append((f"Stop run {rid}", partial(app.stop_run, rid), "graceful stop: checkpoint, then end"))
+                cmds.append((f"Stop run {rid}", partial(lifecycle.stop_run, rid), "graceful stop: checkpoint, then end"))
             if status in RESUMABLE:
-                cmds.append((f"Resume run {rid}", partial(app.resume_run, rid), f"continue this {status} run"))
+                cmds.append((f"Resume run {rid}", partial(lifecycle.resume_run, rid), f"continue this {status} run"))
         for q in app.index.queue:
-            cmds.append((f"Cancel queued {q['config']} #{q['id']}", partial(app.cancel_queue_item, q["id"]),
+            cmds.append((f"Cancel queued {q['config']} #{q['id']}", partial(lifecycle.cancel_queue_item, q["id"]),
                          "remove it from the queue"))
         return cmds
 

@@ -97,10 +97,6 @@ class RunTabs:
         for view in list(self.views.values()):
             view.poll()
 
-    def ended(self) -> set[str]:
-        """Runs whose `end` event was read: done, even while their process is still exiting."""
-        return {rid for rid, v in self.views.items() if v.state.end is not None}
-
     def sync(self, status_of: Callable[[str], str]) -> None:
         """Each view gets the supervisor's status of its run (`status_of`: Supervisor.status) after
         reading its latest events; a changed status relabels its tab."""

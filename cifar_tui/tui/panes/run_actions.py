@@ -40,14 +40,14 @@ class RunActions:
         rid = self.current_run()
         if rid is None:
             return None
-        return True if run_action_state(action, self.app.run_status(rid)) else None
+        return True if run_action_state(action, self.app.lifecycle.run_status(rid)) else None
 
     def explain_disabled(self, action: str, parameters: tuple[object, ...]) -> str | None:
         """Why a dimmed s / r / d does nothing now (the App says it when the key is pressed)."""
         rid = self.current_run()
         if rid is None or action not in ("stop", "resume", "delete"):
             return None
-        status = self.app.run_status(rid)
+        status = self.app.lifecycle.run_status(rid)
         return {"stop": f"s stops a live run: {short_run(rid)} is {status}",
                 "resume": f"r resumes a stopped, failed or crashed run: {short_run(rid)} is {status}",
                 "delete": f"d deletes an ended run: {short_run(rid)} is {status} (s stops it first)"}[action]

@@ -157,7 +157,7 @@ class RunsPane(RunActions, Vertical):
                 self._values.pop(key, None)
             self._queue = {f"{QUEUE_PREFIX}{item['id']}": item for item in index.queue}
             self._refused = {f"{REFUSED_PREFIX}{item['id']}": item for item in reversed(index.refused)}
-        starting = [rid for rid in self.app.starting_runs() if rid not in index.runs]
+        starting = [rid for rid in self.app.lifecycle.starting_runs() if rid not in index.runs]
         if set(starting) != set(self._starting):
             reorder = True
             for rid in self._starting:
@@ -209,8 +209,8 @@ class RunsPane(RunActions, Vertical):
             return refused_values(self._refused[key])
         row = self._index.runs.get(key)
         if row is None:  # started by this app, its engine not yet in the store
-            return starting_values(key, self.app.run_status(key))
-        return run_values(row, self.app.shown_status(key, row))
+            return starting_values(key, self.app.lifecycle.run_status(key))
+        return run_values(row, self.app.lifecycle.shown_status(key, row))
 
     # ------------------------------------------------------------------ keys
     def highlighted(self) -> str | None:

@@ -8,22 +8,25 @@ therefore apply out of order: `End BSpace BSpace BSpace BSpace 4 0` on "200" ins
 first and then deletes it, and the characters typed after a Tab land in the field it left
 (Textualize/textual#6605, open in the Textual 8 we use).
 
-`KeysInOrder`, mixed into the App, applies each key completely before the next one, in the
-App's own queue, with the same rules Textual uses: priority bindings first; a key the focused
-widget consumes (a character in an Input, a paste) is typed into it there and then; any other
-key runs the first binding of the focused widget's chain (its own bindings, then its
-ancestors', up to the modal screen), as it would have after bubbling up. A key the footer shows
-dimmed (it cannot act now) says why, from the widget that holds it (`explain_disabled`). A key that moves the
-focus waits until the newly focused widget has handled its Focus event (an Input selects its
-text on focus), so the next key edits the new field as a person would see it. Keys nothing
-binds still bubble as before. This module holds the one place where key order is decided."""
+`KeysInOrder`, an object the App owns and hands each event to first (`App.on_event`), applies
+each key completely before the next one, in the App's own queue, with the same rules Textual
+uses: priority bindings first; a key the focused widget consumes (a character in an Input, a
+paste) is typed into it there and then; any other key runs the first binding of the focused
+widget's chain (its own bindings, then its ancestors', up to the modal screen), as it would have
+after bubbling up. A key the footer shows dimmed (it cannot act now) says why, from the widget
+that holds it (`explain_disabled`). A key that moves the focus waits until the newly focused
+widget has handled its Focus event (an Input selects its text on focus), so the next key edits
+the new field as a person would see it. Keys nothing binds still bubble as before. This module
+holds the one place where key order is decided."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from textual import events
 from textual.actions import ActionError
 from textual.actions import parse as parse_action
+from textual.app import App
 from textual.widget import Widget
 from textual.widgets import Input
 
@@ -40,9 +43,16 @@ def type_into(field: Input, text: str) -> None:
 
 
 class KeysInOrder:
-    """Mixed into the App (before textual.app.App): keys and pastes applied in arrival order."""
+    """Keys and pastes applied in arrival order, for `app`. `check_bindings(key, priority=False)`
+    runs the first binding `key` has in the focused widget's chain, True when one ran: Textual's
+    `App._check_bindings`, which the App hands over (it has no public name)."""
 
-    async def on_event(self, event: events.Event) -> None:
+    def __init__(self, app: App, check_bindings: Callable[..., Awaitable[bool]]):
+        self.app = app
+        self.check_bindings = check_bindings
+
+    async def handled(self, event: events.Event) -> bool:
+        """Apply a key or a paste now; False when Textual's own path should take the event."""
         if isinstance(event, (events.Key, events.Paste)) and not event.is_forwarded:
             focused = self._focused_for_keys()
             if focused is not None:
@@ -50,14 +60,14 @@ class KeysInOrder:
                     self._paste(focused, event)
                 else:
                     await self._key(focused, event)
-                return
-        await super().on_event(event)
+                return True
+        return False
 
     def _focused_for_keys(self) -> Widget | None:
-        """The focused widget, when this mixin decides (else Textual's own path: no focus, a
+        """The focused widget, when this object decides (else Textual's own path: no focus, a
         maximised widget and its escape rule, start-up and shutdown)."""
         try:
-            screen = self.screen
+            screen = self.app.screen
         except Exception:  # noqa: BLE001 - no screen yet, or shutting down
             return None
         if screen.maximized is not None:
@@ -72,10 +82,11 @@ class KeysInOrder:
             focused._forward_event(event)
 
     async def _key(self, focused: Widget, event: events.Key) -> None:
-        if not self.app_focus:  # as Textual: a key means the terminal has the focus
-            self.app_focus = True
-        self.screen._clear_tooltip()
-        if await self._check_bindings(event.key, priority=True):
+        app = self.app
+        if not app.app_focus:  # as Textual: a key means the terminal has the focus
+            app.app_focus = True
+        app.screen._clear_tooltip()
+        if await self.check_bindings(event.key, priority=True):
             return
         if focused.check_consume_key(event.key, event.character):
             if isinstance(focused, Input) and event.is_printable and event.character:
@@ -83,7 +94,7 @@ class KeysInOrder:
             else:  # another widget that consumes characters (type-to-search): its own handler, in its queue
                 focused._forward_event(event)
             return
-        if await self._check_bindings(event.key):  # the focused widget's bindings first, then its ancestors'
+        if await self.check_bindings(event.key):  # the focused widget's bindings first, then its ancestors'
             await self._settle_focus(focused)
             return
         if self._explain_disabled(event.key):
@@ -93,7 +104,7 @@ class KeysInOrder:
     def _explain_disabled(self, key: str) -> bool:
         """A key shown dimmed in the footer (its binding's check_action said None) was pressed: the
         widget that holds it says why, when it can (`explain_disabled(action, parameters)`)."""
-        for namespace, bindings in self.screen._modal_binding_chain:
+        for namespace, bindings in self.app.screen._modal_binding_chain:
             for binding in bindings.key_to_bindings.get(key, ()):
                 explain = getattr(namespace, "explain_disabled", None)
                 if binding.priority or explain is None:
@@ -103,7 +114,7 @@ class KeysInOrder:
                 except ActionError:
                     continue
                 if namespace.check_action(action, parameters) is None and (why := explain(action, parameters)):
-                    self.notify(why, severity="warning", timeout=5)
+                    self.app.notify(why, severity="warning", timeout=5)
                     return True
         return False
 
@@ -111,7 +122,7 @@ class KeysInOrder:
         """A binding moved the focus: wait until the new widget has handled the messages it has
         (its Focus event: an Input selects its text), so the next key sees it as a person would."""
         try:
-            now = self.screen.focused
+            now = self.app.screen.focused
         except Exception:  # noqa: BLE001 - the screen went (the form closed)
             return
         if now is None or now is before:
