@@ -74,8 +74,10 @@ class Sweep:
 
     def __init__(self, ws: dict, slurm: Cluster, followed: Followed):
         self.ws, self.slurm, self.followed = ws, slurm, followed
+        # 3 s a checkpoint: 20 s and more after the first one, for `cifar-tui stop` (a CLI start on a
+        # loaded machine) to find the run still running (with 1 s it had completed once)
         self.tasks = submit(ws, fast(train__epochs=8, optim__lr="1e-3"), "--set", "train.keep=best,best+last",
-                            "--study", "sweep", env=slow(1))
+                            "--study", "sweep", env=slow(3))
         followed.look()  # at once: SLURM holds them a moment at least
         (self.stopped, self.stopped_job), (self.twin, _) = self.tasks
         self.chain = Once(lambda: followed.seen(self.stopped, "running") and checkpointed(ws, self.stopped, 1),

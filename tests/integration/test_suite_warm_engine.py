@@ -152,8 +152,11 @@ def test_a_module_an_editable_install_finds_is_found_off_sys_path():
     if not editable:
         pytest.skip("no editable install of the project in this interpreter")
     expected = editable[0].find_spec("engine", None)
-    spec = find_spec_on("engine", [str(Path("/nonexistent"))])
+    # an engine's sys.path in a run folder: the interpreter's own, no checkout, no PYTHONPATH
+    off_checkout = [p for p in sys.path if p not in ("", ".") and Path(p).resolve() != PROJECT_ROOT
+                    and p not in os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    spec = find_spec_on("engine", off_checkout)
     assert spec is not None and spec.origin == expected.origin
     assert find_spec_on("engine", [str(PROJECT_ROOT)]).origin == importlib.util.find_spec("engine").origin
     if Path(expected.origin).parent.parent == PROJECT_ROOT:  # the suite runs the installed checkout (CI)
-        assert other_modules([str(Path("/nonexistent"))]) is None
+        assert other_modules(off_checkout) is None  # no module found elsewhere: such a start is warm

@@ -108,6 +108,8 @@ def other_modules(path: list[str]) -> str | None:
         spec = getattr(module, "__spec__", None)
         if "." in name or name.startswith("__") or spec is None or not spec.has_location:  # frozen, built in
             continue
+        if name == "tests":  # the server's own package (it runs as tests.support.warm_engine); no engine imports it
+            continue
         origin = spec.origin
         spec = find_spec_on(name, path)
         found = spec.origin if spec is not None else None
