@@ -104,8 +104,10 @@ def _side_by_side(tmp_path: Path, spawn, n: int, gpus=("0", "1"), **kwargs) -> t
                      shared_queue=False, spawner=spawn)
     for _ in range(n):
         sup.enqueue("resnet18_baseline", ["data.source=synthetic"])
-    code = follow_many(sup, json_mode=False, console=Console(file=io.StringIO()), poll_s=0.05,
+    said = io.StringIO()
+    code = follow_many(sup, json_mode=False, console=Console(file=said), poll_s=0.05,
                        finish=kwargs.get("finish", lambda reaped, code, end: code))
+    sup.said = said.getvalue()  # what follow_many printed: a failed assert shows it
     return sup, code
 
 
@@ -121,7 +123,7 @@ def test_parallel_runs_one_per_gpu_and_the_next_waits_for_a_free_one(tmp_path, f
     finished = []
     sup, code = _side_by_side(tmp_path, spawn, 3, finish=lambda reaped, code, end: finished.append(
         (reaped.run_id, code, end["status"])) or code)
-    assert code == 0
+    assert code == 0, sup.said
     assert sorted(finished) == sorted((r.run_id, 0, "completed") for r in launched) and len(launched) == 3
     assert sup.leases.held() == [] and all(h["released_at"] for h in sup.leases.history())
     (a0, a1, a_gpu), (b0, b1, b_gpu), (c0, c1, c_gpu) = (_interval(r) for r in launched)
