@@ -184,6 +184,7 @@ class Supervisor:
         self.leases = Leases(self.store.conn, stale_s=lease_stale_s)
         self.children: dict[str, Child] = {}
         self.blocked: str | None = None     # why the head of the queue waits (None: it does not)
+        self.interrupted: int = 0           # the signal interrupt() passed on (0: none): start nothing more
         self._stopping: set[str] = set()    # runs started elsewhere that we asked to stop
         self._own: set[int] = set()         # items this supervisor queued for itself (shared_queue=False)
         self._configs: dict[int, ExperimentConfig] = {}
@@ -295,10 +296,16 @@ class Supervisor:
 
     # ------------------------------------------------------------------ starting
     def pump(self) -> list[Started | Refused]:
-        """Start queued items while slots allow; the queue keeps its order."""
+        """Start queued items while slots allow; the queue keeps its order. Nothing after an
+        interrupt: a Ctrl-C handled inside a pump (after the caller's check) freed the leases of the
+        runs it stopped, and the next item took one."""
         out: list[Started | Refused] = []
         self.blocked = None
+        if self.interrupted:
+            return out
         for item in self._serving():
+            if self.interrupted:
+                break
             try:
                 run_id, cfg = self._plan(item)
                 grant = self.leases.acquire(run_id, gpus=self.gpus, n=int(item["nproc"] or 1) if self.gpus else 0,
@@ -323,6 +330,9 @@ class Supervisor:
             self.store.set_queue_run_id(item["id"], run_id)
             self.children[run_id] = Child(launched, item["id"], grant.gpus, bool(item["resume_of"]))
             out.append(Started(item["id"], launched, grant.gpus, bool(item["resume_of"])))
+            if self.interrupted:  # the interrupt came while this one started: it stops as the others do
+                self.children[run_id].stop_requested = True
+                launched.process.send_signal(self.interrupted)
         return out
 
     def submit_queued(self) -> list[Submitted | Refused]:
@@ -406,7 +416,9 @@ class Supervisor:
         self.leases.refresh([rid for rid, c in self.children.items() if c.launched.process.poll() is None])
 
     def interrupt(self, sig: int = signal.SIGINT) -> None:
-        """Pass a signal to every live engine this supervisor started (Ctrl-C in the CLI)."""
+        """Pass a signal to every live engine this supervisor started (Ctrl-C in the CLI); no more
+        start after it."""
+        self.interrupted = sig
         for child in self.children.values():
             if child.launched.process.poll() is None:
                 child.stop_requested = True

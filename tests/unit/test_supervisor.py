@@ -60,6 +60,27 @@ def test_one_run_per_gpu_then_the_queue_waits_in_its_order(tmp_path):
                    ("gpu:0", third[0].run_id, None)]
 
 
+def test_a_ctrl_c_that_comes_while_a_run_starts_stops_it_too_and_starts_no_more(tmp_path):
+    """Ctrl-C is handled between any two lines, also inside pump(): the run being started then is
+    signalled as the others were, and no later item starts (it took the lease of a run the
+    interrupt had just stopped, once, in CI)."""
+    sup, spawner = make_supervisor(tmp_path, gpus=("0", "1", "2"))
+    for _ in range(3):
+        sup.enqueue("resnet18_baseline", SYN)
+    spawn = spawner.__call__
+
+    def interrupted_while_spawning(*args, **kwargs):
+        launched = spawn(*args, **kwargs)
+        sup.interrupt(signal.SIGINT)  # the handler runs here: after the spawn, before pump() returns
+        return launched
+
+    sup.spawner = interrupted_while_spawning
+    first = started(sup.pump())
+    assert len(first) == 1 and first[0].launched.process.signals == [signal.SIGINT]
+    assert sup.children[first[0].run_id].stop_requested
+    assert sup.pump() == [] and len(sup.children) == 1  # nothing more after the interrupt
+
+
 def test_a_ddp_run_takes_several_gpus_and_one_larger_than_the_gpus_is_refused(tmp_path):
     sup, spawner = make_supervisor(tmp_path, gpus=("0", "1", "2", "3"))
     a, b, c = (sup.enqueue("resnet18_baseline", SYN, nproc=2) for _ in range(3))
