@@ -103,6 +103,8 @@ def test_a_hung_dataloader_worker_is_stalled_notified_once_and_stopped(workspace
         assert all(b["telemetry"]["gpus"] is None and b["telemetry"]["rss_mb"] > 50 for b in beats)
         assert isinstance(beats[-1]["telemetry"]["cpu_percent"], float)
 
+        # the foreground `run` says it too, on its own look (it looks every few seconds): before the stop
+        wait_until(lambda: f"stalled {run.run_id}" in log.read_text(), 60, "the foreground run to say it is stalled")
         stop = procs.add(subprocess.Popen([*CLI, "stop", run.run_id, "--wait", "60"], env=workspace["env"],
                                           cwd=workspace["tmp"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
         end = wait_until(lambda: [e for e in read_events(run.events_path) if e["type"] == "end"], 60, "the end event")
