@@ -101,7 +101,8 @@ def test_cifar_tui_run_says_the_time_of_a_run_over_an_hour_before_it_starts(tmp_
                                    pid=os.getpid())
     finally:
         store.close()
-    env = dict(os.environ, CIFAR_TUI_GPUS="0", COLUMNS="200")
+    # PYTHONFAULTHANDLER: a CLI that does not exit after Ctrl-C is aborted and says where it was
+    env = dict(os.environ, CIFAR_TUI_GPUS="0", COLUMNS="200", PYTHONFAULTHANDLER="1")
     cli = subprocess.Popen([str(Path(sys.executable).parent / "cifar-tui"), "--home", str(home), "--data-root",
                             str(tmp_path / "data"), "run", "resnet18_baseline", "--set", "model.backbone=test_resnet",
                             "--set", "data.train_limit=640", "--data", "synthetic", "--device", "cpu",
@@ -123,5 +124,10 @@ def test_cifar_tui_run_says_the_time_of_a_run_over_an_hour_before_it_starts(tmp_
         assert lines[1].startswith("waiting for a slot: needs 1 GPU, 0 free"), lines
     finally:
         os.killpg(cli.pid, signal.SIGINT)
-        cli.wait(timeout=30)
+        try:
+            cli.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            cli.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+            rest = cli.communicate(timeout=10)[0]
+            pytest.fail(f"the CLI waiting for a slot did not exit within 30 s of Ctrl-C; it was at:\n{rest}")
     assert cli.returncode == 130

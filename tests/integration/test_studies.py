@@ -7,7 +7,6 @@ import json
 import math
 import os
 import signal
-import sqlite3
 import statistics
 import subprocess
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from engine.record.events import read_events
+from engine.record.store import connect
 
 from tests.conftest import CLI, ROOT, cli, set_args, tiny_overrides
 
@@ -28,8 +28,9 @@ def _events(home: Path, run_id: str) -> list[dict]:
 
 
 def _study_rows(home: Path, study: str) -> list[dict]:
-    conn = sqlite3.connect(home / "cifar_tui.db")
-    conn.row_factory = sqlite3.Row
+    # opened as the product opens it: a store another process is creating right now gets its columns
+    # (a bare sqlite3.connect saw the runs table before its study column: "no such column: study")
+    conn = connect(home)
     try:
         return [dict(r) for r in conn.execute("SELECT * FROM runs WHERE study=? ORDER BY started_at", (study,))]
     finally:
