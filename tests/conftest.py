@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,12 @@ SUITE_THREADS_ENV = "OMP_NUM_THREADS"
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault(SUITE_THREADS_ENV, "1")  # before the workers start and before torch loads
+    # The tests press Ctrl-C as a terminal does (SIGINT to a CLI or engine). A suite started in the
+    # background of a script (`make test &`, some CI runners) inherits SIGINT ignored, and so would every
+    # process it starts (an ignored signal stays ignored across exec): the CLI waiting for a slot never
+    # saw its Ctrl-C. Python's own handler here makes the processes it starts begin with the default.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"

@@ -127,7 +127,8 @@ def test_cifar_tui_run_says_the_time_of_a_run_over_an_hour_before_it_starts(tmp_
         try:
             cli.wait(timeout=30)
         except subprocess.TimeoutExpired:
+            signals = [line for line in Path(f"/proc/{cli.pid}/status").read_text().splitlines() if line.startswith("Sig")]
             cli.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
             rest = cli.communicate(timeout=10)[0]
-            pytest.fail(f"the CLI waiting for a slot did not exit within 30 s of Ctrl-C; it was at:\n{rest}")
+            pytest.fail(f"the CLI waiting for a slot did not exit within 30 s of Ctrl-C ({signals}); it was at:\n{rest}")
     assert cli.returncode == 130

@@ -243,6 +243,12 @@ def test_killed_engine_shows_crashed_and_resumes(engine_ws):
         store.close()
     os.killpg(launched.process.pid, signal.SIGKILL)
     launched.process.wait(10)
+    # a warm engine (tests/support/warm_engine.py) dies a moment after its stand-in, when its keeper
+    # sees the stand-in gone: the app opens on a dead engine, as after a real kill (it re-attached a live one)
+    deadline = time.monotonic() + 30
+    while pid_alive(row["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(row["pid"]), "the killed engine is still alive"
 
     async def scenario():
         app = CifarTUI(ws, max_parallel=1)
