@@ -14,7 +14,7 @@ from typer.core import TyperOption
 from rich.markup import escape
 from rich.table import Table
 
-from engine.config import ConfigError
+from engine.errors import ConfigError
 from engine.record.paths import EVENTS_FILE, default_data_root, default_home, events_path
 
 from .commands import listing

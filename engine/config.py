@@ -14,15 +14,13 @@ from typing import Annotated, Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from .errors import ConfigError  # noqa: F401 - engine.config.ConfigError is the name most code uses
+
 MAX_CONFIG_BYTES = 1_000_000
 MAX_YAML_DEPTH = 50        # our configs nest 3 levels; deeper is junk (and would recurse in the loaders)
 MAX_YAML_NODES = 100_000   # after alias expansion: a "billion laughs" file is refused before it is built
 CONFIG_SUFFIXES = (".yaml", ".yml")
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
-class ConfigError(ValueError):
-    """A config (file, name or override) a user wrote is not valid."""
 
 
 class _Strict(BaseModel):

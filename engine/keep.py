@@ -20,15 +20,18 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import ConfigError, ExperimentConfig
+from .errors import ConfigError
 
 # engine.checkpoint (torch) is imported inside the functions that write or read checkpoints:
 # `python -m engine.train` checks its input with this module before it imports torch.
 
 KEEP_POLICIES = ("best", "best+last", "all")
 from .record.paths import BEST, LAST, checkpoints_dir  # noqa: F401 - the layout lives in paths (no torch)
+
+if TYPE_CHECKING:
+    from .config import ExperimentConfig
 
 
 def epoch_weights_path(run_dir: Path, epoch: int) -> Path:

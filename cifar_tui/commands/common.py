@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from engine.config import ConfigError
+from engine.errors import ConfigError
 from engine.record.status import COMPLETED, PRUNED, STOPPED
 
 from ..workspace import Workspace

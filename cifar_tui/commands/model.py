@@ -15,7 +15,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from engine.config import ConfigError
+from engine.errors import ConfigError
 from engine.keep import checkpoint_path
 
 EXIT_PARITY_FAILED = 1

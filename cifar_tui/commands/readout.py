@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Optional
 
-from engine.config import ConfigError
+from engine.errors import ConfigError
 
 from .common import console, err_console, fail, open_store, state
 

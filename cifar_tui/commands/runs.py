@@ -14,7 +14,7 @@ from typing import List, Optional
 import typer
 from rich.markup import escape
 
-from engine.config import ConfigError
+from engine.errors import ConfigError
 from engine.record.paths import events_path
 from engine.record.status import COMPLETED, CRASHED, FAILED, LIVE, PRUNED, QUEUED, RUNNING, STALLED, STOPPED, TERMINAL
 

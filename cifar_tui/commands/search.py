@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 from rich.markup import escape
 
-from engine.config import ConfigError
+from engine.errors import ConfigError
 
 from .common import DataSource, Launcher, LaunchOptions, cli_overrides, command_line, console, fail, open_store, state
 

@@ -16,7 +16,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from engine.config import ConfigError
+from engine.errors import ConfigError
 from engine.record.status import COMPLETED
 
 from .common import (EXIT_STOPPED, DataSource, Launcher, LaunchOptions, cli_overrides, command_line, console,

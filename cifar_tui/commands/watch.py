@@ -11,7 +11,7 @@ from typing import List, Optional
 import typer
 from rich.markup import escape
 
-from engine.config import ConfigError
+from engine.errors import ConfigError
 from engine.record.status import COMPLETED, CRASHED, FAILED, STALLED, STOPPED, TERMINAL
 
 from .common import EXIT_STOPPED, console, err_console, fail, state, supervisor, warn

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from ..config import ConfigError
+from ..errors import ConfigError
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
 

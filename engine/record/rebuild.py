@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..config import ConfigError
+from ..errors import ConfigError
 from .events import read_events, summarize
 from .paths import check_run_id, events_path
 from .store import DB_NAME, EPOCH_FIELDS, Store, db_path, transaction
