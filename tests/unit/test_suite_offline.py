@@ -75,3 +75,16 @@ def test_sockets_of_this_process_reach_loopback_only():
         server.listen(1)
         with socket.create_connection(server.getsockname(), timeout=3):
             pass
+
+
+def test_the_processes_the_suite_starts_meet_ctrl_c_as_from_a_terminal():
+    """Started in the background of a script, the suite inherits SIGINT ignored; tests/conftest.py
+    restores the handler, so a CLI or engine it starts turns Ctrl-C into KeyboardInterrupt."""
+    import signal
+    import subprocess
+    import sys
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    res = subprocess.run([sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT).__name__)"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.stdout.strip() == "default_int_handler", res.stdout + res.stderr
