@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-# Every test runs offline and leaves no process behind (tests/support/hygiene.py); pytester
-# runs a test session inside a test (tests/integration/test_suite_hygiene.py).
-pytest_plugins = ["tests.support.hygiene", "tests.support.warm_engine_plugin", "pytester"]
+# Every test runs offline and leaves no process behind (tests/support/hygiene.py); the longest test files
+# start first (tests/support/file_order.py); pytester runs a test session inside a test
+# (tests/integration/test_suite_hygiene.py).
+pytest_plugins = ["tests.support.hygiene", "tests.support.warm_engine_plugin", "tests.support.file_order", "pytester"]
 
 # One CPU thread for each process the suite runs (engines, CLIs, the test sessions themselves), unless
 # the caller chose a number: two xdist workers that each run an engine with a thread per core
