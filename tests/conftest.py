@@ -15,7 +15,7 @@ import pytest
 pytest_plugins = ["tests.support.hygiene", "tests.support.warm_engine_plugin", "tests.support.file_order", "pytester"]
 
 # One CPU thread for each process the suite runs (engines, CLIs, the test sessions themselves), unless
-# the caller chose a number: two xdist workers that each run an engine with a thread per core
+# the caller chose a number: xdist workers that each run an engine with a thread per core
 # oversubscribe the two cores and OpenMP's threads spin-wait for each other. Measured on the 2-core VM
 # (test_tui_app, test_disk_rule, test_recipes with -n 2): 168 s and 4.8 min of user CPU with the
 # default, 83 s and 1.8 min with one thread. A test that needs its own count sets it for its engine.

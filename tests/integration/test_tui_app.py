@@ -74,10 +74,16 @@ async def fill_form(pilot, form: LaunchScreen, *, epochs: str, overrides: str) -
     form.query_one("#f-batch", Input).value = "64"
     form.query_one("#f-device", Select).value = "cpu"
     form.query_one("#f-data", Select).value = "synthetic"
-    form.query_one("#f-set", Input).focus()
-    # focus() takes effect on the app's next turn: keys pressed before that go to the field before
-    # (the overrides lost their first letter in a fresh clone's CI run: 'ata.train_limit=...')
-    await wait_for(pilot, lambda: getattr(form.app.focused, "id", "") == "f-set", 60, "the overrides field's focus")
+    # Focused at once, on the form: Widget.focus() takes effect on the app's next turn (keys pressed
+    # before that went to the field before: 'ata.train_limit=...' in a fresh clone's CI run), and once,
+    # under three workers' load, it had not landed after 60 s (cause not found: a failure says who has it).
+    form.set_focus(form.query_one("#f-set", Input))
+    try:
+        await wait_for(pilot, lambda: getattr(form.app.focused, "id", "") == "f-set", 60, "the overrides field's focus")
+    except AssertionError as exc:  # who has it instead
+        field = form.query_one("#f-set", Input)
+        raise AssertionError(f"{exc}: focused {form.app.focused!r} on {form.app.screen!r}; the field focusable "
+                             f"{field.focusable}, attached {field.is_attached}, disabled {field.disabled}") from None
     await pilot.press(*overrides)
 
 
