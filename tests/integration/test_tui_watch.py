@@ -78,7 +78,10 @@ def test_tui_beside_two_parallel_clis_agrees_on_the_one_gpu(workspace, monkeypat
     shows a CLI's run holding GPU 0 and its own item waiting for it, and never two engines run at once."""
     monkeypatch.setenv("CIFAR_TUI_GPUS", "0")
     monkeypatch.delenv("CIFAR_TUI_MAX_PARALLEL", raising=False)
-    env = {**workspace["env"], "CIFAR_TUI_GPUS": "0", "OMP_NUM_THREADS": "1"}
+    # Each CLI run holds the GPU 4 s longer (its last.pt written slowly): under load a one-epoch run
+    # had ended, and the TUI's item started, before the Runs tab was looked at (no queued row to see).
+    env = {**workspace["env"], "CIFAR_TUI_GPUS": "0", "OMP_NUM_THREADS": "1",
+           "CIFAR_TUI_TEST_SLOW_CHECKPOINT": "last.pt:4"}
     home = workspace["home"]
     args = [*CLI, "run", "resnet18_baseline", "resnet18_baseline", "--parallel", *set_args(ONE_EPOCH)]
     shells = [subprocess.Popen(args, env=env, cwd=workspace["tmp"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -109,7 +112,9 @@ def test_tui_beside_two_parallel_clis_agrees_on_the_one_gpu(workspace, monkeypat
                 assert "GPU 0 held by" in app.runs_pane.blocked
                 await pilot.press("2")
                 runs = app.query_one("#runs-table", DataTable)
-                await wait_for(pilot, lambda: f"queue:{item}" in {k.value for k in runs.rows}, "the queue row", 60)
+                await wait_for(pilot, lambda: f"queue:{item}" in {k.value for k in runs.rows} or not app.store.queued(),
+                               "the queue row", 60)
+                assert app.store.queued(), f"the TUI's item started before its queued row was seen: {list(runs.rows)}"
                 assert runs.get_row(f"queue:{item}")[0].plain == "◷ queued"
                 assert "the queue waits: needs 1 GPU, 0 free: GPU 0 held by" in str(
                     app.query_one("#runs-hint").render())
