@@ -29,7 +29,7 @@ from engine.record.events import read_events
 from engine.record.store import Store
 from engine.record.status import pid_alive
 
-from tests.support.tui import until_form, footer_keys, until_loaded
+from tests.support.tui import until_form, footer_keys, until_loaded, form_ready
 
 SIZE = (160, 48)
 LIMITS = "data.train_limit=256 data.test_limit=128"
@@ -75,8 +75,7 @@ async def fill_form(pilot, form: LaunchScreen, *, epochs: str, overrides: str) -
     form.query_one("#f-device", Select).value = "cpu"
     form.query_one("#f-data", Select).value = "synthetic"
     # Focused at once, on the form: Widget.focus() takes effect on the app's next turn (keys pressed
-    # before that went to the field before: 'ata.train_limit=...' in a fresh clone's CI run), and once,
-    # under three workers' load, it had not landed after 60 s (cause not found: a failure says who has it).
+    # before that went to the field before: 'ata.train_limit=...' in a fresh clone's CI run).
     form.set_focus(form.query_one("#f-set", Input))
     try:
         await wait_for(pilot, lambda: getattr(form.app.focused, "id", "") == "f-set", 60, "the overrides field's focus")
@@ -405,8 +404,7 @@ def test_a_study_from_the_form_runs_with_its_groups(engine_ws):
             await until_loaded(pilot, app)
             app.experiments_pane.launch(["resnet18_baseline"])
             # mounted: its first field has the focus (typing before that would go elsewhere)
-            await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen) and getattr(app.focused, "id", "")
-                           == "f-epochs", 60, "the form")
+            await wait_for(pilot, lambda: form_ready(app), 60, "the form")
             form = app.screen
             await fill_form(pilot, form, epochs="1", overrides=LIMITS)
             form.query_one("#f-seeds", Input).value = "2"

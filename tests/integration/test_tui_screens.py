@@ -19,7 +19,7 @@ from cifar_tui.tui.screens import CompareScreen, ConfirmScreen, LaunchScreen, Qu
 from engine.config import list_config_paths, load_config
 from engine.record.status import pid_alive
 
-from tests.support.tui import until_form, ROOT, fake_workspace, footer_keys, until_loaded
+from tests.support.tui import until_form, ROOT, fake_workspace, footer_keys, until_loaded, form_ready
 
 SIZE = (160, 48)
 
@@ -119,7 +119,7 @@ def test_launch_form_refuses_a_malformed_study_with_the_clis_line(tmp_path):
             await until_loaded(pilot, app)
             app.experiments_pane.launch(["resnet18_baseline"])
             deadline = time.monotonic() + 10
-            while not (isinstance(app.screen, LaunchScreen) and getattr(app.focused, "id", "") == "f-epochs") and \
+            while not form_ready(app) and \
                     time.monotonic() < deadline:
                 await pilot.pause(0.05)
             form = app.screen

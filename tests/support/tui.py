@@ -178,18 +178,21 @@ async def until_loaded(pilot, app, timeout: float = 60.0) -> None:  # polls: a l
     assert app.experiments_pane.loaded
 
 
-async def until_form(pilot, app, timeout: float = 60.0):
-    """The launch form, mounted: its first field has the focus (typing before that goes elsewhere,
-    and its widgets may not be there yet on a busy machine). Returns the form."""
+def form_ready(app) -> bool:
+    """The launch form is in front, mounted (its on_mount has run), and its first field has the focus.
+    Typing before that goes elsewhere; Textual's auto-focus gives the field the focus at compose, before
+    on_mount, so the focus alone is not enough."""
     from cifar_tui.tui.screens import LaunchScreen
 
-    def ready() -> bool:
-        return isinstance(app.screen, LaunchScreen) and getattr(app.focused, "id", "") == "f-epochs"
+    return isinstance(app.screen, LaunchScreen) and app.screen.is_mounted and getattr(app.focused, "id", "") == "f-epochs"
 
+
+async def until_form(pilot, app, timeout: float = 60.0):
+    """The launch form, ready (form_ready). Returns the form."""
     deadline = time.monotonic() + timeout
-    while not ready() and time.monotonic() < deadline:
+    while not form_ready(app) and time.monotonic() < deadline:
         await pilot.pause(0.05)
-    assert ready(), f"the launch form did not come up (screen {app.screen!r}, focus {app.focused!r})"
+    assert form_ready(app), f"the launch form did not come up (screen {app.screen!r}, focus {app.focused!r})"
     return app.screen
 
 

@@ -15,7 +15,7 @@ from cifar_tui.tui.screens import LaunchScreen
 
 from cifar_tui.workspace import Workspace
 
-from tests.support.tui import ROOT, until_loaded
+from tests.support.tui import ROOT, until_loaded, form_ready
 
 CONFIGS = ROOT / "configs"
 
@@ -65,7 +65,7 @@ async def open_form(pilot, app) -> LaunchScreen:
     app.post_message(LaunchRequested(["resnet18_baseline"]))
     for _ in range(100):
         await pilot.pause(0.05)
-        if isinstance(app.screen, LaunchScreen) and getattr(app.focused, "id", "") == "f-epochs":
+        if form_ready(app):
             return app.screen
     raise AssertionError(f"the launch form did not open with Epochs focused: {app.screen}, {app.focused}")
 

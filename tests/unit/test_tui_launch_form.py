@@ -16,7 +16,7 @@ from engine.config import load_config
 from engine.record.leases import Leases
 from engine.record.store import Store
 
-from tests.support.tui import ROOT, fake_workspace, until_loaded
+from tests.support.tui import ROOT, fake_workspace, until_loaded, form_ready
 
 CONFIGS = ROOT / "configs"
 
@@ -25,7 +25,7 @@ async def open_form(pilot, app, name: str = "resnet18_baseline") -> LaunchScreen
     app.post_message(LaunchRequested([name]))
     for _ in range(100):
         await pilot.pause(0.05)
-        if isinstance(app.screen, LaunchScreen) and getattr(app.focused, "id", "") == "f-epochs":
+        if form_ready(app):
             await pilot.pause(0.4)  # the time line follows the fields (PLAN_DELAY_S)
             return app.screen
     raise AssertionError(f"the launch form did not open: {app.screen}")
@@ -106,5 +106,31 @@ def test_without_cifar100_the_form_starts_on_synthetic_and_shows_the_time_from_e
             form.query_one("#f-set").value = "model.backbone=resnet50"
             await pilot.pause(0.5)
             assert text(form, "#estimate") == "Time: unknown (no earlier run of resnet50 at 32x32 on cpu here)"
+
+    asyncio.run(scenario())
+
+
+def test_once_the_form_is_mounted_the_focus_a_person_moves_stays_where_they_put_it(tmp_path, monkeypatch):
+    """The form gives its first field the focus while it mounts, not a moment later: a field focused
+    (a Tab, a click) as soon as the form is there keeps the focus. With a deferred focus() in on_mount,
+    the focus went back to Epochs after the first keys had moved it (they then landed in Epochs)."""
+    monkeypatch.setenv("CIFAR_TUI_ESTIMATE_PROBE", "off")
+    ws, _ = fake_workspace(tmp_path)
+
+    async def scenario():
+        app = CifarTUI(ws, max_parallel=1)
+        async with app.run_test(size=(160, 45)) as pilot:
+            await until_loaded(pilot, app)
+            app.post_message(LaunchRequested(["resnet18_baseline"]))
+            for _ in range(20000):  # each turn of the loop, not pilot.pause (that waits for the app's queue)
+                if isinstance(app.screen, LaunchScreen) and app.screen.is_mounted:
+                    break
+                await asyncio.sleep(0)
+            form = app.screen
+            assert isinstance(form, LaunchScreen) and form.is_mounted
+            field = form.query_one("#f-set")
+            form.set_focus(field)
+            await pilot.pause(0.3)
+            assert app.focused is field, app.focused
 
     asyncio.run(scenario())

@@ -16,7 +16,7 @@ from cifar_tui.tui.screens import CompareScreen, LaunchScreen, StudiesScreen
 
 from engine.config import list_config_paths
 from tests.conftest import CONFIGS
-from tests.support.tui import STUDY, TUNE, add_tune_study, fake_workspace, study_workspace
+from tests.support.tui import STUDY, TUNE, add_tune_study, fake_workspace, study_workspace, form_ready
 
 SIZE = (160, 45)
 
@@ -226,7 +226,7 @@ def test_snapshot_launch_form_error(snap_ws, snap_compare):
     async def before(pilot):
         await settle(pilot)
         await pilot.press("down", "l")
-        await settle(pilot, lambda: isinstance(app.screen, LaunchScreen) and getattr(app.focused, "id", "") == "f-epochs")
+        await settle(pilot, lambda: form_ready(app))
         form = app.screen
         form.query_one("#f-set", Input).value = "train.epochs=0"
         await pilot.press("ctrl+s")
@@ -287,7 +287,7 @@ def test_snapshot_launch_form_plan(snap_ws, snap_compare):
     async def before(pilot):
         await settle(pilot)
         await pilot.press("down", "l")
-        await settle(pilot, lambda: isinstance(app.screen, LaunchScreen) and getattr(app.focused, "id", "") == "f-epochs")
+        await settle(pilot, lambda: form_ready(app))
         form = app.screen
         for field in form.query(Input):  # the plan takes a varying time: no cursor blink phase in the picture
             field.cursor_blink = False
@@ -358,7 +358,7 @@ async def show_screen(pilot, app, ids, screen: str) -> None:
     elif screen == "launch_form":
         await settle(pilot)
         await pilot.press("down", "l")
-        await settle(pilot, lambda: isinstance(app.screen, LaunchScreen) and getattr(app.focused, "id", "") == "f-epochs")
+        await settle(pilot, lambda: form_ready(app))
         for field in app.screen.query(Input):
             field.cursor_blink = False
     app.clear_notifications()  # the "1 run crashed" toast would hide a corner of every picture

@@ -20,7 +20,8 @@ from cifar_tui.tui.app import CifarTUI
 from cifar_tui.tui.screens import CompareScreen, LaunchScreen, StudiesScreen
 from engine.config import ConfigError
 
-from tests.support.tui import STUDY, TUNE, add_tune_study, fake_workspace, footer_keys, study_workspace, until_loaded
+from tests.support.tui import (STUDY, TUNE, add_tune_study, fake_workspace, footer_keys, form_ready, study_workspace,
+                               until_loaded)
 
 SIZE = (160, 48)
 T_975_2 = 4.302652729911275  # Student's t, two-sided 95%, 2 degrees of freedom
@@ -114,11 +115,6 @@ def test_group_rows_are_the_cli_groups_and_a_study_filters_them(tmp_path):
             await wait_for(pilot, lambda: pane.study is None and lb.row_count == 6 + len(ids), "every run")
 
     asyncio.run(scenario())
-
-
-def form_ready(app) -> bool:
-    """The form is pushed and mounted: its first field has the focus."""
-    return isinstance(app.screen, LaunchScreen) and getattr(app.focused, "id", "") == "f-epochs"
 
 
 async def open_form(pilot, app, name: str = "resnet18_baseline") -> LaunchScreen:

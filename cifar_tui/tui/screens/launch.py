@@ -243,7 +243,9 @@ class LaunchScreen(ModalScreen[LaunchPlan | None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#f-epochs", Input).focus()
+        # At once, not with focus()'s deferred call: that could land after the first keys (Textual's
+        # auto-focus already gave this field the focus at compose) had moved on to another field.
+        self.set_focus(self.query_one("#f-epochs", Input))
         self.query_one(RunEstimate).attach(self._store(), self.gpus)
         self._update_hint()
         self.update_plan()  # the time estimate of the form as it opens
