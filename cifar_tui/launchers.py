@@ -19,6 +19,7 @@ and cancels the job (scancel through submitit).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import os
 import signal
@@ -297,16 +298,21 @@ class SlurmLauncher:
             raise ConfigError(f"--launcher slurm: {exc}") from None
         root = (folder or jobs_folder(ws)).parent
         root.mkdir(parents=True, exist_ok=True)
-        before = set(root.iterdir())
-        try:
-            with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's stderr as well
-                with executor.batch():
-                    jobs = [executor.submit(*call) for call in calls]
-        except Exception as exc:  # noqa: BLE001 - sbatch missing or refusing: one line, nothing queued
-            for path in set(root.iterdir()) - before:  # the array's pickles, the job script
-                if path.is_file() or path.is_symlink():
-                    path.unlink(missing_ok=True)
-            raise SubmissionRefused(refusal_line(exc, self.options, self.gpus_per_node(on_cpu))) from None
+        # One submission at a time per workspace: submitit writes a submission's pickles and script into
+        # this shared folder before sbatch answers, and a refused one removes what it wrote. Without the
+        # lock a refusal in one CLI removed another CLI's files mid-submission (seen under load).
+        with open(root / ".submit.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            before = set(root.iterdir())
+            try:
+                with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's stderr as well
+                    with executor.batch():
+                        jobs = [executor.submit(*call) for call in calls]
+            except Exception as exc:  # noqa: BLE001 - sbatch missing or refusing: one line, nothing queued
+                for path in set(root.iterdir()) - before:  # the array's pickles, the job script
+                    if path.is_file() or path.is_symlink():
+                        path.unlink(missing_ok=True)
+                raise SubmissionRefused(refusal_line(exc, self.options, self.gpus_per_node(on_cpu))) from None
         return jobs
 
 
@@ -326,7 +332,7 @@ REFUSALS = (
 def refusal_line(exc: BaseException, options: SlurmOptions, gpus: int) -> str:
     """sbatch's refusal as one line naming the option it is about."""
     text = str(exc).strip()
-    if isinstance(exc, FileNotFoundError) or "No such file" in text:
+    if isinstance(exc, FileNotFoundError) and Path(exc.filename or "").name == "sbatch":
         return "--launcher slurm: sbatch not found (is this a SLURM login node?)"
     last = next((line for line in reversed(text.splitlines()) if line.strip()), type(exc).__name__)
     reason = last.split("error:", 1)[-1].strip().removeprefix("Batch job submission failed:").strip()
