@@ -180,3 +180,12 @@ def test_the_tuis_runs_tab_lists_a_run_waiting_in_slurms_queue_with_its_job(tmp_
             assert "queued" in cells[0] and "slurm job 41_3" in cells
 
     asyncio.run(scenario())
+
+
+def test_sbatch_not_found_only_when_sbatch_itself_is_missing():
+    options = SlurmOptions()
+    assert refusal_line(FileNotFoundError(2, "No such file or directory", "sbatch"), options, 0) == \
+        "--launcher slurm: sbatch not found (is this a SLURM login node?)"
+    other = FileNotFoundError(2, "No such file or directory", "/home/u/runs/.jobs/x_submitted.pkl")
+    got = refusal_line(other, options, 0)  # another file gone (a submission's pickle): said as it is
+    assert "sbatch not found" not in got and "x_submitted.pkl" in got and "\n" not in got
