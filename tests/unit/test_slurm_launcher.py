@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from cifar_tui.launchers import SlurmOptions, refusal_line, warning_s
+from cifar_tui.launchers import SlurmLauncher, SlurmOptions, SubmissionRefused, refusal_line, warning_s
 from cifar_tui.supervisor import Supervisor
 from cifar_tui.tui.runs_index import RunsIndex
+from cifar_tui.workspace import Workspace
 from engine import lifecycle, stop_request
 from engine.record.store import Store
 
@@ -182,10 +183,21 @@ def test_the_tuis_runs_tab_lists_a_run_waiting_in_slurms_queue_with_its_job(tmp_
     asyncio.run(scenario())
 
 
-def test_sbatch_not_found_only_when_sbatch_itself_is_missing():
+def test_sbatch_not_found_only_when_sbatch_itself_is_missing(tmp_path, monkeypatch):
+    # A real submission on a machine with srun but no sbatch: the error submitit really raises
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    ws = Workspace(home=tmp_path / "runs", data_root=tmp_path / "data", configs=None)
+    with pytest.raises(SubmissionRefused) as refused:
+        SlurmLauncher(SlurmOptions()).submit_calls(ws, [(print, "never runs")], on_cpu=True)
+    assert str(refused.value) == "--launcher slurm: sbatch not found (is this a SLURM login node?)"
+    left = [p.name for p in (tmp_path / "runs" / ".jobs").iterdir()]
+    assert left == [".submit.lock"], left  # the submission's pickles and script are removed
+
     options = SlurmOptions()
-    assert refusal_line(FileNotFoundError(2, "No such file or directory", "sbatch"), options, 0) == \
-        "--launcher slurm: sbatch not found (is this a SLURM login node?)"
     other = FileNotFoundError(2, "No such file or directory", "/home/u/runs/.jobs/x_submitted.pkl")
     got = refusal_line(other, options, 0)  # another file gone (a submission's pickle): said as it is
     assert "sbatch not found" not in got and "x_submitted.pkl" in got and "\n" not in got
