@@ -29,7 +29,7 @@ from engine.record.events import read_events
 from engine.record.store import Store
 from engine.record.status import pid_alive
 
-from tests.support.tui import until_form, footer_keys, until_loaded, form_ready
+from tests.support.tui import until_form, footer_keys, until_loaded
 
 SIZE = (160, 48)
 LIMITS = "data.train_limit=256 data.test_limit=128"
@@ -403,9 +403,7 @@ def test_a_study_from_the_form_runs_with_its_groups(engine_ws):
         async with app.run_test(size=SIZE) as pilot:
             await until_loaded(pilot, app)
             app.experiments_pane.launch(["resnet18_baseline"])
-            # mounted: its first field has the focus (typing before that would go elsewhere)
-            await wait_for(pilot, lambda: form_ready(app), 60, "the form")
-            form = app.screen
+            form = await until_form(pilot, app)
             await fill_form(pilot, form, epochs="1", overrides=LIMITS)
             form.query_one("#f-seeds", Input).value = "2"
             form.query_one("#f-study", Input).value = "seeds2"

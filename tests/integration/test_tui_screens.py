@@ -19,7 +19,7 @@ from cifar_tui.tui.screens import CompareScreen, ConfirmScreen, LaunchScreen, Qu
 from engine.config import list_config_paths, load_config
 from engine.record.status import pid_alive
 
-from tests.support.tui import until_form, ROOT, fake_workspace, footer_keys, until_loaded, form_ready
+from tests.support.tui import until_form, ROOT, fake_workspace, footer_keys, until_loaded
 
 SIZE = (160, 48)
 
@@ -118,11 +118,7 @@ def test_launch_form_refuses_a_malformed_study_with_the_clis_line(tmp_path):
         async with app.run_test(size=SIZE) as pilot:
             await until_loaded(pilot, app)
             app.experiments_pane.launch(["resnet18_baseline"])
-            deadline = time.monotonic() + 10
-            while not form_ready(app) and \
-                    time.monotonic() < deadline:
-                await pilot.pause(0.05)
-            form = app.screen
+            form = await until_form(pilot, app)
             for (sets, seeds, study), line in zip(cases, expected):
                 form.query_one("#f-set", Input).value = sets
                 form.query_one("#f-seeds", Input).value = seeds

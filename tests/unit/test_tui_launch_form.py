@@ -16,19 +16,16 @@ from engine.config import load_config
 from engine.record.leases import Leases
 from engine.record.store import Store
 
-from tests.support.tui import ROOT, fake_workspace, until_loaded, form_ready
+from tests.support.tui import ROOT, fake_workspace, until_form, until_loaded
 
 CONFIGS = ROOT / "configs"
 
 
 async def open_form(pilot, app, name: str = "resnet18_baseline") -> LaunchScreen:
     app.post_message(LaunchRequested([name]))
-    for _ in range(100):
-        await pilot.pause(0.05)
-        if form_ready(app):
-            await pilot.pause(0.4)  # the time line follows the fields (PLAN_DELAY_S)
-            return app.screen
-    raise AssertionError(f"the launch form did not open: {app.screen}")
+    form = await until_form(pilot, app)
+    await pilot.pause(0.4)  # the time line follows the fields (PLAN_DELAY_S)
+    return form
 
 
 def text(form: LaunchScreen, selector: str) -> str:

@@ -19,7 +19,7 @@ from cifar_tui.tui.app import CifarTUI
 from cifar_tui.tui.screens import StudiesScreen
 from cifar_tui.tui.study_tabs import study_pane_id
 
-from tests.support.tui import STUDY, fake_workspace, study_workspace, until_loaded, form_ready
+from tests.support.tui import STUDY, fake_workspace, study_workspace, until_form, until_loaded
 
 SIZE = (180, 48)
 
@@ -136,8 +136,7 @@ def test_a_study_from_the_form_opens_one_tab_not_one_per_run(tmp_path):
 
             app.sup.pump = pump
             app.experiments_pane.launch(["resnet18_baseline"])
-            await wait_for(pilot, lambda: form_ready(app), "the form")
-            form = app.screen
+            form = await until_form(pilot, app)
             form.query_one("#f-set", Input).value = "optim.lr=1e-3,3e-3,1e-2"
             form.query_one("#f-seeds", Input).value = "2"
             form.query_one("#f-study", Input).value = "six"
@@ -162,8 +161,7 @@ def test_seeds_auto_from_the_form_is_recorded_and_decided_by_the_app(tmp_path):
             await until_loaded(pilot, app)
             app.sup.pump = lambda: []  # nothing starts: what the driver queues stays queued
             app.experiments_pane.launch(["resnet18_baseline"])
-            await wait_for(pilot, lambda: form_ready(app), "the form")
-            form = app.screen
+            form = await until_form(pilot, app)
             form.query_one("#f-data", Select).value = "cifar100"  # no CIFAR-100 here: the form starts on synthetic
             form.query_one("#f-set", Input).value = "optim.lr=1e-3,3e-3"
             form.query_one("#f-seeds", Input).value = "auto"
